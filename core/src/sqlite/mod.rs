@@ -1,0 +1,1 @@
+//! SQLite connection layer (owned by the sqlite-layer helper).
