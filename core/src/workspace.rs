@@ -1,1 +1,289 @@
+//! The workspace: the exclusive owner of a directory of apps and their databases.
+//!
+//! [`Workspace::open`] takes the workspace lock (a second opener, in this process or another,
+//! gets [`ErrorCode::WorkspaceLocked`] naming the holder's pid), then runs recovery: it reads
+//! every app record, pointer and manifest, verifies their checksums, removes temp files and
+//! registrations that never committed, and lists orphans for GC. Recovery is idempotent.
+//!
+//! Apps are registered from a capability manifest; registration is durable when
+//! [`Workspace::register_app`] returns. Every change runs as a store [`Plan`] on the
+//! driver; the store's mutex orders them.
 
+use crate::driver::Driver;
+use crate::manifest::Manifest;
+use crate::names::{AppId, DbName};
+use crate::store::ids::UuidSource;
+use crate::store::record::AppRecord;
+use crate::store::{layout, DbKey, GcSummary, Ledger, Plan, RecoveryReport, Store};
+use crate::vfs::{LockGuard, RealFs, Vfs, VfsErrorKind};
+use crate::{Error, ErrorCode, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A source of wall-clock time in unix milliseconds. Injected so simulations control time.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Options for opening a workspace.
+#[derive(Clone)]
+pub struct WorkspaceOptions {
+    /// Seed for UUID generation; `None` seeds from the operating system (production).
+    pub uuid_seed: Option<u64>,
+    /// The clock; defaults to [`SystemClock`].
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for WorkspaceOptions {
+    fn default() -> Self {
+        WorkspaceOptions { uuid_seed: None, clock: Arc::new(SystemClock) }
+    }
+}
+
+impl std::fmt::Debug for WorkspaceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceOptions").field("uuid_seed", &self.uuid_seed).finish_non_exhaustive()
+    }
+}
+
+/// What the host sees of a registered app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInfo {
+    /// The host's id for the app.
+    pub app_id: AppId,
+    /// The UUID naming its directory.
+    pub app_uuid: Uuid,
+    /// Its validated manifest.
+    pub manifest: Manifest,
+}
+
+use uuid::Uuid;
+
+impl From<&AppRecord> for AppInfo {
+    fn from(r: &AppRecord) -> Self {
+        AppInfo { app_id: r.app_id.clone(), app_uuid: r.app_uuid, manifest: r.manifest.clone() }
+    }
+}
+
+struct Inner {
+    driver: Driver,
+    store: Mutex<Store>,
+    uuids: Mutex<UuidSource>,
+    clock: Arc<dyn Clock>,
+    report: RecoveryReport,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// An open workspace. Cheap to clone; all clones share one lock and one store.
+#[derive(Clone)]
+pub struct Workspace {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace").field("root", &self.inner.driver.root()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the store lock cannot leave it half-updated in a way that matters
+    // more than refusing all work would: every mutation is applied in one call.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workspace {
+    /// Opens (creating if needed) the workspace at `dir` on the real filesystem.
+    pub fn open(dir: impl AsRef<Path>, options: WorkspaceOptions) -> Result<Workspace> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create workspace {}", dir.display()), &e))?;
+        let root = dir.canonicalize().map_err(|e| Error::io(format!("resolve {}", dir.display()), &e))?;
+        Workspace::open_with(Arc::new(RealFs), root, options)
+    }
+
+    /// Opens the workspace at `root` (which must exist) on any [`Vfs`].
+    pub fn open_with(vfs: Arc<dyn Vfs>, root: PathBuf, options: WorkspaceOptions) -> Result<Workspace> {
+        let lock_path = root.join(layout::LOCK_FILE);
+        let guard = vfs.lock_exclusive(&lock_path).map_err(|e| {
+            if e.kind == VfsErrorKind::Locked {
+                Error::new(
+                    ErrorCode::WorkspaceLocked,
+                    format!("workspace {} is locked: {}", root.display(), e.detail),
+                )
+            } else {
+                Error::from(e)
+            }
+        })?;
+        let driver = Driver::new(vfs.clone(), root.clone());
+        let apps = driver.abs(&layout::apps_dir());
+        if !vfs.exists(&apps)? {
+            vfs.create_dir(&apps)?;
+            vfs.sync_dir(&root)?;
+        }
+        let report = recover(&driver)?;
+        let (store, report) = report;
+        let uuids = match options.uuid_seed {
+            Some(seed) => UuidSource::from_seed(seed),
+            None => UuidSource::from_entropy(),
+        };
+        Ok(Workspace {
+            inner: Arc::new(Inner {
+                driver,
+                store: Mutex::new(store),
+                uuids: Mutex::new(uuids),
+                clock: options.clock,
+                report,
+                _lock: guard,
+            }),
+        })
+    }
+
+    /// The workspace root.
+    pub fn root(&self) -> &Path {
+        self.inner.driver.root()
+    }
+
+    /// What recovery found when this workspace was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Registers an app from its capability manifest (JSON text). Durable on return.
+    /// Registering the same app id again with the same manifest returns the existing app;
+    /// with a different manifest it is `AlreadyExists`.
+    pub fn register_app(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
+        let app_id = AppId::new(app_id)?;
+        let manifest = Manifest::parse(manifest_json)?;
+        let mut store = lock(&self.inner.store);
+        if let Some(uuid) = store.app_uuid(&app_id) {
+            let existing = store.app(uuid).ok_or_else(|| Error::internal("app index out of step"))?;
+            if existing.manifest == manifest {
+                return Ok(AppInfo::from(existing));
+            }
+            return Err(Error::new(
+                ErrorCode::AlreadyExists,
+                format!("app {:?} is already registered with a different manifest", app_id.as_str()),
+            ));
+        }
+        let now = self.inner.clock.now_ms();
+        let (app_uuid, files) = {
+            let mut uuids = lock(&self.inner.uuids);
+            let app_uuid = uuids.next(now);
+            let files: Vec<Uuid> = manifest.dbs.iter().map(|_| uuids.next(now)).collect();
+            (app_uuid, files)
+        };
+        let plan = store.plan_register_app(app_id.clone(), manifest, app_uuid, &files, now)?;
+        self.execute(&mut store, &plan)?;
+        let record = store.app(app_uuid).ok_or_else(|| Error::internal("registered app missing"))?;
+        Ok(AppInfo::from(record))
+    }
+
+    /// Every registered app, ordered by app id.
+    pub fn apps(&self) -> Vec<AppInfo> {
+        lock(&self.inner.store).apps().into_iter().map(AppInfo::from).collect()
+    }
+
+    /// One app.
+    pub fn app(&self, app_id: &str) -> Result<AppInfo> {
+        let app_id = AppId::new(app_id)?;
+        let store = lock(&self.inner.store);
+        let uuid = store.app_uuid(&app_id).ok_or_else(|| not_registered(&app_id))?;
+        store.app(uuid).map(AppInfo::from).ok_or_else(|| not_registered(&app_id))
+    }
+
+    /// The quota ledger of an app.
+    pub fn ledger(&self, app_id: &str) -> Result<Ledger> {
+        let app_id = AppId::new(app_id)?;
+        let store = lock(&self.inner.store);
+        let uuid = store.app_uuid(&app_id).ok_or_else(|| not_registered(&app_id))?;
+        store.ledger(uuid)
+    }
+
+    /// The key of a database of an app, checking both exist and the manifest lists it.
+    pub fn db_key(&self, app_id: &str, db: &str) -> Result<DbKey> {
+        let app_id = AppId::new(app_id)?;
+        let db = DbName::new(db)?;
+        let store = lock(&self.inner.store);
+        let uuid = store.app_uuid(&app_id).ok_or_else(|| not_registered(&app_id))?;
+        let record = store.app(uuid).ok_or_else(|| not_registered(&app_id))?;
+        if record.manifest.db(&db).is_none() {
+            return Err(Error::new(
+                ErrorCode::CapabilityDenied,
+                format!("app {:?} has no database {:?} in its manifest", app_id.as_str(), db.as_str()),
+            ));
+        }
+        Ok(DbKey { app: uuid, db })
+    }
+
+    /// Removes every file nothing references (no pointer, manifest entry, lease or operation
+    /// in flight) and reports what was freed.
+    pub fn gc(&self) -> Result<GcSummary> {
+        let mut store = lock(&self.inner.store);
+        let (plan, summary) = store.plan_gc();
+        self.execute(&mut store, &plan)?;
+        Ok(summary)
+    }
+
+    /// Runs a plan under the store lock: on success completes its operation; on failure
+    /// aborts it (and runs the cleanup best-effort) or poisons what it touched.
+    fn execute(&self, store: &mut Store, plan: &Plan) -> Result<()> {
+        match self.inner.driver.run(plan) {
+            Ok(()) => store.complete(plan.op),
+            Err(failure) => {
+                let cleanup = store.fail(plan.op, failure.must_poison(), &failure.step);
+                // Cleanup is best effort: recovery removes whatever it leaves.
+                let _ = self.inner.driver.run(&cleanup);
+                Err(failure.to_error())
+            }
+        }
+    }
+
+    /// Runs `f` with the store locked (for the layers above and for tests).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut lock(&self.inner.store))
+    }
+
+    /// The driver (for the layers above).
+    pub fn driver(&self) -> &Driver {
+        &self.inner.driver
+    }
+
+    /// Milliseconds now, from the workspace's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// A fresh UUID v7 from the workspace's source.
+    pub fn new_uuid(&self) -> Uuid {
+        let now = self.now_ms();
+        lock(&self.inner.uuids).next(now)
+    }
+}
+
+fn not_registered(app_id: &AppId) -> Error {
+    Error::new(ErrorCode::NotFound, format!("app {:?} is not registered", app_id.as_str()))
+}
+
+/// Scans the disk, rebuilds the store and runs the recovery plan.
+pub fn recover(driver: &Driver) -> Result<(Store, RecoveryReport)> {
+    let scan = driver.scan()?;
+    let (mut store, report, plan) = Store::recover(&scan);
+    driver.run(&plan).map_err(|f| f.to_error().context("recovery"))?;
+    store.complete(plan.op)?;
+    Ok((store, report))
+}
