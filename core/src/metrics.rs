@@ -1,1 +1,507 @@
+//! Per-database metrics and the slow-query log.
+//!
+//! [`DbMetrics`] is shared by every thread that serves one database (put it in an `Arc`). Its
+//! hot path is a few relaxed atomic increments plus one uncontended mutex for the latency
+//! histogram (microseconds, 1 µs to 60 s, 3 significant digits; slower operations are recorded
+//! as 60 s). [`DbMetrics::snapshot`] copies everything into a plain [`MetricsSnapshot`]; the
+//! counters are read one by one, so a snapshot taken under load may mix operations that were
+//! in flight, but every counter is exact on its own.
+//!
+//! [`SlowQueryLog`] keeps the last [`SLOW_QUERY_LOG_ENTRIES_MAX`] statements that took at
+//! least `slow_query_threshold`, with their SQL redacted by [`crate::redact::redact_sql`]
+//! unless the developer flag `capture_full_sql` is set. The broker owns one per database and
+//! calls [`SlowQueryLog::observe`] after each statement; only slow statements pay for
+//! redaction.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map};
+
+use crate::redact::{redact_sql, truncate_with_marker};
+use crate::ErrorCode;
+
+/// The lowest latency the histogram tells apart, in microseconds.
+pub const LATENCY_US_MIN: u64 = 1;
+/// The highest latency the histogram records, in microseconds (60 s); slower ones count as this.
+pub const LATENCY_US_MAX: u64 = 60_000_000;
+/// Significant decimal digits the latency histogram keeps.
+pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+/// How many entries the slow-query log keeps; older ones are dropped first.
+pub const SLOW_QUERY_LOG_ENTRIES_MAX: usize = 128;
+/// The default `slow_query_threshold`.
+pub const SLOW_QUERY_THRESHOLD_DEFAULT: Duration = Duration::from_millis(200);
+/// The most bytes of SQL a slow-query entry keeps when `capture_full_sql` is on.
+pub const SLOW_QUERY_FULL_SQL_BYTES_MAX: usize = 64 * 1024;
+
+const ERROR_CODE_COUNT: usize = ErrorCode::ALL.len();
+
+/// The kind of operation a latency belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// A statement that returns rows (`query`).
+    Query,
+    /// A statement or script that changes the database (`exec`, batch, migration step).
+    Exec,
+}
+
+/// Thread-safe counters and the latency histogram of one database.
+#[derive(Debug)]
+pub struct DbMetrics {
+    queries: AtomicU64,
+    execs: AtomicU64,
+    errors: [AtomicU64; ERROR_CODE_COUNT],
+    rows_read: AtomicU64,
+    rows_written: AtomicU64,
+    checkpoints: AtomicU64,
+    active_connections: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    slow_queries: AtomicU64,
+    /// `None` only if the histogram could not be created, which the constant bounds rule out.
+    latency_us: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Default for DbMetrics {
+    fn default() -> DbMetrics {
+        DbMetrics::new()
+    }
+}
+
+impl DbMetrics {
+    /// All counters at zero, the histogram empty.
+    pub fn new() -> DbMetrics {
+        DbMetrics {
+            queries: AtomicU64::new(0),
+            execs: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            rows_read: AtomicU64::new(0),
+            rows_written: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            active_connections: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            slow_queries: AtomicU64::new(0),
+            latency_us: Mutex::new(new_latency_histogram()),
+        }
+    }
+
+    /// Records one finished operation: its kind, how long it took, and either the rows it read
+    /// and wrote or the code it failed with.
+    pub fn record(&self, kind: OpKind, latency: Duration, outcome: Result<(u64, u64), ErrorCode>) {
+        let counter = match kind {
+            OpKind::Query => &self.queries,
+            OpKind::Exec => &self.execs,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok((rows_read, rows_written)) => {
+                self.rows_read.fetch_add(rows_read, Ordering::Relaxed);
+                self.rows_written.fetch_add(rows_written, Ordering::Relaxed);
+            }
+            Err(code) => self.record_error(code),
+        }
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Some(histogram) = self.histogram().as_mut() {
+            histogram.saturating_record(latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX));
+        }
+    }
+
+    /// Counts an error that did not come from a timed operation (admission, open…).
+    pub fn record_error(&self, code: ErrorCode) {
+        let slot = usize::try_from(code.as_u32()).ok().and_then(|n| n.checked_sub(1));
+        if let Some(counter) = slot.and_then(|i| self.errors.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a statement the slow-query log kept (see [`SlowQueryLog::observe`]).
+    pub fn record_slow_query(&self) {
+        self.slow_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a WAL checkpoint.
+    pub fn record_checkpoint(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds page-cache hits and misses (SQLite's `SQLITE_DBSTATUS_CACHE_HIT` / `_MISS` deltas).
+    pub fn record_cache(&self, hits: u64, misses: u64) {
+        self.cache_hits.fetch_add(hits, Ordering::Relaxed);
+        self.cache_misses.fetch_add(misses, Ordering::Relaxed);
+    }
+
+    /// Raises the open-connections gauge by one.
+    pub fn connection_opened(&self) {
+        self.active_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Lowers the open-connections gauge by one; never below zero.
+    pub fn connection_closed(&self) {
+        let _ =
+            self.active_connections.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// A copy of every counter and the latency percentiles.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let errors = ErrorCode::ALL
+            .iter()
+            .zip(self.errors.iter())
+            .map(|(code, counter)| (*code, counter.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let guard = self.histogram();
+        let histogram = guard.as_ref().filter(|h| !h.is_empty());
+        let quantile = |q: f64| histogram.map_or(0, |h| h.value_at_quantile(q));
+        MetricsSnapshot {
+            queries: self.queries.load(Ordering::Relaxed),
+            execs: self.execs.load(Ordering::Relaxed),
+            errors,
+            rows_read: self.rows_read.load(Ordering::Relaxed),
+            rows_written: self.rows_written.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            active_connections: self.active_connections.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
+            slow_queries: self.slow_queries.load(Ordering::Relaxed),
+            latency_count: histogram.map_or(0, Histogram::len),
+            latency_us_p50: quantile(0.50),
+            latency_us_p95: quantile(0.95),
+            latency_us_p99: quantile(0.99),
+            latency_us_max: histogram.map_or(0, Histogram::max),
+        }
+    }
+
+    fn histogram(&self) -> MutexGuard<'_, Option<Histogram<u64>>> {
+        // A panic while holding the lock cannot leave the histogram half-updated in a way that
+        // matters for metrics, so a poisoned lock is simply taken over.
+        self.latency_us.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn new_latency_histogram() -> Option<Histogram<u64>> {
+    // The bounds are constants hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5),
+    // so this is always `Some`; a test pins that.
+    Histogram::new_with_bounds(LATENCY_US_MIN, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS).ok()
+}
+
+/// A point-in-time copy of a database's [`DbMetrics`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSnapshot {
+    /// Queries run (successful or not).
+    pub queries: u64,
+    /// Execs run (successful or not).
+    pub execs: u64,
+    /// Errors by code, in code order; codes that never happened are left out.
+    pub errors: Vec<(ErrorCode, u64)>,
+    /// Rows returned by successful operations.
+    pub rows_read: u64,
+    /// Rows changed by successful operations.
+    pub rows_written: u64,
+    /// WAL checkpoints run.
+    pub checkpoints: u64,
+    /// Connections open now.
+    pub active_connections: u64,
+    /// Page-cache hits.
+    pub cache_hits: u64,
+    /// Page-cache misses.
+    pub cache_misses: u64,
+    /// Statements at or over the slow-query threshold.
+    pub slow_queries: u64,
+    /// Operations in the latency histogram.
+    pub latency_count: u64,
+    /// Median latency in microseconds (0 when nothing was recorded).
+    pub latency_us_p50: u64,
+    /// 95th percentile latency in microseconds.
+    pub latency_us_p95: u64,
+    /// 99th percentile latency in microseconds.
+    pub latency_us_p99: u64,
+    /// Highest latency in microseconds.
+    pub latency_us_max: u64,
+}
+
+impl MetricsSnapshot {
+    /// The total of all error counts.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|(_, n)| *n).sum()
+    }
+
+    /// The count for one error code.
+    pub fn error_count(&self, code: ErrorCode) -> u64 {
+        self.errors.iter().find(|(c, _)| *c == code).map_or(0, |(_, n)| *n)
+    }
+
+    /// The snapshot as JSON; `errors` is an object from code name (`"TIMEOUT"`) to count.
+    pub fn to_json(&self) -> serde_json::Value {
+        let errors: Map<String, serde_json::Value> =
+            self.errors.iter().map(|(code, n)| (code.name().to_owned(), json!(n))).collect();
+        json!({
+            "queries": self.queries,
+            "execs": self.execs,
+            "errors": errors,
+            "errors_total": self.errors_total(),
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "checkpoints": self.checkpoints,
+            "active_connections": self.active_connections,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "slow_queries": self.slow_queries,
+            "latency_count": self.latency_count,
+            "latency_us_p50": self.latency_us_p50,
+            "latency_us_p95": self.latency_us_p95,
+            "latency_us_p99": self.latency_us_p99,
+            "latency_us_max": self.latency_us_max,
+        })
+    }
+}
+
+/// One statement in the slow-query log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowQueryEntry {
+    /// The SQL, redacted unless `capture_full_sql` was set.
+    pub sql: String,
+    /// How long the statement took.
+    pub latency: Duration,
+    /// The app that ran it.
+    pub app: String,
+    /// The database (logical name) it ran on.
+    pub db: String,
+    /// When it finished, in milliseconds of the caller's clock (passed in, never read here).
+    pub at_ms: u64,
+}
+
+impl SlowQueryEntry {
+    /// `{"sql":…,"latency_us":…,"app":…,"db":…,"at_ms":…}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "sql": self.sql,
+            "latency_us": u64::try_from(self.latency.as_micros()).unwrap_or(u64::MAX),
+            "app": self.app,
+            "db": self.db,
+            "at_ms": self.at_ms,
+        })
+    }
+}
+
+/// A bounded ring of the most recent slow statements of one database.
+#[derive(Debug)]
+pub struct SlowQueryLog {
+    slow_query_threshold: Duration,
+    capture_full_sql: bool,
+    entries: Mutex<VecDeque<SlowQueryEntry>>,
+}
+
+impl Default for SlowQueryLog {
+    fn default() -> SlowQueryLog {
+        SlowQueryLog::new(SLOW_QUERY_THRESHOLD_DEFAULT, false)
+    }
+}
+
+impl SlowQueryLog {
+    /// A log that keeps statements taking at least `slow_query_threshold`. With
+    /// `capture_full_sql` (a developer flag: it records data) the SQL is kept unredacted, cut
+    /// at [`SLOW_QUERY_FULL_SQL_BYTES_MAX`] bytes.
+    pub fn new(slow_query_threshold: Duration, capture_full_sql: bool) -> SlowQueryLog {
+        SlowQueryLog {
+            slow_query_threshold,
+            capture_full_sql,
+            entries: Mutex::new(VecDeque::with_capacity(SLOW_QUERY_LOG_ENTRIES_MAX)),
+        }
+    }
+
+    /// The threshold: statements at or above it are slow.
+    pub fn slow_query_threshold(&self) -> Duration {
+        self.slow_query_threshold
+    }
+
+    /// Whether a statement of this latency is slow (`latency >= slow_query_threshold`).
+    pub fn is_slow(&self, latency: Duration) -> bool {
+        latency >= self.slow_query_threshold
+    }
+
+    /// Logs the statement when it was slow, dropping the oldest entry when the log is full;
+    /// returns whether it was logged (so the caller can call [`DbMetrics::record_slow_query`]).
+    pub fn observe(&self, sql: &str, latency: Duration, app: &str, db: &str, at_ms: u64) -> bool {
+        if !self.is_slow(latency) {
+            return false;
+        }
+        let sql = if self.capture_full_sql {
+            truncate_with_marker(sql, SLOW_QUERY_FULL_SQL_BYTES_MAX)
+        } else {
+            redact_sql(sql)
+        };
+        let entry = SlowQueryEntry { sql, latency, app: app.to_owned(), db: db.to_owned(), at_ms };
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= SLOW_QUERY_LOG_ENTRIES_MAX {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+        true
+    }
+
+    /// The logged statements, oldest first.
+    pub fn entries(&self) -> Vec<SlowQueryEntry> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
+    /// The entries as a JSON array, oldest first.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.entries().iter().map(SlowQueryEntry::to_json).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn counts_by_kind_outcome_and_code() {
+        let m = DbMetrics::new();
+        m.record(OpKind::Query, Duration::from_micros(100), Ok((10, 0)));
+        m.record(OpKind::Exec, Duration::from_micros(200), Ok((0, 3)));
+        m.record(OpKind::Query, Duration::from_micros(300), Err(ErrorCode::Timeout));
+        m.record(OpKind::Exec, Duration::from_micros(400), Err(ErrorCode::Timeout));
+        m.record_error(ErrorCode::Busy);
+        m.record_error(ErrorCode::NotFound);
+        m.record_error(ErrorCode::Internal);
+        m.record_checkpoint();
+        m.record_cache(5, 2);
+        m.record_slow_query();
+        let s = m.snapshot();
+        assert_eq!((s.queries, s.execs, s.rows_read, s.rows_written), (2, 2, 10, 3));
+        assert_eq!(s.error_count(ErrorCode::Timeout), 2);
+        assert_eq!(s.error_count(ErrorCode::Busy), 1);
+        assert_eq!(s.error_count(ErrorCode::NotFound), 1, "first code");
+        assert_eq!(s.error_count(ErrorCode::Internal), 1, "last code");
+        assert_eq!(s.error_count(ErrorCode::Corrupt), 0);
+        assert_eq!(s.errors_total(), 5);
+        assert_eq!((s.checkpoints, s.cache_hits, s.cache_misses, s.slow_queries), (1, 5, 2, 1));
+        assert_eq!(s.latency_count, 4);
+        assert_eq!(s.latency_us_max, 400);
+
+        let j = s.to_json();
+        assert_eq!(j["errors"]["TIMEOUT"], 2);
+        assert_eq!(j["errors"]["BUSY"], 1);
+        assert!(j["errors"].get("CORRUPT").is_none());
+        assert_eq!(j["latency_us_max"], 400);
+        assert_eq!(j["queries"], 2);
+    }
+
+    #[test]
+    fn latency_percentiles_and_bounds() {
+        assert!(new_latency_histogram().is_some());
+        let m = DbMetrics::new();
+        assert_eq!(m.snapshot().latency_us_p99, 0, "empty histogram reports zeros");
+        for us in 1..=100 {
+            m.record(OpKind::Query, Duration::from_micros(us), Ok((1, 0)));
+        }
+        let s = m.snapshot();
+        assert_eq!(s.latency_us_p50, 50);
+        assert_eq!(s.latency_us_p95, 95);
+        assert_eq!(s.latency_us_p99, 99);
+        assert_eq!(s.latency_us_max, 100);
+        // Below the lowest bucket counts as 1 µs; beyond 60 s counts as 60 s.
+        m.record(OpKind::Query, Duration::ZERO, Ok((0, 0)));
+        m.record(OpKind::Query, Duration::from_secs(3600), Ok((0, 0)));
+        let s = m.snapshot();
+        assert_eq!(s.latency_count, 102);
+        assert!(
+            s.latency_us_max >= LATENCY_US_MAX && s.latency_us_max <= LATENCY_US_MAX + LATENCY_US_MAX / 1000
+        );
+    }
+
+    #[test]
+    fn connection_gauge_never_goes_negative() {
+        let m = DbMetrics::new();
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        assert_eq!(m.snapshot().active_connections, 1);
+        m.connection_closed();
+        m.connection_closed();
+        assert_eq!(m.snapshot().active_connections, 0);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let m = Arc::new(DbMetrics::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        m.record(OpKind::Exec, Duration::from_micros(10), Ok((0, 1)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = m.snapshot();
+        assert_eq!((s.execs, s.rows_written, s.latency_count), (4000, 4000, 4000));
+    }
+
+    #[test]
+    fn slow_query_threshold_is_inclusive() {
+        let log = SlowQueryLog::default();
+        assert_eq!(log.slow_query_threshold(), Duration::from_millis(200));
+        let just_under = Duration::from_millis(200) - Duration::from_nanos(1);
+        assert!(!log.observe("SELECT 1", just_under, "app", "db", 1));
+        assert!(log.entries().is_empty());
+        assert!(log.observe(
+            "SELECT * FROM t WHERE secret = 'hunter2' AND n = 42",
+            Duration::from_millis(200),
+            "app",
+            "main",
+            7
+        ));
+        let entries = log.entries();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e.sql, "SELECT * FROM t WHERE secret = ? AND n = ?");
+        assert_eq!(
+            (e.app.as_str(), e.db.as_str(), e.at_ms, e.latency),
+            ("app", "main", 7, Duration::from_millis(200))
+        );
+        assert_eq!(log.to_json()[0]["latency_us"], 200_000);
+    }
+
+    #[test]
+    fn slow_query_ring_keeps_the_newest() {
+        let log = SlowQueryLog::new(Duration::ZERO, false);
+        let total = SLOW_QUERY_LOG_ENTRIES_MAX + 5;
+        for i in 0..total {
+            assert!(log.observe("SELECT 1", Duration::from_millis(1), "a", "d", i as u64));
+        }
+        let entries = log.entries();
+        assert_eq!(entries.len(), SLOW_QUERY_LOG_ENTRIES_MAX);
+        assert_eq!(entries.first().unwrap().at_ms, 5, "the 5 oldest were dropped");
+        assert_eq!(entries.last().unwrap().at_ms, total as u64 - 1);
+        // Exactly full: nothing dropped yet.
+        let log = SlowQueryLog::new(Duration::ZERO, false);
+        for i in 0..SLOW_QUERY_LOG_ENTRIES_MAX {
+            log.observe("SELECT 1", Duration::ZERO, "a", "d", i as u64);
+        }
+        assert_eq!(log.entries().first().unwrap().at_ms, 0);
+    }
+
+    #[test]
+    fn capture_full_sql_keeps_data_but_stays_bounded() {
+        let log = SlowQueryLog::new(Duration::ZERO, true);
+        log.observe("SELECT 'hunter2'", Duration::ZERO, "a", "d", 0);
+        let huge = format!("SELECT '{}'", "é".repeat(SLOW_QUERY_FULL_SQL_BYTES_MAX));
+        log.observe(&huge, Duration::ZERO, "a", "d", 1);
+        let entries = log.entries();
+        assert_eq!(entries[0].sql, "SELECT 'hunter2'");
+        assert!(entries[1].sql.len() <= SLOW_QUERY_FULL_SQL_BYTES_MAX);
+        assert!(entries[1].sql.ends_with('…'));
+    }
+}

@@ -1,0 +1,514 @@
+//! Running statements under limits: deadlines, cancellation, and result caps.
+//!
+//! [`query`] and [`execute`] run exactly one statement through the connection's prepared
+//! statement cache; [`execute_batch`] runs a parameterless script. All three install the
+//! request's [`StopCheck`] as the progress handler for their duration and check it before they
+//! start and between rows. [`query`] counts the compact JSON size of the result as it steps and
+//! stops at the first row that would break a cap, so a result is never built past its limits
+//! (a single oversized value is refused before it is copied).
+//!
+//! Every stepping loop ends: `query` at `rows_max + 1` rows or the byte cap, `execute` (which
+//! discards rows of `… RETURNING` or a SELECT) at the request's deadline.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{CachedStatement, Connection};
+
+use super::errors::map_error;
+use super::stop::{ProgressGuard, StopCheck};
+use super::value::{rows_doc_base_len, string_json_len, ExecResult, Rows, Value};
+use crate::{Error, ErrorCode, Result};
+
+/// Default [`QueryLimits::rows_max`].
+pub const QUERY_ROWS_MAX_DEFAULT: u64 = 100_000;
+/// Default [`QueryLimits::bytes_max`]: 1 MiB.
+pub const QUERY_BYTES_MAX_DEFAULT: u64 = 1_048_576;
+
+/// Caps on one query's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// The most rows a result may hold; exactly `rows_max` rows is allowed.
+    pub rows_max: u64,
+    /// The most bytes the compact JSON text of the result (`{"columns":…,"rows":…}`, see
+    /// [`Rows::to_json`]) may take; exactly `bytes_max` bytes is allowed.
+    pub bytes_max: u64,
+}
+
+impl Default for QueryLimits {
+    fn default() -> QueryLimits {
+        QueryLimits { rows_max: QUERY_ROWS_MAX_DEFAULT, bytes_max: QUERY_BYTES_MAX_DEFAULT }
+    }
+}
+
+/// Runs one statement with positional `params` and returns its rows, within `limits` and
+/// `stop`.
+///
+/// Errors: [`ErrorCode::ResultTooLarge`] naming the cap that was hit,
+/// [`ErrorCode::Timeout`] / [`ErrorCode::Cancelled`] from `stop`,
+/// [`ErrorCode::InvalidArgument`] for a parameter count mismatch or SQL that holds more or
+/// less than one statement, and whatever [`super::map_error`] gives for SQLite's errors.
+pub fn query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    limits: &QueryLimits,
+    stop: &StopCheck,
+) -> Result<Rows> {
+    stop.check()?;
+    // Declared before the statement so it drops after it: the handler covers preparation
+    // (which may load the schema) and every step.
+    let _guard = ProgressGuard::install(conn, stop);
+    let mut stmt = prepare_one(conn, sql, "query", stop)?;
+    bind(&mut stmt, params, stop)?;
+    let columns = column_names(&stmt)?;
+    let mut collector = Collector::new(columns.len(), rows_doc_base_len(&columns), limits);
+    collector.check_bytes()?;
+    let mut rows = stmt.raw_query();
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => return Err(map_error(e, Some(stop))),
+        };
+        collector.start_row()?;
+        for index in 0..columns.len() {
+            let value = row.get_ref(index).map_err(|e| map_error(e, Some(stop)))?;
+            collector.push(value)?;
+        }
+        collector.finish_row();
+        stop.check()?;
+    }
+    Ok(Rows { columns, rows: collector.rows })
+}
+
+/// Runs exactly one statement with positional `params` and reports its changes.
+///
+/// Rows the statement returns (`INSERT … RETURNING`, a SELECT) are stepped through and
+/// discarded. SQL that continues after the first statement (other than whitespace and
+/// comments) is refused with [`ErrorCode::InvalidArgument`]: `exec` runs one statement.
+pub fn execute(conn: &Connection, sql: &str, params: &[Value], stop: &StopCheck) -> Result<ExecResult> {
+    stop.check()?;
+    let _guard = ProgressGuard::install(conn, stop);
+    let mut stmt = prepare_one(conn, sql, "exec", stop)?;
+    bind(&mut stmt, params, stop)?;
+    let total_changes_before = conn.total_changes();
+    let mut rows = stmt.raw_query();
+    loop {
+        match rows.next() {
+            Ok(Some(_)) => stop.check()?,
+            Ok(None) => break,
+            Err(e) => return Err(map_error(e, Some(stop))),
+        }
+    }
+    drop(rows);
+    // `sqlite3_changes` keeps the count of the last INSERT/UPDATE/DELETE, even when this
+    // statement was DDL; the total moves only when this statement changed rows.
+    let changes = if conn.total_changes() == total_changes_before { 0 } else { conn.changes() };
+    Ok(ExecResult { changes, last_insert_rowid: conn.last_insert_rowid() })
+}
+
+/// Runs a parameterless script of any number of statements (migrations), within `stop`.
+///
+/// Statements run in order; the first error stops the script, and earlier statements stay
+/// applied unless the script wraps itself in a transaction or the caller rolls back.
+pub fn execute_batch(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<()> {
+    stop.check()?;
+    let _guard = ProgressGuard::install(conn, stop);
+    conn.execute_batch(sql).map_err(|e| map_error(e, Some(stop)))
+}
+
+/// Prepares (or takes from the cache) exactly one statement; `what` names the operation in
+/// errors.
+fn prepare_one<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    what: &str,
+    stop: &StopCheck,
+) -> Result<CachedStatement<'c>> {
+    conn.prepare_cached(sql).map_err(|e| match e {
+        rusqlite::Error::MultipleStatement => Error::invalid_argument(format!(
+            "`{what}` runs exactly one statement, but the SQL continues after the first one; \
+             run scripts with execute_batch"
+        )),
+        rusqlite::Error::Empty => {
+            Error::invalid_argument(format!("`{what}` needs one statement, but the SQL holds none"))
+        }
+        other => map_error(other, Some(stop)),
+    })
+}
+
+fn bind(stmt: &mut CachedStatement<'_>, params: &[Value], stop: &StopCheck) -> Result<()> {
+    let expected = stmt.parameter_count();
+    if expected != params.len() {
+        return Err(Error::invalid_argument(format!(
+            "statement expects {expected} parameters, got {}",
+            params.len()
+        )));
+    }
+    for (index, param) in params.iter().enumerate() {
+        stmt.raw_bind_parameter(index + 1, param).map_err(|e| map_error(e, Some(stop)))?;
+    }
+    Ok(())
+}
+
+fn column_names(stmt: &CachedStatement<'_>) -> Result<Vec<String>> {
+    // rusqlite panics on a column name that is not UTF-8 (possible with a crafted schema);
+    // turn that into an error instead of unwinding through the caller.
+    catch_unwind(AssertUnwindSafe(|| stmt.column_names().map(str::to_owned).collect()))
+        .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))
+}
+
+/// Accumulates rows while keeping the exact compact-JSON size of the result document.
+struct Collector<'l> {
+    limits: &'l QueryLimits,
+    column_count: usize,
+    doc_bytes: u64,
+    rows: Vec<Vec<Value>>,
+    row: Vec<Value>,
+}
+
+impl<'l> Collector<'l> {
+    fn new(column_count: usize, base_bytes: usize, limits: &'l QueryLimits) -> Collector<'l> {
+        Collector { limits, column_count, doc_bytes: to_u64(base_bytes), rows: Vec::new(), row: Vec::new() }
+    }
+
+    fn start_row(&mut self) -> Result<()> {
+        if to_u64(self.rows.len()) >= self.limits.rows_max {
+            return Err(Error::new(
+                ErrorCode::ResultTooLarge,
+                format!("result exceeds rows_max of {} rows", self.limits.rows_max),
+            ));
+        }
+        // `[` and `]`, plus the comma before every row but the first.
+        self.add_bytes(2 + usize::from(!self.rows.is_empty()))?;
+        self.row = Vec::with_capacity(self.column_count);
+        Ok(())
+    }
+
+    fn push(&mut self, value: ValueRef<'_>) -> Result<()> {
+        let comma = usize::from(!self.row.is_empty());
+        // Sized before it is copied, so an oversized value is never materialized.
+        self.add_bytes(value_ref_json_len(value) + comma)?;
+        self.row.push(Value::from(value));
+        Ok(())
+    }
+
+    fn finish_row(&mut self) {
+        self.rows.push(std::mem::take(&mut self.row));
+    }
+
+    fn add_bytes(&mut self, bytes: usize) -> Result<()> {
+        self.doc_bytes = self.doc_bytes.saturating_add(to_u64(bytes));
+        self.check_bytes()
+    }
+
+    fn check_bytes(&self) -> Result<()> {
+        if self.doc_bytes > self.limits.bytes_max {
+            return Err(Error::new(
+                ErrorCode::ResultTooLarge,
+                format!("result exceeds bytes_max of {} bytes of JSON", self.limits.bytes_max),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// [`Value::json_len`] of the value this reference converts to, without copying text or blobs.
+fn value_ref_json_len(value: ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => string_json_len(text),
+            // Rare: invalid UTF-8 is replaced on conversion, which changes the length.
+            Err(_) => Value::from(value).json_len(),
+        },
+        ValueRef::Blob(bytes) => {
+            Value::Blob(Vec::new()).json_len() + bytes.len().div_ceil(3).saturating_mul(4)
+        }
+        other => Value::from(other).json_len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sqlite::open::tests::TempDir;
+    use crate::sqlite::{open_connection, CancelToken, ConnectionOptions};
+
+    const COUNT_FOREVER: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+    fn stop() -> StopCheck {
+        StopCheck::with_timeout(Duration::from_secs(60), CancelToken::new())
+    }
+
+    fn conn_with_rows(n: i64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)").unwrap();
+        for i in 1..=n {
+            conn.execute("INSERT INTO t(id, name, data) VALUES (?1, 'n' || ?1, x'00ff')", [i]).unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn query_returns_rows_and_binds_params() {
+        let conn = conn_with_rows(3);
+        let rows = query(
+            &conn,
+            "SELECT id, name, data, 1.5 AS r, NULL AS z FROM t WHERE id >= ?1 ORDER BY id",
+            &[Value::Integer(2)],
+            &QueryLimits::default(),
+            &stop(),
+        )
+        .unwrap();
+        assert_eq!(rows.columns, ["id", "name", "data", "r", "z"]);
+        assert_eq!(
+            rows.rows,
+            vec![
+                vec![
+                    Value::Integer(2),
+                    Value::Text("n2".into()),
+                    Value::Blob(vec![0, 255]),
+                    Value::Real(1.5),
+                    Value::Null
+                ],
+                vec![
+                    Value::Integer(3),
+                    Value::Text("n3".into()),
+                    Value::Blob(vec![0, 255]),
+                    Value::Real(1.5),
+                    Value::Null
+                ],
+            ]
+        );
+        // Named parameters bind by position too.
+        let rows = query(
+            &conn,
+            "SELECT name FROM t WHERE id = :id",
+            &[Value::Integer(1)],
+            &QueryLimits::default(),
+            &stop(),
+        )
+        .unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Text("n1".into())]]);
+    }
+
+    #[test]
+    fn row_cap_boundary() {
+        let conn = conn_with_rows(10);
+        let limits = QueryLimits { rows_max: 10, ..Default::default() };
+        let rows = query(&conn, "SELECT id FROM t", &[], &limits, &stop()).unwrap();
+        assert_eq!(rows.rows.len(), 10);
+        let limits = QueryLimits { rows_max: 9, ..Default::default() };
+        let err = query(&conn, "SELECT id FROM t", &[], &limits, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+        assert_eq!(err.message(), "result exceeds rows_max of 9 rows");
+        // The cap stops stepping: an endless query with a small cap returns at once.
+        let limits = QueryLimits { rows_max: 5, ..Default::default() };
+        let err = query(
+            &conn,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c",
+            &[],
+            &limits,
+            &stop(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+    }
+
+    #[test]
+    fn byte_cap_boundary_is_the_exact_json_size() {
+        let conn = conn_with_rows(20);
+        let sql = "SELECT id, name, data, 0.25 AS r, 1e999 AS inf FROM t ORDER BY id";
+        let all = query(&conn, sql, &[], &QueryLimits::default(), &stop()).unwrap();
+        let exact = serde_json::to_string(&all.to_json()).unwrap().len() as u64;
+        let limits = QueryLimits { bytes_max: exact, ..Default::default() };
+        assert_eq!(query(&conn, sql, &[], &limits, &stop()).unwrap(), all);
+        let limits = QueryLimits { bytes_max: exact - 1, ..Default::default() };
+        let err = query(&conn, sql, &[], &limits, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+        assert_eq!(err.message(), format!("result exceeds bytes_max of {} bytes of JSON", exact - 1));
+        // Even an empty result has a document size.
+        let empty = r#"{"columns":["id"],"rows":[]}"#.len() as u64;
+        let limits = QueryLimits { bytes_max: empty, ..Default::default() };
+        assert!(query(&conn, "SELECT id FROM t WHERE 0", &[], &limits, &stop()).unwrap().rows.is_empty());
+        let limits = QueryLimits { bytes_max: empty - 1, ..Default::default() };
+        assert_eq!(
+            query(&conn, "SELECT id FROM t WHERE 0", &[], &limits, &stop()).unwrap_err().code(),
+            ErrorCode::ResultTooLarge
+        );
+    }
+
+    #[test]
+    fn oversized_single_value_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        let limits = QueryLimits { bytes_max: 1000, ..Default::default() };
+        let err = query(&conn, "SELECT zeroblob(1000000)", &[], &limits, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+    }
+
+    #[test]
+    fn timeout_fires_promptly() {
+        let conn = Connection::open_in_memory().unwrap();
+        let started = Instant::now();
+        let check = StopCheck::with_timeout(Duration::from_millis(50), CancelToken::new());
+        let err = query(&conn, COUNT_FOREVER, &[], &QueryLimits::default(), &check).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+        assert!(err.message().contains("statement timeout of 50 ms exceeded"), "{err}");
+        assert_eq!(err.sqlite_code(), Some(rusqlite::ffi::SQLITE_INTERRUPT));
+        // Generous bound: the check runs every 1000 VM ops, so this is far from flaky.
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        // The handler is gone: the connection works normally afterwards.
+        let rows = query(&conn, "SELECT 1", &[], &QueryLimits::default(), &stop()).unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+    }
+
+    #[test]
+    fn cancel_from_another_thread() {
+        let conn = Connection::open_in_memory().unwrap();
+        let token = CancelToken::new();
+        let check = StopCheck::with_timeout(Duration::from_secs(600), token.clone());
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            token.cancel();
+        });
+        let err = query(&conn, COUNT_FOREVER, &[], &QueryLimits::default(), &check).unwrap_err();
+        canceller.join().unwrap();
+        assert_eq!(err.code(), ErrorCode::Cancelled, "{err}");
+    }
+
+    #[test]
+    fn pre_cancelled_or_expired_never_starts() {
+        let conn = conn_with_rows(1);
+        let token = CancelToken::new();
+        token.cancel();
+        let check = StopCheck::with_timeout(Duration::from_secs(60), token);
+        let err = execute(&conn, "DELETE FROM t", &[], &check).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+        let expired = StopCheck::new(Instant::now(), CancelToken::new());
+        assert_eq!(execute_batch(&conn, "DELETE FROM t", &expired).unwrap_err().code(), ErrorCode::Timeout);
+        let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1, "nothing ran");
+    }
+
+    #[test]
+    fn batch_timeout_maps_to_timeout() {
+        let conn = Connection::open_in_memory().unwrap();
+        let check = StopCheck::with_timeout(Duration::from_millis(50), CancelToken::new());
+        let err = execute_batch(&conn, &format!("CREATE TABLE x(a); {COUNT_FOREVER};"), &check).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+    }
+
+    #[test]
+    fn execute_reports_changes_and_rowid() {
+        let conn = conn_with_rows(3);
+        let res = execute(
+            &conn,
+            "UPDATE t SET name = ?1 WHERE id <= ?2",
+            &[Value::Text("x".into()), Value::Integer(2)],
+            &stop(),
+        )
+        .unwrap();
+        assert_eq!(res.changes, 2);
+        let res = execute(&conn, "INSERT INTO t(name) VALUES ('new')", &[], &stop()).unwrap();
+        assert_eq!(res, ExecResult { changes: 1, last_insert_rowid: 4 });
+        // DDL changes no rows, whatever the previous statement did.
+        let res = execute(&conn, "CREATE TABLE other(x)", &[], &stop()).unwrap();
+        assert_eq!(res.changes, 0);
+        // RETURNING rows are discarded; the insert happens.
+        let res = execute(&conn, "INSERT INTO t(name) VALUES ('r') RETURNING id", &[], &stop()).unwrap();
+        assert_eq!(res, ExecResult { changes: 1, last_insert_rowid: 5 });
+        // Trailing whitespace and comments are fine.
+        execute(&conn, "DELETE FROM t WHERE id = 5; -- done\n /* really */ ", &[], &stop()).unwrap();
+    }
+
+    #[test]
+    fn execute_runs_exactly_one_statement() {
+        let conn = conn_with_rows(1);
+        let err = execute(&conn, "DELETE FROM t; DELETE FROM t", &[], &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert!(err.message().contains("`exec` runs exactly one statement"), "{err}");
+        let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1, "nothing ran");
+        let err = execute(&conn, "  -- nothing\n", &[], &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        let err = query(&conn, "SELECT 1; SELECT 2", &[], &QueryLimits::default(), &stop()).unwrap_err();
+        assert!(err.message().contains("`query` runs exactly one statement"), "{err}");
+    }
+
+    #[test]
+    fn parameter_count_mismatch() {
+        let conn = conn_with_rows(1);
+        let err =
+            query(&conn, "SELECT ?1, ?2", &[Value::Null], &QueryLimits::default(), &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        assert_eq!(err.message(), "statement expects 2 parameters, got 1");
+        let err = execute(&conn, "DELETE FROM t", &[Value::Integer(1)], &stop()).unwrap_err();
+        assert_eq!(err.message(), "statement expects 0 parameters, got 1");
+        // A failed bind leaves nothing behind in the cached statement.
+        let rows = query(
+            &conn,
+            "SELECT ?1, ?2",
+            &[Value::Integer(1), Value::Integer(2)],
+            &QueryLimits::default(),
+            &stop(),
+        )
+        .unwrap();
+        assert_eq!(rows.rows, vec![vec![Value::Integer(1), Value::Integer(2)]]);
+    }
+
+    #[test]
+    fn syntax_error_keeps_sqlite_message() {
+        let conn = Connection::open_in_memory().unwrap();
+        let err = query(&conn, "SELEC 1", &[], &QueryLimits::default(), &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Sqlite);
+        assert_eq!(err.sqlite_code(), Some(1));
+        assert!(err.message().contains("near \"SELEC\": syntax error"), "{err}");
+        let err = execute(&conn, "INSERT INTO missing VALUES (1)", &[], &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Sqlite);
+        assert!(err.message().contains("no such table: missing"), "{err}");
+    }
+
+    #[test]
+    fn constraint_violation_has_extended_code() {
+        let conn = conn_with_rows(1);
+        let err = execute(&conn, "INSERT INTO t(id) VALUES (1)", &[], &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Sqlite);
+        assert_eq!(err.sqlite_code(), Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY));
+    }
+
+    #[test]
+    fn full_database_is_quota_exceeded_and_connection_survives() {
+        let dir = TempDir::new("full");
+        let opts = ConnectionOptions { max_page_count: Some(8), ..Default::default() };
+        let conn = open_connection(&dir.0.join("db.sqlite"), &opts).unwrap();
+        execute(&conn, "CREATE TABLE big(v BLOB)", &[], &stop()).unwrap();
+        let blob = Value::Blob(vec![7; 4096]);
+        let mut last = None;
+        for _ in 0..64 {
+            if let Err(e) =
+                execute(&conn, "INSERT INTO big VALUES (?1)", std::slice::from_ref(&blob), &stop())
+            {
+                last = Some(e);
+                break;
+            }
+        }
+        let err = last.expect("the size limit must be hit within 64 inserts of 4 KiB into 8 pages");
+        assert_eq!(err.code(), ErrorCode::QuotaExceeded, "{err}");
+        assert_eq!(err.sqlite_code(), Some(rusqlite::ffi::SQLITE_FULL));
+        assert!(err.message().contains("max_page_count"), "{err}");
+        // Still usable: reads work, and a delete frees room for a small write.
+        let before = query(&conn, "SELECT count(*) FROM big", &[], &QueryLimits::default(), &stop()).unwrap();
+        assert!(matches!(before.rows[0][0], Value::Integer(n) if n >= 1));
+        execute(&conn, "DELETE FROM big", &[], &stop()).unwrap();
+        execute(&conn, "INSERT INTO big VALUES (x'01')", &[], &stop()).unwrap();
+        assert!(conn.is_autocommit(), "no transaction left open");
+    }
+}

@@ -1,0 +1,219 @@
+//! Opening a connection with the security and performance pragmas of the design.
+//!
+//! Every connection the engine opens goes through [`open_connection`], so the defaults of the
+//! security model hold for all of them: WAL (writers), `synchronous` per tier,
+//! `temp_store=MEMORY`, a capped page cache, `busy_timeout`, `mmap_size=0`,
+//! `trusted_schema=OFF`, `SQLITE_DBCONFIG_DEFENSIVE`, foreign keys on, double-quoted string
+//! literals off in DML, extension loading off, and `max_page_count` from the quota.
+//!
+//! ANALYZE policy: the bundled SQLite is built with STAT4, whose histograms make SQLite
+//! re-prepare a statement when a bound value that can change the plan changes, and any ANALYZE
+//! rewrites `sqlite_stat*`, which expires every prepared statement on every connection. So the
+//! engine never runs ANALYZE on its own, and [`optimize_on_close`] runs
+//! `PRAGMA optimize=0x10002` when the writer closes: it analyzes only tables whose statistics
+//! are missing or stale, with SQLite's built-in analysis limit, once per writer lifetime.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+
+use super::errors::map_error;
+use crate::{Error, ErrorCode, Result};
+
+/// SQLite's `synchronous` setting for WAL databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL`: a power loss may drop the last commits but never corrupts.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every acknowledged commit survives a power loss.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How [`open_connection`] configures a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+    /// The page cache cap in KiB, applied as `PRAGMA cache_size=-N`.
+    pub cache_size_kib: u32,
+    /// `PRAGMA max_page_count` (the database size limit in pages), if any. SQLite never sets it
+    /// below the current page count, so an already larger database stays readable.
+    pub max_page_count: Option<u32>,
+    /// How long a statement waits for a lock before failing with `Busy`, in milliseconds.
+    pub busy_timeout_ms: u32,
+    /// Opens read-only, never creates the file, and leaves the journal mode alone.
+    pub read_only: bool,
+    /// How many prepared statements the connection keeps for `prepare_cached`.
+    pub statement_cache_capacity: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> ConnectionOptions {
+        ConnectionOptions {
+            synchronous: Synchronous::Normal,
+            cache_size_kib: 8192,
+            max_page_count: None,
+            busy_timeout_ms: 5000,
+            read_only: false,
+            statement_cache_capacity: 64,
+        }
+    }
+}
+
+/// Opens the SQLite database at `path` and applies `opts` and the security defaults.
+///
+/// Writers (`read_only == false`) create the file if needed and switch it to WAL; the call
+/// fails unless SQLite confirms `wal`. No URI filenames are accepted and a symbolic link as the
+/// final path component is refused. The connection is opened without SQLite's mutex: one
+/// thread at a time must use it (rusqlite's `Connection` is `Send`, not `Sync`).
+pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connection> {
+    let access = if opts.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| map_error(e, None).context(format_args!("opening {}", path.display())))?;
+    configure(&conn, opts).map_err(|e| e.context(format_args!("configuring {}", path.display())))?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
+    let sql_err = |e| map_error(e, None);
+    // Connection-level hardening first, so nothing below runs without it.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(sql_err)?;
+    // "text" in DML is an identifier, never a string literal, so redacted SQL in logs never
+    // keeps a literal that SQLite would have read as a string.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(sql_err)?;
+    conn.busy_timeout(Duration::from_millis(u64::from(opts.busy_timeout_ms))).map_err(sql_err)?;
+    if !opts.read_only {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(sql_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorCode::Io,
+                format!("SQLite refused journal_mode=WAL and reports journal_mode={mode}"),
+            ));
+        }
+    }
+    conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value()).map_err(sql_err)?;
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(sql_err)?;
+    conn.pragma_update(None, "cache_size", -i64::from(opts.cache_size_kib)).map_err(sql_err)?;
+    if let Some(pages) = opts.max_page_count {
+        let _: i64 = conn
+            .pragma_update_and_check(None, "max_page_count", i64::from(pages), |row| row.get(0))
+            .map_err(sql_err)?;
+    }
+    let _: i64 = conn.pragma_update_and_check(None, "mmap_size", 0, |row| row.get(0)).map_err(sql_err)?;
+    conn.pragma_update(None, "trusted_schema", "OFF").map_err(sql_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+    conn.set_prepared_statement_cache_capacity(opts.statement_cache_capacity);
+    Ok(())
+}
+
+/// Runs `PRAGMA optimize=0x10002` (see the module doc for why this is the only ANALYZE the
+/// engine does). Call it on the writer just before closing it.
+pub fn optimize_on_close(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA optimize=0x10002").map_err(|e| map_error(e, None).context("PRAGMA optimize"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub(crate) struct TempDir(pub(crate) PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("sila-sqlite-{tag}-{}", uuid::Uuid::now_v7()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pragma_i64(conn: &Connection, name: &str) -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn writer_gets_the_security_defaults() {
+        let dir = TempDir::new("open");
+        let path = dir.0.join("a.sqlite");
+        let opts = ConnectionOptions {
+            max_page_count: Some(500),
+            synchronous: Synchronous::Full,
+            ..Default::default()
+        };
+        let conn = open_connection(&path, &opts).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(pragma_i64(&conn, "synchronous"), 2, "FULL");
+        assert_eq!(pragma_i64(&conn, "temp_store"), 2, "MEMORY");
+        assert_eq!(pragma_i64(&conn, "cache_size"), -8192);
+        assert_eq!(pragma_i64(&conn, "busy_timeout"), 5000);
+        assert_eq!(pragma_i64(&conn, "max_page_count"), 500);
+        assert_eq!(pragma_i64(&conn, "mmap_size"), 0);
+        assert_eq!(pragma_i64(&conn, "trusted_schema"), 0);
+        assert_eq!(pragma_i64(&conn, "foreign_keys"), 1);
+        assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());
+        assert!(!conn.db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML).unwrap());
+        // Defensive mode ignores writable_schema, so the schema cannot be edited by hand.
+        conn.execute_batch("PRAGMA writable_schema=ON").unwrap();
+        assert_eq!(pragma_i64(&conn, "writable_schema"), 0);
+        // Double-quoted strings are identifiers only.
+        let err = conn.execute_batch("SELECT \"no such column\"").unwrap_err();
+        assert!(err.to_string().contains("no such column"), "{err}");
+        optimize_on_close(&conn).unwrap();
+    }
+
+    #[test]
+    fn reader_never_creates_and_cannot_write() {
+        let dir = TempDir::new("reader");
+        let path = dir.0.join("missing.sqlite");
+        let reader_opts = ConnectionOptions { read_only: true, ..Default::default() };
+        let err = open_connection(&path, &reader_opts).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Io, "{err}");
+        assert!(!path.exists());
+
+        let writer = open_connection(&path, &ConnectionOptions::default()).unwrap();
+        writer.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)").unwrap();
+        let reader = open_connection(&path, &reader_opts).unwrap();
+        let n: i64 = reader.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let err = map_error(reader.execute_batch("INSERT INTO t VALUES (2)").unwrap_err(), None);
+        assert_eq!(err.code(), ErrorCode::ReadOnly, "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_database_is_refused() {
+        let dir = TempDir::new("symlink");
+        let real = dir.0.join("real.sqlite");
+        drop(open_connection(&real, &ConnectionOptions::default()).unwrap());
+        let link = dir.0.join("link.sqlite");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(open_connection(&link, &ConnectionOptions::default()).is_err());
+    }
+}
