@@ -1,1 +1,6 @@
+//! sila-sqlite-sim: the deterministic simulation harness of sila-sqlite.
+//!
+//! * [`memfs`] — an in-memory [`sila_sqlite::vfs::Vfs`] that models exactly what survives a
+//!   power cut (unsynced data and unsynced directory entries are lost), with fault knobs.
 
+pub mod memfs;
