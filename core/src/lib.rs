@@ -26,3 +26,6 @@ pub mod vfs;
 pub mod workspace;
 
 pub use error::{Error, ErrorCode, QuotaDetail, Result};
+
+/// The UUID type used throughout the API.
+pub use uuid;
