@@ -7,13 +7,16 @@
 //! Layers, top to bottom (arrows point down only):
 //!
 //! * [`workspace`] — `Workspace` / app registry / database handles (the API).
-//! * `broker` — per-database writer queue and reader pool.
+//! * [`api`] — `App` / `Database` / `Tx` handles: query, exec, transaction.
+//! * [`broker`] — per-database writer queue with group commit, reader pool, executors.
 //! * [`sqlite`] — connection setup, value conversion, statement execution with limits.
 //! * [`store`] — the sans-IO state machine: records, plans, leases, quota ledger, recovery.
 //! * [`driver`] — runs the store's plans on a [`vfs::Vfs`].
 //! * [`vfs`] — the only door to the operating system's files.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
+pub mod api;
+pub mod broker;
 pub mod driver;
 pub mod error;
 pub mod manifest;
@@ -25,7 +28,12 @@ pub mod store;
 pub mod vfs;
 pub mod workspace;
 
+pub use api::{App, Database, DbStats, Tx};
+pub use broker::pending::Pending;
+pub use broker::BrokerOptions;
 pub use error::{Error, ErrorCode, QuotaDetail, Result};
+pub use sqlite::{CancelToken, ExecResult, Rows, Value};
+pub use workspace::{AppInfo, Workspace, WorkspaceOptions};
 
 /// The UUID type used throughout the API.
 pub use uuid;

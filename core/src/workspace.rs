@@ -9,16 +9,84 @@
 //! [`Workspace::register_app`] returns. Every change runs as a store [`Plan`] on the
 //! driver; the store's mutex orders them.
 
+use crate::api::{App, DbStats};
+use crate::broker::executor::{Executor, ThreadPool};
+use crate::broker::{BrokerOptions, BrokerShared, DbConfig, DbShared};
 use crate::driver::Driver;
 use crate::manifest::Manifest;
 use crate::names::{AppId, DbName};
+use crate::sqlite::{ConnectionOptions, Synchronous};
 use crate::store::ids::UuidSource;
 use crate::store::record::AppRecord;
 use crate::store::{layout, DbKey, GcSummary, Ledger, Plan, RecoveryReport, Store};
 use crate::vfs::{LockGuard, RealFs, Vfs, VfsErrorKind};
 use crate::{Error, ErrorCode, Result};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+/// SQLite's page size here (the default); `max_page_count` = `maxSizeMB` / this.
+pub const PAGE_SIZE_BYTES: u64 = 4096;
+
+/// How often the housekeeping thread looks for idle databases.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A thread that closes databases idle for `idle_timeout`, until dropped.
+struct Housekeeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Housekeeper {
+    fn start(broker: &Arc<BrokerShared>) -> Result<Housekeeper> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let weak: Weak<BrokerShared> = Arc::downgrade(broker);
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sila-housekeeper".into())
+            .spawn(move || loop {
+                let stopped = {
+                    let guard = lock(&s.0);
+                    let (guard, _) =
+                        s.1.wait_timeout_while(guard, HOUSEKEEPING_INTERVAL, |stop| !*stop)
+                            .unwrap_or_else(|p| p.into_inner());
+                    *guard
+                };
+                if stopped {
+                    return;
+                }
+                match weak.upgrade() {
+                    Some(b) => {
+                        b.close_idle(b.options().idle_timeout);
+                    }
+                    None => return,
+                }
+            })
+            .map_err(|e| Error::io("starting the housekeeping thread", &e))?;
+        Ok(Housekeeper { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.housekeeper.take();
+        // Close every connection (checkpointing WALs) before the workspace lock is released.
+        self.broker.close_idle(Duration::ZERO);
+        self.broker.executor().shutdown();
+    }
+}
 
 /// A source of wall-clock time in unix milliseconds. Injected so simulations control time.
 pub trait Clock: Send + Sync {
@@ -46,11 +114,22 @@ pub struct WorkspaceOptions {
     pub uuid_seed: Option<u64>,
     /// The clock; defaults to [`SystemClock`].
     pub clock: Arc<dyn Clock>,
+    /// Broker limits and pool sizes.
+    pub broker: BrokerOptions,
+    /// Who runs work units. `None`: a [`ThreadPool`] of `broker.worker_threads` threads and a
+    /// housekeeping thread that closes idle databases. A [`crate::broker::executor::Stepper`]
+    /// here makes scheduling deterministic (simulation).
+    pub executor: Option<Arc<dyn Executor>>,
 }
 
 impl Default for WorkspaceOptions {
     fn default() -> Self {
-        WorkspaceOptions { uuid_seed: None, clock: Arc::new(SystemClock) }
+        WorkspaceOptions {
+            uuid_seed: None,
+            clock: Arc::new(SystemClock),
+            broker: BrokerOptions::default(),
+            executor: None,
+        }
     }
 }
 
@@ -80,6 +159,8 @@ impl From<&AppRecord> for AppInfo {
 }
 
 struct Inner {
+    broker: Arc<BrokerShared>,
+    housekeeper: Option<Housekeeper>,
     driver: Driver,
     store: Mutex<Store>,
     uuids: Mutex<UuidSource>,
@@ -141,8 +222,20 @@ impl Workspace {
             Some(seed) => UuidSource::from_seed(seed),
             None => UuidSource::from_entropy(),
         };
+        let (executor, own_pool): (Arc<dyn Executor>, bool) = match options.executor {
+            Some(e) => (e, false),
+            None => {
+                let pool = ThreadPool::new(options.broker.worker_threads, options.broker.queue_max)
+                    .map_err(|e| Error::io("starting worker threads", &e))?;
+                (Arc::new(pool), true)
+            }
+        };
+        let broker = BrokerShared::new(options.broker, executor);
+        let housekeeper = if own_pool { Some(Housekeeper::start(&broker)?) } else { None };
         Ok(Workspace {
             inner: Arc::new(Inner {
+                broker,
+                housekeeper,
                 driver,
                 store: Mutex::new(store),
                 uuids: Mutex::new(uuids),
@@ -198,8 +291,72 @@ impl Workspace {
         lock(&self.inner.store).apps().into_iter().map(AppInfo::from).collect()
     }
 
-    /// One app.
-    pub fn app(&self, app_id: &str) -> Result<AppInfo> {
+    /// An app handle, to open its databases.
+    pub fn open_app(&self, app_id: &str) -> Result<App> {
+        let info = self.app_info(app_id)?;
+        let shared = self.inner.broker.app(info.app_uuid);
+        Ok(App::new(self.clone(), info, shared))
+    }
+
+    /// The broker (for the layers above and for tests).
+    pub fn broker(&self) -> &Arc<BrokerShared> {
+        &self.inner.broker
+    }
+
+    /// The broker state of one database of an app, created on first use.
+    pub(crate) fn database_shared(&self, info: &AppInfo, db: &DbName) -> Result<Arc<DbShared>> {
+        let spec = info.manifest.db(db).ok_or_else(|| {
+            Error::new(
+                ErrorCode::CapabilityDenied,
+                format!("app {:?} has no database {:?} in its manifest", info.app_id.as_str(), db.as_str()),
+            )
+        })?;
+        let key = DbKey { app: info.app_uuid, db: db.clone() };
+        if let Some(shared) = self.inner.broker.active(&key) {
+            return Ok(shared);
+        }
+        let rel = lock(&self.inner.store).current_file_path(&key)?;
+        let limits = info.manifest.tier.limits();
+        let connection = ConnectionOptions {
+            synchronous: if limits.synchronous_full { Synchronous::Full } else { Synchronous::Normal },
+            cache_size_kib: limits.cache_size_kib_max,
+            max_page_count: Some(u32::try_from(spec.max_size_bytes / PAGE_SIZE_BYTES).unwrap_or(u32::MAX)),
+            busy_timeout_ms: self.inner.broker.options().busy_timeout_ms,
+            read_only: false,
+            statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
+        };
+        let config = DbConfig {
+            key,
+            app_id: info.app_id.as_str().to_string(),
+            path: self.inner.driver.abs(&rel),
+            read_only: spec.read_only,
+            connection,
+        };
+        Ok(self.inner.broker.database(config))
+    }
+
+    /// Statistics of every active database, optionally of one app (and one database).
+    pub fn stats(&self, app_id: Option<&str>, db: Option<&str>) -> Result<Vec<DbStats>> {
+        let filter = match app_id {
+            Some(a) => Some(self.app_info(a)?.app_uuid),
+            None => None,
+        };
+        let db = db.map(DbName::new).transpose()?;
+        let mut out: Vec<DbStats> = self
+            .inner
+            .broker
+            .active_all()
+            .iter()
+            .filter(|d| filter.is_none_or(|a| d.config().key.app == a))
+            .filter(|d| db.as_ref().is_none_or(|n| &d.config().key.db == n))
+            .map(|d| crate::api::db_stats(d))
+            .collect();
+        out.sort_by(|a, b| (&a.app_id, &a.db).cmp(&(&b.app_id, &b.db)));
+        Ok(out)
+    }
+
+    /// One app's registration.
+    pub fn app_info(&self, app_id: &str) -> Result<AppInfo> {
         let app_id = AppId::new(app_id)?;
         let store = lock(&self.inner.store);
         let uuid = store.app_uuid(&app_id).ok_or_else(|| not_registered(&app_id))?;

@@ -1,0 +1,463 @@
+//! The host API: [`App`] and [`Database`] handles (names follow the host SDK: `open`,
+//! `query`, `query_value`, `exec`, `transaction`).
+//!
+//! ```no_run
+//! use sila_sqlite::{Workspace, WorkspaceOptions, Value};
+//! # fn main() -> sila_sqlite::Result<()> {
+//! let ws = Workspace::open("./sila-workspace", WorkspaceOptions::default())?;
+//! ws.register_app("com.example.notes", r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"analytics"}]}}}"#)?;
+//! let db = ws.open_app("com.example.notes")?.open("sila://db/analytics")?;
+//! db.exec("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, ts INTEGER)", &[])?;
+//! db.transaction(|tx| {
+//!     tx.exec("INSERT INTO events VALUES (?, ?)", &[Value::Text("e1".into()), Value::Integer(1)])?;
+//!     tx.query_value("SELECT count(*) FROM events", &[])
+//! })?;
+//! let rows = db.query("SELECT id FROM events WHERE ts = ?", &[Value::Integer(1)])?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every call has a blocking form and a non-blocking form (`submit_*`) that returns a
+//! [`Pending`] to wait on, poll, cancel, or attach a completion callback to.
+
+use crate::broker::pending::{self, Pending};
+use crate::broker::{stop_for, AppShared, DbShared, ExecRequest, WriteJob};
+use crate::metrics::{MetricsSnapshot, OpKind};
+use crate::names::{DbName, LogicalName};
+use crate::sqlite::{self, CancelToken, ExecResult, Rows, StopCheck, StopReason, Value};
+use crate::workspace::{AppInfo, Workspace};
+use crate::{Error, ErrorCode, Result};
+use rusqlite::Connection;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A registered app: opens the databases its manifest lists.
+#[derive(Clone)]
+pub struct App {
+    ws: Workspace,
+    info: AppInfo,
+    shared: Arc<AppShared>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("app_id", &self.info.app_id).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub(crate) fn new(ws: Workspace, info: AppInfo, shared: Arc<AppShared>) -> App {
+        App { ws, info, shared }
+    }
+
+    /// The app's registration.
+    pub fn info(&self) -> &AppInfo {
+        &self.info
+    }
+
+    /// Opens one of the app's databases by name (`analytics`) or logical name
+    /// (`sila://db/analytics`, or `sila://app/<this app>/db/analytics`). Another app's
+    /// database, or one not in the manifest, is `CapabilityDenied`. No connection is opened
+    /// until the first request.
+    pub fn open(&self, name: &str) -> Result<Database> {
+        let db = if name.starts_with(crate::names::LOGICAL_PREFIX) {
+            let logical = LogicalName::parse(name)?;
+            if let Some(app) = &logical.app {
+                if app != &self.info.app_id {
+                    return Err(Error::new(
+                        ErrorCode::CapabilityDenied,
+                        format!("{name} belongs to another app; an app opens only its own databases"),
+                    ));
+                }
+            }
+            logical.db
+        } else {
+            DbName::new(name)?
+        };
+        let shared = self.ws.database_shared(&self.info, &db)?;
+        let read_only = shared.config().read_only;
+        Ok(Database { ws: self.ws.clone(), app: self.shared.clone(), db: shared, read_only })
+    }
+}
+
+/// An open database of an app. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Database {
+    ws: Workspace,
+    app: Arc<AppShared>,
+    db: Arc<DbShared>,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("db", &self.db.config().key).finish_non_exhaustive()
+    }
+}
+
+/// Statistics of one database.
+#[derive(Debug, Clone)]
+pub struct DbStats {
+    /// The app id.
+    pub app_id: String,
+    /// The database name.
+    pub db: String,
+    /// Counters and latency percentiles.
+    pub metrics: MetricsSnapshot,
+    /// Bytes of the database file.
+    pub db_bytes: u64,
+    /// Bytes of its WAL.
+    pub wal_bytes: u64,
+    /// Connections open now.
+    pub connections: usize,
+}
+
+impl DbStats {
+    /// As JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "app": self.app_id,
+            "db": self.db,
+            "db_bytes": self.db_bytes,
+            "wal_bytes": self.wal_bytes,
+            "connections": self.connections,
+            "metrics": self.metrics.to_json(),
+        })
+    }
+}
+
+pub(crate) fn db_stats(db: &DbShared) -> DbStats {
+    let (db_bytes, wal_bytes) = db.sizes();
+    DbStats {
+        app_id: db.config().app_id.clone(),
+        db: db.config().key.db.as_str().to_string(),
+        metrics: db.metrics.snapshot(),
+        db_bytes,
+        wal_bytes,
+        connections: db.connections(),
+    }
+}
+
+fn read_only_error(db: &DbShared) -> Error {
+    Error::new(
+        ErrorCode::ReadOnly,
+        format!(
+            "database {:?} is read-only for this app (manifest readOnly: true)",
+            db.config().key.db.as_str()
+        ),
+    )
+}
+
+impl Database {
+    fn options(&self) -> crate::broker::BrokerOptions {
+        self.ws.broker().options().clone()
+    }
+
+    /// Runs a query and returns its rows (blocking, on the calling thread).
+    pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
+        self.query_with(sql, params, &CancelToken::new())
+    }
+
+    /// [`Database::query`] with a cancellation token the caller may trigger from any thread.
+    pub fn query_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<Rows> {
+        let _slot = self.ws.broker().admit(&self.app)?;
+        let stop = stop_for(self.ws.broker().options(), cancel);
+        self.db.query(sql, params, &stop)
+    }
+
+    /// The first column of the first row, or `None` when there is no row.
+    pub fn query_value(&self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
+        Ok(first_value(self.query(sql, params)?))
+    }
+
+    /// Runs one statement that writes (blocking). Group-committed with concurrent writes;
+    /// answered once its batch is committed.
+    pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
+        self.exec_with(sql, params, &CancelToken::new())
+    }
+
+    /// [`Database::exec`] with a cancellation token.
+    pub fn exec_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<ExecResult> {
+        self.exec_pending(sql, params.to_vec(), cancel.clone(), true)?.wait()
+    }
+
+    /// Submits a query; the returned handle answers when it finishes.
+    pub fn submit_query(&self, sql: &str, params: Vec<Value>) -> Pending<Rows> {
+        let cancel = CancelToken::new();
+        let (pending, completer) = pending::pending(cancel.clone());
+        let admission = match self.ws.broker().admit(&self.app) {
+            Ok(a) => a,
+            Err(e) => {
+                completer.complete(Err(e));
+                return pending;
+            }
+        };
+        let db = self.db.clone();
+        let sql = sql.to_string();
+        let stop = stop_for(self.ws.broker().options(), &cancel);
+        let slot = Arc::new(Mutex::new(Some(completer)));
+        let job_slot = slot.clone();
+        let job: crate::broker::executor::Job = Box::new(move || {
+            let r = db.query(&sql, &params, &stop);
+            drop(admission);
+            if let Some(c) = job_slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                c.complete(r);
+            }
+        });
+        if let Err(job) = self.ws.broker().executor().spawn(self.db.config().key.app, job) {
+            drop(job);
+            if let Some(c) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let max = self.ws.broker().options().queue_max;
+                c.complete(Err(Error::new(
+                    ErrorCode::Busy,
+                    format!("the work queue is full (queue_max is {max})"),
+                )));
+            }
+        }
+        pending
+    }
+
+    /// Submits a write; the returned handle answers once it is committed.
+    pub fn submit_exec(&self, sql: &str, params: Vec<Value>) -> Pending<ExecResult> {
+        let cancel = CancelToken::new();
+        match self.exec_pending(sql, params, cancel.clone(), false) {
+            Ok(p) => p,
+            Err(e) => {
+                let (p, c) = pending::pending(cancel);
+                c.complete(Err(e));
+                p
+            }
+        }
+    }
+
+    fn exec_pending(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        cancel: CancelToken,
+        inline: bool,
+    ) -> Result<Pending<ExecResult>> {
+        if self.read_only {
+            return Err(read_only_error(&self.db));
+        }
+        let admission = self.ws.broker().admit(&self.app)?;
+        let (pending, reply) = pending::pending(cancel.clone());
+        let req = ExecRequest {
+            sql: sql.to_string(),
+            params,
+            stop: stop_for(self.ws.broker().options(), &cancel),
+            submitted: Instant::now(),
+            reply,
+            admission,
+        };
+        self.db.submit_write(WriteJob::Exec(req), inline)?;
+        Ok(pending)
+    }
+
+    /// Runs `f` in a transaction (blocking): commits when it returns `Ok`, rolls back when it
+    /// returns `Err` or panics (the panic continues after the rollback). The transaction may
+    /// hold the writer for at most `transaction_timeout`; past it, it is rolled back with
+    /// `Timeout`.
+    pub fn transaction<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        if self.read_only {
+            return Err(read_only_error(&self.db));
+        }
+        let _slot = self.ws.broker().admit(&self.app)?;
+        let options = self.options();
+        let gate = Arc::new(Gate::default());
+        self.db.submit_write(WriteJob::Gate(gate.clone()), true)?;
+        if !gate.wait(options.transaction_timeout) {
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!(
+                    "the writer stayed busy for transaction_timeout ({} ms); the transaction did not start",
+                    options.transaction_timeout.as_millis()
+                ),
+            ));
+        }
+        let db = self.db.clone();
+        db.with_gate_connection(|conn| {
+            let conn = conn?;
+            let deadline = Instant::now() + options.transaction_timeout;
+            let cancel = CancelToken::new();
+            db.run_transaction(conn, deadline, |conn| {
+                let tx = Tx { conn, db: &db, deadline, cancel, statement_timeout: options.statement_timeout };
+                f(&tx)
+            })
+        })
+    }
+
+    /// Submits a transaction; `f` runs on a worker thread and the handle answers with its
+    /// result after the commit (or the rollback).
+    pub fn submit_transaction<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    ) -> Pending<T> {
+        let cancel = CancelToken::new();
+        let (pending, completer) = pending::pending(cancel.clone());
+        if self.read_only {
+            completer.complete(Err(read_only_error(&self.db)));
+            return pending;
+        }
+        let admission = match self.ws.broker().admit(&self.app) {
+            Ok(a) => a,
+            Err(e) => {
+                completer.complete(Err(e));
+                return pending;
+            }
+        };
+        let options = self.options();
+        let db = self.db.clone();
+        let job = WriteJob::Transaction(Box::new(move |conn: &Connection| {
+            if cancel.is_cancelled() {
+                completer.complete(Err(Error::new(
+                    ErrorCode::Cancelled,
+                    "transaction cancelled before it started",
+                )));
+                return;
+            }
+            let deadline = Instant::now() + options.transaction_timeout;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                db.run_transaction(conn, deadline, |conn| {
+                    let tx = Tx {
+                        conn,
+                        db: &db,
+                        deadline,
+                        cancel: cancel.clone(),
+                        statement_timeout: options.statement_timeout,
+                    };
+                    f(&tx)
+                })
+            }));
+            drop(admission);
+            match r {
+                Ok(r) => completer.complete(r),
+                Err(_) => completer.complete(Err(Error::new(
+                    ErrorCode::Panic,
+                    "the transaction closure panicked; rolled back",
+                ))),
+            }
+        }));
+        if let Err(e) = self.db.submit_write(job, false) {
+            let (p, c) = pending::pending(CancelToken::new());
+            c.complete(Err(e));
+            return p;
+        }
+        pending
+    }
+
+    /// Statistics of this database.
+    pub fn stats(&self) -> DbStats {
+        db_stats(&self.db)
+    }
+}
+
+fn first_value(rows: Rows) -> Option<Value> {
+    rows.rows.into_iter().next().and_then(|r| r.into_iter().next())
+}
+
+/// A transaction in progress: statements run on the writer connection.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+    db: &'a DbShared,
+    deadline: Instant,
+    cancel: CancelToken,
+    statement_timeout: Duration,
+}
+
+impl Tx<'_> {
+    fn stop(&self) -> StopCheck {
+        let deadline = self.deadline.min(Instant::now() + self.statement_timeout);
+        StopCheck::new(deadline, self.cancel.clone())
+    }
+
+    fn finish<T>(&self, stop: &StopCheck, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e)
+                if e.code() == ErrorCode::Timeout
+                    && stop.fired() == Some(StopReason::Deadline)
+                    && Instant::now() >= self.deadline =>
+            {
+                Err(self.db_timeout())
+            }
+            other => other.map_err(crate::broker::transaction_refusal),
+        }
+    }
+
+    fn db_timeout(&self) -> Error {
+        Error::new(ErrorCode::Timeout, "transaction exceeded transaction_timeout; it will be rolled back")
+    }
+
+    /// Runs a query inside the transaction.
+    pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
+        let started = Instant::now();
+        let stop = self.stop();
+        let limits = crate::sqlite::QueryLimits::default();
+        let r = self.finish(&stop, sqlite::query(self.conn, sql, params, &limits, &stop));
+        let outcome = r.as_ref().map(|x| (x.rows.len() as u64, 0)).map_err(|e| e.code());
+        self.db.record_in_transaction(sql, OpKind::Query, started, outcome);
+        r
+    }
+
+    /// The first column of the first row, or `None`.
+    pub fn query_value(&self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
+        Ok(first_value(self.query(sql, params)?))
+    }
+
+    /// Runs one writing statement inside the transaction.
+    pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
+        let started = Instant::now();
+        let stop = self.stop();
+        let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, &stop));
+        let outcome = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
+        self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
+        r
+    }
+}
+
+/// Where a blocking transaction waits for the writer (see [`WriteJob::Gate`]).
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    opened: Condvar,
+}
+
+/// The states of a [`Gate`].
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateState {
+    /// Queued behind other writes.
+    #[default]
+    Waiting,
+    /// The leader reached it and handed over the writer.
+    Open,
+    /// The caller gave up; the leader skips it.
+    Abandoned,
+}
+
+impl Gate {
+    /// Called by the leader: opens the gate if its caller still waits. False if abandoned.
+    pub fn open(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == GateState::Waiting {
+            *s = GateState::Open;
+            self.opened.notify_all();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Called by the caller: waits up to `timeout` for the gate to open. On timeout the gate
+    /// is abandoned (unless it opened at the last moment) and false is returned.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut s, _) = self
+            .opened
+            .wait_timeout_while(s, timeout, |s| *s == GateState::Waiting)
+            .unwrap_or_else(|p| p.into_inner());
+        if *s == GateState::Open {
+            return true;
+        }
+        *s = GateState::Abandoned;
+        false
+    }
+}

@@ -1,0 +1,275 @@
+//! Executors: who runs the broker's work units.
+//!
+//! A work unit is a boxed closure tagged with the app it serves. Both executors keep one
+//! FIFO per app and take from the apps round-robin, so one app flooding the queue delays
+//! only itself. The queue is bounded ([`Executor::spawn`] refuses when full).
+//!
+//! * [`ThreadPool`] — production: a fixed number of OS threads shared by every database.
+//! * [`Stepper`] — simulation: nothing runs until the caller steps it, one unit at a time,
+//!   in an order the caller picks (from a seeded RNG), so one seed replays one interleaving.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use uuid::Uuid;
+
+/// One unit of broker work.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Runs work units.
+pub trait Executor: Send + Sync {
+    /// Queues `job` on behalf of `app`. Returns the job back if the queue is full.
+    fn spawn(&self, app: Uuid, job: Job) -> Result<(), Job>;
+    /// Drops every queued job (their requests are answered by the completers' drop) and
+    /// stops accepting new ones.
+    fn shutdown(&self);
+}
+
+/// Per-app FIFOs served round-robin, with a bound on the total.
+struct FairQueue {
+    apps: VecDeque<(Uuid, VecDeque<Job>)>,
+    len: usize,
+    len_max: usize,
+    closed: bool,
+}
+
+impl FairQueue {
+    fn new(len_max: usize) -> FairQueue {
+        FairQueue { apps: VecDeque::new(), len: 0, len_max, closed: false }
+    }
+
+    fn push(&mut self, app: Uuid, job: Job) -> Result<(), Job> {
+        if self.closed || self.len >= self.len_max {
+            return Err(job);
+        }
+        match self.apps.iter_mut().find(|(a, _)| *a == app) {
+            Some((_, q)) => q.push_back(job),
+            None => self.apps.push_back((app, VecDeque::from([job]))),
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes the next job of the app at position `index % apps` and rotates that app to the
+    /// back, so every app with work gets a turn.
+    fn pop_at(&mut self, index: usize) -> Option<Job> {
+        if self.apps.is_empty() {
+            return None;
+        }
+        let i = index % self.apps.len();
+        let (app, mut q) = self.apps.remove(i)?;
+        let job = q.pop_front();
+        if !q.is_empty() {
+            self.apps.push_back((app, q));
+        }
+        if job.is_some() {
+            self.len -= 1;
+        }
+        job
+    }
+
+    fn drain(&mut self) -> Vec<Job> {
+        self.len = 0;
+        self.apps.drain(..).flat_map(|(_, q)| q).collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct PoolShared {
+    queue: Mutex<FairQueue>,
+    work: Condvar,
+}
+
+/// A fixed set of worker threads serving every database of the workspace.
+pub struct ThreadPool {
+    shared: Arc<PoolShared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ThreadPool {
+    /// Starts `threads` workers (at least one) with a queue of at most `queue_max` jobs.
+    pub fn new(threads: usize, queue_max: usize) -> std::io::Result<ThreadPool> {
+        let shared =
+            Arc::new(PoolShared { queue: Mutex::new(FairQueue::new(queue_max)), work: Condvar::new() });
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sila-worker-{i}"))
+                .spawn(move || worker(&shared))?;
+            handles.push(handle);
+        }
+        Ok(ThreadPool { shared, threads: Mutex::new(handles) })
+    }
+}
+
+fn worker(shared: &PoolShared) {
+    loop {
+        let job = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if let Some(job) = q.pop_at(0) {
+                    break Some(job);
+                }
+                if q.closed {
+                    break None;
+                }
+                q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        match job {
+            // A panicking job must not take the worker down with it; the job's completer is
+            // dropped during unwinding and answers its caller.
+            Some(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            None => return,
+        }
+    }
+}
+
+impl Executor for ThreadPool {
+    fn spawn(&self, app: Uuid, job: Job) -> Result<(), Job> {
+        lock(&self.shared.queue).push(app, job)?;
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        let dropped = {
+            let mut q = lock(&self.shared.queue);
+            q.closed = true;
+            q.drain()
+        };
+        drop(dropped);
+        self.shared.work.notify_all();
+        let handles: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        let me = std::thread::current().id();
+        for h in handles {
+            // A worker may drop the last workspace handle itself; it cannot join itself.
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A deterministic executor: jobs run only when [`Stepper::step`] is called, on the calling
+/// thread, in the order the caller's choices give.
+pub struct Stepper {
+    queue: Mutex<FairQueue>,
+}
+
+impl Stepper {
+    /// A stepper holding at most `queue_max` jobs.
+    pub fn new(queue_max: usize) -> Stepper {
+        Stepper { queue: Mutex::new(FairQueue::new(queue_max)) }
+    }
+
+    /// Jobs waiting.
+    pub fn pending(&self) -> usize {
+        lock(&self.queue).len
+    }
+
+    /// Runs one job: that of the app at position `choice % apps_with_work`. Returns false
+    /// when there was nothing to run.
+    pub fn step(&self, choice: usize) -> bool {
+        let job = lock(&self.queue).pop_at(choice);
+        match job {
+            Some(job) => {
+                job();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs jobs until none is left or `steps_max` ran, choosing each with `choose`.
+    /// Returns the number of jobs run.
+    pub fn run_until_idle(&self, steps_max: usize, mut choose: impl FnMut() -> usize) -> usize {
+        let mut ran = 0;
+        while ran < steps_max && self.step(choose()) {
+            ran += 1;
+        }
+        ran
+    }
+}
+
+impl Executor for Stepper {
+    fn spawn(&self, app: Uuid, job: Job) -> Result<(), Job> {
+        lock(&self.queue).push(app, job)
+    }
+
+    fn shutdown(&self) {
+        let dropped = {
+            let mut q = lock(&self.queue);
+            q.closed = true;
+            q.drain()
+        };
+        drop(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn fair_queue_alternates_between_apps() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let s = Stepper::new(100);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for i in 0..4 {
+            let o = order.clone();
+            assert!(s.spawn(a, Box::new(move || o.lock().unwrap().push(format!("a{i}")))).is_ok());
+        }
+        let o = order.clone();
+        assert!(s.spawn(b, Box::new(move || o.lock().unwrap().push("b0".into()))).is_ok());
+        assert_eq!(s.run_until_idle(100, || 0), 5);
+        assert_eq!(*order.lock().unwrap(), vec!["a0", "b0", "a1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn queue_bound_is_enforced() {
+        let s = Stepper::new(2);
+        let app = Uuid::from_u128(1);
+        assert!(s.spawn(app, Box::new(|| {})).is_ok());
+        assert!(s.spawn(app, Box::new(|| {})).is_ok());
+        assert!(s.spawn(app, Box::new(|| {})).is_err(), "the third job exceeds queue_max = 2");
+        assert!(s.step(0));
+        assert!(s.spawn(app, Box::new(|| {})).is_ok());
+    }
+
+    #[test]
+    fn thread_pool_runs_everything_and_survives_a_panicking_job() {
+        let pool = ThreadPool::new(2, 1000).unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(pool.spawn(Uuid::nil(), Box::new(|| panic!("job panics"))).is_ok());
+        for i in 0..100u128 {
+            let c = count.clone();
+            let tx = tx.clone();
+            let job: Job = Box::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = tx.send(());
+            });
+            assert!(pool.spawn(Uuid::from_u128(i % 3), job).is_ok());
+        }
+        for _ in 0..100 {
+            rx.recv().unwrap();
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 100);
+        pool.shutdown();
+        assert!(pool.spawn(Uuid::nil(), Box::new(|| {})).is_err(), "closed after shutdown");
+    }
+}

@@ -1,0 +1,941 @@
+//! The broker: the only code that talks to SQLite on an app's behalf.
+//!
+//! Per database it keeps one writer connection and a pool of reader connections (WAL), both
+//! opened lazily. A global cap bounds open connections across every database; when it is
+//! reached, idle connections of the least recently used databases are closed. Work runs on
+//! a shared [`Executor`] whose thread count does not grow with the number of databases.
+//!
+//! # Writes: a queue with a leader (group commit)
+//!
+//! Every write (a single `exec`, or a whole transaction) is a [`WriteJob`] in the database's
+//! queue. Whoever finds the writer idle becomes the *leader*: a blocking caller leads on its
+//! own thread (no thread hop), a non-blocking one hands leadership to a worker. The leader
+//! takes up to `group_commit_max_requests` queued `exec`s, runs them in one transaction with
+//! a savepoint each (a failing request rolls back only itself), commits, and only then
+//! answers them — so every acknowledgement is as durable as the `synchronous` level makes
+//! the commit. While the leader commits, new requests queue up: they form the next batch.
+//! A transaction job runs alone. After a batch, leadership passes to a worker if more work
+//! is queued, so a blocking caller never leads other callers' work for long.
+//!
+//! # Reads
+//!
+//! A blocking query checks out a reader connection on the caller's thread, runs, and
+//! returns it; a non-blocking query does the same on a worker.
+
+pub mod executor;
+pub mod pending;
+
+use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
+use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
+use crate::store::DbKey;
+use crate::{Error, ErrorCode, Result};
+use executor::Executor;
+use pending::Completer;
+use rusqlite::Connection;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// Tunables of the broker. Every limit has a name, a default and a test at its boundary.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Reader connections per database (default 4).
+    pub readers_max: usize,
+    /// Open connections across all databases (default 512). Idle ones of the least recently
+    /// used databases are closed to stay under it; when none is idle, requests get `Busy`.
+    pub connections_max: usize,
+    /// Worker threads shared by all databases (default: 2 × cores, at most 16).
+    pub worker_threads: usize,
+    /// Work units waiting for a worker, across all apps (default 65 536).
+    pub queue_max: usize,
+    /// Requests waiting in one database's write queue (default 4096); more get `Busy`.
+    pub write_queue_max: usize,
+    /// Most `exec` requests committed together in one group commit (default 128).
+    pub group_commit_max_requests: usize,
+    /// Deadline of one statement (default 5 s) → `Timeout`.
+    pub statement_timeout: Duration,
+    /// Longest a transaction may hold the writer (default 10 s) → `Timeout` and rollback.
+    pub transaction_timeout: Duration,
+    /// Result caps per query (defaults 100 000 rows, 1 MiB of JSON) → `ResultTooLarge`.
+    pub query_limits: QueryLimits,
+    /// Requests an app may have in flight at once (default 64) → `Busy`.
+    pub max_concurrent_requests_per_app: usize,
+    /// SQLite's busy timeout, in milliseconds (default 5000).
+    pub busy_timeout_ms: u32,
+    /// Statements slower than this go to the slow-query log (default 200 ms).
+    pub slow_query_threshold: Duration,
+    /// Log full SQL in the slow-query log instead of redacted SQL (dev only; default false).
+    pub capture_full_sql: bool,
+    /// After a commit, a WAL larger than this is checkpointed (PASSIVE; default 4 MiB).
+    pub wal_checkpoint_bytes: u64,
+    /// A WAL larger than this is checkpointed with TRUNCATE (default 64 MiB).
+    pub wal_truncate_bytes: u64,
+    /// Databases unused this long close their connections (default 30 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        BrokerOptions {
+            readers_max: 4,
+            connections_max: 512,
+            worker_threads: (cores * 2).clamp(2, 16),
+            queue_max: 65_536,
+            write_queue_max: 4096,
+            group_commit_max_requests: 128,
+            statement_timeout: Duration::from_secs(5),
+            transaction_timeout: Duration::from_secs(10),
+            query_limits: QueryLimits::default(),
+            max_concurrent_requests_per_app: 64,
+            busy_timeout_ms: 5000,
+            slow_query_threshold: Duration::from_millis(200),
+            capture_full_sql: false,
+            wal_checkpoint_bytes: 4 * 1024 * 1024,
+            wal_truncate_bytes: 64 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the broker needs to know to open a database.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// Which database.
+    pub key: DbKey,
+    /// The host's app id (for logs and metrics).
+    pub app_id: String,
+    /// The absolute path of the live file.
+    pub path: PathBuf,
+    /// Whether the app may only read.
+    pub read_only: bool,
+    /// Connection settings (synchronous, cache cap, max_page_count…).
+    pub connection: ConnectionOptions,
+}
+
+/// Per-app shared state: the in-flight request count.
+#[derive(Debug, Default)]
+pub struct AppShared {
+    in_flight: AtomicUsize,
+}
+
+/// Holds one slot of an app's concurrency limit until dropped.
+pub struct Admission {
+    app: Arc<AppShared>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A write waiting for the writer.
+pub enum WriteJob {
+    /// One statement, group-committed with others.
+    Exec(ExecRequest),
+    /// A whole transaction, run alone by the leader.
+    Transaction(Box<dyn FnOnce(&Connection) + Send>),
+    /// A blocking caller's turn: the leader hands the writer (and leadership) over to the
+    /// caller's own thread, which runs its transaction there.
+    Gate(Arc<crate::api::Gate>),
+}
+
+/// One `exec` in the write queue.
+pub struct ExecRequest {
+    /// The statement.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<Value>,
+    /// Deadline and cancellation.
+    pub stop: StopCheck,
+    /// When it was submitted (latency is measured from here).
+    pub submitted: Instant,
+    /// Where the answer goes.
+    pub reply: Completer<ExecResult>,
+    /// The admission slot, released when the request is answered.
+    pub admission: Admission,
+}
+
+#[derive(Default)]
+struct WriterState {
+    queue: VecDeque<WriteJob>,
+    leading: bool,
+    conn: Option<Connection>,
+}
+
+#[derive(Default)]
+struct ReaderState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// The broker's state for one database.
+pub struct DbShared {
+    config: DbConfig,
+    broker: Weak<BrokerShared>,
+    writer: Mutex<WriterState>,
+    readers: Mutex<ReaderState>,
+    reader_returned: Condvar,
+    /// Set while the writer connection is checked out by internal work (checkpoint at close).
+    closing: AtomicBool,
+    last_used_ms: AtomicU64,
+    /// Metrics of this database.
+    pub metrics: DbMetrics,
+}
+
+/// The broker: shared by every database of one workspace.
+pub struct BrokerShared {
+    options: BrokerOptions,
+    executor: Arc<dyn Executor>,
+    dbs: Mutex<HashMap<DbKey, Arc<DbShared>>>,
+    apps: Mutex<HashMap<uuid::Uuid, Arc<AppShared>>>,
+    connections_open: AtomicUsize,
+    started: Instant,
+    /// The slow-query log of the workspace.
+    pub slow_log: SlowQueryLog,
+}
+
+impl BrokerShared {
+    /// A broker running work on `executor`.
+    pub fn new(options: BrokerOptions, executor: Arc<dyn Executor>) -> Arc<BrokerShared> {
+        let slow_log = SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql);
+        Arc::new(BrokerShared {
+            options,
+            executor,
+            dbs: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+            connections_open: AtomicUsize::new(0),
+            started: Instant::now(),
+            slow_log,
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &BrokerOptions {
+        &self.options
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
+    /// Open connections across all databases.
+    pub fn connections_open(&self) -> usize {
+        self.connections_open.load(Ordering::Acquire)
+    }
+
+    /// Databases with broker state (opened at least once and not evicted).
+    pub fn databases_active(&self) -> usize {
+        lock(&self.dbs).len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The shared state of a database, created on first use (no connection is opened yet).
+    pub fn database(self: &Arc<Self>, config: DbConfig) -> Arc<DbShared> {
+        let mut dbs = lock(&self.dbs);
+        if let Some(db) = dbs.get(&config.key) {
+            return db.clone();
+        }
+        let db = Arc::new(DbShared {
+            config: config.clone(),
+            broker: Arc::downgrade(self),
+            writer: Mutex::new(WriterState::default()),
+            readers: Mutex::new(ReaderState::default()),
+            reader_returned: Condvar::new(),
+            closing: AtomicBool::new(false),
+            last_used_ms: AtomicU64::new(self.now_ms()),
+            metrics: DbMetrics::new(),
+        });
+        dbs.insert(config.key, db.clone());
+        db
+    }
+
+    /// The database's shared state if it is active.
+    pub fn active(&self, key: &DbKey) -> Option<Arc<DbShared>> {
+        lock(&self.dbs).get(key).cloned()
+    }
+
+    /// Every active database.
+    pub fn active_all(&self) -> Vec<Arc<DbShared>> {
+        lock(&self.dbs).values().cloned().collect()
+    }
+
+    /// The shared state of an app.
+    pub fn app(&self, app: uuid::Uuid) -> Arc<AppShared> {
+        lock(&self.apps).entry(app).or_default().clone()
+    }
+
+    /// Takes one of the app's concurrency slots, or refuses with `Busy`.
+    pub fn admit(&self, app: &Arc<AppShared>) -> Result<Admission> {
+        let max = self.options.max_concurrent_requests_per_app;
+        let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission { app: app.clone() };
+        if before >= max {
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!("the app has {before} requests in flight; max_concurrent_requests_per_app is {max}"),
+            ));
+        }
+        Ok(admission)
+    }
+
+    /// Makes room for one more connection, closing idle connections of the least recently
+    /// used databases if the cap is reached. `Busy` if nothing could be closed.
+    fn reserve_connection(&self) -> Result<()> {
+        let max = self.options.connections_max;
+        loop {
+            let open = self.connections_open.load(Ordering::Acquire);
+            if open < max {
+                if self
+                    .connections_open
+                    .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            let mut dbs = self.active_all();
+            dbs.sort_by_key(|d| d.last_used_ms.load(Ordering::Acquire));
+            let closed = dbs.iter().any(|d| d.close_one_idle());
+            if !closed {
+                return Err(Error::new(
+                    ErrorCode::Busy,
+                    format!("{open} connections are open and busy; connections_max is {max}"),
+                ));
+            }
+        }
+    }
+
+    fn release_connection(&self) {
+        self.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes every connection of databases unused for `idle_for` and forgets them.
+    /// Returns how many databases were closed.
+    pub fn close_idle(&self, idle_for: Duration) -> usize {
+        let now = self.now_ms();
+        let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
+        let mut closed = 0;
+        for db in self.active_all() {
+            if now.saturating_sub(db.last_used_ms.load(Ordering::Acquire)) >= idle_ms && db.close_all_idle() {
+                lock(&self.dbs).remove(&db.config.key);
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+impl DbShared {
+    /// The configuration.
+    pub fn config(&self) -> &DbConfig {
+        &self.config
+    }
+
+    fn broker(&self) -> Result<Arc<BrokerShared>> {
+        self.broker.upgrade().ok_or_else(|| Error::new(ErrorCode::Cancelled, "the workspace is closing"))
+    }
+
+    fn touch(&self) {
+        if let Some(b) = self.broker.upgrade() {
+            self.last_used_ms.store(b.now_ms(), Ordering::Release);
+        }
+    }
+
+    fn open_connection(&self, reader: bool) -> Result<Connection> {
+        let broker = self.broker()?;
+        broker.reserve_connection()?;
+        let opened =
+            sqlite::open_connection(&self.config.path, &self.config.connection).and_then(|mut conn| {
+                if reader {
+                    // Readers open read-write (a read-only WAL connection cannot create -shm) but
+                    // refuse writes with query_only.
+                    conn.execute_batch("PRAGMA query_only=ON").map_err(|e| sqlite::map_error(e, None))?;
+                }
+                // Checkpoints are the broker's (counted, on thresholds), not SQLite's automatic ones.
+                conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| sqlite::map_error(e, None))?;
+                install_transaction_guard(&mut conn)?;
+                Ok(conn)
+            });
+        match opened {
+            Ok(conn) => {
+                self.metrics.connection_opened();
+                Ok(conn)
+            }
+            Err(e) => {
+                broker.release_connection();
+                Err(e)
+            }
+        }
+    }
+
+    fn close_connection(&self, conn: Connection, writer: bool) {
+        let (hits, misses) = cache_stats(&conn);
+        self.metrics.record_cache(hits, misses);
+        if writer {
+            let _ = sqlite::optimize_on_close(&conn);
+        }
+        drop(conn);
+        self.metrics.connection_closed();
+        if let Some(b) = self.broker.upgrade() {
+            b.release_connection();
+        }
+    }
+
+    /// Closes one idle connection (a reader, else an idle writer). True if one was closed.
+    fn close_one_idle(&self) -> bool {
+        let reader = {
+            let mut r = lock(&self.readers);
+            let c = r.idle.pop();
+            if c.is_some() {
+                r.open -= 1;
+            }
+            c
+        };
+        if let Some(conn) = reader {
+            self.close_connection(conn, false);
+            return true;
+        }
+        let writer = {
+            let mut w = lock(&self.writer);
+            if w.leading {
+                None
+            } else {
+                w.conn.take()
+            }
+        };
+        match writer {
+            Some(conn) => {
+                self.checkpoint_and_close(conn);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every idle connection; true if nothing is open or busy afterwards.
+    fn close_all_idle(&self) -> bool {
+        let mut bound = self.broker.upgrade().map(|b| b.options.readers_max + 1).unwrap_or(1);
+        while bound > 0 && self.close_one_idle() {
+            bound -= 1;
+        }
+        let r = lock(&self.readers);
+        let w = lock(&self.writer);
+        r.open == 0 && !w.leading && w.conn.is_none() && w.queue.is_empty()
+    }
+
+    fn checkpoint_and_close(&self, conn: Connection) {
+        self.closing.store(true, Ordering::Release);
+        if conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
+            self.metrics.record_checkpoint();
+        }
+        self.close_connection(conn, true);
+        self.closing.store(false, Ordering::Release);
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    /// Runs a query on a reader connection, on the calling thread.
+    pub fn query(&self, sql: &str, params: &[Value], stop: &StopCheck) -> Result<Rows> {
+        self.touch();
+        let started = Instant::now();
+        let broker = self.broker()?;
+        let result = self
+            .with_reader(stop, |conn| sqlite::query(conn, sql, params, &broker.options.query_limits, stop));
+        let rows = result.as_ref().map(|r| r.rows.len() as u64).unwrap_or(0);
+        self.record(
+            &broker,
+            sql,
+            OpKind::Query,
+            started,
+            result.as_ref().map(|_| (rows, 0)).map_err(|e| e.code()),
+        );
+        result
+    }
+
+    fn with_reader<T>(&self, stop: &StopCheck, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let broker = self.broker()?;
+        let conn = {
+            let mut r = lock(&self.readers);
+            loop {
+                if let Some(conn) = r.idle.pop() {
+                    break Some(conn);
+                }
+                if r.open < broker.options.readers_max {
+                    r.open += 1;
+                    break None;
+                }
+                stop.check()?;
+                let wait =
+                    stop.deadline().saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+                r = self
+                    .reader_returned
+                    .wait_timeout(r, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => match self.open_connection(true) {
+                Ok(c) => c,
+                Err(e) => {
+                    lock(&self.readers).open -= 1;
+                    self.reader_returned.notify_one();
+                    return Err(e);
+                }
+            },
+        };
+        let result = f(&conn);
+        lock(&self.readers).idle.push(conn);
+        self.reader_returned.notify_one();
+        result
+    }
+
+    fn record(
+        &self,
+        broker: &BrokerShared,
+        sql: &str,
+        kind: OpKind,
+        started: Instant,
+        outcome: std::result::Result<(u64, u64), ErrorCode>,
+    ) {
+        let latency = started.elapsed();
+        self.metrics.record(kind, latency, outcome);
+        if broker.slow_log.observe(
+            sql,
+            latency,
+            &self.config.app_id,
+            self.config.key.db.as_str(),
+            broker.now_ms(),
+        ) {
+            self.metrics.record_slow_query();
+        }
+    }
+
+    // ----- writes ------------------------------------------------------------------------
+
+    /// Queues a write. If the writer is idle, the caller becomes the leader: `inline` leads
+    /// on this thread, otherwise a worker leads.
+    pub fn submit_write(self: &Arc<Self>, job: WriteJob, inline: bool) -> Result<()> {
+        self.touch();
+        let broker = self.broker()?;
+        let lead = {
+            let mut w = lock(&self.writer);
+            if w.queue.len() >= broker.options.write_queue_max {
+                return Err(Error::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "the write queue holds {} requests; write_queue_max is {}",
+                        w.queue.len(),
+                        broker.options.write_queue_max
+                    ),
+                ));
+            }
+            w.queue.push_back(job);
+            let lead = !w.leading;
+            w.leading = true;
+            lead
+        };
+        if lead {
+            if inline {
+                self.lead();
+            } else {
+                self.hand_off(&broker);
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes leadership to a worker; if the executor refuses, keeps leading here.
+    fn hand_off(self: &Arc<Self>, broker: &BrokerShared) {
+        let db = self.clone();
+        let job: executor::Job = Box::new(move || db.lead());
+        if let Err(job) = broker.executor.spawn(self.config.key.app, job) {
+            job();
+        }
+    }
+
+    /// Leads one turn: one batch of execs, one transaction, or hands the writer to a gate;
+    /// then hands off to a worker or steps down.
+    fn lead(self: &Arc<Self>) {
+        let Ok(broker) = self.broker() else {
+            lock(&self.writer).leading = false;
+            return;
+        };
+        let (batch, conn) = {
+            let mut w = lock(&self.writer);
+            // Gates at the front take the writer; abandoned ones are skipped. Bounded by the
+            // queue length: every iteration pops one job.
+            loop {
+                match w.queue.front() {
+                    None => {
+                        w.leading = false;
+                        return;
+                    }
+                    Some(WriteJob::Gate(_)) => {
+                        if let Some(WriteJob::Gate(gate)) = w.queue.pop_front() {
+                            if gate.open() {
+                                // Leadership now belongs to the gate's caller.
+                                return;
+                            }
+                        }
+                    }
+                    Some(_) => break,
+                }
+            }
+            let mut batch = Vec::new();
+            while batch.len() < broker.options.group_commit_max_requests.max(1) {
+                match w.queue.front() {
+                    Some(WriteJob::Exec(_)) => {}
+                    Some(WriteJob::Transaction(_)) if batch.is_empty() => {
+                        if let Some(job) = w.queue.pop_front() {
+                            batch.push(job);
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+                if let Some(job) = w.queue.pop_front() {
+                    batch.push(job);
+                }
+            }
+            (batch, w.conn.take())
+        };
+        let conn = match conn {
+            Some(c) => Ok(c),
+            None => self.open_connection(false),
+        };
+        match conn {
+            Ok(conn) => {
+                self.run_batch(&broker, &conn, batch);
+                lock(&self.writer).conn = Some(conn);
+            }
+            Err(e) => {
+                for job in batch {
+                    // A dropped transaction job answers its caller through its completer.
+                    if let WriteJob::Exec(req) = job {
+                        req.reply.complete(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        self.end_turn(&broker);
+    }
+
+    /// After a turn: hand off to a worker if work is queued, else step down.
+    fn end_turn(self: &Arc<Self>, broker: &BrokerShared) {
+        let more = {
+            let mut w = lock(&self.writer);
+            if w.queue.is_empty() {
+                w.leading = false;
+            }
+            w.leading
+        };
+        if more {
+            self.hand_off(broker);
+        }
+    }
+
+    /// Runs `f` with the writer connection, on the calling thread, after its gate opened (the
+    /// caller leads). Restores the connection and ends the turn even if `f` panics.
+    pub fn with_gate_connection<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(Result<&Connection>) -> Result<T>,
+    ) -> Result<T> {
+        struct Turn<'a> {
+            db: &'a Arc<DbShared>,
+            conn: Option<Connection>,
+        }
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                if let Some(conn) = self.conn.take() {
+                    lock(&self.db.writer).conn = Some(conn);
+                }
+                match self.db.broker() {
+                    Ok(b) => self.db.end_turn(&b),
+                    Err(_) => lock(&self.db.writer).leading = false,
+                }
+            }
+        }
+        let taken = lock(&self.writer).conn.take();
+        let mut turn = Turn { db: self, conn: None };
+        let conn = match taken {
+            Some(c) => Ok(c),
+            None => self.open_connection(false),
+        };
+        match conn {
+            Ok(c) => {
+                let conn = turn.conn.insert(c);
+                f(Ok(conn))
+            }
+            Err(e) => f(Err(e)),
+        }
+    }
+
+    fn run_batch(&self, broker: &BrokerShared, conn: &Connection, batch: Vec<WriteJob>) {
+        let mut execs = Vec::new();
+        for job in batch {
+            match job {
+                WriteJob::Transaction(f) => f(conn),
+                WriteJob::Exec(req) => execs.push(req),
+                // `lead` never puts a gate in a batch; one here would be a bug, and opening
+                // it would hand the writer to a second thread. Its caller times out instead.
+                WriteJob::Gate(_) => {}
+            }
+        }
+        if execs.is_empty() {
+            self.after_commit(broker, conn);
+            return;
+        }
+        let results = commit_group(conn, execs);
+        for (req, r) in results {
+            let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
+            self.record(broker, &req.sql, OpKind::Exec, req.submitted, written);
+            req.reply.complete(r);
+            drop(req.admission);
+        }
+        self.after_commit(broker, conn);
+    }
+
+    /// Checkpoints when the WAL passed a threshold.
+    fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
+        let wal = wal_path(&self.config.path);
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let mode = if size > broker.options.wal_truncate_bytes {
+            "TRUNCATE"
+        } else if size > broker.options.wal_checkpoint_bytes {
+            "PASSIVE"
+        } else {
+            return;
+        };
+        if conn.execute_batch(&format!("PRAGMA wal_checkpoint({mode})")).is_ok() {
+            self.metrics.record_checkpoint();
+        }
+    }
+
+    /// Runs a transaction job's body: BEGIN IMMEDIATE, `body`, then COMMIT on `Ok` (if the
+    /// deadline has not passed) or ROLLBACK on `Err` or panic.
+    pub fn run_transaction<T>(
+        &self,
+        conn: &Connection,
+        deadline: Instant,
+        body: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        internal(conn, "BEGIN IMMEDIATE")?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(conn)));
+        match outcome {
+            Ok(Ok(value)) => {
+                if Instant::now() > deadline {
+                    let _ = internal(conn, "ROLLBACK");
+                    return Err(self.transaction_timeout_error());
+                }
+                match internal(conn, "COMMIT") {
+                    Ok(()) => Ok(value),
+                    Err(e) => {
+                        let _ = internal(conn, "ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let _ = internal(conn, "ROLLBACK");
+                Err(e)
+            }
+            Err(panic) => {
+                let _ = internal(conn, "ROLLBACK");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    fn transaction_timeout_error(&self) -> Error {
+        let limit = self.broker.upgrade().map(|b| b.options.transaction_timeout).unwrap_or_default();
+        Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "transaction exceeded transaction_timeout of {} ms and was rolled back",
+                limit.as_millis()
+            ),
+        )
+    }
+
+    /// Records a statement run inside a transaction.
+    pub fn record_in_transaction(
+        &self,
+        sql: &str,
+        kind: OpKind,
+        started: Instant,
+        outcome: std::result::Result<(u64, u64), ErrorCode>,
+    ) {
+        if let Some(b) = self.broker.upgrade() {
+            self.record(&b, sql, kind, started, outcome);
+        }
+    }
+
+    /// Bytes of the database file and its WAL.
+    pub fn sizes(&self) -> (u64, u64) {
+        let db = std::fs::metadata(&self.config.path).map(|m| m.len()).unwrap_or(0);
+        let wal = std::fs::metadata(wal_path(&self.config.path)).map(|m| m.len()).unwrap_or(0);
+        (db, wal)
+    }
+
+    /// Connections open for this database (readers + writer).
+    pub fn connections(&self) -> usize {
+        let readers = lock(&self.readers).open;
+        let w = lock(&self.writer);
+        readers + usize::from(w.conn.is_some() || w.leading || self.closing.load(Ordering::Acquire))
+    }
+}
+
+fn wal_path(db: &std::path::Path) -> PathBuf {
+    let mut s = db.as_os_str().to_os_string();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+// Whether the broker itself is preparing a statement (BEGIN, SAVEPOINT…) on this thread; the
+// transaction guard lets those through and refuses transaction control from apps.
+thread_local! {
+    static INTERNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs one of the broker's own transaction-control statements.
+fn internal(conn: &Connection, sql: &str) -> Result<()> {
+    INTERNAL.with(|f| f.set(true));
+    let r = conn.execute_batch(sql).map_err(|e| sqlite::map_error(e, None));
+    INTERNAL.with(|f| f.set(false));
+    r
+}
+
+/// Refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE from app SQL: transactions go through the
+/// API (`transaction`), and a COMMIT inside a group-commit batch would break every other
+/// request's atomicity.
+fn install_transaction_guard(conn: &mut Connection) -> Result<()> {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    // rusqlite wraps the callback in a panic boundary.
+    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } if !INTERNAL.with(|f| f.get()) => {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))
+    .map_err(|e| sqlite::map_error(e, None))
+}
+
+/// Runs a group of execs in one transaction, a savepoint each, and commits.
+///
+/// Some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM…) make SQLite roll back the whole
+/// transaction, taking the earlier requests of the group with it. Then the failing request
+/// keeps its error and the group is run again without it: at most one rerun per request, so
+/// the loop is bounded by the group's size.
+fn commit_group(conn: &Connection, execs: Vec<ExecRequest>) -> Vec<(ExecRequest, Result<ExecResult>)> {
+    let mut results: Vec<Option<Result<ExecResult>>> = execs.iter().map(|_| None).collect();
+    let mut failed: Vec<Option<Error>> = execs.iter().map(|_| None).collect();
+    for _attempt in 0..=execs.len() {
+        if let Err(e) = internal(conn, "BEGIN IMMEDIATE") {
+            return execs.into_iter().map(|r| (r, Err(e.clone()))).collect();
+        }
+        let mut aborted = false;
+        for (i, req) in execs.iter().enumerate() {
+            if let Some(Some(e)) = failed.get(i) {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(e.clone()));
+                }
+                continue;
+            }
+            let r = run_in_savepoint(conn, req);
+            if r.is_err() && conn.is_autocommit() {
+                // SQLite rolled the transaction back: rerun the group without this request.
+                if let (Some(f), Err(e)) = (failed.get_mut(i), r) {
+                    *f = Some(e);
+                }
+                aborted = true;
+                break;
+            }
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        if aborted {
+            continue;
+        }
+        if let Err(e) = internal(conn, "COMMIT") {
+            let _ = internal(conn, "ROLLBACK");
+            for r in results.iter_mut().flatten() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        break;
+    }
+    execs
+        .into_iter()
+        .zip(results)
+        .map(|(req, r)| {
+            (req, r.unwrap_or_else(|| Err(Error::internal("request of an aborted group was not run"))))
+        })
+        .collect()
+}
+
+fn run_in_savepoint(conn: &Connection, req: &ExecRequest) -> Result<ExecResult> {
+    req.stop.check()?;
+    internal(conn, "SAVEPOINT sila_request")?;
+    let r = sqlite::execute(conn, &req.sql, &req.params, &req.stop);
+    if conn.is_autocommit() {
+        // SQLite already rolled back the whole transaction; the savepoint is gone.
+        return r.map_err(transaction_refusal);
+    }
+    if r.is_err() {
+        let _ = internal(conn, "ROLLBACK TO sila_request");
+    }
+    internal(conn, "RELEASE sila_request")?;
+    r.map_err(transaction_refusal)
+}
+
+/// Turns SQLite's "not authorized" for a transaction statement into a clear policy refusal.
+pub fn transaction_refusal(e: Error) -> Error {
+    if e.code() == ErrorCode::PolicyDenied && e.message().contains("not authorized") {
+        return Error::new(
+            ErrorCode::PolicyDenied,
+            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed in SQL: \
+             use the transaction API",
+        );
+    }
+    e
+}
+
+/// Reads and resets the page cache hit and miss counters of a connection.
+fn cache_stats(conn: &Connection) -> (u64, u64) {
+    let read = |op: std::os::raw::c_int| -> u64 {
+        let (mut cur, mut hi) = (0, 0);
+        // SAFETY: `conn.handle()` is the live sqlite3* owned by `conn`, valid for this call;
+        // sqlite3_db_status only reads counters and writes the two out-params on our stack.
+        #[allow(unsafe_code)]
+        let rc = unsafe { rusqlite::ffi::sqlite3_db_status(conn.handle(), op, &mut cur, &mut hi, 1) };
+        if rc == rusqlite::ffi::SQLITE_OK {
+            u64::try_from(cur).unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    (read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT), read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS))
+}
+
+/// A new cancel token and stop check with the statement timeout.
+pub fn stop_for(options: &BrokerOptions, cancel: &CancelToken) -> StopCheck {
+    StopCheck::with_timeout(options.statement_timeout, cancel.clone())
+}

@@ -1,0 +1,396 @@
+//! The broker through the public API: query, exec, transactions, group commit, limits,
+//! non-blocking calls, metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use sila_sqlite::{BrokerOptions, CancelToken, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"analytics","maxSizeMB":1},{"name":"ro","readOnly":true}],"tier":"standard"}}}"#;
+const FOREVER: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sila-broker-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn setup(name: &str, broker: BrokerOptions) -> (TempDir, Workspace, Database) {
+    let dir = TempDir::new(name);
+    let ws = Workspace::open(&dir.0, WorkspaceOptions { broker, ..WorkspaceOptions::default() }).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("sila://db/analytics").unwrap();
+    db.exec("CREATE TABLE events (id TEXT PRIMARY KEY, user_id TEXT, ts INTEGER, data BLOB)", &[]).unwrap();
+    (dir, ws, db)
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+#[test]
+fn exec_query_and_typed_values() {
+    let (_d, _ws, db) = setup("basic", BrokerOptions::default());
+    let r = db
+        .exec(
+            "INSERT INTO events VALUES (?, ?, ?, ?)",
+            &[text("e1"), text("u1"), Value::Integer(5), Value::Blob(vec![1, 2])],
+        )
+        .unwrap();
+    assert_eq!(r.changes, 1);
+    assert_eq!(r.last_insert_rowid, 1);
+    db.exec("INSERT INTO events VALUES ('e2', 'u1', 6, NULL)", &[]).unwrap();
+    let rows = db
+        .query("SELECT id, ts, data, 1.5 AS r FROM events WHERE user_id = ? ORDER BY ts", &[text("u1")])
+        .unwrap();
+    assert_eq!(rows.columns, vec!["id", "ts", "data", "r"]);
+    assert_eq!(rows.rows[0], vec![text("e1"), Value::Integer(5), Value::Blob(vec![1, 2]), Value::Real(1.5)]);
+    assert_eq!(rows.rows[1][2], Value::Null);
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(2)));
+    assert_eq!(db.query_value("SELECT id FROM events WHERE ts = 99", &[]).unwrap(), None);
+}
+
+#[test]
+fn bad_sql_gets_typed_errors_and_changes_nothing() {
+    let (_d, ws, db) = setup("bad", BrokerOptions::default());
+    let e = db.query("SELEC 1", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Sqlite);
+    assert!(e.message().contains("syntax error"), "{e}");
+    let e = db.exec("INSERT INTO events VALUES (?, ?, ?, ?)", &[text("x")]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    assert!(e.message().contains("expects 4 parameters, got 1"), "{e}");
+    let e = db.exec("BEGIN", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PolicyDenied, "{e}");
+    assert!(e.message().contains("transaction API"), "{e}");
+    let e = db.exec("INSERT INTO events(id) VALUES ('a'); DELETE FROM events", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
+    // Unknown app, a database not in the manifest, another app's database.
+    assert_eq!(ws.open_app("nobody").unwrap_err().code(), ErrorCode::NotFound);
+    let app = ws.open_app("com.example.notes").unwrap();
+    assert_eq!(app.open("cache").unwrap_err().code(), ErrorCode::CapabilityDenied);
+    assert_eq!(app.open("sila://app/other/db/analytics").unwrap_err().code(), ErrorCode::CapabilityDenied);
+    assert_eq!(app.open("../analytics").unwrap_err().code(), ErrorCode::InvalidName);
+    // A read-only database refuses writes, through exec and transactions.
+    let ro = app.open("ro").unwrap();
+    assert_eq!(ro.exec("CREATE TABLE t(x)", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
+    assert_eq!(ro.transaction(|_| Ok(())).unwrap_err().code(), ErrorCode::ReadOnly);
+    assert_eq!(ro.query_value("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)));
+    // A query cannot write.
+    assert_eq!(db.query("INSERT INTO events(id) VALUES ('q')", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
+}
+
+#[test]
+fn zeroblob_over_the_quota_is_quota_exceeded_and_the_database_stays_usable() {
+    let (_d, _ws, db) = setup("quota", BrokerOptions::default());
+    // maxSizeMB is 1: two megabytes cannot fit.
+    let e = db.exec("INSERT INTO events(id, data) VALUES ('big', zeroblob(2000000))", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+    db.exec("INSERT INTO events(id) VALUES ('small')", &[]).unwrap();
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(1)));
+    assert_eq!(db.query_value("PRAGMA quick_check", &[]).unwrap(), Some(text("ok")));
+}
+
+/// SQLITE_FULL rolls back SQLite's whole transaction: the requests grouped with the failing
+/// one must still commit.
+#[test]
+fn a_group_survives_a_request_that_aborts_the_transaction() {
+    let options = BrokerOptions { max_concurrent_requests_per_app: 256, ..BrokerOptions::default() };
+    let (_d, _ws, db) = setup("abort", options);
+    let mut pending = Vec::new();
+    for i in 0..60 {
+        let sql = if i % 20 == 10 {
+            "INSERT INTO events(id, data) VALUES (?, zeroblob(2000000))"
+        } else {
+            "INSERT INTO events(id) VALUES (?)"
+        };
+        pending.push(db.submit_exec(sql, vec![Value::Text(format!("e{i}"))]));
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        let r = p.wait();
+        if i % 20 == 10 {
+            assert_eq!(r.unwrap_err().code(), ErrorCode::QuotaExceeded, "request {i}");
+        } else {
+            assert_eq!(r.unwrap().changes, 1, "request {i}");
+        }
+    }
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(57)));
+}
+
+#[test]
+fn transactions_commit_roll_back_and_survive_panics() {
+    let (_d, _ws, db) = setup("tx", BrokerOptions::default());
+    let n = db
+        .transaction(|tx| {
+            tx.exec("INSERT INTO events(id) VALUES ('a')", &[])?;
+            tx.query_value("SELECT count(*) FROM events", &[])
+        })
+        .unwrap();
+    assert_eq!(n, Some(Value::Integer(1)));
+    let e = db
+        .transaction(|tx| {
+            tx.exec("INSERT INTO events(id) VALUES ('b')", &[])?;
+            tx.exec("INSERT INTO events(id) VALUES ('a')", &[]) // duplicate key
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Sqlite);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.transaction(|tx| {
+            tx.exec("INSERT INTO events(id) VALUES ('c')", &[])?;
+            panic!("host code panics mid-transaction");
+            #[allow(unreachable_code)]
+            Ok(())
+        })
+    }));
+    assert!(panicked.is_err());
+    let ids = db.query("SELECT id FROM events ORDER BY id", &[]).unwrap();
+    assert_eq!(ids.rows, vec![vec![text("a")]], "b and c were rolled back");
+    // The writer is usable after the panic.
+    db.exec("INSERT INTO events(id) VALUES ('d')", &[]).unwrap();
+}
+
+#[test]
+fn transaction_timeout_rolls_back() {
+    let options =
+        BrokerOptions { transaction_timeout: Duration::from_millis(200), ..BrokerOptions::default() };
+    let (_d, _ws, db) = setup("txtimeout", options);
+    let started = Instant::now();
+    let e = db
+        .transaction(|tx| {
+            tx.exec("INSERT INTO events(id) VALUES ('a')", &[])?;
+            tx.query(FOREVER, &[])
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert!(e.message().contains("transaction_timeout"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
+    // A body that returns Ok after the deadline is rolled back too.
+    let e = db
+        .transaction(|tx| {
+            tx.exec("INSERT INTO events(id) VALUES ('b')", &[])?;
+            let _ = tx.query(FOREVER, &[]);
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout);
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
+}
+
+#[test]
+fn statement_timeout_and_cancellation() {
+    let options = BrokerOptions { statement_timeout: Duration::from_millis(300), ..BrokerOptions::default() };
+    let (_d, _ws, db) = setup("timeout", options);
+    let started = Instant::now();
+    let e = db.query(FOREVER, &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3), "stopped within the timeout plus slack");
+    let endless_insert =
+        "INSERT INTO events(ts) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c WHERE x < 0)";
+    let e = db.exec(endless_insert, &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    assert_eq!(db.query_with("SELECT 1", &[], &cancel).unwrap_err().code(), ErrorCode::Cancelled);
+    let pending = db.submit_query(FOREVER, vec![]);
+    pending.cancel();
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::Cancelled);
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
+}
+
+#[test]
+fn result_caps_at_the_boundary() {
+    let mut options = BrokerOptions::default();
+    options.query_limits.rows_max = 10;
+    let (_d, _ws, db) = setup("caps", options);
+    let ten = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 10) SELECT x FROM c";
+    assert_eq!(db.query(ten, &[]).unwrap().rows.len(), 10);
+    let eleven = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 11) SELECT x FROM c";
+    let e = db.query(eleven, &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ResultTooLarge);
+    assert!(e.message().contains("rows_max"), "{e}");
+    // A 10-million-row result is refused without being built.
+    let e = db.query(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 10000000) SELECT x FROM c",
+        &[],
+    );
+    assert_eq!(e.unwrap_err().code(), ErrorCode::ResultTooLarge);
+}
+
+#[test]
+fn concurrent_request_limit_per_app() {
+    let options = BrokerOptions { max_concurrent_requests_per_app: 2, ..BrokerOptions::default() };
+    let (_d, _ws, db) = setup("admission", options);
+    let a = db.submit_query(FOREVER, vec![]);
+    let b = db.submit_query(FOREVER, vec![]);
+    let e = db.query("SELECT 1", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Busy);
+    assert!(e.message().contains("max_concurrent_requests_per_app is 2"), "{e}");
+    a.cancel();
+    b.cancel();
+    assert_eq!(a.wait().unwrap_err().code(), ErrorCode::Cancelled);
+    assert_eq!(b.wait().unwrap_err().code(), ErrorCode::Cancelled);
+    assert_eq!(db.query_value("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)), "slots were released");
+}
+
+#[test]
+fn group_commit_isolates_a_failing_request() {
+    let options = BrokerOptions { max_concurrent_requests_per_app: 256, ..BrokerOptions::default() };
+    let (_d, _ws, db) = setup("group", options);
+    db.exec("INSERT INTO events(id) VALUES ('dup')", &[]).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..200 {
+        let id = if i == 100 { "dup".to_string() } else { format!("e{i}") };
+        pending.push(db.submit_exec(
+            "INSERT INTO events(id, ts) VALUES (?, ?)",
+            vec![Value::Text(id), Value::Integer(i)],
+        ));
+    }
+    let results: Vec<_> = pending.into_iter().map(|p| p.wait()).collect();
+    for (i, r) in results.iter().enumerate() {
+        if i == 100 {
+            assert_eq!(r.as_ref().unwrap_err().code(), ErrorCode::Sqlite, "the duplicate fails alone");
+        } else {
+            assert_eq!(r.as_ref().unwrap().changes, 1, "request {i}");
+        }
+    }
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(200)));
+}
+
+#[test]
+fn concurrent_blocking_writers_and_readers() {
+    let (_d, _ws, db) = setup("concurrent", BrokerOptions::default());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    db.exec(
+                        "INSERT INTO events(id, ts) VALUES (?, ?)",
+                        &[Value::Text(format!("{t}-{i}")), Value::Integer(i)],
+                    )
+                    .unwrap();
+                    db.query("SELECT count(*) FROM events", &[]).unwrap();
+                    if i % 10 == 0 {
+                        db.transaction(|tx| {
+                            tx.exec(
+                                "UPDATE events SET ts = ts + 1 WHERE id = ?",
+                                &[Value::Text(format!("{t}-{i}"))],
+                            )
+                        })
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(400)));
+    let stats = db.stats();
+    assert!(stats.metrics.execs >= 400, "{:?}", stats.metrics);
+    assert!(stats.connections <= 5, "one writer and at most readers_max readers");
+}
+
+#[test]
+fn non_blocking_calls_complete_through_callbacks_on_worker_threads() {
+    let (_d, _ws, db) = setup("callbacks", BrokerOptions::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The callback runs on the worker that answers, or at registration if the answer is
+    // already in; either way exactly once.
+    db.submit_exec("INSERT INTO events(id) VALUES ('cb')", vec![]).on_complete(move |r| {
+        tx.send(r.map(|x| x.changes)).unwrap();
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap(), 1);
+    assert!(rx.recv_timeout(Duration::from_millis(10)).is_err(), "answered once");
+    let p = db.submit_transaction(|tx| {
+        tx.exec("INSERT INTO events(id) VALUES ('t')", &[])?;
+        tx.query_value("SELECT count(*) FROM events", &[])
+    });
+    assert_eq!(p.wait().unwrap(), Some(Value::Integer(2)));
+    let p = db.submit_query("SELECT id FROM events ORDER BY id", vec![]);
+    assert_eq!(p.wait().unwrap().rows.len(), 2);
+}
+
+#[test]
+fn metrics_and_slow_query_log() {
+    let options =
+        BrokerOptions { slow_query_threshold: Duration::from_millis(50), ..BrokerOptions::default() };
+    let (_d, ws, db) = setup("metrics", options);
+    db.exec("INSERT INTO events(id, user_id) VALUES ('a', 'secret-user')", &[]).unwrap();
+    for _ in 0..10 {
+        db.query("SELECT * FROM events WHERE user_id = 'secret-user'", &[]).unwrap();
+    }
+    let _ = db.query("SELEC", &[]);
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 3000000) SELECT count(*) FROM c WHERE x > 41";
+    db.query(slow, &[]).unwrap();
+    let m = db.stats().metrics;
+    assert_eq!(m.queries, 12);
+    assert_eq!(m.error_count(ErrorCode::Sqlite), 1);
+    assert!(m.rows_read >= 11);
+    assert!(m.latency_us_p50 > 0 && m.latency_us_p99 >= m.latency_us_p50);
+    let entries = ws.broker().slow_log.entries();
+    assert!(!entries.is_empty(), "the 3M-row count is slower than 50 ms");
+    for e in &entries {
+        assert!(!e.sql.contains("41") && !e.sql.contains("secret"), "SQL is redacted: {}", e.sql);
+    }
+    let all = ws.stats(None, None).unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(all[0].to_json()["metrics"]["queries"].as_u64() == Some(12));
+}
+
+/// Threads and file descriptors do not grow with the number of databases: a cap on open
+/// connections closes idle ones of the least recently used databases.
+#[test]
+fn threads_and_descriptors_stay_bounded_across_many_databases() {
+    let options = BrokerOptions { connections_max: 16, worker_threads: 2, ..BrokerOptions::default() };
+    let dir = TempDir::new("many");
+    let ws =
+        Workspace::open(&dir.0, WorkspaceOptions { broker: options, ..WorkspaceOptions::default() }).unwrap();
+    let manifest = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":1},{"name":"b","maxSizeMB":1},{"name":"c","maxSizeMB":1}]}}}"#;
+    let count = |p: &str| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    let mut dbs = Vec::new();
+    for i in 0..40 {
+        let id = format!("app{i}");
+        ws.register_app(&id, manifest).unwrap();
+        let app = ws.open_app(&id).unwrap();
+        for name in ["a", "b", "c"] {
+            dbs.push(app.open(name).unwrap());
+        }
+    }
+    let (threads_before, fds_before) = (count("/proc/self/task"), count("/proc/self/fd"));
+    for (i, db) in dbs.iter().enumerate() {
+        db.exec("CREATE TABLE t(x)", &[]).unwrap();
+        db.exec("INSERT INTO t VALUES (?)", &[Value::Integer(i as i64)]).unwrap();
+        assert_eq!(db.query_value("SELECT x FROM t", &[]).unwrap(), Some(Value::Integer(i as i64)));
+        assert!(ws.broker().connections_open() <= 16);
+    }
+    let (threads_after, fds_after) = (count("/proc/self/task"), count("/proc/self/fd"));
+    assert!(threads_after <= threads_before + 1, "threads grew from {threads_before} to {threads_after}");
+    // 16 connections hold at most 3 descriptors each (db, wal, shm).
+    assert!(fds_after <= fds_before + 16 * 3, "descriptors grew from {fds_before} to {fds_after}");
+    // Every database kept its data through the evictions.
+    for (i, db) in dbs.iter().enumerate() {
+        assert_eq!(db.query_value("SELECT x FROM t", &[]).unwrap(), Some(Value::Integer(i as i64)));
+    }
+    let _ = Arc::new(());
+}
