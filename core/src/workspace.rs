@@ -332,7 +332,13 @@ impl Workspace {
             read_only: spec.read_only,
             connection,
         };
-        Ok(self.inner.broker.database(config))
+        let weak = Arc::downgrade(&self.inner);
+        let release: crate::broker::LeaseRelease = Arc::new(move |lease| {
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner.store).release_lease(lease);
+            }
+        });
+        Ok(self.inner.broker.database(config, release))
     }
 
     /// Statistics of every active database, optionally of one app (and one database).

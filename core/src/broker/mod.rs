@@ -27,7 +27,7 @@ pub mod pending;
 
 use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
 use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
-use crate::store::DbKey;
+use crate::store::{DbKey, LeaseId};
 use crate::{Error, ErrorCode, Result};
 use executor::Executor;
 use pending::Completer;
@@ -163,22 +163,44 @@ pub struct ExecRequest {
     pub admission: Admission,
 }
 
+/// A connection and the generation of the file it was opened on.
+struct Tagged {
+    generation: u64,
+    conn: Connection,
+}
+
 #[derive(Default)]
 struct WriterState {
     queue: VecDeque<WriteJob>,
     leading: bool,
-    conn: Option<Connection>,
+    conn: Option<Tagged>,
 }
 
 #[derive(Default)]
 struct ReaderState {
-    idle: Vec<Connection>,
+    idle: Vec<Tagged>,
     open: usize,
+    /// Checked-out readers by file generation.
+    out: HashMap<u64, usize>,
+    /// Leases on retired files that readers still use, by generation.
+    retired: Vec<(u64, LeaseId)>,
 }
+
+/// The live file of a database as the broker sees it: bumped by every flip.
+#[derive(Debug, Clone)]
+struct FileVersion {
+    generation: u64,
+    path: PathBuf,
+}
+
+/// Releases a store lease (the workspace hands the broker this hook).
+pub type LeaseRelease = Arc<dyn Fn(LeaseId) + Send + Sync>;
 
 /// The broker's state for one database.
 pub struct DbShared {
     config: DbConfig,
+    version: Mutex<FileVersion>,
+    release_lease: LeaseRelease,
     broker: Weak<BrokerShared>,
     writer: Mutex<WriterState>,
     readers: Mutex<ReaderState>,
@@ -242,12 +264,14 @@ impl BrokerShared {
     }
 
     /// The shared state of a database, created on first use (no connection is opened yet).
-    pub fn database(self: &Arc<Self>, config: DbConfig) -> Arc<DbShared> {
+    pub fn database(self: &Arc<Self>, config: DbConfig, release_lease: LeaseRelease) -> Arc<DbShared> {
         let mut dbs = lock(&self.dbs);
         if let Some(db) = dbs.get(&config.key) {
             return db.clone();
         }
         let db = Arc::new(DbShared {
+            version: Mutex::new(FileVersion { generation: 0, path: config.path.clone() }),
+            release_lease,
             config: config.clone(),
             broker: Arc::downgrade(self),
             writer: Mutex::new(WriterState::default()),
@@ -354,11 +378,21 @@ impl DbShared {
         }
     }
 
-    fn open_connection(&self, reader: bool) -> Result<Connection> {
+    /// The live file's path.
+    pub fn path(&self) -> PathBuf {
+        lock(&self.version).path.clone()
+    }
+
+    fn generation(&self) -> u64 {
+        lock(&self.version).generation
+    }
+
+    fn open_connection(&self, reader: bool) -> Result<Tagged> {
         let broker = self.broker()?;
         broker.reserve_connection()?;
+        let FileVersion { generation, path } = lock(&self.version).clone();
         let opened =
-            sqlite::open_connection(&self.config.path, &self.config.connection).and_then(|mut conn| {
+            sqlite::open_connection(&path, &self.config.connection).and_then(|mut conn| {
                 if reader {
                     // Readers open read-write (a read-only WAL connection cannot create -shm) but
                     // refuse writes with query_only.
@@ -372,7 +406,7 @@ impl DbShared {
         match opened {
             Ok(conn) => {
                 self.metrics.connection_opened();
-                Ok(conn)
+                Ok(Tagged { generation, conn })
             }
             Err(e) => {
                 broker.release_connection();
@@ -404,8 +438,8 @@ impl DbShared {
             }
             c
         };
-        if let Some(conn) = reader {
-            self.close_connection(conn, false);
+        if let Some(t) = reader {
+            self.close_connection(t.conn, false);
             return true;
         }
         let writer = {
@@ -417,8 +451,8 @@ impl DbShared {
             }
         };
         match writer {
-            Some(conn) => {
-                self.checkpoint_and_close(conn);
+            Some(t) => {
+                self.checkpoint_and_close(t.conn);
                 true
             }
             None => false,
@@ -466,12 +500,31 @@ impl DbShared {
     }
 
     fn with_reader<T>(&self, stop: &StopCheck, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        // A flip between checkout and use retires the connection; retry on the new file. A
+        // bound of three covers two flips racing this call; a third is reported as Busy.
+        for _ in 0..3 {
+            let tagged = self.checkout_reader(stop)?;
+            // `out` was counted before this check, so a flip either sees this reader (and keeps
+            // its lease on the old file) or this check sees the flip.
+            if tagged.generation != self.generation() {
+                self.return_reader(tagged);
+                continue;
+            }
+            let result = f(&tagged.conn);
+            self.return_reader(tagged);
+            return result;
+        }
+        Err(Error::new(ErrorCode::Busy, "the database changed version three times during one read; retry"))
+    }
+
+    fn checkout_reader(&self, stop: &StopCheck) -> Result<Tagged> {
         let broker = self.broker()?;
-        let conn = {
+        let idle = {
             let mut r = lock(&self.readers);
             loop {
-                if let Some(conn) = r.idle.pop() {
-                    break Some(conn);
+                if let Some(t) = r.idle.pop() {
+                    *r.out.entry(t.generation).or_insert(0) += 1;
+                    break Some(t);
                 }
                 if r.open < broker.options.readers_max {
                     r.open += 1;
@@ -487,21 +540,90 @@ impl DbShared {
                     .unwrap_or_else(|p| p.into_inner().0);
             }
         };
-        let conn = match conn {
-            Some(c) => c,
-            None => match self.open_connection(true) {
-                Ok(c) => c,
-                Err(e) => {
-                    lock(&self.readers).open -= 1;
-                    self.reader_returned.notify_one();
-                    return Err(e);
-                }
-            },
+        if let Some(t) = idle {
+            return Ok(t);
+        }
+        match self.open_connection(true) {
+            Ok(c) => {
+                *lock(&self.readers).out.entry(c.generation).or_insert(0) += 1;
+                Ok(c)
+            }
+            Err(e) => {
+                lock(&self.readers).open -= 1;
+                self.reader_returned.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts a reader back; one of a retired file is closed, and the last one releases the
+    /// file's lease so GC may collect it.
+    fn return_reader(&self, tagged: Tagged) {
+        let current = self.generation();
+        let (to_close, lease) = {
+            let mut r = lock(&self.readers);
+            let g = tagged.generation;
+            let left = r.out.get_mut(&g).map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            if left == Some(0) {
+                r.out.remove(&g);
+            }
+            if g == current {
+                r.idle.push(tagged);
+                (None, None)
+            } else {
+                r.open = r.open.saturating_sub(1);
+                let lease = if left.unwrap_or(0) == 0 {
+                    let pos = r.retired.iter().position(|(rg, _)| *rg == g);
+                    pos.map(|i| r.retired.remove(i).1)
+                } else {
+                    None
+                };
+                (Some(tagged), lease)
+            }
         };
-        let result = f(&conn);
-        lock(&self.readers).idle.push(conn);
+        if let Some(t) = to_close {
+            self.close_connection(t.conn, false);
+        }
+        if let Some(lease) = lease {
+            (self.release_lease)(lease);
+        }
         self.reader_returned.notify_one();
-        result
+    }
+
+    /// Points the database at a new live file. Call only while holding the writer exclusively
+    /// (inside [`DbShared::with_gate_connection`]), after the flip is durable. Idle readers of
+    /// the old file are closed; readers still running keep `old_lease` on the old file until
+    /// the last of them returns. The writer connection of the old file is closed when the
+    /// turn ends.
+    pub fn switch_file(&self, path: PathBuf, old_lease: LeaseId) {
+        let old = {
+            let mut v = lock(&self.version);
+            let old = v.generation;
+            v.generation += 1;
+            v.path = path;
+            old
+        };
+        let (idle, release_now) = {
+            let mut r = lock(&self.readers);
+            let idle: Vec<Tagged> = r.idle.drain(..).collect();
+            r.open = r.open.saturating_sub(idle.len());
+            let busy_old = r.out.get(&old).copied().unwrap_or(0);
+            if busy_old > 0 {
+                r.retired.push((old, old_lease));
+                (idle, None)
+            } else {
+                (idle, Some(old_lease))
+            }
+        };
+        for t in idle {
+            self.close_connection(t.conn, false);
+        }
+        if let Some(lease) = release_now {
+            (self.release_lease)(lease);
+        }
     }
 
     fn record(
@@ -619,9 +741,9 @@ impl DbShared {
             None => self.open_connection(false),
         };
         match conn {
-            Ok(conn) => {
-                self.run_batch(&broker, &conn, batch);
-                lock(&self.writer).conn = Some(conn);
+            Ok(tagged) => {
+                self.run_batch(&broker, &tagged.conn, batch);
+                lock(&self.writer).conn = Some(tagged);
             }
             Err(e) => {
                 for job in batch {
@@ -657,12 +779,17 @@ impl DbShared {
     ) -> Result<T> {
         struct Turn<'a> {
             db: &'a Arc<DbShared>,
-            conn: Option<Connection>,
+            conn: Option<Tagged>,
         }
         impl Drop for Turn<'_> {
             fn drop(&mut self) {
-                if let Some(conn) = self.conn.take() {
-                    lock(&self.db.writer).conn = Some(conn);
+                if let Some(t) = self.conn.take() {
+                    if t.generation == self.db.generation() {
+                        lock(&self.db.writer).conn = Some(t);
+                    } else {
+                        // The turn flipped the database: this connection is of the old file.
+                        self.db.close_connection(t.conn, true);
+                    }
                 }
                 match self.db.broker() {
                     Ok(b) => self.db.end_turn(&b),
@@ -678,8 +805,8 @@ impl DbShared {
         };
         match conn {
             Ok(c) => {
-                let conn = turn.conn.insert(c);
-                f(Ok(conn))
+                let tagged = turn.conn.insert(c);
+                f(Ok(&tagged.conn))
             }
             Err(e) => f(Err(e)),
         }
@@ -712,7 +839,7 @@ impl DbShared {
 
     /// Checkpoints when the WAL passed a threshold.
     fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
-        let wal = wal_path(&self.config.path);
+        let wal = wal_path(&self.path());
         let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         let mode = if size > broker.options.wal_truncate_bytes {
             "TRUNCATE"
@@ -787,8 +914,9 @@ impl DbShared {
 
     /// Bytes of the database file and its WAL.
     pub fn sizes(&self) -> (u64, u64) {
-        let db = std::fs::metadata(&self.config.path).map(|m| m.len()).unwrap_or(0);
-        let wal = std::fs::metadata(wal_path(&self.config.path)).map(|m| m.len()).unwrap_or(0);
+        let path = self.path();
+        let db = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let wal = std::fs::metadata(wal_path(&path)).map(|m| m.len()).unwrap_or(0);
         (db, wal)
     }
 
