@@ -1,1 +1,281 @@
-fn main() {}
+//! `sila-sqlite`: the dev CLI of the sila-sqlite engine.
+//!
+//! Every command opens the workspace (taking its exclusive lock, running recovery), does its
+//! work through the public API of the `sila-sqlite` crate, and closes it. Errors print one
+//! first line `error[<CODE>]: <message>` on stderr (CODE is the stable `ErrorCode` name) and
+//! exit 1; usage errors exit 2.
+
+mod check;
+mod demo;
+mod sqlkind;
+
+use clap::{Parser, Subcommand};
+use sila_sqlite::manifest::MIB;
+use sila_sqlite::{AppInfo, Error, ErrorCode, Result, Value, Workspace, WorkspaceOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Prints one line on stdout; a closed or failing stdout is an `IO` error, never a panic.
+macro_rules! outln {
+    () => { $crate::write_out(format_args!("")) };
+    ($($arg:tt)*) => { $crate::write_out(format_args!($($arg)*)) };
+}
+pub(crate) use outln;
+
+/// Set once stdout's reader has gone (`sila-sqlite demo | head`): the rest of the output is
+/// dropped and the command still finishes, closing the workspace cleanly.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) -> Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(Error::new(ErrorCode::Io, format!("writing to stdout: {e}"))),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sila-sqlite",
+    version,
+    about = "Dev CLI of sila-sqlite, the embedded multi-tenant SQLite engine",
+    after_help = "Errors: exit code 1 and stderr's first line `error[<CODE>]: <message>`; usage errors exit 2."
+)]
+struct Cli {
+    /// The workspace directory (created if missing). One process holds it at a time.
+    #[arg(long, global = true, value_name = "DIR", default_value = "./sila-workspace")]
+    workspace: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the spec's host-SDK example end to end (start here).
+    ///
+    /// Registers com.example.analytics, opens sila://db/analytics, creates a table and an
+    /// index, writes 1000 events in one transaction and counts them inside it, queries by
+    /// parameter, prints the results and the database's metrics. Safe to rerun: each run adds
+    /// a new batch.
+    Demo,
+
+    /// Register and list apps.
+    #[command(subcommand)]
+    App(AppCommand),
+
+    /// Run one SQL statement; print {"columns":[…],"rows":[[…]…],"changes":N} on one line.
+    ///
+    /// Statements whose first keyword is SELECT, VALUES, PRAGMA or EXPLAIN (or WITH leading
+    /// into a SELECT) run as queries (changes is 0); anything else runs as a write (columns and
+    /// rows are empty). Values map to JSON as the engine's API does: blobs are
+    /// {"$blob":"<base64>"}, non-finite reals {"$real":"Infinity"}.
+    Sql {
+        /// The app id (e.g. com.example.analytics).
+        app: String,
+        /// The database name from the app's manifest (e.g. analytics), or sila://db/<name>.
+        db: String,
+        /// The statement.
+        sql: String,
+        /// A parameter for the next `?`, as a JSON value: null, true, 42, 1.5, "text",
+        /// {"$blob":"<base64>"}. Repeat for more.
+        #[arg(long = "param", value_name = "JSON", allow_hyphen_values = true)]
+        params: Vec<String>,
+    },
+
+    /// Print statistics as JSON: per-database metrics and sizes, per-app quota ledgers.
+    ///
+    /// For each database: metrics, file and WAL sizes, open connections; for each app: its
+    /// quota ledger.
+    ///
+    /// Statistics cover only databases used by this process, so `stats` first opens every
+    /// database it reports on and runs `SELECT 1` there (which counts as one query in the
+    /// metrics); counters therefore start from this process, while sizes and ledgers are the
+    /// workspace's.
+    Stats {
+        /// Only this app.
+        app: Option<String>,
+        /// Only this database of the app.
+        db: Option<String>,
+    },
+
+    /// Verify records and integrity; print a report, exit 1 on any problem.
+    ///
+    /// Checks every app record, pointer and manifest (checksums, the files they name) as
+    /// recovery reads them on open, then runs `PRAGMA integrity_check` on every healthy
+    /// database. Exits 1 if anything is damaged or not "ok".
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Register an app from its capability manifest (JSON file); prints its id and uuid.
+    /// Registering the same app with the same manifest again is a no-op.
+    Register {
+        /// The manifest file, e.g. {"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"analytics"}]}}}.
+        manifest: PathBuf,
+        /// The app id to register it under.
+        #[arg(long = "app", value_name = "APP_ID")]
+        app: String,
+    },
+    /// One line per registered app: id, uuid, tier, databases (name:sizeMB, `ro` if read-only).
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // If stderr itself is gone there is nobody left to tell.
+            let _ = writeln!(std::io::stderr(), "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ws = open_workspace(&cli.workspace)?;
+    match cli.command {
+        Command::Demo => demo::run(&ws),
+        Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
+        Command::App(AppCommand::List) => app_list(&ws),
+        Command::Sql { app, db, sql, params } => run_sql(&ws, &app, &db, &sql, &params),
+        Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
+        Command::Check => check::run(&ws),
+    }
+}
+
+fn open_workspace(dir: &Path) -> Result<Workspace> {
+    Workspace::open(dir, WorkspaceOptions::default())
+}
+
+/// `analytics:256MB,logs:64MB:ro`.
+pub(crate) fn describe_dbs(info: &AppInfo) -> String {
+    let dbs: Vec<String> = info
+        .manifest
+        .dbs
+        .iter()
+        .map(|d| {
+            let ro = if d.read_only { ":ro" } else { "" };
+            format!("{}:{}MB{ro}", d.name.as_str(), d.max_size_bytes / MIB)
+        })
+        .collect();
+    dbs.join(",")
+}
+
+fn app_register(ws: &Workspace, manifest: &Path, app: &str) -> Result<()> {
+    let bytes = std::fs::read(manifest)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("reading manifest {}: {e}", manifest.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::new(ErrorCode::InvalidManifest, format!("manifest {} is not UTF-8: {e}", manifest.display()))
+    })?;
+    let info = ws.register_app(app, &text)?;
+    outln!("{} {}", info.app_id.as_str(), info.app_uuid)
+}
+
+fn app_list(ws: &Workspace) -> Result<()> {
+    for info in ws.apps() {
+        outln!(
+            "{} {} {} {}",
+            info.app_id.as_str(),
+            info.app_uuid,
+            info.manifest.tier.name(),
+            describe_dbs(&info)
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_param(text: &str) -> Result<Value> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Error::new(
+            ErrorCode::InvalidArgument,
+            format!("--param {text:?} is not a JSON value ({e}); strings need JSON quotes, e.g. --param '\"abc\"'"),
+        )
+    })?;
+    Value::from_json(&json).map_err(|e| e.context(format!("--param {text}")))
+}
+
+fn run_sql(ws: &Workspace, app: &str, db: &str, sql: &str, params: &[String]) -> Result<()> {
+    let params = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<Value>>>()?;
+    let db = ws.open_app(app)?.open(db)?;
+    let (columns, rows, changes) = if sqlkind::is_read(sql) {
+        let rows = db.query(sql, &params)?;
+        let json_rows: Vec<serde_json::Value> = rows
+            .rows
+            .iter()
+            .map(|row| serde_json::Value::Array(row.iter().map(Value::to_json).collect()))
+            .collect();
+        (serde_json::json!(rows.columns), serde_json::Value::Array(json_rows), 0)
+    } else {
+        let done = db.exec(sql, &params)?;
+        (serde_json::json!([]), serde_json::json!([]), done.changes)
+    };
+    // Built by hand so the keys keep this order whatever serde_json features are enabled.
+    outln!("{{\"columns\":{columns},\"rows\":{rows},\"changes\":{changes}}}")
+}
+
+fn stats(ws: &Workspace, app: Option<&str>, db: Option<&str>) -> Result<()> {
+    let db = db.map(|d| d.strip_prefix("sila://db/").unwrap_or(d));
+    let apps = match app {
+        Some(a) => vec![ws.app_info(a)?],
+        None => ws.apps(),
+    };
+    if let (Some(a), Some(d)) = (app, db) {
+        // Refuse a database the app does not have rather than printing nothing.
+        ws.db_key(a, d)?;
+    }
+    let mut unavailable = Vec::new();
+    let mut ledgers = Vec::new();
+    for info in &apps {
+        let id = info.app_id.as_str();
+        let handle = ws.open_app(id)?;
+        for spec in &info.manifest.dbs {
+            let name = spec.name.as_str();
+            if db.is_some_and(|d| d != name) {
+                continue;
+            }
+            let touched = handle.open(name).and_then(|d| d.query("SELECT 1", &[]));
+            if let Err(e) = touched {
+                if db.is_some() {
+                    return Err(e);
+                }
+                unavailable.push(serde_json::json!({"app": id, "db": name, "error": e.to_string()}));
+            }
+        }
+        let ledger = ws.ledger(id)?;
+        ledgers.push(serde_json::json!({
+            "app": id,
+            "app_uuid": info.app_uuid.to_string(),
+            "tier": info.manifest.tier.name(),
+            "ledger": {
+                "live_bytes": ledger.live_bytes,
+                "snapshot_bytes": ledger.snapshot_bytes,
+                "in_flight_bytes": ledger.in_flight_bytes,
+                "garbage_bytes": ledger.garbage_bytes,
+                "used_bytes": ledger.used_bytes(),
+                "quota_bytes": ledger.quota_bytes,
+            },
+        }));
+    }
+    let databases: Vec<serde_json::Value> = ws.stats(app, db)?.iter().map(|s| s.to_json()).collect();
+    let doc = serde_json::json!({
+        "workspace": ws.root().display().to_string(),
+        "databases": databases,
+        "apps": ledgers,
+        "unavailable": unavailable,
+    });
+    let text = serde_json::to_string_pretty(&doc)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("encoding stats as JSON: {e}")))?;
+    outln!("{text}")
+}

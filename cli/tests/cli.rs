@@ -1,0 +1,358 @@
+//! Runs the built `sila-sqlite` binary against temporary workspaces.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sila-sqlite");
+
+/// A manifest with a 1 MB database (for quota refusals) and a read-only one.
+const SMALL_MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":1},{"name":"logs","maxSizeMB":8,"readOnly":true}],"tier":"standard"}}}"#;
+
+/// A temporary workspace directory, removed when dropped.
+struct TempWs {
+    dir: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn first_err_line(&self) -> &str {
+        self.stderr.lines().next().unwrap_or("")
+    }
+
+    fn ok(self) -> Out {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts a failure with exit code 1, nothing on stdout, and returns stderr's first line.
+    fn failed(&self) -> &str {
+        assert_eq!(self.code, 1, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(self.stdout, "", "a failed command prints nothing on stdout");
+        self.first_err_line()
+    }
+}
+
+impl TempWs {
+    fn new(name: &str) -> TempWs {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempWs { dir }
+    }
+
+    fn ws(&self) -> PathBuf {
+        self.dir.join("ws")
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(BIN).arg("--workspace").arg(self.ws()).args(args).output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// Registers `app` with `manifest`; returns its uuid.
+    fn register(&self, app: &str, manifest: &str) -> String {
+        let path = self.dir.join(format!("{app}.json"));
+        std::fs::write(&path, manifest).unwrap();
+        let out = self.run(&["app", "register", path.to_str().unwrap(), "--app", app]).ok();
+        let line = out.stdout.trim_end();
+        let (id, uuid) = line.split_once(' ').unwrap();
+        assert_eq!(id, app);
+        assert_eq!(uuid.len(), 36, "{line}");
+        uuid.to_string()
+    }
+
+    fn sql(&self, app: &str, db: &str, sql: &str, params: &[&str]) -> Out {
+        let mut args = vec!["sql", app, db, sql];
+        for p in params {
+            args.push("--param");
+            args.push(p);
+        }
+        self.run(&args)
+    }
+}
+
+impl Drop for TempWs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pretty JSON document printed after the `metrics` line of `demo`.
+fn demo_metrics(stdout: &str) -> serde_json::Value {
+    let start = stdout.find("\n{").expect("metrics JSON");
+    serde_json::from_str(&stdout[start..]).unwrap()
+}
+
+#[test]
+fn demo_runs_twice_and_prints_results_and_metrics() {
+    let t = TempWs::new("demo");
+    let first = t.run(&["demo"]).ok();
+    assert!(first.stdout.contains("app          com.example.analytics (uuid "), "{}", first.stdout);
+    assert!(first.stdout.contains("run 1: inserted 1000 events"), "{}", first.stdout);
+    assert!(first.stdout.contains("COUNT(*) = 1000, user-7: 100"), "{}", first.stdout);
+    assert!(first.stdout.contains("    run1-evt0997    "), "newest event of user-7 first:\n{}", first.stdout);
+    let metrics = demo_metrics(&first.stdout);
+    assert_eq!(metrics["app"], "com.example.analytics");
+    assert_eq!(metrics["db"], "analytics");
+    assert_eq!(metrics["metrics"]["rows_written"], 1000);
+    assert!(metrics["metrics"]["execs"].as_u64().unwrap() >= 1000, "{metrics}");
+    assert!(metrics["metrics"]["latency_us_p50"].is_u64(), "{metrics}");
+
+    let second = t.run(&["demo"]).ok();
+    assert!(second.stdout.contains("run 2: inserted 1000 events"), "{}", second.stdout);
+    assert!(second.stdout.contains("COUNT(*) = 2000, user-7: 200"), "{}", second.stdout);
+    assert!(second.stdout.contains("    run2-evt0997    "), "{}", second.stdout);
+    assert_eq!(demo_metrics(&second.stdout)["metrics"]["errors_total"], 0);
+
+    let count = t.sql("com.example.analytics", "analytics", "SELECT count(*) AS n FROM events", &[]).ok();
+    assert_eq!(count.stdout, "{\"columns\":[\"n\"],\"rows\":[[2000]],\"changes\":0}\n");
+}
+
+#[test]
+fn app_register_is_idempotent_and_list_shows_every_app() {
+    let t = TempWs::new("apps");
+    let uuid = t.register("com.test.small", SMALL_MANIFEST);
+    assert_eq!(t.register("com.test.small", SMALL_MANIFEST), uuid, "same manifest: same app");
+    let other =
+        t.register("com.test.other", r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a"}]}}}"#);
+    let list = t.run(&["app", "list"]).ok();
+    assert_eq!(
+        list.stdout,
+        format!(
+            "com.test.other {other} standard a:256MB\ncom.test.small {uuid} standard main:1MB,logs:8MB:ro\n"
+        )
+    );
+
+    let path = t.dir.join("different.json");
+    std::fs::write(&path, r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"b"}]}}}"#).unwrap();
+    let out = t.run(&["app", "register", path.to_str().unwrap(), "--app", "com.test.small"]);
+    assert!(out.failed().starts_with("error[ALREADY_EXISTS]: "), "{}", out.stderr);
+
+    std::fs::write(
+        &path,
+        r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"b","maxSizeMB":0}]}}}"#,
+    )
+    .unwrap();
+    let out = t.run(&["app", "register", path.to_str().unwrap(), "--app", "com.test.bad"]);
+    assert!(out.failed().starts_with("error[INVALID_MANIFEST]: "), "{}", out.stderr);
+    assert!(out.stderr.contains("maxSizeMB"), "names the field: {}", out.stderr);
+
+    let missing = t.dir.join("missing.json");
+    let out = t.run(&["app", "register", missing.to_str().unwrap(), "--app", "com.test.x"]);
+    assert!(out.failed().starts_with(&format!("error[IO]: reading manifest {}: ", missing.display())));
+}
+
+#[test]
+fn sql_prints_one_json_line_of_the_exact_shape() {
+    let t = TempWs::new("sql");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let create =
+        t.sql("com.test.small", "main", "CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, n)", &[]).ok();
+    assert_eq!(create.stdout, "{\"columns\":[],\"rows\":[],\"changes\":0}\n");
+    let insert = t
+        .sql(
+            "com.test.small",
+            "sila://db/main",
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?), (-7, 0.5, 'two', NULL, ?)",
+            &["42", "-1.5", "\"héllo \\\"q\\\"\"", r#"{"$blob":"aGkh"}"#, "null", "true"],
+        )
+        .ok();
+    assert_eq!(insert.stdout, "{\"columns\":[],\"rows\":[],\"changes\":2}\n");
+    let select =
+        t.sql("com.test.small", "main", "SELECT i, r, s, b, n FROM t WHERE i > ? ORDER BY i", &["-100"]).ok();
+    assert_eq!(
+        select.stdout,
+        "{\"columns\":[\"i\",\"r\",\"s\",\"b\",\"n\"],\"rows\":[[-7,0.5,\"two\",null,1],[42,-1.5,\"héllo \\\"q\\\"\",{\"$blob\":\"aGkh\"},null]],\"changes\":0}\n"
+    );
+    let cte = t
+        .sql(
+            "com.test.small",
+            "main",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x, 1e999 AS inf FROM c",
+            &[],
+        )
+        .ok();
+    assert_eq!(
+        cte.stdout,
+        "{\"columns\":[\"x\",\"inf\"],\"rows\":[[1,{\"$real\":\"Infinity\"}],[2,{\"$real\":\"Infinity\"}],[3,{\"$real\":\"Infinity\"}]],\"changes\":0}\n"
+    );
+    let update = t.sql("com.test.small", "main", "UPDATE t SET n = ? WHERE i = ?", &["\"x\"", "42"]).ok();
+    assert_eq!(update.stdout, "{\"columns\":[],\"rows\":[],\"changes\":1}\n");
+}
+
+#[test]
+fn errors_print_code_first_line_and_exit_1() {
+    let t = TempWs::new("errors");
+    t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "CREATE TABLE t (x)", &[]).ok();
+
+    let out = t.sql("com.nope", "main", "SELECT 1", &[]);
+    assert_eq!(out.failed(), "error[NOT_FOUND]: app \"com.nope\" is not registered");
+
+    let out = t.sql("com.test.small", "../x", "SELECT 1", &[]);
+    assert_eq!(
+        out.failed(),
+        "error[INVALID_NAME]: invalid database name \"../x\": contains a path separator"
+    );
+
+    let out = t.sql("com.test.small", "other", "SELECT 1", &[]);
+    assert_eq!(
+        out.failed(),
+        "error[CAPABILITY_DENIED]: app \"com.test.small\" has no database \"other\" in its manifest"
+    );
+
+    let out = t.sql("com.test.small", "main", "SELEC 1", &[]);
+    assert!(out.failed().starts_with("error[SQLITE]: near \"SELEC\": syntax error"), "{}", out.stderr);
+
+    let out = t.sql("com.test.small", "main", "INSERT INTO t VALUES (zeroblob(2000000))", &[]);
+    assert!(out.failed().starts_with("error[QUOTA_EXCEEDED]: "), "{}", out.stderr);
+    let count = t.sql("com.test.small", "main", "SELECT count(*) FROM t", &[]).ok();
+    assert!(count.stdout.contains("\"rows\":[[0]]"), "the refused write changed nothing: {}", count.stdout);
+
+    let out = t.sql(
+        "com.test.small",
+        "main",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 10000000) SELECT x FROM c",
+        &[],
+    );
+    assert!(out.failed().starts_with("error[RESULT_TOO_LARGE]: "), "{}", out.stderr);
+
+    let out = t.sql("com.test.small", "logs", "CREATE TABLE y (x)", &[]);
+    assert!(out.failed().starts_with("error[READ_ONLY]: "), "{}", out.stderr);
+
+    let out = t.sql("com.test.small", "main", "SELECT ?", &["{bad"]);
+    assert!(
+        out.failed().starts_with("error[INVALID_ARGUMENT]: --param \"{bad\" is not a JSON value"),
+        "{}",
+        out.stderr
+    );
+    let out = t.sql("com.test.small", "main", "SELECT ?", &["[1]"]);
+    assert!(out.failed().starts_with("error[INVALID_ARGUMENT]: "), "{}", out.stderr);
+
+    // Usage errors are clap's: exit code 2.
+    let out = t.run(&["sql", "com.test.small"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = t.run(&["no-such-command"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[test]
+fn a_second_process_gets_workspace_locked() {
+    let t = TempWs::new("locked");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let held = sila_sqlite::Workspace::open(t.ws(), sila_sqlite::WorkspaceOptions::default()).unwrap();
+    let out = t.run(&["app", "list"]);
+    assert!(out.failed().starts_with("error[WORKSPACE_LOCKED]: "), "{}", out.stderr);
+    let out = t.run(&["demo"]);
+    assert!(out.failed().starts_with("error[WORKSPACE_LOCKED]: "), "{}", out.stderr);
+    drop(held);
+    let list = t.run(&["app", "list"]).ok();
+    assert!(list.stdout.starts_with("com.test.small "), "{}", list.stdout);
+}
+
+#[test]
+fn stats_reports_databases_and_ledgers_as_json() {
+    let t = TempWs::new("stats");
+    let uuid = t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "CREATE TABLE t (x)", &[]).ok();
+    let out = t.run(&["stats", "com.test.small", "main"]).ok();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let dbs = doc["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1, "{doc}");
+    assert_eq!(dbs[0]["app"], "com.test.small");
+    assert_eq!(dbs[0]["db"], "main");
+    assert!(dbs[0]["db_bytes"].as_u64().unwrap() > 0, "{doc}");
+    assert!(dbs[0]["connections"].as_u64().unwrap() >= 1, "{doc}");
+    assert_eq!(dbs[0]["metrics"]["queries"], 1, "only the SELECT 1 of this process: {doc}");
+    let apps = doc["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["app_uuid"], uuid.as_str());
+    assert!(apps[0]["ledger"]["live_bytes"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(apps[0]["ledger"]["quota_bytes"], 3 * 9 * 1024 * 1024, "{doc}");
+
+    let all = t.run(&["stats"]).ok();
+    let doc: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(doc["databases"].as_array().unwrap().len(), 2, "every database of every app: {doc}");
+
+    let out = t.run(&["stats", "com.nope"]);
+    assert_eq!(out.failed(), "error[NOT_FOUND]: app \"com.nope\" is not registered");
+}
+
+#[test]
+fn check_passes_a_healthy_workspace_and_fails_on_a_flipped_bit() {
+    let t = TempWs::new("check");
+    let uuid = t.register("com.test.small", SMALL_MANIFEST);
+    t.run(&["demo"]).ok();
+    let healthy = t.run(&["check"]).ok();
+    assert!(healthy.stdout.contains("  ok         com.example.analytics/analytics\n"), "{}", healthy.stdout);
+    assert!(healthy.stdout.contains("  ok         com.test.small/main\n"), "{}", healthy.stdout);
+    assert!(healthy.stdout.contains("result       ok"), "{}", healthy.stdout);
+    assert_eq!(healthy.stderr, "");
+
+    let current = t.ws().join("apps").join(&uuid).join("db").join("main").join("current");
+    let mut bytes = std::fs::read(&current).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&current, &bytes).unwrap();
+
+    let out = t.run(&["check"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("DAMAGED"), "{}", out.stdout);
+    assert!(out.stdout.contains("error[CORRUPT]: "), "{}", out.stdout);
+    assert!(out.stdout.contains("checksum"), "{}", out.stdout);
+    assert!(out.stdout.contains("  ok         com.example.analytics/analytics\n"), "others still checked");
+    assert!(out.first_err_line().starts_with("error[CORRUPT]: check found 1 problem(s)"), "{}", out.stderr);
+
+    // The damaged database refuses work with the same code; the others keep working.
+    let out = t.sql("com.test.small", "main", "SELECT 1", &[]);
+    assert!(out.failed().starts_with("error[CORRUPT]: "), "{}", out.stderr);
+    t.sql("com.example.analytics", "analytics", "SELECT count(*) FROM events", &[]).ok();
+}
+
+#[test]
+fn check_reports_a_database_that_fails_integrity_check() {
+    let t = TempWs::new("integrity");
+    let uuid = t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "CREATE TABLE t (x TEXT)", &[]).ok();
+    t.sql(
+        "com.test.small",
+        "main",
+        "INSERT INTO t WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 2000) SELECT printf('%050d', n) FROM c",
+        &[],
+    )
+    .ok();
+    let dir = t.ws().join("apps").join(&uuid).join("db").join("main");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "sqlite"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.len() > 4096 * 8, "the table spans pages: {}", bytes.len());
+    // Scribble over the cell pointer array of the first full table leaf page (type 0x0d) past
+    // the schema page: every cell then points outside the page.
+    let page = (2..bytes.len() / 4096)
+        .map(|p| p * 4096)
+        .find(|&at| bytes[at] == 0x0d && u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]) >= 10)
+        .expect("a full leaf page");
+    let cells = usize::from(u16::from_be_bytes([bytes[page + 3], bytes[page + 4]]));
+    for b in &mut bytes[page + 8..page + 8 + 2 * cells] {
+        *b = 0xAB;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = t.run(&["check"]);
+    assert_eq!(out.code, 1, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("  FAILED     error[CORRUPT]: com.test.small/main"), "{}", out.stdout);
+    assert!(out.first_err_line().starts_with("error[CORRUPT]: check found 1 problem(s)"), "{}", out.stderr);
+}
