@@ -74,12 +74,15 @@ pub fn run(ws: &Workspace) -> Result<()> {
     db.exec("CREATE INDEX IF NOT EXISTS idx_events_user ON events(user_id)", &[])?;
     outln!("opened       sila://db/analytics; table events, index idx_events_user")?;
 
-    // Each run writes its own batch: ids carry the run number, so reruns never collide.
-    let run = integer(
-        db.query_value("SELECT COALESCE(MAX(json_extract(data, '$.run')), 0) + 1 FROM events", &[])?,
-        "run number",
+    // Each run writes its own batch: ids carry the run number, so reruns never collide, and
+    // timestamps continue after the previous run's even when the clock has not moved past them.
+    let previous = db.query(
+        "SELECT COALESCE(MAX(json_extract(data, '$.run')), 0) + 1, COALESCE(MAX(ts), 0) + 1 FROM events",
+        &[],
     )?;
-    let now = i64::try_from(ws.now_ms()).unwrap_or(i64::MAX - BATCH);
+    let mut first = previous.rows.into_iter().next().unwrap_or_default().into_iter();
+    let run = integer(first.next(), "run number")?;
+    let now = i64::try_from(ws.now_ms()).unwrap_or(i64::MAX - BATCH).max(integer(first.next(), "last ts")?);
 
     let started = Instant::now();
     let (total, for_user) = db.transaction(|tx| {

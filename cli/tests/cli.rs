@@ -112,6 +112,11 @@ fn demo_runs_twice_and_prints_results_and_metrics() {
     assert!(second.stdout.contains("run 2: inserted 1000 events"), "{}", second.stdout);
     assert!(second.stdout.contains("COUNT(*) = 2000, user-7: 200"), "{}", second.stdout);
     assert!(second.stdout.contains("    run2-evt0997    "), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("    run2-evt0957    "),
+        "timestamps continue after the previous run, so the newest five are this run's:\n{}",
+        second.stdout
+    );
     assert_eq!(demo_metrics(&second.stdout)["metrics"]["errors_total"], 0);
 
     let count = t.sql("com.example.analytics", "analytics", "SELECT count(*) AS n FROM events", &[]).ok();
