@@ -82,10 +82,10 @@ impl App {
 /// An open database of an app. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct Database {
-    ws: Workspace,
-    app: Arc<AppShared>,
-    db: Arc<DbShared>,
-    read_only: bool,
+    pub(crate) ws: Workspace,
+    pub(crate) app: Arc<AppShared>,
+    pub(crate) db: Arc<DbShared>,
+    pub(crate) read_only: bool,
 }
 
 impl std::fmt::Debug for Database {
@@ -263,20 +263,8 @@ impl Database {
         }
         let _slot = self.ws.broker().admit(&self.app)?;
         let options = self.options();
-        let gate = Arc::new(Gate::default());
-        self.db.submit_write(WriteJob::Gate(gate.clone()), true)?;
-        if !gate.wait(options.transaction_timeout) {
-            return Err(Error::new(
-                ErrorCode::Busy,
-                format!(
-                    "the writer stayed busy for transaction_timeout ({} ms); the transaction did not start",
-                    options.transaction_timeout.as_millis()
-                ),
-            ));
-        }
         let db = self.db.clone();
-        db.with_gate_connection(|conn| {
-            let conn = conn?;
+        self.exclusive(|conn| {
             let deadline = Instant::now() + options.transaction_timeout;
             let cancel = CancelToken::new();
             db.run_transaction(conn, deadline, |conn| {
@@ -284,6 +272,25 @@ impl Database {
                 f(&tx)
             })
         })
+    }
+
+    /// Runs `f` with the writer connection held exclusively, on the calling thread: queued
+    /// writes before it finish first, writes after it wait. Waits at most
+    /// `transaction_timeout` for its turn (`Busy` after that).
+    pub(crate) fn exclusive<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let options = self.options();
+        let gate = Arc::new(Gate::default());
+        self.db.submit_write(WriteJob::Gate(gate.clone()), true)?;
+        if !gate.wait(options.transaction_timeout) {
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!(
+                    "the writer stayed busy for transaction_timeout ({} ms); the operation did not start",
+                    options.transaction_timeout.as_millis()
+                ),
+            ));
+        }
+        self.db.with_gate_connection(|conn| f(conn?))
     }
 
     /// Submits a transaction; `f` runs on a worker thread and the handle answers with its

@@ -25,6 +25,7 @@ pub mod names;
 pub mod redact;
 pub mod sqlite;
 pub mod store;
+pub mod versions;
 pub mod vfs;
 pub mod workspace;
 

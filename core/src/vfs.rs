@@ -143,6 +143,10 @@ pub trait VfsFile: Send + Sync {
     fn set_len(&self, len: u64) -> VfsResult<()>;
     /// The current length in bytes.
     fn len(&self) -> VfsResult<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> VfsResult<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Makes every completed write and `set_len` on this file durable. A failure poisons the
     /// handle: every later call returns [`VfsErrorKind::Poisoned`].
     fn sync(&self) -> VfsResult<()>;

@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+/// Directory under the workspace root for private scratch files (dry-run copies); emptied on
+/// open.
+pub const TMP_DIR: &str = "tmp";
+
 /// SQLite's page size here (the default); `max_page_count` = `maxSizeMB` / this.
 pub const PAGE_SIZE_BYTES: u64 = 4096;
 
@@ -216,6 +220,7 @@ impl Workspace {
             vfs.create_dir(&apps)?;
             vfs.sync_dir(&root)?;
         }
+        clear_tmp(vfs.as_ref(), &root.join(TMP_DIR))?;
         let report = recover(&driver)?;
         let (store, report) = report;
         let uuids = match options.uuid_seed {
@@ -416,6 +421,18 @@ impl Workspace {
         }
     }
 
+    /// Runs a plan to completion (see `execute`), taking the store lock.
+    pub(crate) fn run_plan(&self, plan: &Plan) -> Result<()> {
+        let mut store = lock(&self.inner.store);
+        self.execute(&mut store, plan)
+    }
+
+    /// Abandons an operation that failed before its plan ran and removes what it wrote.
+    pub(crate) fn abort_op(&self, op: crate::store::OpId) {
+        let cleanup = lock(&self.inner.store).abort(op);
+        let _ = self.inner.driver.run(&cleanup);
+    }
+
     /// Runs `f` with the store locked (for the layers above and for tests).
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         f(&mut lock(&self.inner.store))
@@ -440,6 +457,19 @@ impl Workspace {
 
 fn not_registered(app_id: &AppId) -> Error {
     Error::new(ErrorCode::NotFound, format!("app {:?} is not registered", app_id.as_str()))
+}
+
+/// Removes scratch files a previous process left in `tmp/` (bounded by one listing).
+fn clear_tmp(vfs: &dyn Vfs, tmp: &Path) -> Result<()> {
+    if !vfs.exists(tmp)? {
+        return Ok(());
+    }
+    for entry in vfs.list_dir(tmp)? {
+        if !entry.is_dir {
+            vfs.remove_file(&tmp.join(&entry.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Scans the disk, rebuilds the store and runs the recovery plan.

@@ -391,18 +391,17 @@ impl DbShared {
         let broker = self.broker()?;
         broker.reserve_connection()?;
         let FileVersion { generation, path } = lock(&self.version).clone();
-        let opened =
-            sqlite::open_connection(&path, &self.config.connection).and_then(|mut conn| {
-                if reader {
-                    // Readers open read-write (a read-only WAL connection cannot create -shm) but
-                    // refuse writes with query_only.
-                    conn.execute_batch("PRAGMA query_only=ON").map_err(|e| sqlite::map_error(e, None))?;
-                }
-                // Checkpoints are the broker's (counted, on thresholds), not SQLite's automatic ones.
-                conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| sqlite::map_error(e, None))?;
-                install_transaction_guard(&mut conn)?;
-                Ok(conn)
-            });
+        let opened = sqlite::open_connection(&path, &self.config.connection).and_then(|mut conn| {
+            if reader {
+                // Readers open read-write (a read-only WAL connection cannot create -shm) but
+                // refuse writes with query_only.
+                conn.execute_batch("PRAGMA query_only=ON").map_err(|e| sqlite::map_error(e, None))?;
+            }
+            // Checkpoints are the broker's (counted, on thresholds), not SQLite's automatic ones.
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| sqlite::map_error(e, None))?;
+            install_transaction_guard(&mut conn)?;
+            Ok(conn)
+        });
         match opened {
             Ok(conn) => {
                 self.metrics.connection_opened();
@@ -554,6 +553,23 @@ impl DbShared {
                 Err(e)
             }
         }
+    }
+
+    /// Runs `f` on a pooled reader connection of the live file (for copies and checks).
+    pub(crate) fn with_reader_conn<T>(
+        &self,
+        stop: &StopCheck,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.with_reader(stop, f)
+    }
+
+    /// Opens a connection to another file (a private copy) with this database's settings and
+    /// the same SQL policy as its own connections. Not pooled, not counted.
+    pub(crate) fn open_side_connection(&self, path: &std::path::Path) -> Result<Connection> {
+        let mut conn = sqlite::open_connection(path, &self.config.connection)?;
+        install_transaction_guard(&mut conn)?;
+        Ok(conn)
     }
 
     /// Puts a reader back; one of a retired file is closed, and the last one releases the
@@ -938,6 +954,11 @@ fn wal_path(db: &std::path::Path) -> PathBuf {
 // transaction guard lets those through and refuses transaction control from apps.
 thread_local! {
     static INTERNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs SQL of the broker itself (not the app's) past the SQL policy.
+pub(crate) fn run_internal(conn: &Connection, sql: &str) -> Result<()> {
+    internal(conn, sql)
 }
 
 /// Runs one of the broker's own transaction-control statements.

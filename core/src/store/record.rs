@@ -476,7 +476,8 @@ mod tests {
     /// Every single-bit flip and every truncation of each record is detected as Corrupt.
     #[test]
     fn every_bit_flip_and_truncation_is_detected() {
-        let records: Vec<(&str, Vec<u8>, fn(&[u8]) -> Result<()>)> = vec![
+        type Decode = fn(&[u8]) -> Result<()>;
+        let records: Vec<(&str, Vec<u8>, Decode)> = vec![
             ("pointer", pointer().encode(), |b| PointerRecord::decode(b, "p").map(|_| ())),
             ("manifest", manifest().encode(), |b| ManifestRecord::decode(b, "m").map(|_| ())),
             ("app", app().encode(), |b| AppRecord::decode(b, "a").map(|_| ())),

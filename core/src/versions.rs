@@ -1,0 +1,881 @@
+//! Versions of a database: snapshot, restore (with undo), import, export, backup, migrations,
+//! retention.
+//!
+//! Everything that makes a new version of a database goes through the flip of DESIGN.md:
+//! reserve quota and mark the new file in flight (store), write the file, check it, take the
+//! writer exclusively (queued writes finish first), checkpoint the old file (TRUNCATE), run
+//! the store's flip plan (sync file, sync dir, pointer temp + sync + rename + sync dir),
+//! point the broker at the new file, release the writer. Readers already running finish on
+//! the old file under a lease. Any failure before the commit step removes the new file and
+//! leaves the database exactly as it was.
+//!
+//! Snapshot copies use SQLite's online backup API in one step from a pooled reader: a WAL
+//! reader sees one consistent state and never blocks the writer (no writer stall). The copy
+//! is switched to rollback-journal mode so it is one self-contained file, then made
+//! read-only on disk.
+
+use crate::api::Database;
+use crate::sqlite::{self, StopCheck};
+use crate::store::record::{validate_label, SnapshotEntry};
+use crate::store::{layout, NewSnapshot, NewVersion, Retention};
+use crate::{Error, ErrorCode, Result};
+use rusqlite::{Connection, OpenFlags};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Bytes read per chunk when checksumming or copying files.
+const COPY_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Functions a trigger or view in an imported database may not call.
+pub const IMPORT_DENIED_FUNCTIONS: [&str; 6] =
+    ["load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "sqlite_offset"];
+
+/// Options of [`Database::restore`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Restore even if the snapshot's schema version differs from the current one.
+    pub allow_schema_change: bool,
+}
+
+/// Options of [`Database::import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Tables the imported database must have (the optional expected-schema check).
+    pub expected_tables: Vec<String>,
+}
+
+/// What an import checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The new live file.
+    pub file: Uuid,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The checks that passed, in order.
+    pub checks: Vec<&'static str>,
+}
+
+/// One migration step, as the host SDK gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStep {
+    /// Version before the step.
+    pub from: u64,
+    /// Version after it.
+    pub to: u64,
+    /// SQL that moves `from` → `to`.
+    pub up: String,
+    /// SQL that moves `to` → `from`.
+    pub down: String,
+}
+
+/// A migration: the version the app wants and the steps to get there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// The target version.
+    pub current_version: u64,
+    /// The steps.
+    pub steps: Vec<MigrationStep>,
+}
+
+/// Most steps a migration plan may have.
+pub const MIGRATION_STEPS_MAX: usize = 1000;
+
+/// What a migration did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Version before.
+    pub from: u64,
+    /// Version after.
+    pub to: u64,
+    /// The steps applied, as (from, to) pairs in order (downgrades have from > to).
+    pub applied: Vec<(u64, u64)>,
+    /// The automatic snapshot taken before (none for a dry run or a no-op).
+    pub snapshot: Option<Uuid>,
+    /// Whether this was a dry run (nothing changed).
+    pub dry_run: bool,
+}
+
+impl MigrationPlan {
+    /// Parses the host SDK's JSON shape `{"currentVersion":2,"steps":[{"from":0,"to":1,"up":"…","down":"…"}]}`.
+    pub fn from_json(text: &str) -> Result<MigrationPlan> {
+        let bad = |why: &str| Error::invalid_argument(format!("migration plan: {why}"));
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(&format!("invalid JSON: {e}")))?;
+        let current_version = v
+            .get("currentVersion")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| bad("currentVersion must be a whole number"))?;
+        let steps_v =
+            v.get("steps").and_then(|x| x.as_array()).ok_or_else(|| bad("steps must be an array"))?;
+        let mut steps = Vec::new();
+        for (i, s) in steps_v.iter().enumerate() {
+            let num = |k: &str| {
+                s.get(k)
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| bad(&format!("steps[{i}].{k} must be a whole number")))
+            };
+            let text = |k: &str| {
+                s.get(k)
+                    .and_then(|x| x.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(&format!("steps[{i}].{k} must be a string")))
+            };
+            let down = match s.get("down") {
+                None => String::new(),
+                Some(_) => text("down")?,
+            };
+            steps.push(MigrationStep { from: num("from")?, to: num("to")?, up: text("up")?, down });
+        }
+        Ok(MigrationPlan { current_version, steps })
+    }
+
+    /// Checks the chain before anything is touched: bounded size, no duplicate or backward
+    /// steps, and a path from `from` to the target. Returns the steps to apply, in order,
+    /// with `true` for up and `false` for down.
+    pub fn path(&self, from: u64) -> Result<Vec<(&MigrationStep, bool)>> {
+        let fail =
+            |why: String| Error::new(ErrorCode::MigrationFailed, format!("invalid migration chain: {why}"));
+        if self.steps.len() > MIGRATION_STEPS_MAX {
+            return Err(fail(format!("{} steps, the limit is {MIGRATION_STEPS_MAX}", self.steps.len())));
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.to <= s.from {
+                return Err(fail(format!(
+                    "step {i} goes from {} to {}: steps must go up (cycle)",
+                    s.from, s.to
+                )));
+            }
+            if self.steps.iter().take(i).any(|o| o.from == s.from) {
+                return Err(fail(format!("two steps start at version {} (duplicate)", s.from)));
+            }
+            if self.steps.iter().take(i).any(|o| o.to == s.to) {
+                return Err(fail(format!("two steps end at version {} (duplicate)", s.to)));
+            }
+        }
+        let target = self.current_version;
+        let mut path = Vec::new();
+        let mut at = from;
+        // Each iteration moves `at` strictly toward the target, so the loop ends within
+        // steps.len() + 1 iterations; the bound is a guard.
+        for _ in 0..=self.steps.len() {
+            if at == target {
+                return Ok(path);
+            }
+            if at < target {
+                let step = self.steps.iter().find(|s| s.from == at).ok_or_else(|| {
+                    fail(format!("no step starts at version {at} (gap on the way to {target})"))
+                })?;
+                if step.to > target {
+                    return Err(fail(format!(
+                        "step {}→{} overshoots the target {target}",
+                        step.from, step.to
+                    )));
+                }
+                path.push((step, true));
+                at = step.to;
+            } else {
+                let step = self.steps.iter().find(|s| s.to == at).ok_or_else(|| {
+                    fail(format!("no step ends at version {at}, so it cannot be downgraded"))
+                })?;
+                if step.from < target {
+                    return Err(fail(format!(
+                        "downgrade step {}→{} overshoots the target {target}",
+                        step.to, step.from
+                    )));
+                }
+                path.push((step, false));
+                at = step.from;
+            }
+        }
+        Err(fail("the chain does not reach the target".into()))
+    }
+}
+
+/// CRC-32C of a step's SQL, as recorded in `_sila_meta`.
+pub fn step_checksum(sql: &str) -> String {
+    format!("{:08x}", crc32c::crc32c(sql.as_bytes()))
+}
+
+const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sila_meta (\
+    version INTEGER NOT NULL, applied_at INTEGER NOT NULL, step_from INTEGER NOT NULL, \
+    step_to INTEGER NOT NULL, direction TEXT NOT NULL, checksum TEXT NOT NULL)";
+
+/// The schema version recorded in `_sila_meta` (0 when the table does not exist).
+pub fn read_schema_version(conn: &Connection) -> Result<u64> {
+    let exists: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '_sila_meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sqlite::map_error(e, None))?;
+    if exists == 0 {
+        return Ok(0);
+    }
+    let v: Option<i64> = conn
+        .query_row("SELECT version FROM _sila_meta ORDER BY rowid DESC LIMIT 1", [], |r| r.get(0))
+        .map_err(|e| sqlite::map_error(e, None))
+        .or_else(|e| if e.code() == ErrorCode::Sqlite { Ok(None) } else { Err(e) })?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}
+
+fn file_crc_and_size(path: &Path) -> Result<(u32, u64)> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let (mut crc, mut size) = (0u32, 0u64);
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
+        let Some(chunk) = buf.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, chunk);
+        size += n as u64;
+    }
+    Ok((crc, size))
+}
+
+fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
+    let mut perms =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), &e))?.permissions();
+    perms.set_readonly(read_only);
+    std::fs::set_permissions(path, perms).map_err(|e| Error::io(format!("chmod {}", path.display()), &e))
+}
+
+/// Copies the database behind `src` into a new file at `dest` with the online backup API in
+/// one step (one consistent read), then makes `dest` a self-contained rollback-journal file.
+fn backup_to(src: &Connection, dest: &Path) -> Result<()> {
+    let mut out = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite::map_error(e, None).context(format_args!("create {}", dest.display())))?;
+    {
+        let backup = rusqlite::backup::Backup::new(src, &mut out).map_err(|e| sqlite::map_error(e, None))?;
+        // One step of all pages: the source read transaction spans the whole copy.
+        match backup.step(-1).map_err(|e| sqlite::map_error(e, None))? {
+            rusqlite::backup::StepResult::Done => {}
+            other => {
+                return Err(Error::new(ErrorCode::Busy, format!("online backup did not finish: {other:?}")))
+            }
+        }
+    }
+    let mode: String = out
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .map_err(|e| sqlite::map_error(e, None))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(Error::internal(format!("snapshot copy stayed in journal mode {mode}")));
+    }
+    out.close().map_err(|(_, e)| sqlite::map_error(e, None))
+}
+
+/// Checks a database file that is about to become live: header, page size, WAL mode file
+/// without its WAL, integrity with cell_size_check, denied functions in the schema, expected
+/// tables; then sets WAL mode. Returns the names of the checks passed. Every failure names
+/// the check.
+fn check_candidate(
+    path: &Path,
+    source_wal: Option<&Path>,
+    options: &ImportOptions,
+) -> Result<Vec<&'static str>> {
+    let fail = |check: &str, code: ErrorCode, why: String| {
+        Error::new(code, format!("import check '{check}' failed: {why}"))
+    };
+    let mut passed = Vec::new();
+    let mut header = [0u8; 100];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
+    let n = f.read(&mut header).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
+    if n < 100 || header.get(..16) != Some(b"SQLite format 3\0".as_slice()) {
+        return Err(fail(
+            "header",
+            ErrorCode::Corrupt,
+            "not a SQLite 3 database (or encrypted, or truncated)".into(),
+        ));
+    }
+    passed.push("header");
+    let raw = u32::from(u16::from_be_bytes([header[16], header[17]]));
+    let page_size = if raw == 1 { 65_536 } else { raw };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(fail("page_size", ErrorCode::Corrupt, format!("page size {raw} is invalid")));
+    }
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if !len.is_multiple_of(u64::from(page_size)) {
+        return Err(fail(
+            "page_size",
+            ErrorCode::Corrupt,
+            format!("{len} bytes is not a whole number of {page_size}-byte pages (truncated?)"),
+        ));
+    }
+    passed.push("page_size");
+    let wal_mode = header[18] == 2 || header[19] == 2;
+    if wal_mode {
+        if let Some(wal) = source_wal {
+            if std::fs::metadata(wal).map(|m| m.len() > 0).unwrap_or(false) {
+                return Err(fail(
+                    "wal",
+                    ErrorCode::InvalidArgument,
+                    format!("the source is in WAL mode and {} holds commits not in the main file; checkpoint it first", wal.display()),
+                ));
+            }
+        }
+    }
+    passed.push("wal");
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| fail("open", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string()))?;
+    let pragma = |sql: &str| -> std::result::Result<Vec<String>, Error> {
+        let mut stmt = conn.prepare(sql).map_err(|e| sqlite::map_error(e, None))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| sqlite::map_error(e, None))?;
+        let mut out = Vec::new();
+        for r in rows.take(100) {
+            out.push(r.map_err(|e| sqlite::map_error(e, None))?);
+        }
+        Ok(out)
+    };
+    conn.execute_batch("PRAGMA trusted_schema=OFF; PRAGMA cell_size_check=ON")
+        .map_err(|e| fail("open", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string()))?;
+    let integrity = pragma("PRAGMA integrity_check")
+        .map_err(|e| fail("integrity_check", ErrorCode::Corrupt, e.message().to_string()))?;
+    if integrity != ["ok"] {
+        return Err(fail("integrity_check", ErrorCode::Corrupt, integrity.join("; ")));
+    }
+    passed.push("integrity_check");
+    passed.push("cell_size_check");
+    let mut stmt = conn
+        .prepare("SELECT type, name, lower(coalesce(sql, '')) FROM sqlite_schema WHERE type IN ('trigger', 'view')")
+        .map_err(|e| fail("schema", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string()))?;
+    let objects = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .map_err(|e| fail("schema", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string()))?;
+    for o in objects {
+        let (kind, name, sql) = o.map_err(|e| {
+            fail("schema", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string())
+        })?;
+        if let Some(f) = IMPORT_DENIED_FUNCTIONS.iter().find(|f| sql.contains(*f)) {
+            return Err(fail(
+                "schema",
+                ErrorCode::PolicyDenied,
+                format!("{kind} {name:?} calls {f}(), which the policy denies"),
+            ));
+        }
+    }
+    drop(stmt);
+    passed.push("schema");
+    for table in &options.expected_tables {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| sqlite::map_error(e, None))?;
+        if n == 0 {
+            return Err(fail(
+                "expected_schema",
+                ErrorCode::InvalidArgument,
+                format!("table {table:?} is missing"),
+            ));
+        }
+    }
+    passed.push("expected_schema");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| sqlite::map_error(e, None))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(fail(
+            "journal_mode",
+            ErrorCode::Corrupt,
+            format!("could not switch to WAL (got {mode})"),
+        ));
+    }
+    // The switch leaves an empty WAL, and closing the only connection removes it: the file is
+    // self-contained when it is synced and flipped.
+    conn.close().map_err(|(_, e)| sqlite::map_error(e, None).context("closing the candidate"))?;
+    passed.push("journal_mode");
+    Ok(passed)
+}
+
+impl Database {
+    fn key(&self) -> crate::store::DbKey {
+        self.db.config().key.clone()
+    }
+
+    fn refuse_read_only(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(
+                ErrorCode::ReadOnly,
+                format!("database {:?} is read-only for this app", self.db.config().key.db.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Brings the store's view of the live file sizes up to date (the quota ledger).
+    fn refresh_sizes(&self) -> Result<(u64, u64)> {
+        let key = self.key();
+        let (db_bytes, wal_bytes) = self.db.sizes();
+        let file = self.ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
+        let name = layout::db_file_name(file);
+        self.ws.with_store(|s| {
+            s.set_file_size(&key, &name, db_bytes)?;
+            s.set_file_size(&key, &format!("{name}-wal"), wal_bytes)
+        })?;
+        Ok((db_bytes, wal_bytes))
+    }
+
+    /// The schema version recorded by migrations (0 before the first).
+    pub fn schema_version(&self) -> Result<u64> {
+        let stop = StopCheck::with_timeout(self.ws.broker().options().statement_timeout, Default::default());
+        self.db.with_reader_conn(&stop, read_schema_version)
+    }
+
+    /// The snapshots of this database, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let key = self.key();
+        self.ws.with_store(|s| s.manifest(&key).map(|m| m.snapshots.clone()))
+    }
+
+    /// Takes a consistent point-in-time snapshot while the database stays live. The snapshot
+    /// is immutable (`snapshots/<uuid>.sqlite`, read-only on disk) and listed in the manifest
+    /// once durable. Refused with `QuotaExceeded` before any IO when it would not fit.
+    pub fn snapshot(&self, label: &str) -> Result<SnapshotEntry> {
+        validate_label(label)?;
+        let key = self.key();
+        let (db_bytes, wal_bytes) = self.refresh_sizes()?;
+        let id = self.ws.new_uuid();
+        let op = self.ws.with_store(|s| s.begin_snapshot(&key, id, db_bytes + wal_bytes))?;
+        let abs = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
+        let stop =
+            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+        let copied = self.db.with_reader_conn(&stop, |conn| backup_to(conn, &abs)).and_then(|()| {
+            let (crc, size) = file_crc_and_size(&abs)?;
+            let conn = Connection::open_with_flags(&abs, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| sqlite::map_error(e, None))?;
+            let schema = read_schema_version(&conn)?;
+            drop(conn);
+            set_read_only(&abs, true)?;
+            Ok((crc, size, schema))
+        });
+        let (crc, size, schema) = match copied {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = set_read_only(&abs, false);
+                self.ws.abort_op(op);
+                return Err(e.context("snapshot"));
+            }
+        };
+        let now_ms = self.ws.now_ms();
+        let info = NewSnapshot { size, crc32c: crc, schema, label: label.to_string(), now_ms };
+        let plan = match self.ws.with_store(|s| s.plan_add_snapshot(op, info)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ws.abort_op(op);
+                return Err(e);
+            }
+        };
+        self.ws.run_plan(&plan)?;
+        self.ws.with_store(|s| {
+            s.manifest(&key)?
+                .snapshots
+                .iter()
+                .find(|x| x.id == id)
+                .cloned()
+                .ok_or_else(|| Error::internal("snapshot vanished"))
+        })
+    }
+
+    /// Removes a snapshot from the manifest; GC deletes its file later.
+    pub fn drop_snapshot(&self, id: Uuid) -> Result<()> {
+        let key = self.key();
+        let plan = self.ws.with_store(|s| s.plan_drop_snapshots(&key, &[id]))?;
+        self.ws.run_plan(&plan)
+    }
+
+    /// Applies a retention policy; returns the snapshots it dropped (GC deletes their files).
+    pub fn apply_retention(&self, policy: Retention) -> Result<Vec<Uuid>> {
+        let key = self.key();
+        let now = self.ws.now_ms();
+        let victims = self.ws.with_store(|s| s.retention_victims(&key, policy, now))?;
+        if victims.is_empty() {
+            return Ok(victims);
+        }
+        let plan = self.ws.with_store(|s| s.plan_drop_snapshots(&key, &victims))?;
+        self.ws.run_plan(&plan)?;
+        Ok(victims)
+    }
+
+    /// Restores a snapshot: takes an undo snapshot of the current state (its id is returned:
+    /// restoring it reverses this restore), copies the snapshot to a new file and flips.
+    /// An unknown or dropped snapshot is `NotFound`; a different schema version is refused
+    /// unless `options.allow_schema_change`; a snapshot whose checksum no longer matches is
+    /// `Corrupt`. Nothing changes on any refusal.
+    pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
+        self.refuse_read_only()?;
+        let key = self.key();
+        let entry = self.snapshots()?.into_iter().find(|s| s.id == id).ok_or_else(|| {
+            Error::new(ErrorCode::NotFound, format!("snapshot {id} does not exist (never taken, or dropped)"))
+        })?;
+        let current_schema = self.schema_version()?;
+        if entry.schema != current_schema && !options.allow_schema_change {
+            return Err(Error::invalid_argument(format!(
+                "snapshot {id} has schema version {} and the database has {current_schema}; \
+                 pass allow_schema_change to restore it anyway",
+                entry.schema
+            )));
+        }
+        let snap_path = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
+        let (crc, size) = file_crc_and_size(&snap_path)?;
+        if crc != entry.crc32c || size != entry.size {
+            return Err(Error::corrupt(format!(
+                "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
+                entry.crc32c, entry.size
+            )));
+        }
+        let undo = self.snapshot(&format!("undo of restore of {id}"))?;
+        let label = format!("restore of {id}");
+        self.install_new_version(entry.size, &label, |dest| {
+            std::fs::copy(&snap_path, dest).map_err(|e| Error::io(format!("copy snapshot {id}"), &e))?;
+            set_read_only(dest, false)?;
+            check_candidate(dest, None, &ImportOptions::default()).map(|_| ())
+        })?;
+        Ok(undo.id)
+    }
+
+    /// Imports a database file: copies it into the workspace (the caller's file is never
+    /// opened in place), checks the copy (header, page size, WAL, integrity with
+    /// cell_size_check, schema, expected tables, size against the quota), sets WAL mode and
+    /// flips. On any failure nothing changes and the error names the failed check.
+    pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
+        self.refuse_read_only()?;
+        let meta = std::fs::metadata(source).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::new(ErrorCode::NotFound, format!("import source {} does not exist", source.display()))
+            } else {
+                Error::io(format!("stat {}", source.display()), &e)
+            }
+        })?;
+        if !meta.is_file() {
+            return Err(Error::invalid_argument(format!(
+                "import source {} is not a regular file",
+                source.display()
+            )));
+        }
+        let mut wal = source.as_os_str().to_os_string();
+        wal.push("-wal");
+        let source_wal = PathBuf::from(wal);
+        let mut checks = Vec::new();
+        let file =
+            self.install_new_version(meta.len(), &format!("import of {}", file_label(source)), |dest| {
+                std::fs::copy(source, dest)
+                    .map_err(|e| Error::io(format!("copy {}", source.display()), &e))?;
+                set_read_only(dest, false)?;
+                checks = check_candidate(dest, Some(&source_wal), &options)?;
+                Ok(())
+            })?;
+        let size = self.db.sizes().0;
+        Ok(ImportReport { file, size, checks })
+    }
+
+    /// Writes a consistent copy of the live database to a host path (for operators and the
+    /// CLI; apps use [`Database::export`]). The file opens in the stock `sqlite3` shell.
+    pub fn export_to_path(&self, dest: &Path) -> Result<u64> {
+        if dest.exists() {
+            return Err(Error::new(ErrorCode::AlreadyExists, format!("{} already exists", dest.display())));
+        }
+        let stop =
+            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+        let r = self.db.with_reader_conn(&stop, |conn| backup_to(conn, dest));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.context("export"));
+        }
+        let file =
+            std::fs::File::open(dest).map_err(|e| Error::io(format!("open {}", dest.display()), &e))?;
+        file.sync_all().map_err(|e| Error::io(format!("sync {}", dest.display()), &e))?;
+        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// Exports into the app's own export area under a validated name
+    /// (`apps/<app>/exports/<name>.sqlite`); apps never name host paths. Returns the path.
+    pub fn export(&self, name: &str) -> Result<PathBuf> {
+        let name = crate::names::DbName::new(name)?;
+        let key = self.key();
+        let dir = self.ws.driver().abs(&layout::app_dir(key.app).join("exports"));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), &e))?;
+        let dest = dir.join(format!("{}.sqlite", name.as_str()));
+        self.export_to_path(&dest)?;
+        Ok(dest)
+    }
+
+    /// Writes an online backup into the workspace's backup area
+    /// (`backups/<app_uuid>/<db>/<uuid>.sqlite`) and keeps the newest `keep_last` backups of
+    /// this database. Returns the backup's id and path.
+    pub fn backup(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
+        let key = self.key();
+        let dir = self.ws.root().join("backups").join(key.app.hyphenated().to_string()).join(key.db.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), &e))?;
+        let id = self.ws.new_uuid();
+        let dest = dir.join(layout::db_file_name(id));
+        self.export_to_path(&dest)?;
+        // UUID v7 names sort by creation time.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("list {}", dir.display()), &e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| matches!(layout::classify(n), layout::FileKind::Database(_)))
+            .collect();
+        names.sort();
+        let excess = names.len().saturating_sub(keep_last.max(1));
+        for old in names.iter().take(excess) {
+            let _ = std::fs::remove_file(dir.join(old));
+        }
+        Ok((id, dest))
+    }
+
+    /// Makes a new live file with `write` (which fills the given path and checks it), then
+    /// flips to it under the exclusive writer. Returns the new file's UUID.
+    fn install_new_version(
+        &self,
+        expected_bytes: u64,
+        label: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Uuid> {
+        validate_label(label)?;
+        let label = label.to_string();
+        let key = self.key();
+        self.refresh_sizes()?;
+        let file = self.ws.new_uuid();
+        let op = self.ws.with_store(|s| s.begin_new_file(&key, file, expected_bytes))?;
+        let dest = self.ws.driver().abs(&layout::db_file(key.app, &key.db, file));
+        if let Err(e) = write(&dest) {
+            self.ws.abort_op(op);
+            return Err(e);
+        }
+        // The candidate was checked and closed; from here on it is only synced and flipped.
+        let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        let schema = match Connection::open_with_flags(&dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sqlite::map_error(e, None))
+            .and_then(|c| read_schema_version(&c))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                self.ws.abort_op(op);
+                return Err(e.context("reading the new version's schema version"));
+            }
+        };
+        let ws = self.ws.clone();
+        let db = self.db.clone();
+        let flipped = self.exclusive(|conn| {
+            // Quiesce: every queued write before us is committed; fold the WAL into the old
+            // file so nothing is orphaned.
+            if conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
+                db.metrics.record_checkpoint();
+            }
+            let old = ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
+            let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
+            let plan = ws.with_store(|s| s.plan_flip(op, version))?;
+            ws.run_plan(&plan)?;
+            let lease = ws.with_store(|s| s.acquire_lease(&key, old))?;
+            db.switch_file(dest.clone(), lease);
+            Ok(())
+        });
+        if let Err(e) = flipped {
+            // A failure before plan_flip leaves the operation open: abandon it. After it, the
+            // store already aborted or poisoned it; aborting again is a no-op.
+            self.ws.abort_op(op);
+            return Err(e.context("flipping to the new version"));
+        }
+        Ok(file)
+    }
+
+    /// Runs a migration: validates the chain, checks free disk space, takes an automatic
+    /// snapshot, then runs every step in one transaction holding the writer, records each in
+    /// `_sila_meta` (version, applied_at, direction, checksum), checks foreign keys, and
+    /// commits. Any failure rolls everything back (the snapshot stays as a safety net) and the
+    /// error names the failing step and SQLite's message. A step edited after it was applied
+    /// is refused. `dry_run` runs the migration on a private copy and changes nothing.
+    pub fn migrate(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
+        self.refuse_read_only()?;
+        let from = self.schema_version()?;
+        let path = plan.path(from)?;
+        let applied: Vec<(u64, u64)> =
+            path.iter().map(|(s, up)| if *up { (s.from, s.to) } else { (s.to, s.from) }).collect();
+        self.check_applied_checksums(plan)?;
+        if path.is_empty() {
+            return Ok(MigrationReport { from, to: from, applied, snapshot: None, dry_run });
+        }
+        let (db_bytes, wal_bytes) = self.refresh_sizes()?;
+        check_free_space(&self.db.path(), 2 * (db_bytes + wal_bytes))?;
+        let now = self.ws.now_ms();
+        if dry_run {
+            let tmp = self.ws.root().join(crate::workspace::TMP_DIR);
+            std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), &e))?;
+            let copy = tmp.join(format!("dry-run-{}.sqlite", self.ws.new_uuid()));
+            let stop =
+                StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+            let result = self.db.with_reader_conn(&stop, |conn| backup_to(conn, &copy)).and_then(|()| {
+                let conn = self.db.open_side_connection(&copy)?;
+                crate::broker::run_internal(&conn, "BEGIN IMMEDIATE")?;
+                let r = apply_steps(&conn, &path, now);
+                let _ = crate::broker::run_internal(&conn, "ROLLBACK");
+                r
+            });
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = copy.as_os_str().to_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+            result?;
+            return Ok(MigrationReport {
+                from,
+                to: plan.current_version,
+                applied,
+                snapshot: None,
+                dry_run: true,
+            });
+        }
+        let snapshot = self.snapshot(&format!("before migration {from} to {}", plan.current_version))?;
+        let options = self.ws.broker().options().clone();
+        let db = self.db.clone();
+        self.exclusive(|conn| {
+            let deadline = std::time::Instant::now() + options.transaction_timeout;
+            db.run_transaction(conn, deadline, |conn| apply_steps(conn, &path, now))
+        })?;
+        Ok(MigrationReport {
+            from,
+            to: plan.current_version,
+            applied,
+            snapshot: Some(snapshot.id),
+            dry_run: false,
+        })
+    }
+
+    /// Refuses a plan whose steps differ from what `_sila_meta` recorded when they ran.
+    fn check_applied_checksums(&self, plan: &MigrationPlan) -> Result<()> {
+        let stop = StopCheck::with_timeout(self.ws.broker().options().statement_timeout, Default::default());
+        let history: Vec<(u64, u64, String)> = self.db.with_reader_conn(&stop, |conn| {
+            let exists: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_sila_meta'", [], |r| r.get(0))
+                .map_err(|e| sqlite::map_error(e, None))?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn
+                .prepare("SELECT step_from, step_to, checksum FROM _sila_meta WHERE direction = 'up'")
+                .map_err(|e| sqlite::map_error(e, None))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+                .map_err(|e| sqlite::map_error(e, None))?;
+            let mut out = Vec::new();
+            for r in rows.take(MIGRATION_STEPS_MAX * 4) {
+                let (f, t, c) = r.map_err(|e| sqlite::map_error(e, None))?;
+                out.push((u64::try_from(f).unwrap_or(0), u64::try_from(t).unwrap_or(0), c));
+            }
+            Ok(out)
+        })?;
+        for step in &plan.steps {
+            if let Some((_, _, recorded)) =
+                history.iter().rev().find(|(f, t, _)| *f == step.from && *t == step.to)
+            {
+                let now = step_checksum(&step.up);
+                if *recorded != now {
+                    return Err(Error::new(
+                        ErrorCode::MigrationFailed,
+                        format!(
+                            "step {}→{} was edited after it was applied (checksum {recorded} then, {now} now); \
+                             add a new step instead",
+                            step.from, step.to
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_label(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.chars().filter(|c| (' '..='~').contains(c)).take(64).collect()
+}
+
+/// Runs the steps on `conn` (inside the caller's transaction) and records them.
+fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], now_ms: u64) -> Result<()> {
+    super::broker::run_internal(conn, META_TABLE)?;
+    for (i, (step, up)) in path.iter().enumerate() {
+        let (sql, from, to) =
+            if *up { (&step.up, step.from, step.to) } else { (&step.down, step.to, step.from) };
+        let stop = StopCheck::with_timeout(std::time::Duration::from_secs(3600), Default::default());
+        sqlite::execute_batch(conn, sql, &stop).map_err(|e| {
+            Error::new(
+                ErrorCode::MigrationFailed,
+                format!(
+                    "migration step {} of {} ({from}→{to}) failed: {}; rolled back",
+                    i + 1,
+                    path.len(),
+                    e.message()
+                ),
+            )
+        })?;
+        conn.execute(
+            "INSERT INTO _sila_meta (version, applied_at, step_from, step_to, direction, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                i64::try_from(to).unwrap_or(i64::MAX),
+                i64::try_from(now_ms).unwrap_or(i64::MAX),
+                i64::try_from(step.from).unwrap_or(i64::MAX),
+                i64::try_from(step.to).unwrap_or(i64::MAX),
+                if *up { "up" } else { "down" },
+                step_checksum(if *up { &step.up } else { &step.down }),
+            ],
+        )
+        .map_err(|e| sqlite::map_error(e, None))?;
+    }
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check").map_err(|e| sqlite::map_error(e, None))?;
+    let mut rows = stmt.query([]).map_err(|e| sqlite::map_error(e, None))?;
+    if let Some(row) = rows.next().map_err(|e| sqlite::map_error(e, None))? {
+        let table: String = row.get(0).unwrap_or_default();
+        return Err(Error::new(
+            ErrorCode::MigrationFailed,
+            format!("migration leaves a foreign key violation in table {table:?}; rolled back"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses with `QuotaExceeded` when the filesystem holding `path` has less than `needed`
+/// bytes free.
+fn check_free_space(path: &Path, needed: u64) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().unwrap_or(path);
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid_argument("path contains NUL"))?;
+    let mut stat: libc::statvfs = unsafe_zeroed_statvfs();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a valid, writable statvfs
+    // owned by this frame; statvfs writes only into it.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(Error::io(format!("statvfs {}", dir.display()), &std::io::Error::last_os_error()));
+    }
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < needed {
+        return Err(Error::quota_exceeded(crate::QuotaDetail {
+            limit_name: "free disk space for the migration (2 x database size)".into(),
+            limit_bytes: free,
+            used_bytes: 0,
+            requested_bytes: needed,
+        }));
+    }
+    Ok(())
+}
+
+fn unsafe_zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is a plain C struct of integers; all-zero is a valid value.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::mem::zeroed()
+    }
+}

@@ -1,0 +1,459 @@
+//! Versions through the public API: snapshot, restore with undo, import with validation,
+//! export, backup, migrations, retention and GC. Every refusal leaves the database as it was.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use sila_sqlite::store::Retention;
+use sila_sqlite::versions::{ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::{Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const MANIFEST: &str =
+    r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":2}],"tier":"standard"}}}"#;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sila-versions-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn setup(name: &str) -> (TempDir, Workspace, Database) {
+    let dir = TempDir::new(name);
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    (dir, ws, db)
+}
+
+fn count(db: &Database) -> i64 {
+    match db.query_value("SELECT count(*) FROM notes", &[]).unwrap() {
+        Some(Value::Integer(n)) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn insert(db: &Database, n: i64) {
+    for i in 0..n {
+        db.exec("INSERT INTO notes(body) VALUES (?)", &[Value::Text(format!("note {i}"))]).unwrap();
+    }
+}
+
+/// The files of the database's directory, with sizes (to prove a refusal changed nothing).
+fn db_files(ws: &Workspace) -> Vec<(String, u64)> {
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    let dir = ws.root().join(sila_sqlite::store::layout::db_dir(key.app, &key.db));
+    let mut out = Vec::new();
+    for sub in [dir.clone(), dir.join("snapshots")] {
+        for e in std::fs::read_dir(&sub).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // The live WAL and SHM change with any read; compare the rest.
+                if !name.ends_with("-wal") && !name.ends_with("-shm") {
+                    out.push((name, e.metadata().unwrap().len()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn make_sqlite(path: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn snapshot_and_restore_with_undo() {
+    let (_d, ws, db) = setup("restore");
+    insert(&db, 10);
+    let snap = db.snapshot("ten notes").unwrap();
+    assert_eq!(snap.label, "ten notes");
+    assert!(snap.size > 0);
+    insert(&db, 5);
+    let listed = db.snapshots().unwrap();
+    assert_eq!(listed, vec![snap.clone()]);
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    let snap_file = ws.root().join(sila_sqlite::store::layout::snapshot_file(key.app, &key.db, snap.id));
+    assert!(
+        std::fs::metadata(&snap_file).unwrap().permissions().readonly(),
+        "snapshots are read-only on disk"
+    );
+
+    let undo = db.restore(snap.id, RestoreOptions::default()).unwrap();
+    assert_eq!(count(&db), 10, "restored to the snapshot");
+    db.exec("INSERT INTO notes(body) VALUES ('after restore')", &[]).unwrap();
+    assert_eq!(count(&db), 11);
+    // The undo snapshot reverses the restore.
+    db.restore(undo, RestoreOptions::default()).unwrap();
+    assert_eq!(count(&db), 15);
+    // Old versions are garbage now; GC frees them and the ledger follows.
+    let before = ws.ledger("com.example.notes").unwrap();
+    let freed = ws.gc().unwrap();
+    assert!(freed.bytes > 0 && !freed.files.is_empty(), "{freed:?}");
+    let after = ws.ledger("com.example.notes").unwrap();
+    assert_eq!(after.garbage_bytes, 0);
+    assert!(after.used_bytes() < before.used_bytes());
+    assert_eq!(count(&db), 15, "GC never touches the live file");
+}
+
+#[test]
+fn restore_refusals_change_nothing() {
+    let (_d, ws, db) = setup("restore-refuse");
+    insert(&db, 3);
+    let before = db_files(&ws);
+    let e = db.restore(sila_sqlite::uuid::Uuid::from_u128(42), RestoreOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    let snap = db.snapshot("s").unwrap();
+    db.drop_snapshot(snap.id).unwrap();
+    let e = db.restore(snap.id, RestoreOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "a dropped snapshot cannot be restored");
+    ws.gc().unwrap();
+    assert_eq!(db_files(&ws), before);
+    assert_eq!(count(&db), 3);
+
+    // A snapshot of another schema version needs the caller's consent.
+    let snap = db.snapshot("v0").unwrap();
+    let plan = MigrationPlan {
+        current_version: 1,
+        steps: vec![MigrationStep {
+            from: 0,
+            to: 1,
+            up: "ALTER TABLE notes ADD COLUMN tag TEXT".into(),
+            down: "".into(),
+        }],
+    };
+    db.migrate(&plan, false).unwrap();
+    let e = db.restore(snap.id, RestoreOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert!(e.message().contains("allow_schema_change"), "{e}");
+    assert_eq!(db.schema_version().unwrap(), 1);
+    db.restore(snap.id, RestoreOptions { allow_schema_change: true }).unwrap();
+    assert_eq!(db.schema_version().unwrap(), 0);
+}
+
+#[test]
+fn import_accepts_a_good_file_and_names_the_failed_check_otherwise() {
+    let (dir, ws, db) = setup("import");
+    insert(&db, 2);
+    let good = dir.0.join("good.sqlite");
+    make_sqlite(&good, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('imported');");
+    let before_source = std::fs::read(&good).unwrap();
+
+    type Case = (&'static str, Box<dyn Fn(&Path)>, ErrorCode, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "random",
+            Box::new(|p: &Path| std::fs::write(p, vec![0x5a; 8192]).unwrap()),
+            ErrorCode::Corrupt,
+            "header",
+        ),
+        (
+            "truncated",
+            Box::new(|p: &Path| {
+                let bytes = std::fs::read(p.with_file_name("good.sqlite")).unwrap();
+                std::fs::write(p, &bytes[..bytes.len() - 100]).unwrap();
+            }),
+            ErrorCode::Corrupt,
+            "page_size",
+        ),
+        (
+            "corrupt-page",
+            Box::new(|p: &Path| {
+                let mut bytes = std::fs::read(p.with_file_name("good.sqlite")).unwrap();
+                // Trash the b-tree page of the table (page 2).
+                for b in &mut bytes[4096..4096 + 64] {
+                    *b = 0xff;
+                }
+                std::fs::write(p, bytes).unwrap();
+            }),
+            ErrorCode::Corrupt,
+            "integrity_check",
+        ),
+        (
+            "malicious",
+            Box::new(|p: &Path| {
+                make_sqlite(
+                    p,
+                    "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+                     CREATE TRIGGER evil AFTER INSERT ON notes BEGIN SELECT load_extension('/tmp/x.so'); END;",
+                )
+            }),
+            ErrorCode::PolicyDenied,
+            "schema",
+        ),
+        (
+            "wal-without-checkpoint",
+            Box::new(|p: &Path| {
+                let conn = rusqlite::Connection::open(p).unwrap();
+                conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE notes(x); INSERT INTO notes VALUES (1);").unwrap();
+                // Copy the files while the WAL still holds the commits.
+                let copy = p.with_extension("copy");
+                std::fs::copy(p, &copy).unwrap();
+                let mut wal = p.as_os_str().to_os_string();
+                wal.push("-wal");
+                let mut wal_copy = copy.as_os_str().to_os_string();
+                wal_copy.push("-wal");
+                std::fs::copy(&wal, &wal_copy).unwrap();
+                drop(conn);
+                std::fs::rename(&copy, p).unwrap();
+                std::fs::rename(&wal_copy, &wal).unwrap();
+            }),
+            ErrorCode::InvalidArgument,
+            "wal",
+        ),
+        (
+            "big",
+            Box::new(|p: &Path| {
+                make_sqlite(p, "CREATE TABLE notes(x); INSERT INTO notes VALUES (zeroblob(3000000));")
+            }),
+            ErrorCode::QuotaExceeded,
+            "",
+        ),
+    ];
+    for (name, make, code, check) in cases {
+        let path = dir.0.join(format!("{name}.sqlite"));
+        make(&path);
+        let before = db_files(&ws);
+        let e = db.import(&path, ImportOptions::default()).unwrap_err();
+        assert_eq!(e.code(), code, "{name}: {e}");
+        assert!(e.message().contains(&format!("'{check}'")) || check.is_empty(), "{name}: {e}");
+        assert_eq!(db_files(&ws), before, "{name}: the refusal changed the database directory");
+        assert_eq!(count(&db), 2, "{name}");
+    }
+    let e = db.import(&dir.0.join("missing.sqlite"), ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    let e = db.import(&good, ImportOptions { expected_tables: vec!["users".into()] }).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert!(e.message().contains("'expected_schema'"), "{e}");
+
+    let report = db.import(&good, ImportOptions { expected_tables: vec!["notes".into()] }).unwrap();
+    assert!(report.checks.contains(&"integrity_check") && report.checks.contains(&"journal_mode"));
+    assert_eq!(db.query_value("SELECT body FROM notes", &[]).unwrap(), Some(Value::Text("imported".into())));
+    assert_eq!(std::fs::read(&good).unwrap(), before_source, "the source file is never modified");
+    db.exec("INSERT INTO notes(body) VALUES ('writable')", &[]).unwrap();
+    assert_eq!(db.query_value("PRAGMA journal_mode", &[]).unwrap(), Some(Value::Text("wal".into())));
+}
+
+#[test]
+fn export_and_backup_make_standalone_files() {
+    let (dir, ws, db) = setup("export");
+    insert(&db, 7);
+    let dest = dir.0.join("out.sqlite");
+    db.export_to_path(&dest).unwrap();
+    let conn = rusqlite::Connection::open(&dest).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 7);
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+    assert_eq!(db.export_to_path(&dest).unwrap_err().code(), ErrorCode::AlreadyExists);
+    // Apps export only into their own area, by name.
+    let path = db.export("monthly").unwrap();
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    assert!(path.starts_with(ws.root().join(sila_sqlite::store::layout::app_dir(key.app))));
+    assert_eq!(db.export("../../etc/x").unwrap_err().code(), ErrorCode::InvalidName);
+    assert_eq!(db.export("/tmp/x").unwrap_err().code(), ErrorCode::InvalidName);
+    // Backups keep the newest N.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(db.backup(2).unwrap());
+    }
+    let backup_dir = ids[3].1.parent().unwrap().to_path_buf();
+    let left = std::fs::read_dir(&backup_dir).unwrap().count();
+    assert_eq!(left, 2);
+    assert!(ids[3].1.exists() && ids[2].1.exists() && !ids[0].1.exists());
+}
+
+fn five_steps(bad_step: Option<usize>) -> MigrationPlan {
+    let ups = [
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT)",
+        "ALTER TABLE notes ADD COLUMN tag_id INTEGER REFERENCES tags(id)",
+        "CREATE INDEX idx_notes_tag ON notes(tag_id)",
+        "INSERT INTO tags(name) VALUES ('inbox')",
+        "CREATE TABLE archive (id INTEGER PRIMARY KEY)",
+    ];
+    let downs = [
+        "DROP TABLE tags",
+        "ALTER TABLE notes DROP COLUMN tag_id",
+        "DROP INDEX idx_notes_tag",
+        "DELETE FROM tags",
+        "DROP TABLE archive",
+    ];
+    let steps = (0..5)
+        .map(|i| MigrationStep {
+            from: i as u64,
+            to: i as u64 + 1,
+            up: if Some(i) == bad_step { "CREATE TABLE broken (".to_string() } else { ups[i].to_string() },
+            down: downs[i].to_string(),
+        })
+        .collect();
+    MigrationPlan { current_version: 5, steps }
+}
+
+fn tables(db: &Database) -> Vec<Value> {
+    db.query("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name", &[])
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|mut r| r.remove(0))
+        .collect()
+}
+
+#[test]
+fn migrations_validate_roll_back_and_record() {
+    let (_d, ws, db) = setup("migrate");
+    insert(&db, 3);
+    let before = tables(&db);
+    let snaps_before = db.snapshots().unwrap().len();
+    // Broken chains are refused before anything is touched (not even a snapshot).
+    let mut gap = five_steps(None);
+    gap.steps.remove(2);
+    let mut dup = five_steps(None);
+    dup.steps.push(MigrationStep { from: 1, to: 2, up: "SELECT 1".into(), down: "".into() });
+    let mut cycle = five_steps(None);
+    cycle.steps.push(MigrationStep { from: 7, to: 6, up: "SELECT 1".into(), down: "".into() });
+    for (name, plan, word) in
+        [("gap", gap, "gap"), ("duplicate", dup, "duplicate"), ("cycle", cycle, "cycle")]
+    {
+        let e = db.migrate(&plan, false).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::MigrationFailed, "{name}");
+        assert!(e.message().contains(word), "{name}: {e}");
+    }
+    assert_eq!(db.snapshots().unwrap().len(), snaps_before);
+
+    // Failing SQL in step 3 of 5: everything rolls back, the error names the step.
+    let e = db.migrate(&five_steps(Some(2)), false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MigrationFailed);
+    assert!(e.message().contains("step 3 of 5 (2→3)") && e.message().contains("incomplete input"), "{e}");
+    assert_eq!(tables(&db), before);
+    assert_eq!(db.schema_version().unwrap(), 0);
+
+    // A dry run reports and changes nothing.
+    let report = db.migrate(&five_steps(None), true).unwrap();
+    assert!(report.dry_run && report.applied.len() == 5);
+    assert_eq!(tables(&db), before);
+    assert_eq!(db.schema_version().unwrap(), 0);
+
+    // The real run: auto-snapshot, all steps, recorded.
+    let report = db.migrate(&five_steps(None), false).unwrap();
+    assert_eq!((report.from, report.to), (0, 5));
+    assert!(report.snapshot.is_some());
+    assert_eq!(db.schema_version().unwrap(), 5);
+    assert_eq!(count(&db), 3);
+    let history =
+        db.query("SELECT version, direction, checksum FROM _sila_meta ORDER BY rowid", &[]).unwrap();
+    assert_eq!(history.rows.len(), 5);
+
+    // A step edited after it was applied is detected.
+    let mut edited = five_steps(None);
+    edited.steps[0].up = "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL)".into();
+    let e = db.migrate(&edited, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MigrationFailed);
+    assert!(e.message().contains("edited after it was applied"), "{e}");
+
+    // Downgrade through the down steps.
+    let mut down = five_steps(None);
+    down.current_version = 3;
+    let report = db.migrate(&down, false).unwrap();
+    assert_eq!(report.applied, vec![(5, 4), (4, 3)]);
+    assert_eq!(db.schema_version().unwrap(), 3);
+    assert!(!tables(&db).contains(&Value::Text("archive".into())));
+    let _ = ws;
+}
+
+#[test]
+fn a_migration_that_violates_a_foreign_key_is_rolled_back() {
+    let (_d, _ws, db) = setup("fk");
+    insert(&db, 1);
+    let plan = MigrationPlan {
+        current_version: 2,
+        steps: vec![
+            MigrationStep {
+                from: 0,
+                to: 1,
+                up: "CREATE TABLE parent (id INTEGER PRIMARY KEY)".into(),
+                down: "".into(),
+            },
+            MigrationStep {
+                from: 1,
+                to: 2,
+                up: "CREATE TABLE child (p INTEGER REFERENCES parent(id)); INSERT INTO child VALUES (99)"
+                    .into(),
+                down: "".into(),
+            },
+        ],
+    };
+    let e = db.migrate(&plan, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MigrationFailed, "{e}");
+    assert!(e.message().contains("FOREIGN KEY") || e.message().contains("foreign key"), "{e}");
+    assert_eq!(db.schema_version().unwrap(), 0);
+    assert!(!tables(&db).contains(&Value::Text("parent".into())));
+}
+
+#[test]
+fn plan_json_has_the_sdk_shape() {
+    let plan = MigrationPlan::from_json(
+        r#"{"currentVersion":2,"steps":[{"from":0,"to":1,"up":"CREATE TABLE a(x)","down":"DROP TABLE a"},{"from":1,"to":2,"up":"CREATE INDEX i ON a(x)","down":"DROP INDEX i"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(plan.current_version, 2);
+    assert_eq!(plan.steps[1].down, "DROP INDEX i");
+    assert_eq!(MigrationPlan::from_json("{}").unwrap_err().code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn retention_drops_old_snapshots_and_gc_frees_them() {
+    let (_d, ws, db) = setup("retention");
+    insert(&db, 5);
+    let a = db.snapshot("a").unwrap();
+    let b = db.snapshot("b").unwrap();
+    let c = db.snapshot("c").unwrap();
+    let dropped = db.apply_retention(Retention { keep_last: Some(1), max_age_ms: None }).unwrap();
+    assert_eq!(dropped, vec![a.id, b.id]);
+    assert_eq!(db.snapshots().unwrap(), vec![c]);
+    let freed = ws.gc().unwrap();
+    assert_eq!(freed.bytes, a.size + b.size);
+    assert!(db.apply_retention(Retention { keep_last: Some(1), max_age_ms: None }).unwrap().is_empty());
+}
+
+#[test]
+fn snapshot_over_quota_is_refused_before_any_io() {
+    let (_d, ws, db) = setup("snapquota");
+    // maxSizeMB 2, storage factor 3: 6 MiB for the app. Fill the database near 2 MiB.
+    db.exec("CREATE TABLE big (b BLOB)", &[]).unwrap();
+    for _ in 0..9 {
+        db.exec("INSERT INTO big VALUES (zeroblob(200000))", &[]).unwrap();
+    }
+    let mut taken = 0;
+    let err = loop {
+        match db.snapshot("fill") {
+            Ok(_) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(taken < 10, "the quota never refused");
+    };
+    assert_eq!(err.code(), ErrorCode::QuotaExceeded, "{err}");
+    let q = err.quota().unwrap();
+    let ledger = ws.ledger("com.example.notes").unwrap();
+    assert_eq!(q.limit_bytes, ledger.quota_bytes);
+    assert_eq!(ledger.in_flight_bytes, 0, "the refusal reserved nothing");
+    assert_eq!(db.snapshots().unwrap().len(), taken);
+}
