@@ -8,6 +8,7 @@
 mod check;
 mod demo;
 mod sqlkind;
+mod versions;
 
 use clap::{Parser, Subcommand};
 use sila_sqlite::manifest::MIB;
@@ -114,6 +115,132 @@ enum Command {
     /// recovery reads them on open, then runs `PRAGMA integrity_check` on every healthy
     /// database. Exits 1 if anything is damaged or not "ok".
     Check,
+
+    /// Take a consistent snapshot while the database stays live; print only its UUID.
+    ///
+    /// The snapshot is immutable, listed with size, checksum, schema version, time and label,
+    /// and restorable with `restore`.
+    Snapshot {
+        /// The app id.
+        app: String,
+        /// The database name from the app's manifest, or sila://db/<name>.
+        db: String,
+        /// A label stored with the snapshot (printable ASCII).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+
+    /// List a database's snapshots, oldest first.
+    ///
+    /// One line per snapshot: UUID SIZE_BYTES SCHEMA_VERSION CREATED_UTC LABEL (the label,
+    /// which may contain spaces, is last).
+    Snapshots {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// Print one JSON array of {id, size, schema, created_ms, created, crc32c, label}.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Restore a snapshot; print only the UUID of the undo snapshot taken first.
+    ///
+    /// Restoring the printed undo snapshot reverses the restore. A snapshot whose schema
+    /// version differs from the database's is refused unless --allow-schema-change.
+    Restore {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// The snapshot's UUID (from `snapshot` or `snapshots`).
+        snapshot_id: String,
+        /// Restore even if the snapshot's schema version differs from the current one.
+        #[arg(long)]
+        allow_schema_change: bool,
+    },
+
+    /// Write an online backup into the workspace's backup area; print its id and path.
+    ///
+    /// Backups go to <workspace>/backups/<app_uuid>/<db>/<uuid>.sqlite; only the newest
+    /// --keep of this database are kept.
+    Backup {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// How many backups of this database to keep (the newest).
+        #[arg(long, value_name = "N", default_value_t = 7)]
+        keep: usize,
+    },
+
+    /// Export a standalone .sqlite file (host path); print the bytes written.
+    ///
+    /// The copy is consistent (online backup API) and self-contained (rollback-journal mode,
+    /// no WAL), so the stock sqlite3 shell opens it. An existing FILE is refused.
+    Export {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// The destination file (a host path; must not exist).
+        file: PathBuf,
+    },
+
+    /// Import a .sqlite file as the database's new version; print the checks passed.
+    ///
+    /// The file is copied into the workspace (never opened in place) and the copy checked
+    /// (header, page size, WAL, integrity_check with cell_size_check, schema, expected
+    /// tables, quota) before the flip. Any failure names the check and changes nothing.
+    Import {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// The file to import (a host path).
+        file: PathBuf,
+        /// A table the imported database must have. Repeat for more.
+        #[arg(long = "expect-table", value_name = "TABLE")]
+        expect_tables: Vec<String>,
+    },
+
+    /// Run a migration plan; print from → to, the steps and the safety snapshot's id.
+    ///
+    /// STEPS.json is the host SDK's shape:
+    /// {"currentVersion":2,"steps":[{"from":0,"to":1,"up":"…","down":"…"}]}.
+    /// Steps run in one transaction after an automatic snapshot; any failure rolls back and
+    /// names the step (MIGRATION_FAILED).
+    Migrate {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// The migration plan (JSON file).
+        #[arg(value_name = "STEPS.json")]
+        steps: PathBuf,
+        /// Run the migration on a private copy and report; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Apply a snapshot retention policy; print the dropped snapshot ids, one per line.
+    ///
+    /// Dropped snapshots leave the manifest at once; `gc` then deletes their files.
+    Retention {
+        /// The app id.
+        app: String,
+        /// The database name.
+        db: String,
+        /// Keep at most the newest N snapshots.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Drop snapshots older than S seconds.
+        #[arg(long, value_name = "S")]
+        max_age_secs: Option<u64>,
+    },
+
+    /// Delete every file nothing references; print the files removed and bytes freed.
+    Gc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +279,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sql { app, db, sql, params } => run_sql(&ws, &app, &db, &sql, &params),
         Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
         Command::Check => check::run(&ws),
+        Command::Snapshot { app, db, label } => versions::snapshot(&ws, &app, &db, &label),
+        Command::Snapshots { app, db, json } => versions::snapshots(&ws, &app, &db, json),
+        Command::Restore { app, db, snapshot_id, allow_schema_change } => {
+            versions::restore(&ws, &app, &db, &snapshot_id, allow_schema_change)
+        }
+        Command::Backup { app, db, keep } => versions::backup(&ws, &app, &db, keep),
+        Command::Export { app, db, file } => versions::export(&ws, &app, &db, &file),
+        Command::Import { app, db, file, expect_tables } => {
+            versions::import(&ws, &app, &db, &file, expect_tables)
+        }
+        Command::Migrate { app, db, steps, dry_run } => versions::migrate(&ws, &app, &db, &steps, dry_run),
+        Command::Retention { app, db, keep_last, max_age_secs } => {
+            versions::retention(&ws, &app, &db, keep_last, max_age_secs)
+        }
+        Command::Gc => versions::gc(&ws),
     }
 }
 
