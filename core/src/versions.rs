@@ -18,14 +18,11 @@ use crate::api::Database;
 use crate::sqlite::{self, StopCheck};
 use crate::store::record::{validate_label, SnapshotEntry};
 use crate::store::{layout, NewSnapshot, NewVersion, Retention};
+use crate::vfs::{self, OpenMode, Vfs};
 use crate::{Error, ErrorCode, Result};
 use rusqlite::{Connection, OpenFlags};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
-
-/// Bytes read per chunk when checksumming or copying files.
-const COPY_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Functions a trigger or view in an imported database may not call.
 pub const IMPORT_DENIED_FUNCTIONS: [&str; 6] =
@@ -220,38 +217,21 @@ pub fn read_schema_version(conn: &Connection) -> Result<u64> {
     Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 
-fn file_crc_and_size(path: &Path) -> Result<(u32, u64)> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
-    let (mut crc, mut size) = (0u32, 0u64);
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
-        let Some(chunk) = buf.get(..n) else { break };
-        if n == 0 {
-            break;
-        }
-        crc = crc32c::crc32c_append(crc, chunk);
-        size += n as u64;
-    }
-    Ok((crc, size))
-}
-
-fn set_read_only(path: &Path, read_only: bool) -> Result<()> {
-    let mut perms =
-        std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), &e))?.permissions();
-    perms.set_readonly(read_only);
-    std::fs::set_permissions(path, perms).map_err(|e| Error::io(format!("chmod {}", path.display()), &e))
+/// Opens a plain (unpooled) connection through the workspace's SQLite VFS.
+fn open_plain(vfs_name: Option<&str>, path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match vfs_name {
+        Some(name) => Connection::open_with_flags_and_vfs(path, flags, name),
+        None => Connection::open_with_flags(path, flags),
+    };
+    conn.map_err(|e| sqlite::map_error(e, None).context(format_args!("opening {}", path.display())))
 }
 
 /// Copies the database behind `src` into a new file at `dest` with the online backup API in
 /// one step (one consistent read), then makes `dest` a self-contained rollback-journal file.
-fn backup_to(src: &Connection, dest: &Path) -> Result<()> {
-    let mut out = Connection::open_with_flags(
-        dest,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| sqlite::map_error(e, None).context(format_args!("create {}", dest.display())))?;
+fn backup_to(vfs_name: Option<&str>, src: &Connection, dest: &Path) -> Result<()> {
+    let mut out =
+        open_plain(vfs_name, dest, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
     {
         let backup = rusqlite::backup::Backup::new(src, &mut out).map_err(|e| sqlite::map_error(e, None))?;
         // One step of all pages: the source read transaction spans the whole copy.
@@ -276,6 +256,8 @@ fn backup_to(src: &Connection, dest: &Path) -> Result<()> {
 /// tables; then sets WAL mode. Returns the names of the checks passed. Every failure names
 /// the check.
 fn check_candidate(
+    vfs: &dyn Vfs,
+    vfs_name: Option<&str>,
     path: &Path,
     source_wal: Option<&Path>,
     options: &ImportOptions,
@@ -285,8 +267,7 @@ fn check_candidate(
     };
     let mut passed = Vec::new();
     let mut header = [0u8; 100];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
-    let n = f.read(&mut header).map_err(|e| Error::io(format!("read {}", path.display()), &e))?;
+    let n = vfs::read_full(vfs.open(path, OpenMode::Read)?.as_ref(), &mut header, 0)?;
     if n < 100 || header.get(..16) != Some(b"SQLite format 3\0".as_slice()) {
         return Err(fail(
             "header",
@@ -300,7 +281,7 @@ fn check_candidate(
     if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
         return Err(fail("page_size", ErrorCode::Corrupt, format!("page size {raw} is invalid")));
     }
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let len = vfs.file_len(path)?.unwrap_or(0);
     if !len.is_multiple_of(u64::from(page_size)) {
         return Err(fail(
             "page_size",
@@ -312,7 +293,7 @@ fn check_candidate(
     let wal_mode = header[18] == 2 || header[19] == 2;
     if wal_mode {
         if let Some(wal) = source_wal {
-            if std::fs::metadata(wal).map(|m| m.len() > 0).unwrap_or(false) {
+            if vfs.file_len(wal)?.unwrap_or(0) > 0 {
                 return Err(fail(
                     "wal",
                     ErrorCode::InvalidArgument,
@@ -322,11 +303,8 @@ fn check_candidate(
         }
     }
     passed.push("wal");
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| fail("open", ErrorCode::Corrupt, sqlite::map_error(e, None).message().to_string()))?;
+    let conn = open_plain(vfs_name, path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| fail("open", ErrorCode::Corrupt, e.message().to_string()))?;
     let pragma = |sql: &str| -> std::result::Result<Vec<String>, Error> {
         let mut stmt = conn.prepare(sql).map_err(|e| sqlite::map_error(e, None))?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| sqlite::map_error(e, None))?;
@@ -404,6 +382,14 @@ impl Database {
         self.db.config().key.clone()
     }
 
+    fn fs(&self) -> &dyn Vfs {
+        self.ws.driver().vfs().as_ref()
+    }
+
+    fn vfs_name(&self) -> Option<&str> {
+        self.db.config().connection.vfs.as_deref()
+    }
+
     fn refuse_read_only(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::new(
@@ -451,19 +437,19 @@ impl Database {
         let abs = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
         let stop =
             StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
-        let copied = self.db.with_reader_conn(&stop, |conn| backup_to(conn, &abs)).and_then(|()| {
-            let (crc, size) = file_crc_and_size(&abs)?;
-            let conn = Connection::open_with_flags(&abs, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| sqlite::map_error(e, None))?;
-            let schema = read_schema_version(&conn)?;
-            drop(conn);
-            set_read_only(&abs, true)?;
-            Ok((crc, size, schema))
-        });
+        let copied =
+            self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, &abs)).and_then(|()| {
+                let (crc, size) = vfs::checksum_file(self.fs(), &abs)?;
+                let conn = open_plain(self.vfs_name(), &abs, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                let schema = read_schema_version(&conn)?;
+                drop(conn);
+                self.fs().set_read_only(&abs, true)?;
+                Ok((crc, size, schema))
+            });
         let (crc, size, schema) = match copied {
             Ok(x) => x,
             Err(e) => {
-                let _ = set_read_only(&abs, false);
+                let _ = self.fs().set_read_only(&abs, false);
                 self.ws.abort_op(op);
                 return Err(e.context("snapshot"));
             }
@@ -528,7 +514,7 @@ impl Database {
             )));
         }
         let snap_path = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
-        let (crc, size) = file_crc_and_size(&snap_path)?;
+        let (crc, size) = vfs::checksum_file(self.fs(), &snap_path)?;
         if crc != entry.crc32c || size != entry.size {
             return Err(Error::corrupt(format!(
                 "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
@@ -538,9 +524,12 @@ impl Database {
         let undo = self.snapshot(&format!("undo of restore of {id}"))?;
         let label = format!("restore of {id}");
         self.install_new_version(entry.size, &label, |dest| {
-            std::fs::copy(&snap_path, dest).map_err(|e| Error::io(format!("copy snapshot {id}"), &e))?;
-            set_read_only(dest, false)?;
-            check_candidate(dest, None, &ImportOptions::default()).map(|_| ())
+            let (crc, _) = vfs::copy_file(self.fs(), &snap_path, dest)
+                .map_err(|e| Error::from(e).context("copy snapshot"))?;
+            if crc != entry.crc32c {
+                return Err(Error::corrupt(format!("snapshot {id} changed while it was copied")));
+            }
+            check_candidate(self.fs(), self.vfs_name(), dest, None, &ImportOptions::default()).map(|_| ())
         })?;
         Ok(undo.id)
     }
@@ -551,31 +540,20 @@ impl Database {
     /// flips. On any failure nothing changes and the error names the failed check.
     pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
         self.refuse_read_only()?;
-        let meta = std::fs::metadata(source).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::new(ErrorCode::NotFound, format!("import source {} does not exist", source.display()))
-            } else {
-                Error::io(format!("stat {}", source.display()), &e)
-            }
+        let source_len = self.fs().file_len(source)?.ok_or_else(|| {
+            Error::new(ErrorCode::NotFound, format!("import source {} does not exist", source.display()))
         })?;
-        if !meta.is_file() {
-            return Err(Error::invalid_argument(format!(
-                "import source {} is not a regular file",
-                source.display()
-            )));
-        }
         let mut wal = source.as_os_str().to_os_string();
         wal.push("-wal");
         let source_wal = PathBuf::from(wal);
         let mut checks = Vec::new();
-        let file =
-            self.install_new_version(meta.len(), &format!("import of {}", file_label(source)), |dest| {
-                std::fs::copy(source, dest)
-                    .map_err(|e| Error::io(format!("copy {}", source.display()), &e))?;
-                set_read_only(dest, false)?;
-                checks = check_candidate(dest, Some(&source_wal), &options)?;
-                Ok(())
-            })?;
+        let label = format!("import of {}", file_label(source));
+        let file = self.install_new_version(source_len, &label, |dest| {
+            vfs::copy_file(self.fs(), source, dest)
+                .map_err(|e| Error::from(e).context("copy the import source"))?;
+            checks = check_candidate(self.fs(), self.vfs_name(), dest, Some(&source_wal), &options)?;
+            Ok(())
+        })?;
         let size = self.db.sizes().0;
         Ok(ImportReport { file, size, checks })
     }
@@ -583,20 +561,22 @@ impl Database {
     /// Writes a consistent copy of the live database to a host path (for operators and the
     /// CLI; apps use [`Database::export`]). The file opens in the stock `sqlite3` shell.
     pub fn export_to_path(&self, dest: &Path) -> Result<u64> {
-        if dest.exists() {
+        if self.fs().exists(dest)? {
             return Err(Error::new(ErrorCode::AlreadyExists, format!("{} already exists", dest.display())));
         }
         let stop =
             StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
-        let r = self.db.with_reader_conn(&stop, |conn| backup_to(conn, dest));
+        let r = self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, dest));
         if let Err(e) = r {
-            let _ = std::fs::remove_file(dest);
+            let _ = self.fs().remove_file(dest);
             return Err(e.context("export"));
         }
-        let file =
-            std::fs::File::open(dest).map_err(|e| Error::io(format!("open {}", dest.display()), &e))?;
-        file.sync_all().map_err(|e| Error::io(format!("sync {}", dest.display()), &e))?;
-        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+        let file = self.fs().open(dest, OpenMode::ReadWrite)?;
+        file.sync()?;
+        if let Some(parent) = dest.parent() {
+            self.fs().sync_dir(parent)?;
+        }
+        Ok(file.len()?)
     }
 
     /// Exports into the app's own export area under a validated name
@@ -605,7 +585,7 @@ impl Database {
         let name = crate::names::DbName::new(name)?;
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::app_dir(key.app).join("exports"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), &e))?;
+        vfs::create_dir_all(self.fs(), &dir)?;
         let dest = dir.join(format!("{}.sqlite", name.as_str()));
         self.export_to_path(&dest)?;
         Ok(dest)
@@ -617,21 +597,24 @@ impl Database {
     pub fn backup(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
         let dir = self.ws.root().join("backups").join(key.app.hyphenated().to_string()).join(key.db.as_str());
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), &e))?;
+        vfs::create_dir_all(self.fs(), &dir)?;
         let id = self.ws.new_uuid();
         let dest = dir.join(layout::db_file_name(id));
         self.export_to_path(&dest)?;
         // UUID v7 names sort by creation time.
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("list {}", dir.display()), &e))?
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        let mut names: Vec<String> = self
+            .fs()
+            .list_dir(&dir)?
+            .into_iter()
+            .map(|e| e.name)
             .filter(|n| matches!(layout::classify(n), layout::FileKind::Database(_)))
             .collect();
         names.sort();
         let excess = names.len().saturating_sub(keep_last.max(1));
         for old in names.iter().take(excess) {
-            let _ = std::fs::remove_file(dir.join(old));
+            self.fs().remove_file(&dir.join(old))?;
         }
+        self.fs().sync_dir(&dir)?;
         Ok((id, dest))
     }
 
@@ -655,9 +638,8 @@ impl Database {
             return Err(e);
         }
         // The candidate was checked and closed; from here on it is only synced and flipped.
-        let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-        let schema = match Connection::open_with_flags(&dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| sqlite::map_error(e, None))
+        let size = self.fs().file_len(&dest)?.unwrap_or(0);
+        let schema = match open_plain(self.vfs_name(), &dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| read_schema_version(&c))
         {
             Ok(v) => v,
@@ -708,25 +690,28 @@ impl Database {
             return Ok(MigrationReport { from, to: from, applied, snapshot: None, dry_run });
         }
         let (db_bytes, wal_bytes) = self.refresh_sizes()?;
-        check_free_space(&self.db.path(), 2 * (db_bytes + wal_bytes))?;
+        self.check_free_space(2 * (db_bytes + wal_bytes))?;
         let now = self.ws.now_ms();
         if dry_run {
             let tmp = self.ws.root().join(crate::workspace::TMP_DIR);
-            std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), &e))?;
+            vfs::create_dir_all(self.fs(), &tmp)?;
             let copy = tmp.join(format!("dry-run-{}.sqlite", self.ws.new_uuid()));
             let stop =
                 StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
-            let result = self.db.with_reader_conn(&stop, |conn| backup_to(conn, &copy)).and_then(|()| {
-                let conn = self.db.open_side_connection(&copy)?;
-                crate::broker::run_internal(&conn, "BEGIN IMMEDIATE")?;
-                let r = apply_steps(&conn, &path, now);
-                let _ = crate::broker::run_internal(&conn, "ROLLBACK");
-                r
-            });
+            let result = self
+                .db
+                .with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, &copy))
+                .and_then(|()| {
+                    let conn = self.db.open_side_connection(&copy)?;
+                    crate::broker::run_internal(&conn, "BEGIN IMMEDIATE")?;
+                    let r = apply_steps(&conn, &path, now);
+                    let _ = crate::broker::run_internal(&conn, "ROLLBACK");
+                    r
+                });
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let mut p = copy.as_os_str().to_os_string();
                 p.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(p));
+                let _ = self.fs().remove_file(&PathBuf::from(p));
             }
             result?;
             return Ok(MigrationReport {
@@ -751,6 +736,24 @@ impl Database {
             snapshot: Some(snapshot.id),
             dry_run: false,
         })
+    }
+
+    /// Refuses with `QuotaExceeded` when the filesystem holding the database has less than
+    /// `needed` bytes free (skipped when the filesystem cannot tell).
+    fn check_free_space(&self, needed: u64) -> Result<()> {
+        let path = self.db.path();
+        let dir = path.parent().unwrap_or(&path);
+        if let Some(free) = self.fs().free_bytes(dir)? {
+            if free < needed {
+                return Err(Error::quota_exceeded(crate::QuotaDetail {
+                    limit_name: "free disk space for the migration (2 x database size)".into(),
+                    limit_bytes: free,
+                    used_bytes: 0,
+                    requested_bytes: needed,
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a plan whose steps differ from what `_sila_meta` recorded when they ran.
@@ -843,39 +846,4 @@ fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], now_ms: u64) 
         ));
     }
     Ok(())
-}
-
-/// Refuses with `QuotaExceeded` when the filesystem holding `path` has less than `needed`
-/// bytes free.
-fn check_free_space(path: &Path, needed: u64) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = path.parent().unwrap_or(path);
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid_argument("path contains NUL"))?;
-    let mut stat: libc::statvfs = unsafe_zeroed_statvfs();
-    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` a valid, writable statvfs
-    // owned by this frame; statvfs writes only into it.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(Error::io(format!("statvfs {}", dir.display()), &std::io::Error::last_os_error()));
-    }
-    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-    if free < needed {
-        return Err(Error::quota_exceeded(crate::QuotaDetail {
-            limit_name: "free disk space for the migration (2 x database size)".into(),
-            limit_bytes: free,
-            used_bytes: 0,
-            requested_bytes: needed,
-        }));
-    }
-    Ok(())
-}
-
-fn unsafe_zeroed_statvfs() -> libc::statvfs {
-    // SAFETY: statvfs is a plain C struct of integers; all-zero is a valid value.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::mem::zeroed()
-    }
 }

@@ -179,6 +179,15 @@ pub trait Vfs: Send + Sync {
     /// life of the returned guard. If the lock is held elsewhere, fails with
     /// [`VfsErrorKind::Locked`] and the detail names the holder's pid when it is known.
     fn lock_exclusive(&self, path: &Path) -> VfsResult<Box<dyn LockGuard>>;
+    /// Marks a file read-only (or writable again) for everyone, as snapshots are. The default
+    /// does nothing: a filesystem without permissions has nothing to mark.
+    fn set_read_only(&self, _path: &Path, _read_only: bool) -> VfsResult<()> {
+        Ok(())
+    }
+    /// Bytes free for unprivileged writes on the filesystem holding `path`, if known.
+    fn free_bytes(&self, _path: &Path) -> VfsResult<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Holds a lock taken by [`Vfs::lock_exclusive`] until dropped.
@@ -256,6 +265,69 @@ pub fn write_file(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> VfsResult<Box<dyn
     let file = vfs.open(path, OpenMode::CreateTruncate)?;
     write_all_at(file.as_ref(), bytes, 0)?;
     Ok(file)
+}
+
+/// Bytes moved per call by [`copy_file`] and [`checksum_file`].
+pub const COPY_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Copies `from` to a new file `to` (which must not exist) and returns the CRC-32C and size of
+/// what was copied. Nothing is synced: the caller's plan syncs the copy before relying on it.
+pub fn copy_file(vfs: &dyn Vfs, from: &Path, to: &Path) -> VfsResult<(u32, u64)> {
+    let src = vfs.open(from, OpenMode::Read)?;
+    let dst = vfs.open(to, OpenMode::CreateNew)?;
+    let len = src.len()?;
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let (mut crc, mut offset) = (0u32, 0u64);
+    while offset < len {
+        let n = read_full(src.as_ref(), &mut buf, offset)?;
+        let Some(chunk) = buf.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        write_all_at(dst.as_ref(), chunk, offset)?;
+        crc = crc32c::crc32c_append(crc, chunk);
+        offset += n as u64;
+    }
+    Ok((crc, offset))
+}
+
+/// The CRC-32C and size of a file's content.
+pub fn checksum_file(vfs: &dyn Vfs, path: &Path) -> VfsResult<(u32, u64)> {
+    let file = vfs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let (mut crc, mut offset) = (0u32, 0u64);
+    while offset < len {
+        let n = read_full(file.as_ref(), &mut buf, offset)?;
+        let Some(chunk) = buf.get(..n) else { break };
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, chunk);
+        offset += n as u64;
+    }
+    Ok((crc, offset))
+}
+
+/// Creates `path` and any missing parents (each durable only after `sync_dir` of its parent).
+/// Bounded by the number of path components.
+pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> VfsResult<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() || vfs.exists(p)? {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    for dir in missing.iter().rev() {
+        match vfs.create_dir(dir) {
+            Err(e) if e.kind == VfsErrorKind::AlreadyExists => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// A file wrapper that latches the first failed `sync`: afterwards every call fails with
@@ -346,6 +418,32 @@ struct RealLock {
 impl LockGuard for RealLock {}
 
 impl Vfs for RealFs {
+    fn set_read_only(&self, path: &Path, read_only: bool) -> VfsResult<()> {
+        let mut perms =
+            std::fs::metadata(path).map_err(|e| VfsError::from_io("stat", path, &e))?.permissions();
+        perms.set_readonly(read_only);
+        std::fs::set_permissions(path, perms).map_err(|e| VfsError::from_io("chmod", path, &e))
+    }
+
+    fn free_bytes(&self, path: &Path) -> VfsResult<Option<u64>> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| VfsError::new(VfsErrorKind::Other, "statvfs", path, "path contains NUL"))?;
+        // SAFETY: statvfs is a plain C struct of integers, so all-zero is a valid value; the
+        // call gets a valid NUL-terminated path and a writable struct owned by this frame, and
+        // writes only into that struct.
+        #[allow(unsafe_code)]
+        let (rc, stat) = unsafe {
+            let mut stat: libc::statvfs = std::mem::zeroed();
+            let rc = libc::statvfs(c_path.as_ptr(), &mut stat);
+            (rc, stat)
+        };
+        if rc != 0 {
+            return Err(VfsError::from_io("statvfs", path, &io::Error::last_os_error()));
+        }
+        Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> VfsResult<Box<dyn VfsFile>> {
         let mut options = OpenOptions::new();
         match mode {

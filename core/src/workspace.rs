@@ -120,6 +120,10 @@ pub struct WorkspaceOptions {
     pub clock: Arc<dyn Clock>,
     /// Broker limits and pool sizes.
     pub broker: BrokerOptions,
+    /// The registered SQLite VFS every connection opens through (`None`: SQLite's default
+    /// unix VFS, production). The simulation names a bridge VFS that runs SQLite's IO on the
+    /// same [`Vfs`] as the workspace.
+    pub sqlite_vfs: Option<String>,
     /// Who runs work units. `None`: a [`ThreadPool`] of `broker.worker_threads` threads and a
     /// housekeeping thread that closes idle databases. A [`crate::broker::executor::Stepper`]
     /// here makes scheduling deterministic (simulation).
@@ -132,6 +136,7 @@ impl Default for WorkspaceOptions {
             uuid_seed: None,
             clock: Arc::new(SystemClock),
             broker: BrokerOptions::default(),
+            sqlite_vfs: None,
             executor: None,
         }
     }
@@ -164,6 +169,7 @@ impl From<&AppRecord> for AppInfo {
 
 struct Inner {
     broker: Arc<BrokerShared>,
+    sqlite_vfs: Option<String>,
     housekeeper: Option<Housekeeper>,
     driver: Driver,
     store: Mutex<Store>,
@@ -235,11 +241,12 @@ impl Workspace {
                 (Arc::new(pool), true)
             }
         };
-        let broker = BrokerShared::new(options.broker, executor);
+        let broker = BrokerShared::new(options.broker, executor, vfs.clone());
         let housekeeper = if own_pool { Some(Housekeeper::start(&broker)?) } else { None };
         Ok(Workspace {
             inner: Arc::new(Inner {
                 broker,
+                sqlite_vfs: options.sqlite_vfs,
                 housekeeper,
                 driver,
                 store: Mutex::new(store),
@@ -329,6 +336,7 @@ impl Workspace {
             busy_timeout_ms: self.inner.broker.options().busy_timeout_ms,
             read_only: false,
             statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
+            vfs: self.inner.sqlite_vfs.clone(),
         };
         let config = DbConfig {
             key,

@@ -216,6 +216,7 @@ pub struct DbShared {
 pub struct BrokerShared {
     options: BrokerOptions,
     executor: Arc<dyn Executor>,
+    vfs: Arc<dyn crate::vfs::Vfs>,
     dbs: Mutex<HashMap<DbKey, Arc<DbShared>>>,
     apps: Mutex<HashMap<uuid::Uuid, Arc<AppShared>>>,
     connections_open: AtomicUsize,
@@ -226,11 +227,16 @@ pub struct BrokerShared {
 
 impl BrokerShared {
     /// A broker running work on `executor`.
-    pub fn new(options: BrokerOptions, executor: Arc<dyn Executor>) -> Arc<BrokerShared> {
+    pub fn new(
+        options: BrokerOptions,
+        executor: Arc<dyn Executor>,
+        vfs: Arc<dyn crate::vfs::Vfs>,
+    ) -> Arc<BrokerShared> {
         let slow_log = SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql);
         Arc::new(BrokerShared {
             options,
             executor,
+            vfs,
             dbs: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             connections_open: AtomicUsize::new(0),
@@ -855,8 +861,7 @@ impl DbShared {
 
     /// Checkpoints when the WAL passed a threshold.
     fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
-        let wal = wal_path(&self.path());
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let size = self.sizes().1;
         let mode = if size > broker.options.wal_truncate_bytes {
             "TRUNCATE"
         } else if size > broker.options.wal_checkpoint_bytes {
@@ -931,8 +936,9 @@ impl DbShared {
     /// Bytes of the database file and its WAL.
     pub fn sizes(&self) -> (u64, u64) {
         let path = self.path();
-        let db = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let wal = std::fs::metadata(wal_path(&path)).map(|m| m.len()).unwrap_or(0);
+        let Some(broker) = self.broker.upgrade() else { return (0, 0) };
+        let db = broker.vfs.file_len(&path).ok().flatten().unwrap_or(0);
+        let wal = broker.vfs.file_len(&wal_path(&path)).ok().flatten().unwrap_or(0);
         (db, wal)
     }
 

@@ -57,6 +57,9 @@ pub struct ConnectionOptions {
     pub read_only: bool,
     /// How many prepared statements the connection keeps for `prepare_cached`.
     pub statement_cache_capacity: usize,
+    /// The registered SQLite VFS to open through (`None`: SQLite's default). The simulation
+    /// names its bridge VFS here so SQLite's IO runs on the simulated disk.
+    pub vfs: Option<String>,
 }
 
 impl Default for ConnectionOptions {
@@ -68,6 +71,7 @@ impl Default for ConnectionOptions {
             busy_timeout_ms: 5000,
             read_only: false,
             statement_cache_capacity: 64,
+            vfs: None,
         }
     }
 }
@@ -85,8 +89,11 @@ pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connecti
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     };
     let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| map_error(e, None).context(format_args!("opening {}", path.display())))?;
+    let opened = match &opts.vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs.as_str()),
+        None => Connection::open_with_flags(path, flags),
+    };
+    let conn = opened.map_err(|e| map_error(e, None).context(format_args!("opening {}", path.display())))?;
     configure(&conn, opts).map_err(|e| e.context(format_args!("configuring {}", path.display())))?;
     Ok(conn)
 }
