@@ -12,7 +12,14 @@
 //! tier's cap, more databases than the tier allows and `enabled:false` are refused with
 //! [`ErrorCode::InvalidManifest`], and the message names the field (`capabilities.sqlite.dbs[1].maxSizeMB`).
 //! Optional fields: `tier` (default `standard`), per database `maxSizeMB` (default: the
-//! tier's default) and `readOnly` (default `false`).
+//! tier's default) and `readOnly` (default `false`), and `policy`, which relaxes a documented
+//! subset of the SQL security policy for this app (see [`PolicyRelaxations`]; nothing in it
+//! reaches the confinement of files):
+//!
+//! ```json
+//! {"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a"}],
+//!   "policy":{"tempObjects":true,"recursiveTriggers":true}}}}
+//! ```
 
 use crate::names::DbName;
 use crate::{Error, ErrorCode, Result};
@@ -114,6 +121,37 @@ pub struct DbSpec {
     pub read_only: bool,
 }
 
+/// The part of the SQL security policy ([`crate::sqlite::policy`]) a manifest may relax.
+/// Everything defaults to the strict policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyRelaxations {
+    /// `tempObjects`: allow CREATE TEMP tables, indexes, views and triggers. They live on one
+    /// pooled connection: visible only to later statements that happen to run there (within
+    /// one transaction they are reliable), and their memory is outside the quota.
+    pub temp_objects: bool,
+    /// `recursiveTriggers`: allow `PRAGMA recursive_triggers=ON` (trigger nesting stays bounded
+    /// by `SQLITE_LIMIT_TRIGGER_DEPTH`). The setting sticks to the connection that ran it.
+    pub recursive_triggers: bool,
+}
+
+impl PolicyRelaxations {
+    const KEYS: [&'static str; 2] = ["tempObjects", "recursiveTriggers"];
+
+    fn parse(v: &Value, field: &str) -> Result<PolicyRelaxations> {
+        let obj = object(v, field)?;
+        only_keys(obj, field, &Self::KEYS)?;
+        let flag = |key: &str| obj.get(key).map(|v| boolean(v, &join(field, key))).transpose();
+        Ok(PolicyRelaxations {
+            temp_objects: flag("tempObjects")?.unwrap_or(false),
+            recursive_triggers: flag("recursiveTriggers")?.unwrap_or(false),
+        })
+    }
+
+    fn to_json(self) -> Value {
+        serde_json::json!({"tempObjects": self.temp_objects, "recursiveTriggers": self.recursive_triggers})
+    }
+}
+
 /// A validated sqlite capability.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -121,6 +159,8 @@ pub struct Manifest {
     pub tier: Tier,
     /// The databases, in manifest order.
     pub dbs: Vec<DbSpec>,
+    /// Relaxations of the SQL security policy (default: none).
+    pub policy: PolicyRelaxations,
 }
 
 fn err(field: &str, why: impl std::fmt::Display) -> Error {
@@ -190,7 +230,7 @@ impl Manifest {
         only_keys(caps, "capabilities", &["sqlite"])?;
         let field = "capabilities.sqlite";
         let sqlite = object(required(caps, "capabilities", "sqlite")?, field)?;
-        only_keys(sqlite, field, &["enabled", "dbs", "tier"])?;
+        only_keys(sqlite, field, &["enabled", "dbs", "tier", "policy"])?;
 
         let enabled = boolean(required(sqlite, field, "enabled")?, &join(field, "enabled"))?;
         if !enabled {
@@ -242,7 +282,11 @@ impl Manifest {
             }
             dbs.push(spec);
         }
-        Ok(Manifest { tier, dbs })
+        let policy = match sqlite.get("policy") {
+            None => PolicyRelaxations::default(),
+            Some(v) => PolicyRelaxations::parse(v, &join(field, "policy"))?,
+        };
+        Ok(Manifest { tier, dbs, policy })
     }
 
     /// The canonical JSON form (every default filled in), as stored in the app record.
@@ -258,7 +302,14 @@ impl Manifest {
                 })
             })
             .collect();
-        serde_json::json!({"capabilities": {"sqlite": {"enabled": true, "dbs": dbs, "tier": self.tier.name()}}})
+        let mut sqlite = serde_json::json!({"enabled": true, "dbs": dbs, "tier": self.tier.name()});
+        // Written only when relaxed, so the canonical form of a strict manifest is unchanged.
+        if self.policy != PolicyRelaxations::default() {
+            if let Some(map) = sqlite.as_object_mut() {
+                map.insert("policy".to_string(), self.policy.to_json());
+            }
+        }
+        serde_json::json!({"capabilities": {"sqlite": sqlite}})
     }
 
     /// The database spec by name.
@@ -444,6 +495,27 @@ mod tests {
         assert_eq!(Manifest::parse(three).unwrap().dbs.len(), 3);
         let huge = format!("{{\"capabilities\":{{}},\"pad\":\"{}\"}}", "x".repeat(MANIFEST_BYTES_MAX));
         assert!(refusal(&huge).contains("limit"));
+    }
+
+    #[test]
+    fn policy_relaxations_parse_validate_and_round_trip() {
+        let strict = Manifest::parse(GOOD).unwrap();
+        assert_eq!(strict.policy, PolicyRelaxations::default());
+        assert!(strict.to_json()["capabilities"]["sqlite"].get("policy").is_none(), "strict form unchanged");
+        let relaxed = Manifest::parse(
+            r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a"}],"policy":{"tempObjects":true}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(relaxed.policy, PolicyRelaxations { temp_objects: true, recursive_triggers: false });
+        assert_eq!(Manifest::from_value(&relaxed.to_json()).unwrap(), relaxed);
+        assert!(refusal(
+            r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a"}],"policy":{"attach":true}}}}"#
+        )
+        .contains("capabilities.sqlite.policy.attach: unknown key"));
+        assert!(refusal(
+            r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a"}],"policy":{"tempObjects":1}}}}"#
+        )
+        .contains("capabilities.sqlite.policy.tempObjects: expected a boolean"));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 pub mod executor;
 pub mod pending;
 
+use crate::manifest::PolicyRelaxations;
 use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
 use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
 use crate::store::{DbKey, LeaseId};
@@ -393,11 +394,24 @@ impl DbShared {
         lock(&self.version).generation
     }
 
+    /// The connection options with the confinement VFS ([`sqlite::confine`]) when no other VFS
+    /// is configured (the simulation names its bridge VFS), after allowing the file's directory.
+    fn confined_options(&self, path: &std::path::Path) -> Result<ConnectionOptions> {
+        let mut opts = self.config.connection.clone();
+        if opts.vfs.is_none() {
+            let dir = path.parent().ok_or_else(|| Error::internal("database path has no directory"))?;
+            sqlite::confine::allow_dir(dir)?;
+            opts.vfs = Some(sqlite::confine::register()?.to_string());
+        }
+        Ok(opts)
+    }
+
     fn open_connection(&self, reader: bool) -> Result<Tagged> {
         let broker = self.broker()?;
         broker.reserve_connection()?;
         let FileVersion { generation, path } = lock(&self.version).clone();
-        let opened = sqlite::open_connection(&path, &self.config.connection).and_then(|mut conn| {
+        let opened = self.confined_options(&path).and_then(|opts| sqlite::open_connection(&path, &opts));
+        let opened = opened.and_then(|mut conn| {
             if reader {
                 // Readers open read-write (a read-only WAL connection cannot create -shm) but
                 // refuse writes with query_only.
@@ -477,7 +491,8 @@ impl DbShared {
 
     fn checkpoint_and_close(&self, conn: Connection) {
         self.closing.store(true, Ordering::Release);
-        if conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
+        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+        if internal(&conn, "PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
             self.metrics.record_checkpoint();
         }
         self.close_connection(conn, true);
@@ -869,7 +884,8 @@ impl DbShared {
         } else {
             return;
         };
-        if conn.execute_batch(&format!("PRAGMA wal_checkpoint({mode})")).is_ok() {
+        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+        if internal(conn, &format!("PRAGMA wal_checkpoint({mode})")).is_ok() {
             self.metrics.record_checkpoint();
         }
     }
@@ -975,19 +991,18 @@ fn internal(conn: &Connection, sql: &str) -> Result<()> {
     r
 }
 
-/// Refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE from app SQL: transactions go through the
-/// API (`transaction`), and a COMMIT inside a group-commit batch would break every other
-/// request's atomicity.
+/// Installs the SQL security policy ([`sqlite::policy`]) on a connection that will run app
+/// SQL. Among much else it refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE from app SQL:
+/// transactions go through the API (`transaction`), and a COMMIT inside a group-commit batch
+/// would break every other request's atomicity. The broker's own statements pass because they
+/// run through [`internal`], which sets `INTERNAL` while they are prepared.
 fn install_transaction_guard(conn: &mut Connection) -> Result<()> {
-    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-    // rusqlite wraps the callback in a panic boundary.
-    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
-        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } if !INTERNAL.with(|f| f.get()) => {
-            Authorization::Deny
-        }
-        _ => Authorization::Allow,
-    }))
-    .map_err(|e| sqlite::map_error(e, None))
+    fn broker_is_preparing() -> bool {
+        INTERNAL.with(|f| f.get())
+    }
+    // The manifest's relaxations are not plumbed into `DbConfig` yet: every app gets the
+    // strict policy.
+    sqlite::policy::install_authorizer(conn, PolicyRelaxations::default(), broker_is_preparing)
 }
 
 /// Runs a group of execs in one transaction, a savepoint each, and commits.

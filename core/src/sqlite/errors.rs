@@ -29,6 +29,12 @@ use crate::{Error, ErrorCode};
 /// | `SQLITE_INTERRUPT`         | `Timeout` / `Cancelled` |
 /// | `SQLITE_TOOBIG`            | `InvalidArgument`    |
 /// | anything else              | `Sqlite`             |
+///
+/// Refusals of the security policy are `PolicyDenied` whatever the code SQLite used, with the
+/// policy's reason as the message: an authorizer denial ([`super::policy`]), a path the
+/// confinement VFS refused ([`super::confine`]), and SQLite's own refusals caused by the
+/// policy's settings (VACUUM inside the request's transaction, a side-effect function in a
+/// view or trigger under `trusted_schema=OFF`).
 pub fn map_error(err: rusqlite::Error, stop: Option<&StopCheck>) -> Error {
     match err {
         rusqlite::Error::SqliteFailure(code, message) => {
@@ -69,6 +75,23 @@ pub fn map_error(err: rusqlite::Error, stop: Option<&StopCheck>) -> Error {
 /// Maps one SQLite (extended) result code and its message.
 fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
     let primary = extended & 0xff;
+    // A refusal by the authorizer ([`super::policy`]): SQLite reports SQLITE_AUTH ("not
+    // authorized") for most actions but SQLITE_ERROR ("not authorized to use function: …") for
+    // function calls. The authorizer left the reason on this thread; the slot is emptied on
+    // every error, so a reason never outlives the statement it explains.
+    let denial = super::policy::take_denial();
+    if primary == ffi::SQLITE_AUTH || text.contains("not authorized") {
+        if let Some(reason) = denial {
+            return Error::new(ErrorCode::PolicyDenied, reason).with_sqlite_code(extended);
+        }
+    }
+    // Refusals SQLite makes itself because of the policy's settings (VACUUM in a transaction,
+    // side-effect functions in views and triggers under trusted_schema=OFF).
+    if primary == ffi::SQLITE_ERROR {
+        if let Some(reason) = super::policy::explain_refusal(text) {
+            return Error::new(ErrorCode::PolicyDenied, reason).with_sqlite_code(extended);
+        }
+    }
     let (code, message) = match primary {
         ffi::SQLITE_FULL => (
             ErrorCode::QuotaExceeded,
@@ -79,7 +102,12 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
         ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB => {
             (ErrorCode::Corrupt, format!("database file is corrupt or not a database: {text}"))
         }
-        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => (ErrorCode::Io, format!("database IO failed: {text}")),
+        // The confinement VFS ([`super::confine`]) left a reason on this thread when it refused
+        // a path: that is a policy refusal, not an IO failure.
+        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => match super::confine::take_refusal() {
+            Some(reason) => (ErrorCode::PolicyDenied, reason),
+            None => (ErrorCode::Io, format!("database IO failed: {text}")),
+        },
         ffi::SQLITE_AUTH => {
             (ErrorCode::PolicyDenied, format!("statement denied by the security policy: {text}"))
         }

@@ -15,9 +15,11 @@
 //! Invariant: while one of these functions runs, this module owns the connection's progress
 //! handler; nothing else installs one.
 
+pub mod confine;
 pub mod errors;
 pub mod exec;
 pub mod open;
+pub mod policy;
 pub mod stop;
 pub mod value;
 

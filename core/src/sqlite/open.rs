@@ -100,7 +100,9 @@ pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connecti
 
 fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
     let sql_err = |e| map_error(e, None);
-    // Connection-level hardening first, so nothing below runs without it.
+    // Connection-level hardening first, so nothing below runs without it: run-time limits,
+    // defensive mode, no extension loading, no file-creating ATTACH (see `super::policy`).
+    super::policy::harden(conn)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(sql_err)?;
     // "text" in DML is an identifier, never a string literal, so redacted SQL in logs never
     // keeps a literal that SQLite would have read as a string.
@@ -182,6 +184,10 @@ pub(crate) mod tests {
         assert_eq!(pragma_i64(&conn, "busy_timeout"), 5000);
         assert_eq!(pragma_i64(&conn, "max_page_count"), 500);
         assert_eq!(pragma_i64(&conn, "mmap_size"), 0);
+        assert_eq!(pragma_i64(&conn, "journal_size_limit"), crate::sqlite::policy::JOURNAL_SIZE_LIMIT_BYTES);
+        for (limit, value) in crate::sqlite::policy::LIMITS {
+            assert_eq!(conn.limit(limit).unwrap(), value, "{limit:?}");
+        }
         assert_eq!(pragma_i64(&conn, "trusted_schema"), 0);
         assert_eq!(pragma_i64(&conn, "foreign_keys"), 1);
         assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());

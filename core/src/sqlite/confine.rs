@@ -1,0 +1,537 @@
+//! The confinement VFS: defence in depth behind the authorizer.
+//!
+//! [`register`] adds (once per process) an SQLite VFS named [`VFS_NAME`] that hands every IO,
+//! locking and shared-memory call to SQLite's default unix VFS, but first checks every path
+//! SQLite asks for. The broker opens all of its connections through it, so even if the
+//! authorizer ([`super::policy`]) were bypassed, SQL could only reach files the engine itself
+//! lays out:
+//!
+//! * the path is absolute, valid UTF-8, and has no empty, `.` or `..` component;
+//! * its directory is one the broker registered with [`allow_dir`] (a database's directory
+//!   inside the workspace, `<ws>/apps/<app_uuid>/db/<db>`), exactly — not a subdirectory;
+//! * its file name is `<stem>.sqlite` or one of SQLite's companions `-wal`, `-shm`, `-journal`,
+//!   where the stem is 1–64 ASCII letters, digits, `-` or `_` (the store names files by UUID);
+//! * neither the file nor its directory is a symbolic link (`lstat`);
+//! * super-journals (multi-database commits) are refused: there is no ATTACH.
+//!
+//! Anonymous temporary files (SQLite passes no name) are delegated as they are: the unix VFS
+//! creates them in its temp directory and unlinks them at once. Extension loading through the
+//! VFS (`xDlOpen`) always fails. A refused path makes the SQLite call fail with
+//! `SQLITE_CANTOPEN` (or `SQLITE_IOERR_*` for access/delete); the reason is kept for
+//! [`super::map_error`] ([`take_refusal`]) and counted ([`refusals`]).
+//!
+//! Limits of this layer, stated plainly: the directory registry is process-wide, so a
+//! connection of app A is confined to the databases' directories the process has opened, not
+//! to A's alone (the authorizer and `SQLITE_LIMIT_ATTACHED=0` are what keep A out of B's
+//! files); and a URI filename with `vfs=` can select another VFS, which is why ATTACH — the
+//! only way SQL can name a file — is refused by the authorizer and by the attach limit.
+//!
+//! Unsafe code: every `extern "C"` callback runs inside [`guarded`] (a panic becomes an SQLite
+//! error code, never an unwind into C), and each `unsafe` block says why it is sound.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
+
+use rusqlite::ffi;
+
+use crate::{Error, ErrorCode, Result};
+
+/// The name the VFS is registered under.
+pub const VFS_NAME: &str = "sila-confine";
+
+/// Longest file stem accepted, in bytes.
+const STEM_BYTES_MAX: usize = 64;
+
+/// Suffixes SQLite appends to a database's name for its companion files.
+const COMPANION_SUFFIXES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
+
+/// Directories files may be opened in (see the module doc).
+static ALLOWED_DIRS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Paths refused since the process started.
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// The registration outcome: the name to pass to SQLite, or why registering failed.
+static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
+thread_local! {
+    static LAST_REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Registers the VFS (once per process; later calls return the first outcome) and returns its
+/// name for `Connection::open_with_flags_and_vfs`.
+pub fn register() -> Result<&'static str> {
+    match REGISTERED.get_or_init(register_once) {
+        Ok(()) => Ok(VFS_NAME),
+        Err(why) => {
+            Err(Error::new(ErrorCode::Internal, format!("registering the {VFS_NAME} VFS failed: {why}")))
+        }
+    }
+}
+
+/// Allows files directly inside `dir` (which must be absolute) to be opened through the VFS.
+/// Idempotent.
+pub fn allow_dir(dir: &Path) -> Result<()> {
+    let text = dir.to_str().filter(|t| t.starts_with('/') && t.len() > 1).ok_or_else(|| {
+        Error::invalid_argument(format!("not an absolute UTF-8 directory: {}", dir.display()))
+    })?;
+    let text = text.trim_end_matches('/').to_string();
+    let mut dirs = ALLOWED_DIRS.write().unwrap_or_else(|p| p.into_inner());
+    if !dirs.contains(&text) {
+        dirs.push(text);
+    }
+    Ok(())
+}
+
+/// How many paths the VFS has refused since the process started.
+pub fn refusals() -> u64 {
+    REFUSALS.load(Ordering::Relaxed)
+}
+
+/// Takes the reason of the last refusal made on this thread, if any.
+pub fn take_refusal() -> Option<String> {
+    LAST_REFUSAL.with(|r| r.borrow_mut().take())
+}
+
+fn refuse(path: &str, why: &str) {
+    REFUSALS.fetch_add(1, Ordering::Relaxed);
+    // The path is shown escaped and shortened: it may come from SQL.
+    let shown: String = path.escape_debug().take(200).collect();
+    LAST_REFUSAL.with(|r| {
+        *r.borrow_mut() = Some(format!(
+            "the confinement VFS refused file {shown:?}: {why}; apps reach only their own databases"
+        ))
+    });
+}
+
+/// Checks a path against the rules of the module doc. `Err` carries the reason.
+pub fn check_path(path: &str) -> std::result::Result<(), &'static str> {
+    let (dir, name) = split_path(path)?;
+    check_name(name)?;
+    let allowed = ALLOWED_DIRS.read().unwrap_or_else(|p| p.into_inner()).iter().any(|d| d == dir);
+    if !allowed {
+        return Err("its directory is not a database directory of this workspace");
+    }
+    for p in [dir, path] {
+        match std::fs::symlink_metadata(p) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err("it is or lies under a symbolic link"),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && p == path => {}
+            Err(_) => return Err("its directory cannot be inspected"),
+        }
+    }
+    Ok(())
+}
+
+/// Splits an absolute, normalized path into its directory and file name.
+fn split_path(path: &str) -> std::result::Result<(&str, &str), &'static str> {
+    if !path.starts_with('/') {
+        return Err("it is not an absolute path");
+    }
+    if path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err("it has an empty, '.' or '..' component");
+    }
+    let cut = path.rfind('/').ok_or("it is not an absolute path")?;
+    let dir = path.get(..cut).ok_or("it is not an absolute path")?;
+    let name = path.get(cut + 1..).ok_or("it has no file name")?;
+    if dir.is_empty() {
+        return Err("it lies in the root directory");
+    }
+    Ok((dir, name))
+}
+
+fn check_name(name: &str) -> std::result::Result<(), &'static str> {
+    let stem = COMPANION_SUFFIXES
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix).and_then(|n| n.strip_suffix(".sqlite")))
+        .ok_or("its name is not <stem>.sqlite or one of SQLite's -wal, -shm, -journal companions")?;
+    let good = !stem.is_empty()
+        && stem.len() <= STEM_BYTES_MAX
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if good {
+        Ok(())
+    } else {
+        Err("its name is not a database file name the engine creates")
+    }
+}
+
+/// Runs a callback body, turning a panic into `on_panic` instead of unwinding into SQLite.
+fn guarded(on_panic: c_int, body: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
+}
+
+/// The path SQLite passed, if it is valid UTF-8.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string that outlives the returned reference (SQLite
+/// guarantees this for the duration of a VFS call).
+unsafe fn path_of<'a>(name: *const c_char) -> Option<&'a str> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated per this function's contract.
+    unsafe { CStr::from_ptr(name) }.to_str().ok()
+}
+
+/// The unix VFS this one delegates to, stored in our `pAppData`.
+///
+/// # Safety
+/// `vfs` must be the VFS object [`register_once`] registered.
+unsafe fn base_of(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: our VFS object is leaked (lives forever) and its pAppData is the base VFS.
+    unsafe { (*vfs).pAppData.cast::<ffi::sqlite3_vfs>() }
+}
+
+/// Checks `name` (which may be null, for anonymous files) and records a refusal.
+///
+/// # Safety
+/// As [`path_of`].
+unsafe fn admit(name: *const c_char) -> bool {
+    if name.is_null() {
+        return true;
+    }
+    // SAFETY: forwarded contract.
+    match unsafe { path_of(name) } {
+        None => {
+            refuse("(not UTF-8)", "it is not valid UTF-8");
+            false
+        }
+        Some(path) => match check_path(path) {
+            Ok(()) => true,
+            Err(why) => {
+                refuse(path, why);
+                false
+            }
+        },
+    }
+}
+
+unsafe extern "C" fn x_open(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    guarded(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: SQLite passes our VFS object and a valid (or null) file name.
+        let (base, admitted) = unsafe { (base_of(vfs), admit(name)) };
+        let super_journal = flags & ffi::SQLITE_OPEN_SUPER_JOURNAL != 0;
+        if !admitted || super_journal {
+            if super_journal {
+                refuse("(super-journal)", "multi-database commits are not offered");
+            }
+            // SAFETY: `file` points at szOsFile writable bytes; SQLite must see no methods on
+            // a failed open so it never calls xClose on it.
+            unsafe { (*file).pMethods = std::ptr::null() };
+            return ffi::SQLITE_CANTOPEN;
+        }
+        // SAFETY: the base VFS is SQLite's static unix VFS; our szOsFile equals its szOsFile, so
+        // `file` is large enough for it, and every argument is passed through unchanged.
+        match unsafe { (*base).xOpen } {
+            Some(open) => unsafe { open(base, name, file, flags, out_flags) },
+            None => ffi::SQLITE_CANTOPEN,
+        }
+    })
+}
+
+unsafe extern "C" fn x_delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, sync_dir: c_int) -> c_int {
+    guarded(ffi::SQLITE_IOERR_DELETE, || {
+        // SAFETY: as in `x_open`.
+        let (base, admitted) = unsafe { (base_of(vfs), admit(name)) };
+        if name.is_null() || !admitted {
+            return ffi::SQLITE_IOERR_DELETE;
+        }
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        match unsafe { (*base).xDelete } {
+            Some(delete) => unsafe { delete(base, name, sync_dir) },
+            None => ffi::SQLITE_IOERR_DELETE,
+        }
+    })
+}
+
+unsafe extern "C" fn x_access(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    res_out: *mut c_int,
+) -> c_int {
+    guarded(ffi::SQLITE_IOERR_ACCESS, || {
+        // SAFETY: as in `x_open`.
+        let (base, admitted) = unsafe { (base_of(vfs), admit(name)) };
+        if name.is_null() || !admitted {
+            return ffi::SQLITE_IOERR_ACCESS;
+        }
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        match unsafe { (*base).xAccess } {
+            Some(access) => unsafe { access(base, name, flags, res_out) },
+            None => ffi::SQLITE_IOERR_ACCESS,
+        }
+    })
+}
+
+unsafe extern "C" fn x_full_pathname(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n_out: c_int,
+    z_out: *mut c_char,
+) -> c_int {
+    guarded(ffi::SQLITE_CANTOPEN, || {
+        // SAFETY: as in `x_open`.
+        let (base, path) = unsafe { (base_of(vfs), path_of(name)) };
+        // A relative name would be resolved against the process's working directory.
+        if !path.is_some_and(|p| p.starts_with('/')) || !unsafe { admit(name) } {
+            if path.is_some_and(|p| !p.starts_with('/')) {
+                refuse(path.unwrap_or_default(), "it is not an absolute path");
+            }
+            return ffi::SQLITE_CANTOPEN;
+        }
+        // SAFETY: delegation with the caller's arguments; `z_out` has `n_out` bytes.
+        let rc = match unsafe { (*base).xFullPathname } {
+            Some(full) => unsafe { full(base, name, n_out, z_out) },
+            None => return ffi::SQLITE_CANTOPEN,
+        };
+        if rc & 0xff != ffi::SQLITE_OK {
+            return rc;
+        }
+        // The unix VFS resolves symbolic links here: check what it produced as well.
+        // SAFETY: on success the base VFS wrote a NUL-terminated path into `z_out`.
+        if unsafe { admit(z_out) } {
+            rc
+        } else {
+            ffi::SQLITE_CANTOPEN
+        }
+    })
+}
+
+unsafe extern "C" fn x_dl_open(_vfs: *mut ffi::sqlite3_vfs, _name: *const c_char) -> *mut c_void {
+    refuse("(shared library)", "loading native code is disabled");
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn x_dl_error(_vfs: *mut ffi::sqlite3_vfs, n_byte: c_int, z_err: *mut c_char) {
+    let message = c"extension loading is disabled by the sila-confine VFS";
+    let n = usize::try_from(n_byte).unwrap_or(0);
+    if n == 0 || z_err.is_null() {
+        return;
+    }
+    let bytes = message.to_bytes();
+    let len = bytes.len().min(n - 1);
+    // SAFETY: SQLite gives `n_byte` writable bytes at `z_err`; we write `len + 1 <= n` of them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), z_err, len);
+        *z_err.add(len) = 0;
+    }
+}
+
+unsafe extern "C" fn x_dl_sym(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _handle: *mut c_void,
+    _symbol: *const c_char,
+) -> Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)> {
+    None
+}
+
+unsafe extern "C" fn x_dl_close(_vfs: *mut ffi::sqlite3_vfs, _handle: *mut c_void) {}
+
+unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n_byte: c_int, z_out: *mut c_char) -> c_int {
+    guarded(0, || {
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        let base = unsafe { base_of(vfs) };
+        match unsafe { (*base).xRandomness } {
+            Some(f) => unsafe { f(base, n_byte, z_out) },
+            None => 0,
+        }
+    })
+}
+
+unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, microseconds: c_int) -> c_int {
+    guarded(0, || {
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        let base = unsafe { base_of(vfs) };
+        match unsafe { (*base).xSleep } {
+            Some(f) => unsafe { f(base, microseconds) },
+            None => 0,
+        }
+    })
+}
+
+unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    guarded(ffi::SQLITE_ERROR, || {
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        let base = unsafe { base_of(vfs) };
+        match unsafe { (*base).xCurrentTime } {
+            Some(f) => unsafe { f(base, out) },
+            None => ffi::SQLITE_ERROR,
+        }
+    })
+}
+
+unsafe extern "C" fn x_get_last_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
+    guarded(0, || {
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        let base = unsafe { base_of(vfs) };
+        match unsafe { (*base).xGetLastError } {
+            Some(f) => unsafe { f(base, n, out) },
+            None => 0,
+        }
+    })
+}
+
+unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut ffi::sqlite3_int64) -> c_int {
+    guarded(ffi::SQLITE_ERROR, || {
+        // SAFETY: delegation with the caller's arguments to the static base VFS.
+        let base = unsafe { base_of(vfs) };
+        match unsafe { (*base).xCurrentTimeInt64 } {
+            Some(f) => unsafe { f(base, out) },
+            None => ffi::SQLITE_ERROR,
+        }
+    })
+}
+
+fn register_once() -> std::result::Result<(), String> {
+    // SAFETY: sqlite3_vfs_find initializes SQLite if needed and returns a pointer to a static,
+    // registered VFS object (or null); passing null asks for the default VFS.
+    let base = unsafe { ffi::sqlite3_vfs_find(std::ptr::null()) };
+    if base.is_null() {
+        return Err("SQLite has no default VFS".to_string());
+    }
+    // SAFETY: `base` is non-null and points at a registered VFS, which SQLite never frees.
+    let (base_name, sz_os_file, mx_pathname, base_version) = unsafe {
+        (path_of((*base).zName).unwrap_or(""), (*base).szOsFile, (*base).mxPathname, (*base).iVersion)
+    };
+    if base_name == VFS_NAME || base_version < 2 {
+        return Err(format!("the default VFS {base_name:?} (version {base_version}) cannot be wrapped"));
+    }
+    let name = CString::new(VFS_NAME).map_err(|e| e.to_string())?;
+    let vfs = Box::new(ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: sz_os_file,
+        mxPathname: mx_pathname,
+        pNext: std::ptr::null_mut(),
+        // Leaked below together with the VFS object: SQLite keeps both for the process's life.
+        zName: name.into_raw(),
+        pAppData: base.cast::<c_void>(),
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: Some(x_dl_sym),
+        xDlClose: Some(x_dl_close),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    });
+    let vfs = Box::into_raw(vfs);
+    // SAFETY: `vfs` is a fully initialised, leaked (never freed) VFS object; registration
+    // happens once per process (OnceLock), and makeDflt=0 leaves the default VFS alone.
+    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(format!("sqlite3_vfs_register returned {rc}"))
+    }
+}
+
+/// The allowed directories (for tests and diagnostics).
+pub fn allowed_dirs() -> Vec<PathBuf> {
+    ALLOWED_DIRS.read().unwrap_or_else(|p| p.into_inner()).iter().map(PathBuf::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, OpenFlags};
+
+    use super::*;
+    use crate::sqlite::open::tests::TempDir;
+
+    fn open(path: &Path) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        Connection::open_with_flags_and_vfs(path, flags, register().unwrap())
+    }
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(check_name("0190a5c4-1b2c-7d3e-8f40-123456789abc.sqlite"), Ok(()));
+        assert_eq!(check_name("a.sqlite-wal"), Ok(()));
+        assert_eq!(check_name("a.sqlite-shm"), Ok(()));
+        assert_eq!(check_name("a.sqlite-journal"), Ok(()));
+        for bad in ["a.db", ".sqlite", "a.sqlite-mj01", "a b.sqlite", "passwd", "a.sqlite.sqlite-x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        for bad in ["relative/a.sqlite", "/a.sqlite", "/x/../y/a.sqlite", "/x/./a.sqlite", "/x//a.sqlite", ""]
+        {
+            assert!(split_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(split_path("/x/y/a.sqlite"), Ok(("/x/y", "a.sqlite")));
+    }
+
+    #[test]
+    fn allowed_directory_works_and_everything_else_is_refused() {
+        let dir = TempDir::new("confine");
+        let allowed = dir.0.join("db");
+        let other = dir.0.join("other");
+        std::fs::create_dir_all(&allowed).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        allow_dir(&allowed).unwrap();
+
+        // A database in an allowed directory works in WAL mode (main, -wal, -shm files).
+        let conn = open(&allowed.join("f1.sqlite")).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)").unwrap();
+        // A sort that spills uses anonymous temp files, which are delegated.
+        conn.execute_batch("PRAGMA temp_store=FILE; PRAGMA cache_size=10").unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 20000) \
+                 SELECT DISTINCT randomblob(100) FROM c)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 20000);
+
+        // Every other file is refused, even with the authorizer absent (raw connection).
+        let before = refusals();
+        let attempts = [
+            format!("ATTACH '{}' AS x", other.join("f2.sqlite").display()),
+            format!("ATTACH '{}' AS x", allowed.join("evil.db").display()),
+            format!("ATTACH '{}/../other/f3.sqlite' AS x", allowed.display()),
+            "ATTACH 'relative.sqlite' AS x".to_string(),
+            format!("VACUUM INTO '{}'", other.join("copy.sqlite").display()),
+        ];
+        for sql in &attempts {
+            let err = conn.execute_batch(sql).unwrap_err();
+            let mapped = crate::sqlite::map_error(err, None);
+            assert_eq!(mapped.code(), ErrorCode::PolicyDenied, "{sql}: {mapped}");
+            assert!(mapped.message().contains("confinement VFS refused"), "{mapped}");
+        }
+        assert!(refusals() >= before + attempts.len() as u64);
+        assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "nothing was created outside");
+
+        // A symbolic link inside the allowed directory is refused.
+        #[cfg(unix)]
+        {
+            let target = other.join("target.sqlite");
+            drop(Connection::open(&target).unwrap());
+            let link = allowed.join("link.sqlite");
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            assert!(open(&link).is_err());
+        }
+        assert!(allowed_dirs().iter().any(|d| d == &allowed));
+    }
+}

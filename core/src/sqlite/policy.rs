@@ -1,0 +1,601 @@
+//! What app SQL may do: the authorizer policy, SQLite's run-time limits, and the
+//! connection-level hardening that no SQL can undo.
+//!
+//! Who calls it: [`super::open`] applies [`harden`] to every connection it opens; the broker
+//! installs [`install_authorizer`] on every connection it hands to app SQL. The broker's own
+//! statements (BEGIN, SAVEPOINT, COMMIT, checkpoints) pass because the broker tells the
+//! authorizer, through the `internal` callback, that it is the one preparing them.
+//!
+//! # The authorizer
+//!
+//! SQLite asks the authorizer about every action while it *prepares* a statement, so a refused
+//! statement never runs and nothing is half-applied. [`authorize`] is the whole decision, a pure
+//! function of the action; [`install_authorizer`] wraps it. When it refuses, the reason is
+//! kept in a thread-local slot ([`take_denial`]) because SQLite itself only reports "not
+//! authorized"; [`super::map_error`] takes it and builds an [`ErrorCode::PolicyDenied`] error
+//! whose message names what was refused and why. The slot is written and read on the thread
+//! that prepares the statement, so requests on other threads never see each other's reasons.
+//!
+//! | action | decision |
+//! |---|---|
+//! | SELECT, INSERT, UPDATE, DELETE, reads, recursive CTEs | allowed |
+//! | CREATE/DROP/ALTER of tables, indexes, views, triggers; ANALYZE; REINDEX | allowed |
+//! | CREATE TEMP table/index/view/trigger | denied (unless relaxed): temporary objects live on one pooled connection, are invisible to the app's other requests, and hold memory outside the quota |
+//! | CREATE VIRTUAL TABLE | only modules in [`VTABLE_MODULES_ALLOWED`] |
+//! | BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE | denied: transactions go through the API (a COMMIT inside a group commit would break the other requests' atomicity) |
+//! | ATTACH, DETACH | denied: each database is opened through the API by its logical name (see below) |
+//! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction and export are API operations |
+//! | PRAGMA | by the allowlist in [`pragma_rule`] |
+//! | functions | all built-ins except [`FUNCTIONS_DENIED`] |
+//! | anything else (an action code this table does not know) | denied |
+//!
+//! ATTACH of `sila://db/<name>` is not offered: an attached database would be written by a
+//! connection the broker does not own for that database, so its writer queue, quota
+//! (`max_page_count`), flips and snapshots would not see those writes. Cross-database work
+//! goes through the API. `SQLITE_LIMIT_ATTACHED` is 0 as a second wall.
+//!
+//! # PRAGMAs
+//!
+//! Introspection PRAGMAs are allowed with any argument (the argument names a table or index,
+//! or bounds a check). Settings are readable but only [`PragmaRule::ReadWrite`] ones may be
+//! set; the rest belong to the engine (durability, locking, memory, file layout) or would stick
+//! to one pooled connection and make answers depend on which connection served a request.
+//! `database_list` is refused because it reveals host file paths.
+//!
+//! # Run-time limits ([`LIMITS`])
+//!
+//! | limit | SQLite default | ours | why |
+//! |---|---|---|---|
+//! | `SQLITE_LIMIT_LENGTH` | 1 000 000 000 | 16 MiB | largest string, blob or row; bounds `zeroblob`/`randomblob`/`printf` bombs (results are capped at 1 MiB of JSON anyway) |
+//! | `SQLITE_LIMIT_SQL_LENGTH` | 1 000 000 000 | 1 000 000 bytes | bind data as parameters; bounds huge literal `IN` lists |
+//! | `SQLITE_LIMIT_COLUMN` | 2000 | 500 | columns in a table, index, result, ORDER BY or GROUP BY |
+//! | `SQLITE_LIMIT_EXPR_DEPTH` | 1000 | 256 | recursion in the parser and code generator; worker threads have 2 MiB stacks |
+//! | `SQLITE_LIMIT_COMPOUND_SELECT` | 500 | 100 | terms of a UNION/EXCEPT/INTERSECT chain (multi-row VALUES is not limited by it) |
+//! | `SQLITE_LIMIT_VDBE_OP` | 250 000 000 | 1 000 000 | opcodes of one prepared statement (about 24 MiB); bounds view-expansion bombs |
+//! | `SQLITE_LIMIT_FUNCTION_ARG` | 1000 | 256 | arguments of one function call (`json_object` with 128 pairs fits) |
+//! | `SQLITE_LIMIT_ATTACHED` | 10 | 0 | ATTACH is not offered (see above) |
+//! | `SQLITE_LIMIT_LIKE_PATTERN_LENGTH` | 50 000 | 1000 | bytes of a LIKE/GLOB pattern; matching cost grows with it |
+//! | `SQLITE_LIMIT_VARIABLE_NUMBER` | 32 766 | 4096 | parameters of one statement (`?4096` is the highest) |
+//! | `SQLITE_LIMIT_TRIGGER_DEPTH` | 1000 | 32 | nested trigger firing |
+//! | `SQLITE_LIMIT_WORKER_THREADS` | 0 | 0 | no helper threads: a statement runs on the thread the broker gave it |
+//!
+//! Temporary storage: `temp_store=MEMORY` (set in [`super::open`]); explicit temporary objects
+//! are refused above, so what remains is SQLite's own transient tables (sorting, DISTINCT,
+//! materialized subqueries). Their size is bounded by what one statement can produce before its
+//! deadline (`statement_timeout`) and by the per-value `SQLITE_LIMIT_LENGTH`; there is no
+//! per-connection byte cap in SQLite, and the process-wide `sqlite3_hard_heap_limit64` would
+//! make one app's statement fail another app's allocations, so it is left to the host.
+
+use std::cell::RefCell;
+
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::{ffi, Connection};
+
+use super::errors::map_error;
+use crate::manifest::PolicyRelaxations;
+use crate::{Error, ErrorCode, Result};
+
+/// `SQLITE_LIMIT_LENGTH`: the largest string, blob or row, in bytes (16 MiB).
+pub const LENGTH_BYTES_MAX: i32 = 16 * 1024 * 1024;
+/// `SQLITE_LIMIT_SQL_LENGTH`: the longest SQL text, in bytes.
+pub const SQL_LENGTH_BYTES_MAX: i32 = 1_000_000;
+/// `SQLITE_LIMIT_COLUMN`: columns of a table, index, result set, ORDER BY or GROUP BY.
+pub const COLUMNS_MAX: i32 = 500;
+/// `SQLITE_LIMIT_EXPR_DEPTH`: depth of an expression tree.
+pub const EXPR_DEPTH_MAX: i32 = 256;
+/// `SQLITE_LIMIT_COMPOUND_SELECT`: terms of a compound SELECT.
+pub const COMPOUND_SELECT_TERMS_MAX: i32 = 100;
+/// `SQLITE_LIMIT_VDBE_OP`: opcodes of one prepared statement.
+pub const VDBE_OPS_MAX: i32 = 1_000_000;
+/// `SQLITE_LIMIT_FUNCTION_ARG`: arguments of one function call.
+pub const FUNCTION_ARGS_MAX: i32 = 256;
+/// `SQLITE_LIMIT_ATTACHED`: attached databases (ATTACH is not offered).
+pub const ATTACHED_MAX: i32 = 0;
+/// `SQLITE_LIMIT_LIKE_PATTERN_LENGTH`: bytes of a LIKE or GLOB pattern.
+pub const LIKE_PATTERN_BYTES_MAX: i32 = 1000;
+/// `SQLITE_LIMIT_VARIABLE_NUMBER`: the highest parameter number.
+pub const VARIABLES_MAX: i32 = 4096;
+/// `SQLITE_LIMIT_TRIGGER_DEPTH`: nesting of trigger firings.
+pub const TRIGGER_DEPTH_MAX: i32 = 32;
+/// `SQLITE_LIMIT_WORKER_THREADS`: helper threads one statement may start.
+pub const WORKER_THREADS_MAX: i32 = 0;
+/// `PRAGMA journal_size_limit`: a WAL is truncated to at most this many bytes when it resets.
+pub const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Every run-time limit [`harden`] sets, with its value (the table in the module doc).
+pub const LIMITS: [(Limit, i32); 12] = [
+    (Limit::SQLITE_LIMIT_LENGTH, LENGTH_BYTES_MAX),
+    (Limit::SQLITE_LIMIT_SQL_LENGTH, SQL_LENGTH_BYTES_MAX),
+    (Limit::SQLITE_LIMIT_COLUMN, COLUMNS_MAX),
+    (Limit::SQLITE_LIMIT_EXPR_DEPTH, EXPR_DEPTH_MAX),
+    (Limit::SQLITE_LIMIT_COMPOUND_SELECT, COMPOUND_SELECT_TERMS_MAX),
+    (Limit::SQLITE_LIMIT_VDBE_OP, VDBE_OPS_MAX),
+    (Limit::SQLITE_LIMIT_FUNCTION_ARG, FUNCTION_ARGS_MAX),
+    (Limit::SQLITE_LIMIT_ATTACHED, ATTACHED_MAX),
+    (Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, LIKE_PATTERN_BYTES_MAX),
+    (Limit::SQLITE_LIMIT_VARIABLE_NUMBER, VARIABLES_MAX),
+    (Limit::SQLITE_LIMIT_TRIGGER_DEPTH, TRIGGER_DEPTH_MAX),
+    (Limit::SQLITE_LIMIT_WORKER_THREADS, WORKER_THREADS_MAX),
+];
+
+/// Virtual table modules an app may instantiate with CREATE VIRTUAL TABLE.
+pub const VTABLE_MODULES_ALLOWED: [&str; 6] = ["fts3", "fts4", "fts5", "fts5vocab", "rtree", "rtree_i32"];
+
+/// Functions app SQL may not call, with the reason. `readfile`, `writefile`, `edit` and
+/// `fsdir` belong to SQLite's shell and are not compiled in; they are listed so that linking
+/// them in later cannot open the host's files to apps.
+pub const FUNCTIONS_DENIED: [(&str, &str); 7] = [
+    ("load_extension", "it loads native code into the host process"),
+    ("fts3_tokenizer", "its two-argument form registers a tokenizer from a raw pointer"),
+    ("fts5", "it hands out a raw pointer to the FTS5 C API"),
+    ("readfile", "it reads host files"),
+    ("writefile", "it writes host files"),
+    ("edit", "it runs a host editor"),
+    ("fsdir", "it lists host directories"),
+];
+
+/// What an app may do with a PRAGMA on the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PragmaRule {
+    /// Introspection or a bounded check: allowed with or without an argument (the argument
+    /// names a table or index, or bounds the check).
+    Any,
+    /// A setting the app may read but not set; setting it is refused with this reason.
+    ReadOnly(&'static str),
+    /// A setting the app may read and set.
+    ReadWrite,
+}
+
+const ENGINE_SETTING: &str = "the engine sets it for every connection (durability, locking, memory and \
+     file layout are not the app's to change)";
+const STICKY_SETTING: &str = "it would stick to one pooled connection, so results would depend on which \
+     connection served the request";
+
+/// The PRAGMA allowlist: `None` means the PRAGMA is refused in every form.
+pub fn pragma_rule(name: &str) -> Option<PragmaRule> {
+    use PragmaRule::{Any, ReadOnly, ReadWrite};
+    let rule = match name.to_ascii_lowercase().as_str() {
+        "table_info" | "table_xinfo" | "table_list" | "index_list" | "index_info" | "index_xinfo"
+        | "foreign_key_list" | "foreign_key_check" | "integrity_check" | "quick_check" | "collation_list"
+        | "function_list" | "module_list" | "pragma_list" | "compile_options" | "optimize" => Any,
+        "user_version" | "application_id" | "foreign_keys" | "defer_foreign_keys" => ReadWrite,
+        "schema_version" => {
+            ReadOnly("writing it makes SQLite misread the schema and can corrupt the database")
+        }
+        "page_count" | "freelist_count" | "data_version" | "encoding" => {
+            ReadOnly("it is a property of the database file")
+        }
+        "page_size" | "auto_vacuum" => ReadOnly("it changes the file layout; compaction is an API operation"),
+        "max_page_count" => ReadOnly("it is the database's size quota, set from the manifest"),
+        "cache_size" | "cache_spill" | "mmap_size" => ReadOnly(ENGINE_SETTING),
+        "journal_mode"
+        | "synchronous"
+        | "locking_mode"
+        | "journal_size_limit"
+        | "wal_autocheckpoint"
+        | "temp_store"
+        | "busy_timeout"
+        | "fullfsync"
+        | "checkpoint_fullfsync" => ReadOnly(ENGINE_SETTING),
+        "query_only" => ReadOnly("it is how the engine keeps read requests from writing"),
+        "trusted_schema" => {
+            ReadOnly("turning it on would let triggers and views call functions with side effects")
+        }
+        "writable_schema" => {
+            ReadOnly("it would let SQL edit sqlite_schema directly and corrupt the database")
+        }
+        "cell_size_check"
+        | "secure_delete"
+        | "recursive_triggers"
+        | "automatic_index"
+        | "ignore_check_constraints"
+        | "legacy_alter_table"
+        | "reverse_unordered_selects"
+        | "analysis_limit" => ReadOnly(STICKY_SETTING),
+        _ => return None,
+    };
+    Some(rule)
+}
+
+/// Why a PRAGMA outside the allowlist is refused (for the error message).
+fn pragma_refusal_reason(name: &str) -> &'static str {
+    match name.to_ascii_lowercase().as_str() {
+        "database_list" => "it reveals host file paths",
+        "wal_checkpoint" => "checkpoints are the engine's (on WAL size thresholds)",
+        "shrink_memory" | "soft_heap_limit" | "hard_heap_limit" | "threads" => {
+            "it changes process-wide memory or thread settings shared with other apps"
+        }
+        "temp_store_directory" | "data_store_directory" => "it points SQLite at a host directory",
+        "incremental_vacuum" => "compaction is an API operation",
+        "case_sensitive_like" => STICKY_SETTING,
+        _ => "it is not on the PRAGMA allowlist",
+    }
+}
+
+/// The decision for one action of app SQL: `Ok` to allow, `Err(reason)` to refuse. The reason
+/// is a full sentence naming what was refused and why; it never quotes literals from the SQL.
+pub fn authorize(action: &AuthAction<'_>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
+    match *action {
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Insert { .. }
+        | AuthAction::Update { .. }
+        | AuthAction::Delete { .. }
+        | AuthAction::Recursive
+        | AuthAction::CreateTable { .. }
+        | AuthAction::CreateIndex { .. }
+        | AuthAction::CreateView { .. }
+        | AuthAction::CreateTrigger { .. }
+        | AuthAction::DropTable { .. }
+        | AuthAction::DropIndex { .. }
+        | AuthAction::DropView { .. }
+        | AuthAction::DropTrigger { .. }
+        | AuthAction::DropTempTable { .. }
+        | AuthAction::DropTempIndex { .. }
+        | AuthAction::DropTempView { .. }
+        | AuthAction::DropTempTrigger { .. }
+        | AuthAction::DropVtable { .. }
+        | AuthAction::AlterTable { .. }
+        | AuthAction::Analyze { .. }
+        | AuthAction::Reindex { .. } => Ok(()),
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempIndex { .. }
+        | AuthAction::CreateTempView { .. }
+        | AuthAction::CreateTempTrigger { .. } => {
+            if relax.temp_objects {
+                Ok(())
+            } else {
+                Err("CREATE TEMP (table, index, view or trigger) is refused: temporary objects live on one \
+                     pooled connection, are invisible to the app's other requests and hold memory outside \
+                     the quota; use a regular table"
+                    .to_string())
+            }
+        }
+        AuthAction::CreateVtable { module_name, .. } => {
+            if VTABLE_MODULES_ALLOWED.iter().any(|m| m.eq_ignore_ascii_case(module_name)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "CREATE VIRTUAL TABLE … USING {} is refused: only these modules are allowed: {}",
+                    identifier(module_name),
+                    VTABLE_MODULES_ALLOWED.join(", ")
+                ))
+            }
+        }
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Err(
+            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed in SQL: use \
+             the transaction API"
+                .to_string(),
+        ),
+        AuthAction::Attach { filename } => Err(attach_refusal(filename.is_empty())),
+        AuthAction::Detach { .. } => Err("DETACH is refused: ATTACH is not offered to apps, so there is \
+                                          nothing to detach"
+            .to_string()),
+        AuthAction::Pragma { pragma_name, pragma_value } => pragma(pragma_name, pragma_value, relax),
+        AuthAction::Function { function_name } => function(function_name),
+        AuthAction::Unknown { code, .. } => Err(unknown_action(code)),
+        // `AuthAction` is non-exhaustive: an action added by a newer rusqlite is refused until
+        // this policy decides about it.
+        _ => Err("the statement uses an action the security policy does not know; it is refused".to_string()),
+    }
+}
+
+fn attach_refusal(empty_name: bool) -> String {
+    if empty_name {
+        // VACUUM attaches its scratch database under the empty name.
+        "VACUUM is refused: compaction is an API operation (SQLite runs VACUUM through an internal ATTACH, \
+         which apps may not use)"
+            .to_string()
+    } else {
+        "ATTACH (and VACUUM INTO, which attaches its output file) is refused: apps open each database \
+         through the API by its logical name sila://db/<name>, and export is an API operation"
+            .to_string()
+    }
+}
+
+fn pragma(name: &str, value: Option<&str>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
+    let shown = identifier(name);
+    match pragma_rule(name) {
+        Some(PragmaRule::Any | PragmaRule::ReadWrite) => Ok(()),
+        Some(PragmaRule::ReadOnly(_)) if value.is_none() => Ok(()),
+        Some(PragmaRule::ReadOnly(_))
+            if relax.recursive_triggers && name.eq_ignore_ascii_case("recursive_triggers") =>
+        {
+            Ok(())
+        }
+        Some(PragmaRule::ReadOnly(why)) => {
+            Err(format!("PRAGMA {shown} may be read but not set by apps: {why}"))
+        }
+        None => Err(format!("PRAGMA {shown} is refused: {}", pragma_refusal_reason(name))),
+    }
+}
+
+fn function(name: &str) -> std::result::Result<(), String> {
+    match FUNCTIONS_DENIED.iter().find(|(f, _)| f.eq_ignore_ascii_case(name)) {
+        Some((f, why)) => Err(format!("the SQL function {f}() is refused: {why}")),
+        None => Ok(()),
+    }
+}
+
+fn unknown_action(code: i32) -> String {
+    let what = match code {
+        ffi::SQLITE_ATTACH => return attach_refusal(false),
+        ffi::SQLITE_DETACH => "DETACH",
+        ffi::SQLITE_PRAGMA => "a PRAGMA",
+        ffi::SQLITE_FUNCTION => "a function call",
+        _ => "",
+    };
+    if what.is_empty() {
+        format!("authorizer action {code} is unknown to the security policy; the statement is refused")
+    } else {
+        format!("{what} in a form the security policy does not recognise is refused")
+    }
+}
+
+/// An identifier from the SQL, shown safely: printable ASCII only, at most 64 characters.
+fn identifier(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+    if clean.is_empty() {
+        "(unprintable name)".to_string()
+    } else {
+        clean
+    }
+}
+
+thread_local! {
+    /// The reason of the last refusal on this thread, until [`take_denial`] takes it.
+    static DENIAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn note_denial(reason: String) {
+    DENIAL.with(|d| *d.borrow_mut() = Some(reason));
+}
+
+/// Takes the reason of the last refusal made on this thread, if any. [`super::map_error`] calls
+/// it when SQLite reports an authorization failure.
+pub fn take_denial() -> Option<String> {
+    DENIAL.with(|d| d.borrow_mut().take())
+}
+
+/// Explains a refusal SQLite makes itself because of the policy's settings, from SQLite's
+/// message: VACUUM inside a transaction (every app statement runs in one, so VACUUM can never
+/// run there), and a function or virtual table with side effects used by a trigger or view
+/// (`trusted_schema=OFF`). `None` for any other message.
+pub fn explain_refusal(sqlite_message: &str) -> Option<String> {
+    if sqlite_message.contains("cannot VACUUM") {
+        return Some(attach_refusal(true));
+    }
+    let rest = sqlite_message.split("unsafe use of ").nth(1)?;
+    let what: String =
+        rest.chars().take_while(|c| c.is_ascii_alphanumeric() || "_ ()\"".contains(*c)).collect();
+    Some(format!(
+        "{} is refused inside a trigger, view or schema expression: it may have side effects and the \
+         schema is untrusted (trusted_schema=OFF)",
+        what.trim().replace('"', "").chars().take(64).collect::<String>()
+    ))
+}
+
+/// Installs the policy as `conn`'s authorizer. While `internal()` returns true (the broker is
+/// preparing one of its own statements on this thread) everything is allowed.
+pub fn install_authorizer(
+    conn: &mut Connection,
+    relax: PolicyRelaxations,
+    internal: fn() -> bool,
+) -> Result<()> {
+    // rusqlite runs the callback inside a panic boundary (a panic becomes SQLITE_ERROR).
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        if internal() {
+            return Authorization::Allow;
+        }
+        match authorize(&ctx.action, &relax) {
+            Ok(()) => Authorization::Allow,
+            Err(reason) => {
+                note_denial(reason);
+                Authorization::Deny
+            }
+        }
+    }))
+    .map_err(|e| map_error(e, None))
+}
+
+/// Applies the hardening no SQL can undo: the run-time [`LIMITS`], defensive mode, no
+/// extension loading, no FTS3 pointer tokenizers, no ATTACH that creates or writes files,
+/// untrusted schema, `mmap_size=0` and `journal_size_limit`. Called by [`super::open`] on every
+/// connection before any other SQL runs on it.
+pub fn harden(conn: &Connection) -> Result<()> {
+    let sql_err = |e| map_error(e, None);
+    for (limit, value) in LIMITS {
+        conn.set_limit(limit, value).map_err(sql_err)?;
+    }
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false).map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE, false).map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false).map_err(sql_err)?;
+    disable_load_extension(conn)?;
+    // (An in-memory database answers neither PRAGMA with a row, so the values are not read back
+    // here; `super::open`'s tests check them on files.)
+    conn.pragma_update(None, "mmap_size", 0).map_err(sql_err)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT_BYTES).map_err(sql_err)?;
+    Ok(())
+}
+
+/// Turns off both the C API and the SQL function for loading extensions (rusqlite exposes this
+/// switch only with its `load_extension` feature, which this crate does not enable).
+fn disable_load_extension(conn: &Connection) -> Result<()> {
+    let mut now_enabled: std::os::raw::c_int = 1;
+    // SAFETY: `conn.handle()` is the live sqlite3* owned by `conn` for the whole call.
+    // SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION takes exactly (int onoff, int *pResult); the out
+    // pointer is a local on this stack frame.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        ffi::sqlite3_db_config(
+            conn.handle(),
+            ffi::SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION,
+            0 as std::os::raw::c_int,
+            &mut now_enabled as *mut std::os::raw::c_int,
+        )
+    };
+    if rc != ffi::SQLITE_OK || now_enabled != 0 {
+        return Err(Error::new(
+            ErrorCode::Internal,
+            format!("could not turn off extension loading (rc {rc}, enabled {now_enabled})"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> PolicyRelaxations {
+        PolicyRelaxations::default()
+    }
+
+    fn pragma_action<'a>(name: &'a str, value: Option<&'a str>) -> AuthAction<'a> {
+        AuthAction::Pragma { pragma_name: name, pragma_value: value }
+    }
+
+    #[test]
+    fn pragma_allowlist() {
+        let allowed = [
+            ("table_info", Some("t")),
+            ("TABLE_INFO", Some("t")),
+            ("index_list", Some("t")),
+            ("integrity_check", None),
+            ("integrity_check", Some("10")),
+            ("quick_check", None),
+            ("foreign_key_check", None),
+            ("user_version", Some("7")),
+            ("user_version", None),
+            ("application_id", Some("1")),
+            ("foreign_keys", Some("OFF")),
+            ("defer_foreign_keys", Some("ON")),
+            ("journal_mode", None),
+            ("schema_version", None),
+            ("page_count", None),
+            ("optimize", None),
+            ("compile_options", None),
+        ];
+        for (name, value) in allowed {
+            assert_eq!(authorize(&pragma_action(name, value), &strict()), Ok(()), "{name} {value:?}");
+        }
+        let refused = [
+            ("journal_mode", Some("DELETE"), "may be read but not set"),
+            ("Journal_Mode", Some("off"), "may be read but not set"),
+            ("synchronous", Some("OFF"), "engine sets it"),
+            ("writable_schema", Some("1"), "edit sqlite_schema"),
+            ("schema_version", Some("1"), "misread the schema"),
+            ("max_page_count", Some("1000000"), "size quota"),
+            ("cache_size", Some("-1000000"), "engine sets it"),
+            ("query_only", Some("0"), "keeps read requests from writing"),
+            ("trusted_schema", Some("1"), "side effects"),
+            ("temp_store_directory", None, "host directory"),
+            ("database_list", None, "host file paths"),
+            ("wal_checkpoint", Some("TRUNCATE"), "checkpoints are the engine's"),
+            ("wal_checkpoint", None, "checkpoints are the engine's"),
+            ("hard_heap_limit", Some("1"), "process-wide"),
+            ("no_such_pragma", None, "allowlist"),
+            ("case_sensitive_like", Some("1"), "pooled connection"),
+        ];
+        for (name, value, why) in refused {
+            let reason = authorize(&pragma_action(name, value), &strict()).unwrap_err();
+            assert!(reason.contains(why), "{name}: {reason}");
+            assert!(reason.to_ascii_lowercase().contains(&name.to_ascii_lowercase()), "{reason}");
+        }
+        // Nothing in a value ever reaches the message.
+        let reason = authorize(&pragma_action("journal_mode", Some("secret-value")), &strict()).unwrap_err();
+        assert!(!reason.contains("secret"), "{reason}");
+    }
+
+    #[test]
+    fn functions_modules_and_control() {
+        for f in ["load_extension", "LOAD_EXTENSION", "fts3_tokenizer", "readfile", "writefile"] {
+            let reason = authorize(&AuthAction::Function { function_name: f }, &strict()).unwrap_err();
+            assert!(reason.contains("is refused"), "{reason}");
+        }
+        for f in ["abs", "json_extract", "randomblob", "sqlite_version"] {
+            assert_eq!(authorize(&AuthAction::Function { function_name: f }, &strict()), Ok(()));
+        }
+        let fts = AuthAction::CreateVtable { table_name: "docs", module_name: "fts5" };
+        assert_eq!(authorize(&fts, &strict()), Ok(()));
+        let other = AuthAction::CreateVtable { table_name: "x", module_name: "fts3tokenize" };
+        assert!(authorize(&other, &strict()).unwrap_err().contains("only these modules"));
+        let attach = AuthAction::Attach { filename: "/etc/passwd" };
+        let reason = authorize(&attach, &strict()).unwrap_err();
+        assert!(reason.contains("ATTACH") && !reason.contains("passwd"), "{reason}");
+        assert!(authorize(&AuthAction::Attach { filename: "" }, &strict()).unwrap_err().contains("VACUUM"));
+        let unknown = AuthAction::Unknown { code: ffi::SQLITE_ATTACH, arg1: None, arg2: None };
+        assert!(authorize(&unknown, &strict()).unwrap_err().contains("ATTACH"));
+        let unknown = AuthAction::Unknown { code: 99, arg1: None, arg2: None };
+        assert!(authorize(&unknown, &strict()).unwrap_err().contains("99"));
+    }
+
+    #[test]
+    fn relaxations_open_only_their_subset() {
+        let temp = AuthAction::CreateTempTable { table_name: "t" };
+        assert!(authorize(&temp, &strict()).is_err());
+        let relaxed = PolicyRelaxations { temp_objects: true, ..Default::default() };
+        assert_eq!(authorize(&temp, &relaxed), Ok(()));
+        let rt = pragma_action("recursive_triggers", Some("ON"));
+        assert!(authorize(&rt, &relaxed).is_err());
+        let relaxed = PolicyRelaxations { recursive_triggers: true, ..Default::default() };
+        assert_eq!(authorize(&rt, &relaxed), Ok(()));
+        // A relaxation never opens anything outside its subset.
+        assert!(authorize(&pragma_action("journal_mode", Some("off")), &relaxed).is_err());
+    }
+
+    #[test]
+    fn installed_authorizer_refuses_with_a_reason_and_lets_internal_through() {
+        fn never() -> bool {
+            false
+        }
+        let mut conn = Connection::open_in_memory().unwrap();
+        harden(&conn).unwrap();
+        install_authorizer(&mut conn, PolicyRelaxations::default(), never).unwrap();
+        let _ = take_denial();
+        let err = map_error(conn.execute_batch("PRAGMA journal_mode=DELETE").unwrap_err(), None);
+        assert_eq!(err.code(), ErrorCode::PolicyDenied, "{err}");
+        assert!(err.message().contains("PRAGMA journal_mode may be read but not set"), "{err}");
+        assert_eq!(take_denial(), None, "map_error consumed the reason");
+        let err = map_error(conn.execute_batch("SELECT load_extension('x')").unwrap_err(), None);
+        assert_eq!(err.code(), ErrorCode::PolicyDenied, "{err}");
+        assert!(err.message().contains("load_extension"), "{err}");
+        conn.execute_batch("CREATE TABLE t(x); PRAGMA table_info(t); PRAGMA user_version=3").unwrap();
+
+        fn always() -> bool {
+            true
+        }
+        install_authorizer(&mut conn, PolicyRelaxations::default(), always).unwrap();
+        conn.execute_batch("BEGIN; PRAGMA wal_checkpoint; COMMIT").unwrap();
+    }
+
+    #[test]
+    fn sqlite_own_refusals_are_explained() {
+        let v = explain_refusal("cannot VACUUM from within a transaction").unwrap();
+        assert!(v.contains("VACUUM is refused"), "{v}");
+        let f = explain_refusal("unsafe use of fts3_tokenizer()").unwrap();
+        assert!(f.starts_with("fts3_tokenizer() is refused inside a trigger, view"), "{f}");
+        let t = explain_refusal("unsafe use of virtual table \"x\"").unwrap();
+        assert!(t.starts_with("virtual table x is refused"), "{t}");
+        assert_eq!(explain_refusal("no such table: t"), None);
+    }
+
+    #[test]
+    fn limits_are_applied() {
+        let conn = Connection::open_in_memory().unwrap();
+        harden(&conn).unwrap();
+        for (limit, value) in LIMITS {
+            assert_eq!(conn.limit(limit).unwrap(), value, "{limit:?}");
+        }
+        assert!(!conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_CREATE).unwrap());
+        let err = map_error(conn.execute_batch("SELECT zeroblob(17000000)").unwrap_err(), None);
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+        let deep = format!("SELECT 1{}", "+1".repeat(300));
+        let err = map_error(conn.execute_batch(&deep).unwrap_err(), None);
+        assert!(err.message().contains("maximum depth 256"), "{err}");
+    }
+}
