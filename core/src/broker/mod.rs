@@ -22,6 +22,7 @@
 //! A blocking query checks out a reader connection on the caller's thread, runs, and
 //! returns it; a non-blocking query does the same on a worker.
 
+pub mod budget;
 pub mod executor;
 pub mod pending;
 
@@ -75,6 +76,15 @@ pub struct BrokerOptions {
     pub wal_truncate_bytes: u64,
     /// Databases unused this long close their connections (default 30 s).
     pub idle_timeout: Duration,
+    /// Statements an app may run per minute, across its databases (default 60 000) →
+    /// `BudgetExceeded`. A token bucket: bursts up to this, then this rate (see [`budget`]).
+    /// `u64::MAX` disables the budget.
+    pub statements_per_minute: u64,
+    /// Rows an app's queries may return per minute (default 10 000 000) → `BudgetExceeded`.
+    pub rows_read_per_minute: u64,
+    /// Rows an app may insert, update or delete per minute (default 1 000 000) →
+    /// `BudgetExceeded`.
+    pub rows_written_per_minute: u64,
 }
 
 impl Default for BrokerOptions {
@@ -97,6 +107,9 @@ impl Default for BrokerOptions {
             wal_checkpoint_bytes: 4 * 1024 * 1024,
             wal_truncate_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
+            statements_per_minute: 60_000,
+            rows_read_per_minute: 10_000_000,
+            rows_written_per_minute: 1_000_000,
         }
     }
 }
@@ -120,10 +133,11 @@ pub struct DbConfig {
     pub connection: ConnectionOptions,
 }
 
-/// Per-app shared state: the in-flight request count.
+/// Per-app shared state: the in-flight request count and the per-minute budgets.
 #[derive(Debug, Default)]
 pub struct AppShared {
     in_flight: AtomicUsize,
+    budget: budget::AppBudget,
 }
 
 /// Holds one slot of an app's concurrency limit until dropped.
@@ -318,7 +332,18 @@ impl BrokerShared {
                 format!("the app has {before} requests in flight; max_concurrent_requests_per_app is {max}"),
             ));
         }
+        // Dropping `admission` on refusal gives the slot back.
+        app.budget.check(&self.budget_limits(), self.now_ms())?;
         Ok(admission)
+    }
+
+    /// The per-app budgets of the options.
+    fn budget_limits(&self) -> budget::BudgetLimits {
+        budget::BudgetLimits {
+            statements_per_minute: self.options.statements_per_minute,
+            rows_read_per_minute: self.options.rows_read_per_minute,
+            rows_written_per_minute: self.options.rows_written_per_minute,
+        }
     }
 
     /// Makes room for one more connection, closing idle connections of the least recently
@@ -673,6 +698,9 @@ impl DbShared {
     ) {
         let latency = started.elapsed();
         self.metrics.record(kind, latency, outcome);
+        let (rows_read, rows_written) = outcome.unwrap_or((0, 0));
+        let app = broker.app(self.config.key.app);
+        app.budget.charge(&broker.budget_limits(), broker.now_ms(), rows_read, rows_written);
         if broker.slow_log.observe(
             sql,
             latency,
