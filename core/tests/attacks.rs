@@ -404,6 +404,9 @@ fn each_denied_pragma_is_refused_on_every_path() {
             assert!(err.message().contains("PRAGMA"), "{sql}: {err}");
         }
     }
+    // Every refusal is counted in the database's metrics.
+    let refused = h.db.stats().metrics.error_count(ErrorCode::PolicyDenied);
+    assert!(refused >= DENIED_PRAGMAS.len() as u64, "{refused} refusals counted");
     // The settings are unchanged on the connections the app uses.
     assert_eq!(h.db.query_value("PRAGMA journal_mode", &[]).unwrap(), Some(Value::Text("wal".into())));
     assert_eq!(h.db.query_value("PRAGMA mmap_size", &[]).unwrap(), Some(Value::Integer(0)));

@@ -29,6 +29,7 @@
 //! Unsafe code: every `extern "C"` callback runs inside [`guarded`] (a panic becomes an SQLite
 //! error code, never an unwind into C), and each `unsafe` block says why it is sound.
 
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -50,12 +51,12 @@ const STEM_BYTES_MAX: usize = 64;
 const COMPANION_SUFFIXES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
 
 /// Directories files may be opened in (see the module doc).
-static ALLOWED_DIRS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+static ALLOWED_DIRS: RwLock<BTreeSet<String>> = RwLock::new(BTreeSet::new());
 
 /// Paths refused since the process started.
 static REFUSALS: AtomicU64 = AtomicU64::new(0);
 
-/// The registration outcome: the name to pass to SQLite, or why registering failed.
+/// The registration outcome: registered, or why registering failed.
 static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
 thread_local! {
@@ -80,10 +81,7 @@ pub fn allow_dir(dir: &Path) -> Result<()> {
         Error::invalid_argument(format!("not an absolute UTF-8 directory: {}", dir.display()))
     })?;
     let text = text.trim_end_matches('/').to_string();
-    let mut dirs = ALLOWED_DIRS.write().unwrap_or_else(|p| p.into_inner());
-    if !dirs.contains(&text) {
-        dirs.push(text);
-    }
+    ALLOWED_DIRS.write().unwrap_or_else(|p| p.into_inner()).insert(text);
     Ok(())
 }
 
@@ -112,7 +110,7 @@ fn refuse(path: &str, why: &str) {
 pub fn check_path(path: &str) -> std::result::Result<(), &'static str> {
     let (dir, name) = split_path(path)?;
     check_name(name)?;
-    let allowed = ALLOWED_DIRS.read().unwrap_or_else(|p| p.into_inner()).iter().any(|d| d == dir);
+    let allowed = ALLOWED_DIRS.read().unwrap_or_else(|p| p.into_inner()).contains(dir);
     if !allowed {
         return Err("its directory is not a database directory of this workspace");
     }

@@ -80,6 +80,7 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
     // function calls. The authorizer left the reason on this thread; the slot is emptied on
     // every error, so a reason never outlives the statement it explains.
     let denial = super::policy::take_denial();
+    let refusal = super::confine::take_refusal();
     if primary == ffi::SQLITE_AUTH || text.contains("not authorized") {
         if let Some(reason) = denial {
             return Error::new(ErrorCode::PolicyDenied, reason).with_sqlite_code(extended);
@@ -104,7 +105,7 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
         }
         // The confinement VFS ([`super::confine`]) left a reason on this thread when it refused
         // a path: that is a policy refusal, not an IO failure.
-        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => match super::confine::take_refusal() {
+        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => match refusal {
             Some(reason) => (ErrorCode::PolicyDenied, reason),
             None => (ErrorCode::Io, format!("database IO failed: {text}")),
         },
