@@ -382,6 +382,17 @@ impl Database {
         self.db.config().key.clone()
     }
 
+    /// Fail-stop: an IO failure in any operation on this database (a failed fsync above all)
+    /// poisons it until the workspace is reopened.
+    fn fail_stop<T>(&self, result: Result<T>, failures_before: u64) -> Result<T> {
+        if let Err(e) = &result {
+            self.db.poison_on_io(e);
+        }
+        let broker = self.ws.broker().clone();
+        self.db.fail_stop_window(&broker, failures_before)?;
+        result
+    }
+
     fn fs(&self) -> &dyn Vfs {
         self.ws.driver().vfs().as_ref()
     }
@@ -429,6 +440,13 @@ impl Database {
     /// is immutable (`snapshots/<uuid>.sqlite`, read-only on disk) and listed in the manifest
     /// once durable. Refused with `QuotaExceeded` before any IO when it would not fit.
     pub fn snapshot(&self, label: &str) -> Result<SnapshotEntry> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.snapshot_inner(label);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn snapshot_inner(&self, label: &str) -> Result<SnapshotEntry> {
         validate_label(label)?;
         let key = self.key();
         let (db_bytes, wal_bytes) = self.refresh_sizes()?;
@@ -476,6 +494,13 @@ impl Database {
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
     pub fn drop_snapshot(&self, id: Uuid) -> Result<()> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.drop_snapshot_inner(id);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn drop_snapshot_inner(&self, id: Uuid) -> Result<()> {
         let key = self.key();
         let plan = self.ws.with_store(|s| s.plan_drop_snapshots(&key, &[id]))?;
         self.ws.run_plan(&plan)
@@ -483,6 +508,13 @@ impl Database {
 
     /// Applies a retention policy; returns the snapshots it dropped (GC deletes their files).
     pub fn apply_retention(&self, policy: Retention) -> Result<Vec<Uuid>> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.apply_retention_inner(policy);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn apply_retention_inner(&self, policy: Retention) -> Result<Vec<Uuid>> {
         let key = self.key();
         let now = self.ws.now_ms();
         let victims = self.ws.with_store(|s| s.retention_victims(&key, policy, now))?;
@@ -500,6 +532,13 @@ impl Database {
     /// unless `options.allow_schema_change`; a snapshot whose checksum no longer matches is
     /// `Corrupt`. Nothing changes on any refusal.
     pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.restore_inner(id, options);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn restore_inner(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
         self.refuse_read_only()?;
         let key = self.key();
         let entry = self.snapshots()?.into_iter().find(|s| s.id == id).ok_or_else(|| {
@@ -539,6 +578,13 @@ impl Database {
     /// cell_size_check, schema, expected tables, size against the quota), sets WAL mode and
     /// flips. On any failure nothing changes and the error names the failed check.
     pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.import_inner(source, options);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn import_inner(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
         self.refuse_read_only()?;
         let source_len = self.fs().file_len(source)?.ok_or_else(|| {
             Error::new(ErrorCode::NotFound, format!("import source {} does not exist", source.display()))
@@ -561,6 +607,13 @@ impl Database {
     /// Writes a consistent copy of the live database to a host path (for operators and the
     /// CLI; apps use [`Database::export`]). The file opens in the stock `sqlite3` shell.
     pub fn export_to_path(&self, dest: &Path) -> Result<u64> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.export_to_path_inner(dest);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn export_to_path_inner(&self, dest: &Path) -> Result<u64> {
         if self.fs().exists(dest)? {
             return Err(Error::new(ErrorCode::AlreadyExists, format!("{} already exists", dest.display())));
         }
@@ -595,6 +648,13 @@ impl Database {
     /// (`backups/<app_uuid>/<db>/<uuid>.sqlite`) and keeps the newest `keep_last` backups of
     /// this database. Returns the backup's id and path.
     pub fn backup(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.backup_inner(keep_last);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn backup_inner(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
         let dir = self.ws.root().join("backups").join(key.app.hyphenated().to_string()).join(key.db.as_str());
         vfs::create_dir_all(self.fs(), &dir)?;
@@ -653,7 +713,7 @@ impl Database {
         let flipped = self.exclusive(|conn| {
             // Quiesce: every queued write before us is committed; fold the WAL into the old
             // file so nothing is orphaned.
-            if conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
+            if crate::broker::run_internal(conn, "PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
                 db.metrics.record_checkpoint();
             }
             let old = ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
@@ -680,6 +740,13 @@ impl Database {
     /// error names the failing step and SQLite's message. A step edited after it was applied
     /// is refused. `dry_run` runs the migration on a private copy and changes nothing.
     pub fn migrate(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
+        self.db.check_poison()?;
+        let failures_before = self.db.sync_failures();
+        let result = self.migrate_inner(plan, dry_run);
+        self.fail_stop(result, failures_before)
+    }
+
+    fn migrate_inner(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
         self.refuse_read_only()?;
         let from = self.schema_version()?;
         let path = plan.path(from)?;

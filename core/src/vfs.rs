@@ -30,7 +30,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What went wrong in a [`Vfs`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +189,12 @@ pub trait Vfs: Send + Sync {
     fn free_bytes(&self, _path: &Path) -> VfsResult<Option<u64>> {
         Ok(None)
     }
+    /// How many `sync` / `sync_dir` calls have failed on this filesystem since it was
+    /// created. The engine reads it around every operation that writes a database: if it
+    /// grew, the database is poisoned (fail-stop), whatever error SQLite made of it.
+    fn sync_failures(&self) -> u64 {
+        0
+    }
 }
 
 /// Holds a lock taken by [`Vfs::lock_exclusive`] until dropped.
@@ -336,12 +343,19 @@ pub struct LatchedFile<F> {
     inner: F,
     path: PathBuf,
     poisoned: AtomicBool,
+    failures: Option<Arc<AtomicU64>>,
 }
 
 impl<F: VfsFile> LatchedFile<F> {
     /// Wraps `inner`, which was opened at `path`.
     pub fn new(inner: F, path: PathBuf) -> Self {
-        LatchedFile { inner, path, poisoned: AtomicBool::new(false) }
+        LatchedFile { inner, path, poisoned: AtomicBool::new(false), failures: None }
+    }
+
+    /// Also counts this file's failed syncs in `failures` (see [`Vfs::sync_failures`]).
+    pub fn counting(mut self, failures: Arc<AtomicU64>) -> Self {
+        self.failures = Some(failures);
+        self
     }
 
     fn check(&self, op: &'static str) -> VfsResult<()> {
@@ -379,14 +393,26 @@ impl<F: VfsFile> VfsFile for LatchedFile<F> {
         let result = self.inner.sync();
         if result.is_err() {
             self.poisoned.store(true, Ordering::Release);
+            if let Some(f) = &self.failures {
+                f.fetch_add(1, Ordering::AcqRel);
+            }
         }
         result
     }
 }
 
 /// The real filesystem (Linux): `pread`/`pwrite`, `fsync` of files and of directories.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealFs;
+#[derive(Debug, Default, Clone)]
+pub struct RealFs {
+    sync_failures: Arc<AtomicU64>,
+}
+
+impl RealFs {
+    /// A handle on the real filesystem with its own count of failed syncs.
+    pub fn new() -> RealFs {
+        RealFs::default()
+    }
+}
 
 struct RealFile {
     file: File,
@@ -418,6 +444,10 @@ struct RealLock {
 impl LockGuard for RealLock {}
 
 impl Vfs for RealFs {
+    fn sync_failures(&self) -> u64 {
+        self.sync_failures.load(Ordering::Acquire)
+    }
+
     fn set_read_only(&self, path: &Path, read_only: bool) -> VfsResult<()> {
         let mut perms =
             std::fs::metadata(path).map_err(|e| VfsError::from_io("stat", path, &e))?.permissions();
@@ -454,7 +484,8 @@ impl Vfs for RealFs {
             OpenMode::CreateTruncate => options.read(true).write(true).create(true).truncate(true),
         };
         let file = options.open(path).map_err(|e| VfsError::from_io("open", path, &e))?;
-        Ok(Box::new(LatchedFile::new(RealFile { file, path: path.to_path_buf() }, path.to_path_buf())))
+        let file = LatchedFile::new(RealFile { file, path: path.to_path_buf() }, path.to_path_buf());
+        Ok(Box::new(file.counting(self.sync_failures.clone())))
     }
 
     fn create_dir(&self, path: &Path) -> VfsResult<()> {
@@ -476,7 +507,10 @@ impl Vfs for RealFs {
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
         // On Linux a directory opened read-only can be fsync'ed; that makes its entries durable.
         let dir = File::open(path).map_err(|e| VfsError::from_io("open dir", path, &e))?;
-        dir.sync_all().map_err(|e| VfsError::from_io("sync dir", path, &e))
+        dir.sync_all().map_err(|e| {
+            self.sync_failures.fetch_add(1, Ordering::AcqRel);
+            VfsError::from_io("sync dir", path, &e)
+        })
     }
 
     fn list_dir(&self, path: &Path) -> VfsResult<Vec<DirEntry>> {
@@ -584,7 +618,7 @@ mod tests {
     fn real_fs_round_trip_and_rename() {
         let dir = std::env::temp_dir().join(format!("sila-vfs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let fs = RealFs;
+        let fs = RealFs::new();
         fs.create_dir(&dir).map_err(|e| e.to_string()).ok();
         let a = dir.join("a");
         let file = write_file(&fs, &a, b"hello").map_err(|e| e.to_string());
@@ -609,15 +643,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sila-lock-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("LOCK");
-        let first = RealFs.lock_exclusive(&path);
+        let first = RealFs::new().lock_exclusive(&path);
         assert!(first.is_ok());
-        let second = RealFs.lock_exclusive(&path);
+        let second = RealFs::new().lock_exclusive(&path);
         let err = second.err().map(|e| (e.kind, e.detail));
         assert_eq!(err.as_ref().map(|e| e.0), Some(VfsErrorKind::Locked));
         let pid = std::process::id().to_string();
         assert!(err.map(|e| e.1.contains(&pid)).unwrap_or(false));
         drop(first);
-        assert!(RealFs.lock_exclusive(&path).is_ok(), "lock is released on drop");
+        assert!(RealFs::new().lock_exclusive(&path).is_ok(), "lock is released on drop");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -204,7 +204,7 @@ impl Workspace {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create workspace {}", dir.display()), &e))?;
         let root = dir.canonicalize().map_err(|e| Error::io(format!("resolve {}", dir.display()), &e))?;
-        Workspace::open_with(Arc::new(RealFs), root, options)
+        Workspace::open_with(Arc::new(RealFs::new()), root, options)
     }
 
     /// Opens the workspace at `root` (which must exist) on any [`Vfs`].
@@ -338,6 +338,7 @@ impl Workspace {
             statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
             vfs: self.inner.sqlite_vfs.clone(),
         };
+        let key_for_hook = key.clone();
         let config = DbConfig {
             key,
             app_id: info.app_id.as_str().to_string(),
@@ -351,7 +352,14 @@ impl Workspace {
                 lock(&inner.store).release_lease(lease);
             }
         });
-        Ok(self.inner.broker.database(config, release))
+        let weak = Arc::downgrade(&self.inner);
+        let poison_key = key_for_hook.clone();
+        let on_poison: crate::broker::PoisonHook = Arc::new(move |why| {
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner.store).poison(&poison_key, why);
+            }
+        });
+        Ok(self.inner.broker.database(config, release, on_poison))
     }
 
     /// Statistics of every active database, optionally of one app (and one database).
@@ -421,7 +429,14 @@ impl Workspace {
         match self.inner.driver.run(plan) {
             Ok(()) => store.complete(plan.op),
             Err(failure) => {
+                let poisoned_before: Vec<DbKey> = poisoned_keys(store);
                 let cleanup = store.fail(plan.op, failure.must_poison(), &failure.step);
+                // The broker refuses work on what the store just poisoned (fail-stop).
+                for key in poisoned_keys(store).into_iter().filter(|k| !poisoned_before.contains(k)) {
+                    if let Some(db) = self.inner.broker.active(&key) {
+                        db.poison(&failure.to_error().to_string());
+                    }
+                }
                 // Cleanup is best effort: recovery removes whatever it leaves.
                 let _ = self.inner.driver.run(&cleanup);
                 Err(failure.to_error())
@@ -461,6 +476,15 @@ impl Workspace {
         let now = self.now_ms();
         lock(&self.inner.uuids).next(now)
     }
+}
+
+/// The databases the store holds poisoned.
+fn poisoned_keys(store: &Store) -> Vec<DbKey> {
+    store
+        .db_keys()
+        .into_iter()
+        .filter(|k| matches!(store.health(k), Ok(crate::store::Health::Poisoned(_))))
+        .collect()
 }
 
 fn not_registered(app_id: &AppId) -> Error {

@@ -100,7 +100,13 @@ const SEED_CHECK: u64 = 9;
 
 fn open_seeded(fs: &MemFs, seed: u64) -> Result<Workspace, String> {
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    let options = WorkspaceOptions { uuid_seed: Some(seed), clock: Arc::new(FixedClock(1_700_000_000_000)) };
+    let options = WorkspaceOptions {
+        uuid_seed: Some(seed),
+        clock: Arc::new(FixedClock(1_700_000_000_000)),
+        // No worker threads: nothing here submits work, and each check opens many workspaces.
+        executor: Some(Arc::new(sila_sqlite::broker::executor::Stepper::new(16))),
+        ..WorkspaceOptions::default()
+    };
     Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| format!("open failed: {e}"))
 }
 

@@ -8,3 +8,4 @@
 pub mod bridge;
 pub mod crash;
 pub mod memfs;
+pub mod world;

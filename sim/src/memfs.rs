@@ -77,6 +77,9 @@ pub const STALE_DETAIL: &str = "stale handle after crash";
 /// a new inode.
 type Ino = u64;
 
+/// The error detail of every call made after [`MemFs::cut_power_after`] ran out.
+pub const POWER_OFF_DETAIL: &str = "the power is off";
+
 /// The root directory's inode.
 const ROOT: Ino = 0;
 
@@ -110,6 +113,8 @@ pub struct MemStats {
     pub writes: u64,
     /// Successful `rename` calls.
     pub renames: u64,
+    /// File `sync` calls that failed (injected by [`Faults::fail_sync_after`]).
+    pub sync_failures: u64,
 }
 
 /// One inode: a file or a directory, each with a volatile and a durable state.
@@ -160,6 +165,10 @@ struct State {
     /// File syncs left before the injected failure.
     syncs_before_failure: Option<u64>,
     stats: MemStats,
+    /// Mutating IO calls left before the power is cut (`None`: never).
+    power_cut_in: Option<u64>,
+    /// The power is off: every call fails until the next crash (durable image).
+    dead: bool,
 }
 
 fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: impl Into<String>) -> VfsError {
@@ -204,6 +213,8 @@ impl State {
             faults: Faults::default(),
             syncs_before_failure: None,
             stats: MemStats::default(),
+            power_cut_in: None,
+            dead: false,
         }
     }
 
@@ -381,6 +392,35 @@ impl State {
         Ok(())
     }
 
+    /// Counts one mutating IO call against the power-cut countdown. When it runs out the
+    /// power goes off: this call and every later one fail, and nothing changes any more, so
+    /// the durable image taken at any later time is the disk as the cut left it.
+    fn tick(&mut self, op: &'static str, path: &Path) -> VfsResult<()> {
+        if self.dead {
+            return Err(err(VfsErrorKind::Other, op, path, POWER_OFF_DETAIL));
+        }
+        match self.power_cut_in {
+            Some(0) => {
+                self.dead = true;
+                self.power_cut_in = None;
+                Err(err(VfsErrorKind::Other, op, path, POWER_OFF_DETAIL))
+            }
+            Some(n) => {
+                self.power_cut_in = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Fails every call once the power is off.
+    fn alive(&self, op: &'static str, path: &Path) -> VfsResult<()> {
+        if self.dead {
+            return Err(err(VfsErrorKind::Other, op, path, POWER_OFF_DETAIL));
+        }
+        Ok(())
+    }
+
     /// The state a power cut leaves: see the module docs.
     fn crashed(&self) -> State {
         let keep = self.reachable(false, true, false);
@@ -414,6 +454,8 @@ impl State {
             faults: self.faults,
             syncs_before_failure: self.syncs_before_failure,
             stats: self.stats,
+            power_cut_in: None,
+            dead: false,
         }
     }
 
@@ -495,6 +537,18 @@ impl MemFs {
     /// The fault knobs last set (the `fail_sync_after` countdown is not reflected here).
     pub fn faults(&self) -> Faults {
         self.state().faults
+    }
+
+    /// Cuts the power after `calls` more mutating IO calls (creates, writes, truncates,
+    /// syncs, renames, unlinks, mkdirs): the `calls + 1`-th fails and so does everything
+    /// after it. Take [`MemFs::durable_image`] to boot the machine again.
+    pub fn cut_power_after(&self, calls: u64) {
+        self.state().power_cut_in = Some(calls);
+    }
+
+    /// Whether the power is off.
+    pub fn is_dead(&self) -> bool {
+        self.state().dead
     }
 
     /// The operation counters.
@@ -610,10 +664,19 @@ fn dump_dir(state: &State, dir: Ino, depth: usize) -> Vec<(usize, String, Option
 }
 
 impl Vfs for MemFs {
+    fn sync_failures(&self) -> u64 {
+        self.state().stats.sync_failures
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> VfsResult<Box<dyn VfsFile>> {
         let op = "open";
         let (ino, epoch) = {
             let mut state = self.state();
+            if mode == OpenMode::Read || mode == OpenMode::ReadWrite {
+                state.alive(op, path)?;
+            } else {
+                state.tick(op, path)?;
+            }
             let (parent, name) = state.parent_of(path, op)?;
             let existing = state.live_entries(parent).and_then(|entries| entries.get(&name)).copied();
             let ino = match existing {
@@ -659,6 +722,7 @@ impl Vfs for MemFs {
     fn create_dir(&self, path: &Path) -> VfsResult<()> {
         let op = "mkdir";
         let mut state = self.state();
+        state.tick(op, path)?;
         let names = split(path, op)?;
         if names.is_empty() {
             return Err(err(VfsErrorKind::AlreadyExists, op, path, "the root always exists"));
@@ -674,6 +738,7 @@ impl Vfs for MemFs {
     fn remove_file(&self, path: &Path) -> VfsResult<()> {
         let op = "unlink";
         let mut state = self.state();
+        state.tick(op, path)?;
         let (parent, name) = state.parent_of(path, op)?;
         let Some(ino) = state.live_entries(parent).and_then(|entries| entries.get(&name)).copied() else {
             return Err(err(VfsErrorKind::NotFound, op, path, "no such file"));
@@ -691,6 +756,7 @@ impl Vfs for MemFs {
     fn remove_dir(&self, path: &Path) -> VfsResult<()> {
         let op = "rmdir";
         let mut state = self.state();
+        state.tick(op, path)?;
         let (parent, name) = state.parent_of(path, op)?;
         let Some(ino) = state.live_entries(parent).and_then(|entries| entries.get(&name)).copied() else {
             return Err(err(VfsErrorKind::NotFound, op, path, "no such directory"));
@@ -712,6 +778,7 @@ impl Vfs for MemFs {
     fn rename(&self, from: &Path, to: &Path) -> VfsResult<()> {
         let op = "rename";
         let mut state = self.state();
+        state.tick(op, from)?;
         let (from_parent, from_name) = state.parent_of(from, op)?;
         let Some(ino) = state.live_entries(from_parent).and_then(|entries| entries.get(&from_name)).copied()
         else {
@@ -746,6 +813,7 @@ impl Vfs for MemFs {
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
         let op = "sync dir";
         let mut state = self.state();
+        state.tick(op, path)?;
         let Some(ino) = state.lookup(path, op)? else {
             return Err(err(VfsErrorKind::NotFound, op, path, "no such directory"));
         };
@@ -766,6 +834,7 @@ impl Vfs for MemFs {
     fn list_dir(&self, path: &Path) -> VfsResult<Vec<DirEntry>> {
         let op = "list";
         let state = self.state();
+        state.alive(op, path)?;
         let Some(ino) = state.lookup(path, op)? else {
             return Err(err(VfsErrorKind::NotFound, op, path, "no such directory"));
         };
@@ -781,6 +850,7 @@ impl Vfs for MemFs {
 
     fn file_len(&self, path: &Path) -> VfsResult<Option<u64>> {
         let state = self.state();
+        state.alive("stat", path)?;
         match state.lookup(path, "stat") {
             Ok(Some(ino)) => Ok(Some(match state.inodes.get(&ino) {
                 Some(Inode::File { data, .. }) => data.len() as u64,
@@ -838,6 +908,7 @@ impl MemFile {
     /// Locks the disk after checking the handle is neither stale nor poisoned.
     fn enter(&self, op: &'static str) -> VfsResult<MutexGuard<'_, State>> {
         let state = lock_state(&self.fs);
+        state.alive(op, &self.path)?;
         if state.epoch != self.epoch {
             return Err(err(VfsErrorKind::Other, op, &self.path, STALE_DETAIL));
         }
@@ -884,6 +955,7 @@ impl VfsFile for MemFile {
         let op = "write";
         self.check_writable(op)?;
         let mut state = self.enter(op)?;
+        state.tick(op, &self.path)?;
         if buf.is_empty() {
             return Ok(0);
         }
@@ -914,6 +986,7 @@ impl VfsFile for MemFile {
         let op = "truncate";
         self.check_writable(op)?;
         let mut state = self.enter(op)?;
+        state.tick(op, &self.path)?;
         let old_len = match state.inodes.get(&self.ino) {
             Some(Inode::File { data, .. }) => data.len() as u64,
             _ => return Err(self.vanished(op)),
@@ -941,6 +1014,7 @@ impl VfsFile for MemFile {
     fn sync(&self) -> VfsResult<()> {
         let op = "sync";
         let mut state = self.enter(op)?;
+        state.tick(op, &self.path)?;
         state.stats.syncs = state.stats.syncs.saturating_add(1);
         match state.syncs_before_failure {
             Some(0) => {
@@ -949,6 +1023,7 @@ impl VfsFile for MemFile {
                     *data = durable.clone();
                 }
                 self.poisoned.store(true, Ordering::Release);
+                state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
                 return Err(err(VfsErrorKind::Other, op, &self.path, "EIO"));
             }
             Some(n) => state.syncs_before_failure = Some(n.saturating_sub(1)),
@@ -1436,6 +1511,30 @@ mod tests {
             "{dump}"
         );
         assert!(dump.contains("a #") && dump.contains("[removed; entry still durable"), "{dump}");
+        Ok(())
+    }
+
+    #[test]
+    fn power_cut_freezes_the_disk_at_the_cut() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        put_synced(&fs, "/d/a", b"one")?;
+        fs.sync_dir(p("/d"))?;
+        // Two more mutating calls are allowed: the write and the sync of b; the sync_dir fails.
+        fs.cut_power_after(2);
+        let file = fs.open(p("/d/b"), OpenMode::CreateNew);
+        assert!(file.is_ok(), "the create is the first call");
+        fs.cut_power_after(2);
+        let file = file?;
+        assert!(file.write_at(b"two", 0).is_ok());
+        assert!(file.sync().is_ok());
+        assert_eq!(detail(fs.sync_dir(p("/d"))), Some(POWER_OFF_DETAIL.to_string()));
+        assert!(fs.is_dead());
+        assert_eq!(detail(fs.file_len(p("/d/a"))), Some(POWER_OFF_DETAIL.to_string()), "reads fail too");
+        assert_eq!(detail(file.len()), Some(POWER_OFF_DETAIL.to_string()));
+        let image = fs.durable_image();
+        assert!(!image.is_dead());
+        assert_eq!(image.read("/d/a"), Some(b"one".to_vec()));
+        assert_eq!(image.read("/d/b"), None, "b's directory entry was never synced");
         Ok(())
     }
 }

@@ -211,6 +211,9 @@ struct FileVersion {
 /// Releases a store lease (the workspace hands the broker this hook).
 pub type LeaseRelease = Arc<dyn Fn(LeaseId) + Send + Sync>;
 
+/// Tells the store a database is poisoned (the workspace hands the broker this hook).
+pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The broker's state for one database.
 pub struct DbShared {
     config: DbConfig,
@@ -222,6 +225,10 @@ pub struct DbShared {
     reader_returned: Condvar,
     /// Set while the writer connection is checked out by internal work (checkpoint at close).
     closing: AtomicBool,
+    /// Set by the first IO failure of a write (a failed fsync above all): the database
+    /// refuses all work until the workspace is reopened (fail-stop; no retry-then-succeed).
+    poisoned: Mutex<Option<String>>,
+    on_poison: PoisonHook,
     last_used_ms: AtomicU64,
     /// Metrics of this database.
     pub metrics: DbMetrics,
@@ -285,7 +292,12 @@ impl BrokerShared {
     }
 
     /// The shared state of a database, created on first use (no connection is opened yet).
-    pub fn database(self: &Arc<Self>, config: DbConfig, release_lease: LeaseRelease) -> Arc<DbShared> {
+    pub fn database(
+        self: &Arc<Self>,
+        config: DbConfig,
+        release_lease: LeaseRelease,
+        on_poison: PoisonHook,
+    ) -> Arc<DbShared> {
         let mut dbs = lock(&self.dbs);
         if let Some(db) = dbs.get(&config.key) {
             return db.clone();
@@ -299,6 +311,8 @@ impl BrokerShared {
             readers: Mutex::new(ReaderState::default()),
             reader_returned: Condvar::new(),
             closing: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+            on_poison,
             last_used_ms: AtomicU64::new(self.now_ms()),
             metrics: DbMetrics::new(),
         });
@@ -407,6 +421,42 @@ impl DbShared {
     fn touch(&self) {
         if let Some(b) = self.broker.upgrade() {
             self.last_used_ms.store(b.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// Refuses work once the database is poisoned.
+    pub fn check_poison(&self) -> Result<()> {
+        match lock(&self.poisoned).as_ref() {
+            None => Ok(()),
+            Some(why) => Err(Error::new(
+                ErrorCode::Poisoned,
+                format!(
+                    "database {:?} is poisoned by an earlier IO failure ({why}); reopen the workspace to recover it",
+                    self.config.key.db.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Poisons the database (a plan of the store failed at a sync, or after its commit
+    /// step): every later request is refused until the workspace is reopened.
+    pub(crate) fn poison(&self, why: &str) {
+        let mut p = lock(&self.poisoned);
+        if p.is_none() {
+            *p = Some(why.to_string());
+        }
+    }
+
+    /// Poisons the database if `err` is an IO failure of a write.
+    pub(crate) fn poison_on_io(&self, err: &Error) {
+        if err.code() != ErrorCode::Io {
+            return;
+        }
+        let mut p = lock(&self.poisoned);
+        if p.is_none() {
+            *p = Some(err.message().to_string());
+            drop(p);
+            (self.on_poison)(err.message());
         }
     }
 
@@ -529,6 +579,9 @@ impl DbShared {
     /// Runs a query on a reader connection, on the calling thread.
     pub fn query(&self, sql: &str, params: &[Value], stop: &StopCheck) -> Result<Rows> {
         self.touch();
+        self.check_poison()?;
+        // A request cancelled (or out of time) before it ran does no work at all.
+        stop.check()?;
         let started = Instant::now();
         let broker = self.broker()?;
         let result = self
@@ -718,6 +771,7 @@ impl DbShared {
     /// on this thread, otherwise a worker leads.
     pub fn submit_write(self: &Arc<Self>, job: WriteJob, inline: bool) -> Result<()> {
         self.touch();
+        self.check_poison()?;
         let broker = self.broker()?;
         let lead = {
             let mut w = lock(&self.writer);
@@ -892,14 +946,53 @@ impl DbShared {
             self.after_commit(broker, conn);
             return;
         }
-        let results = commit_group(conn, execs);
+        let failures_before = broker.vfs.sync_failures();
+        let mut results = if let Err(e) = self.check_poison() {
+            execs.into_iter().map(|r| (r, Err(e.clone()))).collect()
+        } else {
+            commit_group(conn, execs)
+        };
+        // A checkpoint the commit triggers belongs to it: it runs before anyone is answered.
+        self.after_commit(broker, conn);
+        for (_, r) in &results {
+            if let Err(e) = r {
+                self.poison_on_io(e);
+            }
+        }
+        if let Err(e) = self.fail_stop_window(broker, failures_before) {
+            for (_, r) in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
         for (req, r) in results {
             let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
             self.record(broker, &req.sql, OpKind::Exec, req.submitted, written);
             req.reply.complete(r);
             drop(req.admission);
         }
-        self.after_commit(broker, conn);
+    }
+
+    /// Fail-stop: if a sync failed on the workspace's filesystem since `failures_before`
+    /// (read when this database's operation began), the operation is not acknowledged and
+    /// the database is poisoned, whatever SQLite made of the failure.
+    pub(crate) fn fail_stop_window(&self, broker: &BrokerShared, failures_before: u64) -> Result<()> {
+        if broker.vfs.sync_failures() == failures_before {
+            return Ok(());
+        }
+        let err = Error::new(
+            ErrorCode::Io,
+            "an fsync failed during this operation; it is not acknowledged and the database is poisoned \
+             until the workspace is reopened",
+        );
+        self.poison_on_io(&err);
+        Err(err)
+    }
+
+    /// The count of failed syncs of the workspace's filesystem now.
+    pub(crate) fn sync_failures(&self) -> u64 {
+        self.broker.upgrade().map(|b| b.vfs.sync_failures()).unwrap_or(0)
     }
 
     /// Checkpoints when the WAL passed a threshold.
@@ -921,6 +1014,23 @@ impl DbShared {
     /// Runs a transaction job's body: BEGIN IMMEDIATE, `body`, then COMMIT on `Ok` (if the
     /// deadline has not passed) or ROLLBACK on `Err` or panic.
     pub fn run_transaction<T>(
+        &self,
+        conn: &Connection,
+        deadline: Instant,
+        body: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.check_poison()?;
+        let broker = self.broker()?;
+        let failures_before = broker.vfs.sync_failures();
+        let result = self.run_transaction_inner(conn, deadline, body);
+        if let Err(e) = &result {
+            self.poison_on_io(e);
+        }
+        self.fail_stop_window(&broker, failures_before)?;
+        result
+    }
+
+    fn run_transaction_inner<T>(
         &self,
         conn: &Connection,
         deadline: Instant,

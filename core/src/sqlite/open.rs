@@ -126,7 +126,9 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
             .pragma_update_and_check(None, "max_page_count", i64::from(pages), |row| row.get(0))
             .map_err(sql_err)?;
     }
-    let _: i64 = conn.pragma_update_and_check(None, "mmap_size", 0, |row| row.get(0)).map_err(sql_err)?;
+    // No memory-mapped IO. A VFS without xFetch (the simulation's bridge) answers this
+    // pragma with no row, so the result is not read.
+    conn.pragma_update(None, "mmap_size", 0).map_err(sql_err)?;
     conn.pragma_update(None, "trusted_schema", "OFF").map_err(sql_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(opts.statement_cache_capacity);

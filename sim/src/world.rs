@@ -1,0 +1,965 @@
+//! Whole-engine simulation: one seed, one workload, crashes at any IO step.
+//!
+//! A [`World`] is a simulated machine: a [`MemFs`] disk, SQLite running on it through the
+//! bridge VFS, a workspace whose broker runs on a deterministic [`Stepper`], and a clock
+//! that only moves when the simulation says so. A seeded workload drives the public API —
+//! exec, group-committed writes, transactions, queries, snapshots, restores, migrations,
+//! GC, clean reopens, cancellations — and keeps a reference model of what was acknowledged.
+//!
+//! At a seeded IO step the power is cut ([`MemFs::cut_power_after`]); the machine boots on
+//! the durable image, recovers (sometimes losing power again during recovery, then
+//! recovering again), and every invariant of DESIGN.md is checked:
+//!
+//! 1. `current` parses and names a file that passes `integrity_check`;
+//! 2. acknowledged commits survive with FULL; with NORMAL the data is one state the
+//!    acknowledged history passed through (never a mix);
+//! 3. operations are all-or-nothing (the recovered rows are a whole model state);
+//! 4. every snapshot in the manifest exists with its size and checksum;
+//! 5. after one GC pass the disk holds exactly the reachable set;
+//! 6. the quota ledger equals the bytes on disk;
+//! 7. after an fsync failure nothing is acknowledged until reopen (fail-stop);
+//! 8. recovery is idempotent (a crash during recovery changes nothing);
+//! 9. with faults off every operation succeeds, and a seed replays the same trace.
+
+use crate::bridge;
+use crate::memfs::{Faults, MemFs};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sila_sqlite::broker::executor::{Executor, Stepper};
+use sila_sqlite::store::layout::{self, FileKind};
+use sila_sqlite::store::Retention;
+use sila_sqlite::uuid::Uuid;
+use sila_sqlite::versions::{MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::vfs::{self, Vfs};
+use sila_sqlite::workspace::Clock;
+use sila_sqlite::{BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The workspace root on the simulated disk.
+pub const ROOT: &str = "/ws";
+/// The app every world registers.
+pub const APP: &str = "com.example.sim";
+/// Work units the deterministic executor holds.
+pub const STEPPER_QUEUE_MAX: usize = 4096;
+
+/// Fault profiles: which faults a seed may draw ("swarm": each seed turns some off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// No faults, no crashes: every operation must succeed.
+    Faultless,
+    /// Power cuts at random IO steps, including during recovery.
+    CrashHeavy,
+    /// Failed fsyncs (fail-stop) and power cuts.
+    IoErrors,
+    /// A full disk and power cuts.
+    Enospc,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 4] =
+        [Profile::Faultless, Profile::CrashHeavy, Profile::IoErrors, Profile::Enospc];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Faultless => "faultless",
+            Profile::CrashHeavy => "crash-heavy",
+            Profile::IoErrors => "io-errors",
+            Profile::Enospc => "enospc",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// A clock that moves only when the simulation advances it.
+#[derive(Debug, Default)]
+pub struct SimClock(AtomicU64);
+
+impl SimClock {
+    /// Moves time forward.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        1_800_000_000_000 + self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One operation of a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert one row with `exec`.
+    Insert(i64),
+    /// Submit several inserts at once and step the executor in a seeded order (group commit).
+    GroupInsert(Vec<i64>, u64),
+    /// Insert several rows in one transaction; `fail` makes the body return an error.
+    Transaction(Vec<i64>, bool),
+    /// Delete one row.
+    Delete(i64),
+    /// Count rows and compare with the model.
+    Query,
+    /// Take a snapshot.
+    Snapshot,
+    /// Restore the n-th known snapshot (modulo the count).
+    Restore(usize),
+    /// Migrate to the next schema version (adds an index).
+    Migrate,
+    /// Drop all but the newest snapshot, then GC.
+    RetentionGc,
+    /// Close the workspace cleanly and open it again.
+    Reopen,
+    /// Submit a query and cancel it before it runs.
+    Cancel,
+    /// Cut the power after this many more mutating IO calls.
+    CutPower(u64),
+    /// Fail the n-th next fsync (fail-stop check).
+    FailSync(u64),
+}
+
+/// An invariant that broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which operation (index) was running or had just run.
+    pub op_index: usize,
+    /// What broke.
+    pub what: String,
+}
+
+/// What one seed did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The profile.
+    pub profile: Profile,
+    /// Operations run.
+    pub ops: Vec<Op>,
+    /// A readable trace of operations and their results.
+    pub trace: Vec<String>,
+    /// Hash of the trace (same seed, same hash).
+    pub trace_hash: u64,
+    /// The first violation, if any.
+    pub violation: Option<Violation>,
+}
+
+/// The reference model: every state the data went through, and what is durable.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    /// The rows acknowledged so far (the current state).
+    rows: BTreeSet<i64>,
+    /// Every state since the last durable barrier, oldest first (the current one last).
+    history: Vec<BTreeSet<i64>>,
+    /// Snapshot id → the rows it holds.
+    snapshots: BTreeMap<Uuid, BTreeSet<i64>>,
+    /// Snapshots in manifest order.
+    snapshot_order: Vec<Uuid>,
+    /// Schema version.
+    schema: u64,
+    /// States an operation that did not answer (or failed) may still have produced.
+    in_flight: Vec<BTreeSet<i64>>,
+    /// Keys written by operations that failed since the last durable point: a failed
+    /// operation may still have taken effect whole (SQLite can report a commit failed after
+    /// its commit frame reached the WAL), so these keys may be present or not.
+    maybe: BTreeSet<i64>,
+}
+
+impl Model {
+    fn commit(&mut self, rows: BTreeSet<i64>, full: bool) {
+        self.rows = rows;
+        if full {
+            self.history = vec![self.rows.clone()];
+        } else {
+            self.history.push(self.rows.clone());
+        }
+    }
+
+    fn barrier(&mut self) {
+        self.history = vec![self.rows.clone()];
+        self.maybe.clear();
+    }
+
+    /// Whether `rows` is a state the history allows, up to keys of failed operations.
+    fn allows(&self, rows: &BTreeSet<i64>) -> bool {
+        self.history
+            .iter()
+            .chain(self.in_flight.iter())
+            .any(|s| s.symmetric_difference(rows).all(|k| self.maybe.contains(k)))
+    }
+}
+
+/// Counter for unique bridge VFS names in one process.
+static WORLDS: AtomicU64 = AtomicU64::new(0);
+
+/// A simulated machine.
+pub struct World {
+    seed: u64,
+    rng: ChaCha8Rng,
+    fs: MemFs,
+    clock: Arc<SimClock>,
+    stepper: Arc<Stepper>,
+    vfs_name: String,
+    ws: Option<Workspace>,
+    db: Option<Database>,
+    full: bool,
+    model: Model,
+    trace: Vec<String>,
+    boots: u64,
+    /// A sync failure was injected and has fired: nothing may be acknowledged until reopen.
+    poisoned_by_fault: bool,
+    /// The sync count at which the injected failure fires.
+    sync_failure_at: Option<u64>,
+    /// The bridge VFS name of the current boot.
+    vfs_current: Option<String>,
+}
+
+fn manifest(full: bool) -> String {
+    let tier = if full { "premium" } else { "standard" };
+    format!(
+        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":4}}],"tier":"{tier}"}}}}}}"#
+    )
+}
+
+impl World {
+    /// A new machine for `seed`: an empty disk, nothing registered.
+    pub fn new(seed: u64) -> Result<World, String> {
+        let fs = MemFs::new();
+        fs.create_dir(Path::new(ROOT)).map_err(|e| e.to_string())?;
+        fs.sync_dir(Path::new("/")).map_err(|e| e.to_string())?;
+        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let full = rng.random_bool(0.5);
+        Ok(World {
+            seed,
+            rng,
+            fs,
+            clock: Arc::new(SimClock::default()),
+            stepper: Arc::new(Stepper::new(STEPPER_QUEUE_MAX)),
+            vfs_name: format!("sila-sim-{}-{n}", std::process::id()),
+            ws: None,
+            db: None,
+            full,
+            model: Model::default(),
+            trace: Vec::new(),
+            boots: 0,
+            poisoned_by_fault: false,
+            sync_failure_at: None,
+            vfs_current: None,
+        })
+    }
+
+    fn log(&mut self, line: String) {
+        self.trace.push(line);
+    }
+
+    /// Boots on the current disk: registers the bridge, opens the workspace (recovery).
+    fn boot(&mut self) -> Result<(), String> {
+        self.shutdown();
+        self.boots += 1;
+        let name = format!("{}-b{}", self.vfs_name, self.boots);
+        let vfs: Arc<dyn Vfs> = Arc::new(self.fs.clone());
+        bridge::register(&name, vfs.clone())?;
+        self.vfs_current = Some(name.clone());
+        // A closed workspace shuts its executor down; every boot gets a fresh one.
+        self.stepper = Arc::new(Stepper::new(STEPPER_QUEUE_MAX));
+        let broker = BrokerOptions {
+            statement_timeout: std::time::Duration::from_secs(3600),
+            transaction_timeout: std::time::Duration::from_secs(3600),
+            max_concurrent_requests_per_app: 1024,
+            ..BrokerOptions::default()
+        };
+        let options = WorkspaceOptions {
+            uuid_seed: Some(self.seed.wrapping_mul(1_000_003).wrapping_add(self.boots)),
+            clock: self.clock.clone(),
+            broker,
+            sqlite_vfs: Some(name),
+            executor: Some(self.stepper.clone() as Arc<dyn Executor>),
+        };
+        let ws = Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| e.to_string())?;
+        self.ws = Some(ws);
+        Ok(())
+    }
+
+    /// Drops the engine (its connections close) and the bridge registration of this boot.
+    fn shutdown(&mut self) {
+        self.db = None;
+        self.ws = None;
+        if let Some(name) = self.vfs_current.take() {
+            let _ = bridge::unregister(&name);
+        }
+    }
+
+    fn ws(&self) -> Result<&Workspace, String> {
+        self.ws.as_ref().ok_or_else(|| "no workspace".to_string())
+    }
+
+    fn db(&self) -> Result<&Database, String> {
+        self.db.as_ref().ok_or_else(|| "no database".to_string())
+    }
+
+    /// Registers the app and creates the table (faults off).
+    pub fn setup(&mut self) -> Result<(), String> {
+        self.boot()?;
+        let full = self.full;
+        let ws = self.ws()?.clone();
+        ws.register_app(APP, &manifest(full)).map_err(|e| e.to_string())?;
+        let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        db.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)", &[])
+            .map_err(|e| e.to_string())?;
+        drop(ws);
+        self.db = Some(db);
+        // A clean close and reopen checkpoints the table into the database file: with
+        // synchronous=NORMAL it is durable only from here on.
+        self.reopen_clean()?;
+        self.model.barrier();
+        self.log(format!("setup tier={} ", if full { "premium(FULL)" } else { "standard(NORMAL)" }));
+        Ok(())
+    }
+
+    /// Draws the next operation.
+    pub fn draw(&mut self, profile: Profile, next_key: &mut i64) -> Op {
+        let roll = self.rng.random_range(0..100u32);
+        let mut key = || {
+            *next_key += 1;
+            *next_key
+        };
+        let fault_roll = self.rng.random_range(0..100u32);
+        match profile {
+            Profile::CrashHeavy | Profile::IoErrors | Profile::Enospc if fault_roll < 6 => {
+                return Op::CutPower(self.rng.random_range(0..60u64));
+            }
+            Profile::IoErrors if fault_roll < 9 => return Op::FailSync(self.rng.random_range(0..6u64)),
+            _ => {}
+        }
+        match roll {
+            0..=24 => Op::Insert(key()),
+            25..=39 => {
+                let n = self.rng.random_range(2..6usize);
+                Op::GroupInsert((0..n).map(|_| key()).collect(), self.rng.next_u64())
+            }
+            40..=52 => {
+                let n = self.rng.random_range(1..4usize);
+                let fail = self.rng.random_bool(0.2);
+                Op::Transaction((0..n).map(|_| key()).collect(), fail)
+            }
+            53..=59 => Op::Delete(self.rng.random_range(1..=(*next_key).max(1))),
+            60..=67 => Op::Query,
+            68..=76 => Op::Snapshot,
+            77..=82 => Op::Restore(self.rng.random_range(0..8usize)),
+            83..=85 => Op::Migrate,
+            86..=90 => Op::RetentionGc,
+            91..=94 => Op::Reopen,
+            _ => Op::Cancel,
+        }
+    }
+
+    /// Runs one operation against the engine and the model. Engine errors are expected while
+    /// the power is off or after an injected fault; they must then be clean typed errors.
+    pub fn apply(&mut self, op: &Op) -> Result<String, String> {
+        if self.fs.is_dead() {
+            return Ok("skipped: power is off".into());
+        }
+        let full = self.full;
+        let result = self.apply_inner(op, full);
+        // Fail-stop: if the injected fsync failure fired during this operation, the operation
+        // itself must not have been acknowledged, and nothing is until a reopen or crash.
+        if let Some(at) = self.sync_failure_at {
+            if self.fs.stats().syncs >= at && !self.poisoned_by_fault {
+                self.poisoned_by_fault = true;
+                if let Ok(text) = &result {
+                    if is_ack(text) {
+                        return Err(format!(
+                            "fail-stop broken: {op:?} was acknowledged although an fsync failed during it"
+                        ));
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn apply_inner(&mut self, op: &Op, full: bool) -> Result<String, String> {
+        let acked_while_poisoned = |w: &World| w.poisoned_by_fault;
+        match op {
+            Op::Insert(k) => {
+                let mut next = self.model.rows.clone();
+                next.insert(*k);
+                self.model.in_flight = vec![next.clone()];
+                let r = self
+                    .db()?
+                    .exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), Value::Integer(*k)]);
+                self.settle_write(r.map(|_| ()), next, full, acked_while_poisoned(self))
+            }
+            Op::GroupInsert(keys, order_seed) => {
+                let db = self.db()?.clone();
+                let mut all = self.model.rows.clone();
+                all.extend(keys.iter().copied());
+                self.model.in_flight = vec![all];
+                let pending: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        db.submit_exec(
+                            "INSERT INTO kv (k, v) VALUES (?, ?)",
+                            vec![Value::Integer(*k), Value::Integer(*k)],
+                        )
+                    })
+                    .collect();
+                let mut order = ChaCha8Rng::seed_from_u64(*order_seed);
+                self.stepper.run_until_idle(10_000, || order.random_range(0..64usize));
+                let mut acked = Vec::new();
+                let mut failures = Vec::new();
+                for (k, p) in keys.iter().zip(pending) {
+                    match p.try_take() {
+                        Some(Ok(_)) => acked.push(*k),
+                        Some(Err(e)) => failures.push(e.code().name()),
+                        None => {
+                            return Err(
+                                "a group-committed write was never answered after the stepper went idle"
+                                    .into(),
+                            )
+                        }
+                    }
+                }
+                if !acked.is_empty() && self.poisoned_by_fault {
+                    return Err(format!(
+                        "fail-stop broken: {} writes acknowledged after an fsync failure",
+                        acked.len()
+                    ));
+                }
+                let mut next = self.model.rows.clone();
+                next.extend(acked.iter().copied());
+                self.model.maybe.extend(keys.iter().filter(|k| !acked.contains(k)));
+                // Every request of a group either commits with it or fails alone; after a
+                // power cut the whole group may have committed unanswered.
+                self.model.in_flight.push(next.clone());
+                if !acked.is_empty() {
+                    self.model.commit(next, full);
+                }
+                Ok(format!("acked {:?} failed {:?}", acked, failures))
+            }
+            Op::Transaction(keys, fail) => {
+                let mut next = self.model.rows.clone();
+                next.extend(keys.iter().copied());
+                self.model.in_flight = if *fail { Vec::new() } else { vec![next.clone()] };
+                let keys2 = keys.clone();
+                let fail = *fail;
+                let r = self.db()?.transaction(|tx| {
+                    for k in &keys2 {
+                        tx.exec(
+                            "INSERT INTO kv (k, v) VALUES (?, ?)",
+                            &[Value::Integer(*k), Value::Integer(*k)],
+                        )?;
+                    }
+                    if fail {
+                        return Err(sila_sqlite::Error::new(
+                            ErrorCode::InvalidArgument,
+                            "the body fails on purpose",
+                        ));
+                    }
+                    Ok(())
+                });
+                if fail {
+                    match r {
+                        Err(e) if e.code() == ErrorCode::InvalidArgument => Ok("rolled back as asked".into()),
+                        Err(e) => Ok(format!("error {}", e.code())),
+                        Ok(()) => Err("a transaction whose body failed was committed".into()),
+                    }
+                } else {
+                    self.settle_write(r, next, full, acked_while_poisoned(self))
+                }
+            }
+            Op::Delete(k) => {
+                let mut next = self.model.rows.clone();
+                next.remove(k);
+                self.model.in_flight = vec![next.clone()];
+                let r = self.db()?.exec("DELETE FROM kv WHERE k = ?", &[Value::Integer(*k)]).map(|_| ());
+                self.settle_write(r, next, full, acked_while_poisoned(self))
+            }
+            Op::Query => match self.db()?.query("SELECT k FROM kv ORDER BY k", &[]) {
+                Ok(rows) => {
+                    let got: BTreeSet<i64> = rows
+                        .rows
+                        .iter()
+                        .filter_map(|r| match r.first() {
+                            Some(Value::Integer(k)) => Some(*k),
+                            _ => None,
+                        })
+                        .collect();
+                    if got != self.model.rows {
+                        return Err(format!(
+                            "live read differs from the model: got {} rows, model {}",
+                            got.len(),
+                            self.model.rows.len()
+                        ));
+                    }
+                    Ok(format!("{} rows", got.len()))
+                }
+                Err(e) => Ok(format!("error {}", e.code())),
+            },
+            Op::Snapshot => {
+                let label = format!("s{}", self.trace.len());
+                match self.db()?.snapshot(&label) {
+                    Ok(s) => {
+                        if self.poisoned_by_fault {
+                            return Err(
+                                "fail-stop broken: snapshot acknowledged after an fsync failure".into()
+                            );
+                        }
+                        self.model.snapshots.insert(s.id, self.model.rows.clone());
+                        self.model.snapshot_order.push(s.id);
+                        Ok(format!("snapshot {}", short(s.id)))
+                    }
+                    Err(e) => Ok(format!("error {}", e.code())),
+                }
+            }
+            Op::Restore(n) => {
+                if self.model.snapshot_order.is_empty() {
+                    return Ok("no snapshot".into());
+                }
+                let id = self.model.snapshot_order[n % self.model.snapshot_order.len()];
+                let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
+                self.model.in_flight = vec![target.clone()];
+                match self.db()?.restore(id, RestoreOptions { allow_schema_change: true }) {
+                    Ok(undo) => {
+                        if self.poisoned_by_fault {
+                            return Err(
+                                "fail-stop broken: restore acknowledged after an fsync failure".into()
+                            );
+                        }
+                        self.model.snapshots.insert(undo, self.model.rows.clone());
+                        self.model.snapshot_order.push(undo);
+                        self.model.rows = target;
+                        self.model.barrier();
+                        Ok(format!("restored {} (undo {})", short(id), short(undo)))
+                    }
+                    Err(e) => Ok(format!("error {}", e.code())),
+                }
+            }
+            Op::Migrate => {
+                let to = self.model.schema + 1;
+                let steps = (0..to)
+                    .map(|v| MigrationStep {
+                        from: v,
+                        to: v + 1,
+                        up: format!("CREATE INDEX IF NOT EXISTS kv_v{v} ON kv(v)"),
+                        down: format!("DROP INDEX IF EXISTS kv_v{v}"),
+                    })
+                    .collect();
+                let plan = MigrationPlan { current_version: to, steps };
+                match self.db()?.migrate(&plan, false) {
+                    Ok(report) => {
+                        if self.poisoned_by_fault {
+                            return Err(
+                                "fail-stop broken: migration acknowledged after an fsync failure".into()
+                            );
+                        }
+                        if let Some(s) = report.snapshot {
+                            self.model.snapshots.insert(s, self.model.rows.clone());
+                            self.model.snapshot_order.push(s);
+                        }
+                        self.model.schema = report.to;
+                        Ok(format!("migrated {} -> {}", report.from, report.to))
+                    }
+                    Err(e) => Ok(format!("error {}", e.code())),
+                }
+            }
+            Op::RetentionGc => {
+                let policy = Retention { keep_last: Some(1), max_age_ms: None };
+                match self.db()?.apply_retention(policy) {
+                    Ok(dropped) => {
+                        for d in &dropped {
+                            self.model.snapshots.remove(d);
+                            self.model.snapshot_order.retain(|x| x != d);
+                        }
+                        let gc =
+                            self.ws()?.gc().map(|g| g.files.len()).map_err(|e| e.code().name().to_string());
+                        Ok(format!("dropped {} gc {:?}", dropped.len(), gc))
+                    }
+                    Err(e) => Ok(format!("error {}", e.code())),
+                }
+            }
+            Op::Reopen => {
+                let fault_armed = self.sync_failure_at;
+                match self.reopen_clean() {
+                    Ok(()) => {
+                        let fired = fault_armed.is_some_and(|at| self.fs.stats().syncs >= at);
+                        if fired {
+                            // The close's checkpoint lost its fsync: like a crash, the data may
+                            // be any state since the last durable point, never a mix.
+                            let rows = match self.read_rows() {
+                                Ok(rows) => rows,
+                                Err(e) if self.fs.is_dead() => {
+                                    return Ok(format!("power cut after reopen: {e}"))
+                                }
+                                Err(e) => return Err(e),
+                            };
+                            self.adopt(rows, "reopen after a failed fsync")?;
+                            return Ok("reopened after a failed fsync at close".into());
+                        }
+                        // A clean close checkpoints: everything acknowledged is durable now.
+                        self.model.barrier();
+                        Ok("reopened".into())
+                    }
+                    Err(e) if self.fs.is_dead() => Ok(format!("power cut during reopen: {e}")),
+                    Err(e) => Err(format!("reopen failed with the power on: {e}")),
+                }
+            }
+            Op::Cancel => {
+                let p = self.db()?.submit_query("SELECT count(*) FROM kv", vec![]);
+                p.cancel();
+                self.stepper.run_until_idle(1000, || 0);
+                match p.try_take() {
+                    Some(Err(e)) if e.code() == ErrorCode::Cancelled => Ok("cancelled".into()),
+                    Some(Err(e)) if e.code() == ErrorCode::Poisoned => Ok("poisoned".into()),
+                    Some(Err(e)) if self.fs.is_dead() => Ok(format!("power cut: {}", e.code())),
+                    Some(other) => Err(format!("a cancelled query answered {other:?}")),
+                    None => Err("a cancelled query was never answered".into()),
+                }
+            }
+            Op::CutPower(n) => {
+                self.fs.cut_power_after(*n);
+                Ok(format!("power cut armed after {n} IO calls"))
+            }
+            Op::FailSync(n) => {
+                if self.sync_failure_at.is_some() {
+                    return Ok("an fsync failure is already armed".into());
+                }
+                let mut faults = self.fs.faults();
+                faults.fail_sync_after = Some(*n);
+                self.fs.set_faults(faults);
+                self.sync_failure_at = Some(self.fs.stats().syncs + n + 1);
+                Ok(format!("fsync failure armed after {n} syncs"))
+            }
+        }
+    }
+
+    /// After a write: acknowledged → the model moves; error → must be clean, model stays.
+    fn settle_write(
+        &mut self,
+        r: sila_sqlite::Result<()>,
+        next: BTreeSet<i64>,
+        full: bool,
+        poisoned_before: bool,
+    ) -> Result<String, String> {
+        match r {
+            Ok(()) => {
+                if poisoned_before {
+                    return Err("fail-stop broken: a write was acknowledged after an fsync failure".into());
+                }
+                self.model.commit(next, full);
+                Ok("acked".into())
+            }
+            Err(e) => {
+                let touched: Vec<i64> = next.symmetric_difference(&self.model.rows).copied().collect();
+                self.model.maybe.extend(touched);
+                Ok(format!("error {}", e.code()))
+            }
+        }
+    }
+
+    /// Closes the workspace cleanly (checkpoints) and opens it again.
+    fn reopen_clean(&mut self) -> Result<(), String> {
+        self.boot()?;
+        let db =
+            self.ws()?.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        self.db = Some(db);
+        self.clear_fault_state();
+        Ok(())
+    }
+
+    fn clear_fault_state(&mut self) {
+        self.poisoned_by_fault = false;
+        self.sync_failure_at = None;
+        let mut faults = self.fs.faults();
+        faults.fail_sync_after = None;
+        self.fs.set_faults(faults);
+    }
+
+    /// The power went out: boot on the durable image and check every invariant. With some
+    /// probability the power fails again during recovery; then recovery runs once more and
+    /// must land on the same state.
+    pub fn crash_and_check(&mut self) -> Result<String, String> {
+        self.shutdown();
+        let image = self.fs.durable_image();
+        image.set_faults(Faults::default());
+        // Power loss during recovery, then recovery again.
+        if self.rng.random_bool(0.3) {
+            let again = image.durable_image();
+            again.cut_power_after(self.rng.random_range(0..4u64));
+            self.fs = again;
+            let _ = self.boot();
+            self.shutdown();
+            let image2 = self.fs.durable_image();
+            image2.set_faults(Faults::default());
+            self.fs = image2;
+        } else {
+            self.fs = image;
+        }
+        self.boot().map_err(|e| format!("recovery failed: {e}"))?;
+        self.check_invariants()?;
+        // Idempotent: recover the recovered disk again; the state must not change.
+        let rows = self.read_rows()?;
+        self.shutdown();
+        self.fs = self.fs.durable_image();
+        self.boot().map_err(|e| format!("second recovery failed: {e}"))?;
+        let again = self.read_rows()?;
+        if again != rows {
+            return Err("recovery is not idempotent: a second recovery changed the data".into());
+        }
+        self.clear_fault_state();
+        Ok(format!("recovered {} rows", rows.len()))
+    }
+
+    fn read_rows(&mut self) -> Result<BTreeSet<i64>, String> {
+        if self.db.is_none() {
+            let db = self
+                .ws()?
+                .open_app(APP)
+                .map_err(|e| e.to_string())?
+                .open("main")
+                .map_err(|e| e.to_string())?;
+            self.db = Some(db);
+        }
+        let rows = self
+            .db()?
+            .query("SELECT k FROM kv ORDER BY k", &[])
+            .map_err(|e| format!("read after recovery: {e}"))?;
+        Ok(rows
+            .rows
+            .iter()
+            .filter_map(|r| match r.first() {
+                Some(Value::Integer(k)) => Some(*k),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn check_invariants(&mut self) -> Result<(), String> {
+        let ws = self.ws()?.clone();
+        let report = ws.recovery_report().clone();
+        if !report.damaged.is_empty() {
+            return Err(format!("recovery reported damage: {:?}", report.damaged));
+        }
+        // 1. The pointer names a file that passes integrity_check.
+        let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        let ok =
+            db.query_value("PRAGMA integrity_check", &[]).map_err(|e| format!("integrity_check: {e}"))?;
+        if ok != Some(Value::Text("ok".into())) {
+            return Err(format!("integrity_check after recovery: {ok:?}"));
+        }
+        self.db = Some(db);
+        // 2, 3. Acknowledged data, all-or-nothing.
+        let rows = self.read_rows()?;
+        self.adopt(rows, "recovery")?;
+        self.model.schema = db_schema(self.db()?)?;
+        // 4. Snapshots in the manifest exist with their checksums.
+        let key = ws.db_key(APP, "main").map_err(|e| e.to_string())?;
+        let entries =
+            ws.with_store(|s| s.manifest(&key).map(|m| m.snapshots.clone())).map_err(|e| e.to_string())?;
+        let fs: &dyn Vfs = &self.fs;
+        for s in &entries {
+            let path = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, s.id));
+            match vfs::checksum_file(fs, &path) {
+                Ok((crc, size)) if crc == s.crc32c && size == s.size => {}
+                other => return Err(format!("snapshot {} fails its checksum: {other:?}", s.id)),
+            }
+        }
+        // The model forgets snapshots the crash undid (not acknowledged) and keeps the rest.
+        let on_disk: BTreeSet<Uuid> = entries.iter().map(|s| s.id).collect();
+        self.model.snapshot_order.retain(|id| on_disk.contains(id));
+        self.model.snapshots.retain(|id, _| on_disk.contains(id));
+        for id in &on_disk {
+            if !self.model.snapshots.contains_key(id) {
+                // Taken but not acknowledged before the crash: its content is unknown to the
+                // model, so it is left out of restores.
+            }
+        }
+        // 6. Ledger equals disk; 5. one GC pass leaves exactly the reachable set.
+        self.check_ledger(&ws, &key)?;
+        ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
+        self.check_reachable(&ws, &key)?;
+        Ok(())
+    }
+
+    /// Checks that `rows` is a state the acknowledged history allows after a loss of
+    /// unsynced data (FULL: the last acknowledged state or an unanswered operation's; NORMAL:
+    /// any state since the last durable point), then makes it the model's durable state.
+    fn adopt(&mut self, rows: BTreeSet<i64>, when: &str) -> Result<(), String> {
+        if !self.model.allows(&rows) {
+            let last = self.model.rows.len();
+            return Err(format!(
+                "{when}: {} rows, which is no acknowledged state (model has {last}; {} states allowed; durability {})",
+                rows.len(),
+                self.model.history.len(),
+                if self.full { "FULL" } else { "NORMAL" }
+            ));
+        }
+        self.model.rows = rows;
+        self.model.barrier();
+        self.model.in_flight.clear();
+        Ok(())
+    }
+
+    fn data_files(&self, dir: &Path) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (sub, prefix) in
+            [(dir.to_path_buf(), String::new()), (dir.join(layout::SNAPSHOTS_DIR), "snapshots/".to_string())]
+        {
+            for e in self.fs.list_dir(&sub).unwrap_or_default() {
+                let rel = format!("{prefix}{}", e.name);
+                if e.is_dir
+                    || matches!(layout::classify(&rel), FileKind::Record | FileKind::Temp | FileKind::Unknown)
+                {
+                    continue;
+                }
+                let size = self.fs.file_len(&sub.join(&e.name)).ok().flatten().unwrap_or(0);
+                out.push((rel, size));
+            }
+        }
+        out
+    }
+
+    fn check_ledger(&self, ws: &Workspace, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
+        let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
+        let disk: u64 = self.data_files(&dir).iter().map(|(_, s)| *s).sum();
+        let ledger = ws.ledger(APP).map_err(|e| e.to_string())?;
+        let counted = ledger.live_bytes + ledger.snapshot_bytes + ledger.garbage_bytes;
+        // The live WAL and SHM move under SQLite between the scan and now: compare the rest.
+        let live_now: u64 = self
+            .data_files(&dir)
+            .iter()
+            .filter(|(n, _)| matches!(layout::classify(n), FileKind::Side(_)))
+            .map(|(_, s)| *s)
+            .sum();
+        let _ = live_now;
+        if counted != disk && ledger.in_flight_bytes == 0 {
+            let files = ws.with_store(|s| s.files(key).map(|f| f.clone())).map_err(|e| e.to_string())?;
+            let disk_files = self.data_files(&dir);
+            let mismatched: Vec<String> = disk_files
+                .iter()
+                .filter(|(n, s)| files.get(n) != Some(s))
+                .map(|(n, s)| format!("{n}: disk {s}, ledger {:?}", files.get(n)))
+                .collect();
+            if !mismatched.iter().all(|m| m.contains("-wal") || m.contains("-shm")) {
+                return Err(format!("ledger {counted} bytes, disk {disk} bytes: {mismatched:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_reachable(&self, ws: &Workspace, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
+        let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
+        let pointer = ws.with_store(|s| s.pointer(key).map(|p| p.file)).map_err(|e| e.to_string())?;
+        let snaps: BTreeSet<Uuid> = ws
+            .with_store(|s| s.manifest(key).map(|m| m.snapshots.iter().map(|x| x.id).collect()))
+            .map_err(|e| e.to_string())?;
+        for (rel, _) in self.data_files(&dir) {
+            let reachable = match layout::classify(&rel) {
+                FileKind::Database(id) | FileKind::Side(id) => id == pointer,
+                FileKind::Snapshot(id) => snaps.contains(&id),
+                _ => true,
+            };
+            if !reachable {
+                return Err(format!("after GC, unreachable {rel} remains"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn db_schema(db: &Database) -> Result<u64, String> {
+    db.schema_version().map_err(|e| format!("schema version after recovery: {e}"))
+}
+
+/// Whether a trace line says the operation was acknowledged.
+fn is_ack(text: &str) -> bool {
+    text == "acked"
+        || text.starts_with("snapshot ")
+        || text.starts_with("restored ")
+        || text.starts_with("migrated ")
+        || (text.starts_with("acked [") && !text.starts_with("acked []"))
+}
+
+fn short(id: Uuid) -> String {
+    id.simple().to_string().chars().skip(20).collect()
+}
+
+/// Runs one seed: setup, then `ops_max` operations; whenever the power goes out, crash,
+/// recover and check. Returns the outcome with its trace.
+pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
+    let mut ops = Vec::new();
+    let mut violation = None;
+    let mut trace = Vec::new();
+    match World::new(seed) {
+        Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
+        Ok(mut world) => {
+            if let Err(e) = world.setup() {
+                violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
+            }
+            if profile == Profile::Enospc {
+                let used: u64 = world.fs.files().values().map(|v| v.len() as u64).sum();
+                let room = world.rng.random_range(64 * 1024..2 * 1024 * 1024u64);
+                let mut faults = world.fs.faults();
+                faults.capacity_bytes = Some(used + room);
+                world.fs.set_faults(faults);
+                world.log(format!("disk capacity {} bytes", used + room));
+            }
+            let mut next_key = 0i64;
+            for i in 0..ops_max {
+                if violation.is_some() {
+                    break;
+                }
+                world.clock.advance(1000);
+                let op = world.draw(profile, &mut next_key);
+                ops.push(op.clone());
+                let result = world.apply(&op);
+                match result {
+                    Ok(text) => world.log(format!("{i:4} {op:?} -> {text}")),
+                    Err(what) => {
+                        world.log(format!("{i:4} {op:?} -> VIOLATION {what}"));
+                        violation = Some(Violation { op_index: i, what });
+                        break;
+                    }
+                }
+                if profile == Profile::Faultless && world.trace.last().is_some_and(|l| l.contains("-> error"))
+                {
+                    let what = format!("with faults off, an operation failed: {:?}", world.trace.last());
+                    violation = Some(Violation { op_index: i, what });
+                    break;
+                }
+                if world.fs.is_dead() {
+                    match world.crash_and_check() {
+                        Ok(text) => world.log(format!("     crash -> {text}")),
+                        Err(what) => {
+                            world.log(format!("     crash -> VIOLATION {what}"));
+                            violation = Some(Violation { op_index: i, what });
+                        }
+                    }
+                }
+            }
+            if violation.is_none() {
+                // A final crash at the end checks durability of everything acknowledged.
+                world.fs.cut_power_after(0);
+                if let Err(what) = world.crash_and_check() {
+                    world.log(format!("final crash -> VIOLATION {what}"));
+                    violation = Some(Violation { op_index: ops.len(), what });
+                }
+            }
+            trace = std::mem::take(&mut world.trace);
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    trace.hash(&mut h);
+    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation }
+}
