@@ -185,16 +185,9 @@ fn light_blocking_lookups_keep_their_latency_beside_a_heavy_app() {
 }
 
 /// The light app calls the non-blocking API, so its requests compete with the heavy app's
-/// flood for the shared worker pool.
-///
-/// Known gap (issue 4, item 5): the pool takes jobs from the apps round-robin but does not cap
-/// how many workers one app occupies, so a heavy app's long queries (and its jobs waiting for a
-/// reader connection) fill every worker and the light app's lookups wait until one finishes —
-/// measured here at one whole heavy query (p99 ≈ 1.5 s, or `Timeout` because the deadline runs
-/// from submission). Run it with `--ignored` after the executor keeps a worker for apps with
-/// nothing running.
+/// flood for the shared worker pool. The pool never lets one app run on every worker, so a
+/// worker is free for the light app's lookups.
 #[test]
-#[ignore = "known gap: the worker pool lets one app occupy every worker (see the doc comment)"]
 fn light_non_blocking_lookups_keep_their_latency_beside_a_heavy_app() {
     compare("non-blocking", true);
 }

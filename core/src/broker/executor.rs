@@ -25,17 +25,52 @@ pub trait Executor: Send + Sync {
     fn shutdown(&self);
 }
 
-/// Per-app FIFOs served round-robin, with a bound on the total.
+/// Per-app FIFOs served round-robin, with a bound on the total, and a cap on how many of
+/// an app's jobs may run at once (so one app can never hold every worker).
 struct FairQueue {
     apps: VecDeque<(Uuid, VecDeque<Job>)>,
     len: usize,
     len_max: usize,
     closed: bool,
+    running: std::collections::HashMap<Uuid, usize>,
+    running_per_app_max: usize,
 }
 
 impl FairQueue {
     fn new(len_max: usize) -> FairQueue {
-        FairQueue { apps: VecDeque::new(), len: 0, len_max, closed: false }
+        FairQueue::with_cap(len_max, usize::MAX)
+    }
+
+    fn with_cap(len_max: usize, running_per_app_max: usize) -> FairQueue {
+        FairQueue {
+            apps: VecDeque::new(),
+            len: 0,
+            len_max,
+            closed: false,
+            running: std::collections::HashMap::new(),
+            running_per_app_max: running_per_app_max.max(1),
+        }
+    }
+
+    /// Takes the next job of the first app (in round-robin order) that is under its cap of
+    /// running jobs, and counts it as running until [`FairQueue::finished`].
+    fn pop_runnable(&mut self) -> Option<(Uuid, Job)> {
+        let cap = self.running_per_app_max;
+        let index =
+            self.apps.iter().position(|(app, _)| self.running.get(app).copied().unwrap_or(0) < cap)?;
+        let app = self.apps.get(index).map(|(a, _)| *a)?;
+        let job = self.pop_at(index)?;
+        *self.running.entry(app).or_insert(0) += 1;
+        Some((app, job))
+    }
+
+    fn finished(&mut self, app: Uuid) {
+        if let Some(n) = self.running.get_mut(&app) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(&app);
+            }
+        }
     }
 
     fn push(&mut self, app: Uuid, job: Job) -> Result<(), Job> {
@@ -90,12 +125,15 @@ pub struct ThreadPool {
 }
 
 impl ThreadPool {
-    /// Starts `threads` workers (at least one) with a queue of at most `queue_max` jobs.
+    /// Starts `threads` workers (at least one) with a queue of at most `queue_max` jobs. One
+    /// app may run at most `threads - 1` jobs at once (at least one), so a worker is always
+    /// left for the other apps: a flood of slow work from one app cannot stall another.
     pub fn new(threads: usize, queue_max: usize) -> std::io::Result<ThreadPool> {
-        let shared =
-            Arc::new(PoolShared { queue: Mutex::new(FairQueue::new(queue_max)), work: Condvar::new() });
+        let threads = threads.max(1);
+        let queue = FairQueue::with_cap(queue_max, threads.saturating_sub(1).max(1));
+        let shared = Arc::new(PoolShared { queue: Mutex::new(queue), work: Condvar::new() });
         let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let shared = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("sila-worker-{i}"))
@@ -111,7 +149,7 @@ fn worker(shared: &PoolShared) {
         let job = {
             let mut q = lock(&shared.queue);
             loop {
-                if let Some(job) = q.pop_at(0) {
+                if let Some(job) = q.pop_runnable() {
                     break Some(job);
                 }
                 if q.closed {
@@ -123,8 +161,11 @@ fn worker(shared: &PoolShared) {
         match job {
             // A panicking job must not take the worker down with it; the job's completer is
             // dropped during unwinding and answers its caller.
-            Some(job) => {
+            Some((app, job)) => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                lock(&shared.queue).finished(app);
+                // A job of this app may have been waiting on the cap.
+                shared.work.notify_one();
             }
             None => return,
         }
@@ -237,6 +278,23 @@ mod tests {
         assert!(s.spawn(b, Box::new(move || o.lock().unwrap().push("b0".into()))).is_ok());
         assert_eq!(s.run_until_idle(100, || 0), 5);
         assert_eq!(*order.lock().unwrap(), vec!["a0", "b0", "a1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn one_app_never_holds_every_worker() {
+        let mut q = FairQueue::with_cap(100, 1);
+        let (heavy, light) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for _ in 0..3 {
+            assert!(q.push(heavy, Box::new(|| {})).is_ok());
+        }
+        let (app, _job) = q.pop_runnable().unwrap();
+        assert_eq!(app, heavy);
+        // The heavy app is at its cap: its next job waits, even with nothing else queued.
+        assert!(q.pop_runnable().is_none());
+        assert!(q.push(light, Box::new(|| {})).is_ok());
+        assert_eq!(q.pop_runnable().map(|(a, _)| a), Some(light), "the light app gets the free worker");
+        q.finished(heavy);
+        assert_eq!(q.pop_runnable().map(|(a, _)| a), Some(heavy));
     }
 
     #[test]
