@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod names;
 pub mod redact;
+pub mod sabotage;
 pub mod sqlite;
 pub mod store;
 pub mod versions;

@@ -134,9 +134,14 @@ fn fingerprint(ws: &Workspace) -> Fingerprint {
 }
 
 /// Writes a stand-in database or snapshot file (unsynced), as a copy would.
+/// The content every stand-in file gets, so a check can tell it from lost data.
+fn blob(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
 fn write_blob(ws: &Workspace, rel: &Path, len: usize) -> Result<(), String> {
     let path = ws.driver().abs(rel);
-    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let bytes = blob(len);
     vfs::write_file(ws.driver().vfs().as_ref(), &path, &bytes).map(|_| ()).map_err(|e| e.to_string())
 }
 
@@ -307,6 +312,9 @@ fn check_image(image: &MemFs, expect: &Expect, acked: bool) -> Vec<String> {
         out.push(format!("recovery reported damage: {:?}", report.damaged));
     }
     let state = fingerprint(&ws);
+    // Every file a pointer or manifest names holds what was written: a version is never
+    // made reachable before its data is durable.
+    out.extend(check_reachable_content(&ws, image));
     if acked && state != expect.after {
         out.push(format!("acknowledged operation lost: expected {:?}, recovered {:?}", expect.after, state));
     }
@@ -323,6 +331,35 @@ fn check_image(image: &MemFs, expect: &Expect, acked: bool) -> Vec<String> {
     out.extend(check_files(&ws, &report));
     out.extend(check_recovery_idempotent(image, &state));
     out.extend(check_gc_completes(&ws));
+    out
+}
+
+/// Files the flip and snapshot scenarios wrote (1024- and 512-byte stand-ins) hold their
+/// content whenever a pointer or manifest names them.
+fn check_reachable_content(ws: &Workspace, image: &MemFs) -> Vec<String> {
+    let mut out = Vec::new();
+    ws.with_store(|s| {
+        for k in s.db_keys() {
+            let mut named = Vec::new();
+            if let Ok(p) = s.pointer(&k) {
+                if p.size > 0 {
+                    named.push((layout::db_file(k.app, &k.db, p.file), p.size));
+                }
+            }
+            if let Ok(m) = s.manifest(&k) {
+                named.extend(m.snapshots.iter().map(|x| (layout::snapshot_file(k.app, &k.db, x.id), x.size)));
+            }
+            for (rel, size) in named {
+                let want = blob(usize::try_from(size).unwrap_or(0));
+                if image.read(Path::new(ROOT).join(&rel)) != Some(want) {
+                    out.push(format!(
+                        "{} is reachable but does not hold the data written to it",
+                        rel.display()
+                    ));
+                }
+            }
+        }
+    });
     out
 }
 
@@ -455,6 +492,14 @@ fn check_gc_completes(ws: &Workspace) -> Vec<String> {
                 };
                 if !reachable {
                     out.push(format!("after GC, unreachable {} remains", dir.join(&rel).display()));
+                }
+            }
+            // GC safety: nothing reachable was deleted.
+            let live = pointer.map(|f| dir.join(layout::db_file_name(f)));
+            let listed = snaps.iter().map(|id| layout::snapshot_file(k.app, &k.db, *id));
+            for rel in live.into_iter().chain(listed) {
+                if !fs.exists(&ws.driver().abs(&rel)).unwrap_or(false) {
+                    out.push(format!("GC deleted {}, which is still referenced", rel.display()));
                 }
             }
             if s.collectable(&k).map(|c| !c.is_empty()).unwrap_or(false) {

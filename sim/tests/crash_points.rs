@@ -40,3 +40,21 @@ fn the_checker_catches_a_filesystem_that_drops_file_sync() {
         "{violations:#?}"
     );
 }
+
+/// Broken flip and GC protocols (the `sabotage` feature) must be caught at some crash point.
+#[test]
+fn the_checker_catches_broken_flip_and_gc_protocols() {
+    use sila_sqlite::sabotage::{self, Sabotage};
+    let cases = [
+        (Sabotage::SkipPointerSyncDir, Operation::Flip),
+        (Sabotage::FlipBeforeSync, Operation::Flip),
+        (Sabotage::GcIgnoresSnapshots, Operation::AddSnapshot),
+    ];
+    for (flaw, op) in cases {
+        sabotage::set(Some(flaw));
+        let violations = check_operation(op, Faults::default());
+        sabotage::set(None);
+        assert!(!violations.is_empty(), "{flaw:?} on {op:?} went unnoticed");
+        assert!(violations.iter().all(|v| !v.what.starts_with("harness:")), "{flaw:?}: {violations:#?}");
+    }
+}

@@ -932,7 +932,7 @@ impl DbShared {
     }
 
     fn run_batch(&self, broker: &BrokerShared, conn: &Connection, batch: Vec<WriteJob>) {
-        let mut execs = Vec::new();
+        let mut execs: Vec<ExecRequest> = Vec::new();
         for job in batch {
             match job {
                 WriteJob::Transaction(f) => f(conn),
@@ -947,6 +947,18 @@ impl DbShared {
             return;
         }
         let failures_before = broker.vfs.sync_failures();
+        if crate::sabotage::active(crate::sabotage::Sabotage::AckBeforeCommit) {
+            // Broken on purpose: answer first, commit later.
+            let mut answered = Vec::new();
+            for req in execs {
+                let ExecRequest { sql, params, stop, submitted, reply, admission } = req;
+                reply.complete(Ok(ExecResult { changes: 1, last_insert_rowid: 0 }));
+                // The real caller is answered; the work still needs a completer to answer.
+                let (_, reply) = pending::pending::<ExecResult>(CancelToken::new());
+                answered.push(ExecRequest { sql, params, stop, submitted, reply, admission });
+            }
+            execs = answered;
+        }
         let mut results = if let Err(e) = self.check_poison() {
             execs.into_iter().map(|r| (r, Err(e.clone()))).collect()
         } else {

@@ -41,6 +41,7 @@ pub mod record;
 
 use crate::manifest::Manifest;
 use crate::names::{AppId, DbName};
+use crate::sabotage::{self, Sabotage};
 use crate::{Error, ErrorCode, QuotaDetail, Result};
 use layout::FileKind;
 pub use plan::{Plan, Step};
@@ -389,7 +390,10 @@ impl Store {
             let referenced = match layout::classify(name) {
                 FileKind::Record | FileKind::Temp | FileKind::Unknown => true,
                 FileKind::Database(id) | FileKind::Side(id) => id == db.pointer.file,
-                FileKind::Snapshot(id) => db.manifest.snapshots.iter().any(|s| s.id == id),
+                FileKind::Snapshot(id) => {
+                    !sabotage::active(Sabotage::GcIgnoresSnapshots)
+                        && db.manifest.snapshots.iter().any(|s| s.id == id)
+                }
             };
             if !referenced && !in_flight.contains(name) {
                 out.push(name.clone());
@@ -632,24 +636,37 @@ impl Store {
             label: version.label,
         };
         let dir = layout::db_dir(key.app, &key.db);
-        let steps = vec![
+        let tmp = layout::current_tmp(key.app, &key.db);
+        let rename = Step::Rename { from: tmp.clone(), to: layout::current(key.app, &key.db) };
+        let mut steps = vec![
             Step::SyncFile(layout::db_file(key.app, &key.db, file)),
             Step::SyncDir(dir.clone()),
-            Step::WriteFile { path: layout::current_tmp(key.app, &key.db), bytes: pointer.encode() },
-            Step::SyncFile(layout::current_tmp(key.app, &key.db)),
-            Step::Rename {
-                from: layout::current_tmp(key.app, &key.db),
-                to: layout::current(key.app, &key.db),
-            },
-            Step::SyncDir(dir),
+            Step::WriteFile { path: tmp.clone(), bytes: pointer.encode() },
+            Step::SyncFile(tmp.clone()),
+            rename.clone(),
+            Step::SyncDir(dir.clone()),
         ];
+        let mut commit_step = 4;
+        if sabotage::active(Sabotage::SkipPointerSyncDir) {
+            steps.pop();
+        }
+        if sabotage::active(Sabotage::FlipBeforeSync) {
+            steps = vec![
+                Step::WriteFile { path: tmp.clone(), bytes: pointer.encode() },
+                Step::SyncFile(tmp),
+                rename,
+                Step::SyncDir(dir),
+                Step::SyncFile(layout::db_file(key.app, &key.db, file)),
+            ];
+            commit_step = 2;
+        }
         if let Some(OpKind::NewFile { pointer: p, .. }) = self.ops.get_mut(&op) {
             *p = Some(pointer);
         }
         if let Ok(db) = self.db_mut(&key) {
             db.files.insert(layout::db_file_name(file), version.size);
         }
-        Ok(Plan { op, steps, commit_step: Some(4) })
+        Ok(Plan { op, steps, commit_step: Some(commit_step) })
     }
 
     // ----- snapshots ---------------------------------------------------------------------

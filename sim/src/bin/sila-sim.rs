@@ -4,6 +4,7 @@
 //! sila-sim --seeds 2000 --profile crash-heavy     # fresh seeds 0..2000 (or from --start)
 //! sila-sim --seed 1234 --profile io-errors         # replay one seed with its full trace
 //! sila-sim --corpus sim/corpus.txt                 # the checked-in regression seeds
+//! sila-sim --seeds 100000 --profile all --jobs 2    # a long local run on two cores
 //! ```
 //!
 //! A failing seed prints a one-line command that replays it, the trace of operations up to
@@ -26,15 +27,18 @@ struct Args {
     ops: usize,
     corpus: Option<String>,
     verbose: bool,
+    jobs: usize,
 }
 
 fn usage() -> String {
-    "usage: sila-sim [--seeds N [--start S]] [--seed S] [--profile NAME|all] [--ops N] [--corpus FILE] [--verbose]\n\
+    "usage: sila-sim [--seeds N [--start S]] [--seed S] [--profile NAME|all] [--ops N] [--corpus FILE] [--jobs N] [--verbose]\n\
+     corpus lines: `<profile> <seed>  # why it is here`\n\
      profiles: faultless, crash-heavy, io-errors, enospc"
         .to_string()
 }
 
 fn parse() -> Result<Args, String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut a = Args {
         seeds: None,
         start: 0,
@@ -43,6 +47,7 @@ fn parse() -> Result<Args, String> {
         ops: OPS_DEFAULT,
         corpus: None,
         verbose: false,
+        jobs: cores,
     };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<u64, String> {
@@ -67,6 +72,9 @@ fn parse() -> Result<Args, String> {
             }
             "--corpus" => a.corpus = Some(it.next().ok_or("--corpus needs a file")?),
             "--verbose" => a.verbose = true,
+            "--jobs" => {
+                a.jobs = usize::try_from(num(it.next(), "--jobs")?).map_err(|e| e.to_string())?.clamp(1, 64)
+            }
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
@@ -110,50 +118,88 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut seeds: Vec<u64> = Vec::new();
+    let mut work: Vec<(Profile, u64)> = Vec::new();
+    let mut fresh: Vec<u64> = Vec::new();
     if let Some(s) = args.seed {
-        seeds.push(s);
+        fresh.push(s);
+    }
+    if let Some(n) = args.seeds {
+        fresh.extend(args.start..args.start.saturating_add(n));
+    }
+    for profile in &args.profiles {
+        work.extend(fresh.iter().map(|s| (*profile, *s)));
     }
     if let Some(path) = &args.corpus {
         match std::fs::read_to_string(path) {
-            Ok(text) => seeds.extend(
-                text.lines().filter_map(|l| l.split('#').next()).filter_map(|l| l.trim().parse::<u64>().ok()),
-            ),
+            Ok(text) => {
+                for line in text.lines() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    let mut parts = line.split_whitespace();
+                    match (
+                        parts.next().and_then(Profile::from_name),
+                        parts.next().and_then(|s| s.parse().ok()),
+                    ) {
+                        (Some(p), Some(seed)) => work.push((p, seed)),
+                        _ if line.is_empty() => {}
+                        _ => {
+                            eprintln!("error[INVALID_ARGUMENT]: {path}: bad corpus line {line:?}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("error[IO]: reading {path}: {e}");
                 return ExitCode::from(1);
             }
         }
     }
-    if let Some(n) = args.seeds {
-        seeds.extend(args.start..args.start.saturating_add(n));
-    }
-    if seeds.is_empty() {
+    if work.is_empty() {
         eprintln!("{}", usage());
         return ExitCode::from(2);
     }
     let started = Instant::now();
+    let jobs = args.jobs.min(work.len()).max(1);
+    let chunks: Vec<Vec<(Profile, u64)>> =
+        (0..jobs).map(|j| work.iter().skip(j).step_by(jobs).copied().collect()).collect();
+    let ops = args.ops;
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || {
+                chunk.into_iter().map(|(p, s)| run_seed(s, p, ops)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for h in handles {
+        match h.join() {
+            Ok(o) => outcomes.extend(o),
+            Err(_) => {
+                eprintln!("error[PANIC]: a simulation thread panicked");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    outcomes.sort_by_key(|o| (o.profile.name(), o.seed));
     let (mut run, mut failed) = (0u64, 0u64);
-    for profile in &args.profiles {
-        for seed in &seeds {
-            let o = run_seed(*seed, *profile, args.ops);
-            run += 1;
-            if o.violation.is_some() {
-                failed += 1;
-                report_failure(&o, args.ops);
-            } else if args.verbose || args.seed == Some(*seed) {
-                println!("seed {} profile {} ok, trace hash {:016x}", seed, profile.name(), o.trace_hash);
-                if args.verbose {
-                    for line in &o.trace {
-                        println!("    {line}");
-                    }
+    for o in &outcomes {
+        run += 1;
+        if o.violation.is_some() {
+            failed += 1;
+            report_failure(o, args.ops);
+        } else if args.verbose || args.seed == Some(o.seed) {
+            println!("seed {} profile {} ok, trace hash {:016x}", o.seed, o.profile.name(), o.trace_hash);
+            if args.verbose {
+                for line in &o.trace {
+                    println!("    {line}");
                 }
             }
         }
     }
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 { run as f64 / secs } else { 0.0 };
-    println!("sila-sim: {run} seeds run, {failed} failed, {rate:.1} seeds/s ({secs:.1} s)");
+    println!("sila-sim: {run} seeds run, {failed} failed, {rate:.1} seeds/s on {jobs} threads ({secs:.1} s)");
     if failed > 0 {
         ExitCode::from(1)
     } else {

@@ -1,0 +1,42 @@
+//! Deliberately broken variants of the engine, to prove the simulator's checker bites.
+//!
+//! With the `sabotage` cargo feature (the simulation crate turns it on), a thread may switch
+//! on one flaw at a time; every check below reads a thread-local flag, so other threads —
+//! and every build without the feature — run the real protocol. Without the feature,
+//! [`active`] is a constant `false` and the checks compile away.
+
+/// A flaw the simulator must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// The flip renames the pointer but never syncs its directory.
+    SkipPointerSyncDir,
+    /// The flip makes the pointer durable before the new file's data is synced.
+    FlipBeforeSync,
+    /// GC treats snapshot files as garbage even while the manifest lists them.
+    GcIgnoresSnapshots,
+    /// The broker answers writes before it has committed them.
+    AckBeforeCommit,
+}
+
+#[cfg(feature = "sabotage")]
+thread_local! {
+    static ACTIVE: std::cell::Cell<Option<Sabotage>> = const { std::cell::Cell::new(None) };
+}
+
+/// Switches a flaw on (or all off with `None`) for the calling thread.
+#[cfg(feature = "sabotage")]
+pub fn set(flaw: Option<Sabotage>) {
+    ACTIVE.with(|a| a.set(flaw));
+}
+
+/// Whether `flaw` is on for the calling thread.
+#[cfg(feature = "sabotage")]
+pub fn active(flaw: Sabotage) -> bool {
+    ACTIVE.with(|a| a.get() == Some(flaw))
+}
+
+/// Whether `flaw` is on: never, in a build without the `sabotage` feature.
+#[cfg(not(feature = "sabotage"))]
+pub fn active(_flaw: Sabotage) -> bool {
+    false
+}
