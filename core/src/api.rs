@@ -148,6 +148,12 @@ fn read_only_error(db: &DbShared) -> Error {
 }
 
 impl Database {
+    /// Takes one of the app's concurrency slots and charges its statement budget; a refusal
+    /// (`Busy`, `BudgetExceeded`) is counted in this database's metrics.
+    fn admit(&self) -> Result<crate::broker::Admission> {
+        self.ws.broker().admit(&self.app).inspect_err(|e| self.db.metrics.record_error(e.code()))
+    }
+
     fn options(&self) -> crate::broker::BrokerOptions {
         self.ws.broker().options().clone()
     }
@@ -159,7 +165,7 @@ impl Database {
 
     /// [`Database::query`] with a cancellation token the caller may trigger from any thread.
     pub fn query_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<Rows> {
-        let _slot = self.ws.broker().admit(&self.app)?;
+        let _slot = self.admit()?;
         let stop = stop_for(self.ws.broker().options(), cancel);
         self.db.query(sql, params, &stop)
     }
@@ -184,7 +190,7 @@ impl Database {
     pub fn submit_query(&self, sql: &str, params: Vec<Value>) -> Pending<Rows> {
         let cancel = CancelToken::new();
         let (pending, completer) = pending::pending(cancel.clone());
-        let admission = match self.ws.broker().admit(&self.app) {
+        let admission = match self.admit() {
             Ok(a) => a,
             Err(e) => {
                 completer.complete(Err(e));
@@ -239,7 +245,7 @@ impl Database {
         if self.read_only {
             return Err(read_only_error(&self.db));
         }
-        let admission = self.ws.broker().admit(&self.app)?;
+        let admission = self.admit()?;
         let (pending, reply) = pending::pending(cancel.clone());
         let req = ExecRequest {
             sql: sql.to_string(),
@@ -261,7 +267,7 @@ impl Database {
         if self.read_only {
             return Err(read_only_error(&self.db));
         }
-        let _slot = self.ws.broker().admit(&self.app)?;
+        let _slot = self.admit()?;
         let options = self.options();
         let db = self.db.clone();
         self.exclusive(|conn| {
@@ -305,7 +311,7 @@ impl Database {
             completer.complete(Err(read_only_error(&self.db)));
             return pending;
         }
-        let admission = match self.ws.broker().admit(&self.app) {
+        let admission = match self.admit() {
             Ok(a) => a,
             Err(e) => {
                 completer.complete(Err(e));

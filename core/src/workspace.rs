@@ -345,6 +345,7 @@ impl Workspace {
             path: self.inner.driver.abs(&rel),
             read_only: spec.read_only,
             connection,
+            policy: info.manifest.policy,
         };
         let weak = Arc::downgrade(&self.inner);
         let release: crate::broker::LeaseRelease = Arc::new(move |lease| {

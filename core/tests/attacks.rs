@@ -579,6 +579,9 @@ fn budget_exhaustion_is_refused_with_the_refill_time_and_spares_other_apps() {
     );
     assert_eq!(h.db.transaction(|_| Ok(())).unwrap_err().code(), ErrorCode::BudgetExceeded);
     assert_eq!(h.db.submit_query("SELECT 1", vec![]).wait().unwrap_err().code(), ErrorCode::BudgetExceeded);
+    // Every refusal is counted in the database's metrics.
+    // (the query that ran out, then the exec, the transaction and the non-blocking query).
+    assert_eq!(h.db.stats().metrics.error_count(ErrorCode::BudgetExceeded), 4);
     // Another app is not affected.
     let victim = h.ws.open_app(VICTIM).unwrap().open("main").unwrap();
     assert_eq!(

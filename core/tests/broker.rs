@@ -394,3 +394,31 @@ fn threads_and_descriptors_stay_bounded_across_many_databases() {
     }
     let _ = Arc::new(());
 }
+
+/// The manifest's `policy` relaxes a documented subset of the SQL policy, per app, and the
+/// relaxation survives a reopen (it is part of the app record).
+#[test]
+fn manifest_policy_relaxations_apply_per_app() {
+    let dir = TempDir::new("relax");
+    let strict = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":1}]}}}"#;
+    let relaxed = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":1}],"policy":{"tempObjects":true}}}}"#;
+    let temp_table = |db: &Database| {
+        db.transaction(|tx| {
+            tx.exec("CREATE TEMP TABLE scratch (x)", &[])?;
+            tx.exec("INSERT INTO scratch VALUES (1)", &[])?;
+            tx.query_value("SELECT count(*) FROM scratch", &[])
+        })
+    };
+    {
+        let ws = Workspace::open(&dir.0, WorkspaceOptions::default()).unwrap();
+        ws.register_app("strict.app", strict).unwrap();
+        ws.register_app("relaxed.app", relaxed).unwrap();
+        let s = ws.open_app("strict.app").unwrap().open("main").unwrap();
+        assert_eq!(temp_table(&s).unwrap_err().code(), ErrorCode::PolicyDenied);
+        let r = ws.open_app("relaxed.app").unwrap().open("main").unwrap();
+        assert_eq!(temp_table(&r).unwrap(), Some(Value::Integer(1)));
+    }
+    let ws = Workspace::open(&dir.0, WorkspaceOptions::default()).unwrap();
+    let r = ws.open_app("relaxed.app").unwrap().open("main").unwrap();
+    assert_eq!(temp_table(&r).unwrap(), Some(Value::Integer(1)), "the relaxation survives a reopen");
+}

@@ -131,6 +131,8 @@ pub struct DbConfig {
     pub read_only: bool,
     /// Connection settings (synchronous, cache cap, max_page_count…).
     pub connection: ConnectionOptions,
+    /// The parts of the SQL policy the app's manifest relaxes.
+    pub policy: PolicyRelaxations,
 }
 
 /// Per-app shared state: the in-flight request count and the per-minute budgets.
@@ -494,7 +496,7 @@ impl DbShared {
             }
             // Checkpoints are the broker's (counted, on thresholds), not SQLite's automatic ones.
             conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| sqlite::map_error(e, None))?;
-            install_transaction_guard(&mut conn)?;
+            install_transaction_guard(&mut conn, self.config.policy)?;
             Ok(conn)
         });
         match opened {
@@ -667,7 +669,7 @@ impl DbShared {
     /// the same SQL policy as its own connections. Not pooled, not counted.
     pub(crate) fn open_side_connection(&self, path: &std::path::Path) -> Result<Connection> {
         let mut conn = sqlite::open_connection(path, &self.config.connection)?;
-        install_transaction_guard(&mut conn)?;
+        install_transaction_guard(&mut conn, self.config.policy)?;
         Ok(conn)
     }
 
@@ -1146,13 +1148,11 @@ fn internal(conn: &Connection, sql: &str) -> Result<()> {
 /// transactions go through the API (`transaction`), and a COMMIT inside a group-commit batch
 /// would break every other request's atomicity. The broker's own statements pass because they
 /// run through [`internal`], which sets `INTERNAL` while they are prepared.
-fn install_transaction_guard(conn: &mut Connection) -> Result<()> {
+fn install_transaction_guard(conn: &mut Connection, relax: PolicyRelaxations) -> Result<()> {
     fn broker_is_preparing() -> bool {
         INTERNAL.with(|f| f.get())
     }
-    // The manifest's relaxations are not plumbed into `DbConfig` yet: every app gets the
-    // strict policy.
-    sqlite::policy::install_authorizer(conn, PolicyRelaxations::default(), broker_is_preparing)
+    sqlite::policy::install_authorizer(conn, relax, broker_is_preparing)
 }
 
 /// Runs a group of execs in one transaction, a savepoint each, and commits.
