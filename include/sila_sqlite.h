@@ -433,8 +433,10 @@ sila_status sila_database_schema_version(const struct sila_database *database,
 // Submits a query without blocking. Arguments as `sila_database_query`, plus an optional
 // completion `callback` (NULL for none) with its `userdata`. On success `*request_out` is a
 // new request the caller owns (free it with `sila_request_free`, exactly once, whether or
-// not it completed). Refusals known at once (bad arguments, `SILA_BUSY` from admission) are
-// returned here and make no request. Thread-safe on a const database.
+// not it completed). Only bad arguments (`SILA_INVALID_ARGUMENT`: NULL, non-UTF-8, invalid
+// JSON, a closed workspace) are returned here, and then no request is made; every outcome of
+// the engine, refusals such as `SILA_BUSY` or `SILA_READ_ONLY` included, is the request's.
+// Thread-safe on a const database.
 //
 // # Safety
 // As `sila_database_query`; `callback` is NULL or a function valid until it has run.

@@ -116,10 +116,9 @@ impl Dispatch {
 }
 
 /// Hands a pending core request to C: stores its answer in a new request and runs the
-/// host's callback after it, always on a thread other than the submitting one's current
-/// call (a request answered before submit returns has its callback dispatched to a worker).
-/// A request refused at once (admission, read-only, full queue) is returned as an error
-/// instead, so no handle is made and no callback runs.
+/// host's callback after it, never inside the submit call (a request answered before submit
+/// returns has its callback dispatched to a worker). Every outcome of the engine, a refusal
+/// at admission included, arrives through the request, so a host has one place to look.
 fn submit<T: Send + 'static>(
     database: &sila_database,
     ws: &Workspace,
@@ -129,9 +128,6 @@ fn submit<T: Send + 'static>(
     userdata: *mut c_void,
 ) -> Result<*mut sila_request> {
     let early = pending.wait_timeout(Duration::ZERO);
-    if let Some(Err(e)) = early {
-        return Err(e);
-    }
     let request = Arc::new(sila_request {
         outcome: Mutex::new(Outcome::Running),
         done: Condvar::new(),
@@ -163,8 +159,10 @@ fn submit<T: Send + 'static>(
 /// Submits a query without blocking. Arguments as `sila_database_query`, plus an optional
 /// completion `callback` (NULL for none) with its `userdata`. On success `*request_out` is a
 /// new request the caller owns (free it with `sila_request_free`, exactly once, whether or
-/// not it completed). Refusals known at once (bad arguments, `SILA_BUSY` from admission) are
-/// returned here and make no request. Thread-safe on a const database.
+/// not it completed). Only bad arguments (`SILA_INVALID_ARGUMENT`: NULL, non-UTF-8, invalid
+/// JSON, a closed workspace) are returned here, and then no request is made; every outcome of
+/// the engine, refusals such as `SILA_BUSY` or `SILA_READ_ONLY` included, is the request's.
+/// Thread-safe on a const database.
 ///
 /// # Safety
 /// As `sila_database_query`; `callback` is NULL or a function valid until it has run.
