@@ -22,7 +22,7 @@ fn c_and_cpp_hosts_pass_under_a_sanitizer() {
     // `cargo test` builds only the rlib for tests; build the staticlib (and cdylib) of the
     // same profile into the same target directory.
     let mut build = Command::new(env!("CARGO"));
-    build.current_dir(&root).args(["build", "-p", "sila-sqlite-ffi"]);
+    build.current_dir(&root).args(["build", "--locked", "-p", "sila-sqlite-ffi"]);
     if profile.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
