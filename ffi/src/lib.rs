@@ -52,14 +52,14 @@ pub const SILA_VERSION_NUMBER: u32 = 1000;
 /// with the header's `SILA_VERSION_*` macros to detect a header/library mismatch.
 #[no_mangle]
 pub extern "C" fn sila_version() -> *const c_char {
-    c"0.1.0".as_ptr()
+    boundary::guard_value(c"0.1.0".as_ptr(), || c"0.1.0".as_ptr())
 }
 
 /// The version of the linked library as `MAJOR * 1000000 + MINOR * 1000 + PATCH`, to compare
 /// with `SILA_VERSION_NUMBER`.
 #[no_mangle]
 pub extern "C" fn sila_version_number() -> u32 {
-    SILA_VERSION_NUMBER
+    boundary::guard_value(SILA_VERSION_NUMBER, || SILA_VERSION_NUMBER)
 }
 
 #[cfg(test)]
