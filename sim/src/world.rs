@@ -527,7 +527,10 @@ impl World {
                 if self.model.snapshot_order.is_empty() {
                     return Ok("no snapshot".into());
                 }
-                let id = self.model.snapshot_order[n % self.model.snapshot_order.len()];
+                let Some(id) = self.model.snapshot_order.get(n % self.model.snapshot_order.len()).copied()
+                else {
+                    return Ok("no snapshot".into());
+                };
                 let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
                 self.model.in_flight = vec![target.clone()];
                 match self.db()?.restore(id, RestoreOptions { allow_schema_change: true }) {
@@ -844,7 +847,7 @@ impl World {
             .sum();
         let _ = live_now;
         if counted != disk && ledger.in_flight_bytes == 0 {
-            let files = ws.with_store(|s| s.files(key).map(|f| f.clone())).map_err(|e| e.to_string())?;
+            let files = ws.with_store(|s| s.files(key).cloned()).map_err(|e| e.to_string())?;
             let disk_files = self.data_files(&dir);
             let mismatched: Vec<String> = disk_files
                 .iter()
