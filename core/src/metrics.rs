@@ -62,8 +62,23 @@ pub struct DbMetrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     slow_queries: AtomicU64,
-    /// `None` only if the histogram could not be created, which the constant bounds rule out.
-    latency_us: Mutex<Option<Histogram<u64>>>,
+    /// Shards of the latency histogram, one picked per thread, so threads serving the same
+    /// database do not contend on one lock. `None` only if a histogram could not be created,
+    /// which the constant bounds rule out.
+    latency_us: [Mutex<Option<Histogram<u64>>>; LATENCY_SHARDS],
+}
+
+/// Shards of each database's latency histogram (see [`DbMetrics`]).
+pub const LATENCY_SHARDS: usize = 8;
+
+/// The shard this thread records into: threads take shards round-robin on first use.
+fn shard_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LATENCY_SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl Default for DbMetrics {
@@ -86,7 +101,7 @@ impl DbMetrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             slow_queries: AtomicU64::new(0),
-            latency_us: Mutex::new(new_latency_histogram()),
+            latency_us: std::array::from_fn(|_| Mutex::new(new_latency_histogram())),
         }
     }
 
@@ -106,7 +121,7 @@ impl DbMetrics {
             Err(code) => self.record_error(code),
         }
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        if let Some(histogram) = self.histogram().as_mut() {
+        if let Some(histogram) = self.shard(shard_index()).as_mut().and_then(|g| g.as_mut()) {
             histogram.saturating_record(latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX));
         }
     }
@@ -154,8 +169,8 @@ impl DbMetrics {
             .map(|(code, counter)| (*code, counter.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let guard = self.histogram();
-        let histogram = guard.as_ref().filter(|h| !h.is_empty());
+        let merged = self.merged();
+        let histogram = merged.as_ref().filter(|h| !h.is_empty());
         let quantile = |q: f64| histogram.map_or(0, |h| h.value_at_quantile(q));
         MetricsSnapshot {
             queries: self.queries.load(Ordering::Relaxed),
@@ -176,10 +191,23 @@ impl DbMetrics {
         }
     }
 
-    fn histogram(&self) -> MutexGuard<'_, Option<Histogram<u64>>> {
+    fn shard(&self, i: usize) -> Option<MutexGuard<'_, Option<Histogram<u64>>>> {
         // A panic while holding the lock cannot leave the histogram half-updated in a way that
         // matters for metrics, so a poisoned lock is simply taken over.
-        self.latency_us.lock().unwrap_or_else(PoisonError::into_inner)
+        self.latency_us.get(i % LATENCY_SHARDS).map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Every shard added into one histogram.
+    fn merged(&self) -> Option<Histogram<u64>> {
+        let mut merged = new_latency_histogram()?;
+        for i in 0..LATENCY_SHARDS {
+            if let Some(h) = self.shard(i).as_ref().and_then(|g| g.as_ref()) {
+                // Same bounds on every shard, so adding cannot fail; a failure would only
+                // leave these samples out of the snapshot.
+                let _ = merged.add(h);
+            }
+        }
+        Some(merged)
     }
 }
 
