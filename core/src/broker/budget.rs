@@ -44,6 +44,15 @@ pub struct BudgetLimits {
     pub rows_written_per_minute: u64,
 }
 
+impl BudgetLimits {
+    /// Whether every budget is off (`u64::MAX`): then checking and charging cost nothing.
+    pub fn disabled(&self) -> bool {
+        self.statements_per_minute == u64::MAX
+            && self.rows_read_per_minute == u64::MAX
+            && self.rows_written_per_minute == u64::MAX
+    }
+}
+
 /// Which budget refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BudgetKind {
@@ -157,6 +166,9 @@ impl AppBudget {
     /// Refuses with [`ErrorCode::BudgetExceeded`] if a statement may not start now: fewer than
     /// one statement left, or rows read or written in debt.
     pub fn check(&self, limits: &BudgetLimits, now_ms: u64) -> Result<()> {
+        if limits.disabled() {
+            return Ok(());
+        }
         let mut guard = self.buckets(limits, now_ms);
         let Some(b) = guard.as_mut() else {
             return Ok(());
@@ -176,6 +188,9 @@ impl AppBudget {
 
     /// Charges one finished statement and its rows.
     pub fn charge(&self, limits: &BudgetLimits, now_ms: u64, rows_read: u64, rows_written: u64) {
+        if limits.disabled() {
+            return;
+        }
         let mut guard = self.buckets(limits, now_ms);
         if let Some(b) = guard.as_mut() {
             b.statements.take(limits.statements_per_minute, now_ms, 1);
@@ -202,6 +217,24 @@ fn exceeded(kind: BudgetKind, limit: u64, wait_ms: u64) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn disabled_budgets_never_refuse_and_keep_no_state() {
+        let off = BudgetLimits {
+            statements_per_minute: u64::MAX,
+            rows_read_per_minute: u64::MAX,
+            rows_written_per_minute: u64::MAX,
+        };
+        assert!(off.disabled());
+        let b = AppBudget::default();
+        for i in 0..1000 {
+            assert!(b.check(&off, i).is_ok());
+            b.charge(&off, i, u64::MAX / 2, u64::MAX / 2);
+        }
+        assert!(b.state.lock().unwrap().is_none(), "no bucket was ever made");
+        let one_off = BudgetLimits { statements_per_minute: 1, ..off };
+        assert!(!one_off.disabled());
+    }
+
     use super::*;
 
     const LIMITS: BudgetLimits =

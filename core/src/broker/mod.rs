@@ -213,6 +213,21 @@ struct FileVersion {
     path: PathBuf,
 }
 
+/// Read-path settings copied from the broker at creation.
+struct Hot {
+    started: Instant,
+    readers_max: usize,
+    query_limits: QueryLimits,
+    budget: budget::BudgetLimits,
+    slow_log: Arc<SlowQueryLog>,
+}
+
+impl Hot {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// Releases a store lease (the workspace hands the broker this hook).
 pub type LeaseRelease = Arc<dyn Fn(LeaseId) + Send + Sync>;
 
@@ -222,6 +237,9 @@ pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
 /// The broker's state for one database.
 pub struct DbShared {
     config: DbConfig,
+    /// What the read path needs from the broker, copied here so a read never touches the
+    /// broker's shared reference count (two readers would otherwise ping-pong on it).
+    hot: Hot,
     version: Mutex<FileVersion>,
     /// `version.generation`, readable without the lock on the hot read path.
     generation: AtomicU64,
@@ -239,6 +257,8 @@ pub struct DbShared {
     /// Set by the first IO failure of a write (a failed fsync above all): the database
     /// refuses all work until the workspace is reopened (fail-stop; no retry-then-succeed).
     poisoned: Mutex<Option<String>>,
+    /// `poisoned.is_some()`, readable without the lock on the hot path.
+    is_poisoned: AtomicBool,
     on_poison: PoisonHook,
     last_used_ms: AtomicU64,
     /// Metrics of this database.
@@ -255,7 +275,7 @@ pub struct BrokerShared {
     connections_open: AtomicUsize,
     started: Instant,
     /// The slow-query log of the workspace.
-    pub slow_log: SlowQueryLog,
+    pub slow_log: Arc<SlowQueryLog>,
 }
 
 impl BrokerShared {
@@ -265,7 +285,7 @@ impl BrokerShared {
         executor: Arc<dyn Executor>,
         vfs: Arc<dyn crate::vfs::Vfs>,
     ) -> Arc<BrokerShared> {
-        let slow_log = SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql);
+        let slow_log = Arc::new(SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql));
         Arc::new(BrokerShared {
             options,
             executor,
@@ -314,6 +334,13 @@ impl BrokerShared {
             return db.clone();
         }
         let db = Arc::new(DbShared {
+            hot: Hot {
+                started: self.started,
+                readers_max: self.options.readers_max,
+                query_limits: self.options.query_limits.clone(),
+                budget: self.budget_limits(),
+                slow_log: self.slow_log.clone(),
+            },
             version: Mutex::new(FileVersion { generation: 0, path: config.path.clone() }),
             generation: AtomicU64::new(0),
             wal_frames: Arc::new(AtomicU64::new(0)),
@@ -326,6 +353,7 @@ impl BrokerShared {
             reader_returned: Condvar::new(),
             closing: AtomicBool::new(false),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
             on_poison,
             last_used_ms: AtomicU64::new(self.now_ms()),
             metrics: DbMetrics::new(),
@@ -433,13 +461,14 @@ impl DbShared {
     }
 
     fn touch(&self) {
-        if let Some(b) = self.broker.upgrade() {
-            self.last_used_ms.store(b.now_ms(), Ordering::Release);
-        }
+        self.last_used_ms.store(self.hot.now_ms(), Ordering::Release);
     }
 
     /// Refuses work once the database is poisoned.
     pub fn check_poison(&self) -> Result<()> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match lock(&self.poisoned).as_ref() {
             None => Ok(()),
             Some(why) => Err(Error::new(
@@ -458,6 +487,7 @@ impl DbShared {
         let mut p = lock(&self.poisoned);
         if p.is_none() {
             *p = Some(why.to_string());
+            self.is_poisoned.store(true, Ordering::Release);
         }
     }
 
@@ -469,6 +499,7 @@ impl DbShared {
         let mut p = lock(&self.poisoned);
         if p.is_none() {
             *p = Some(err.message().to_string());
+            self.is_poisoned.store(true, Ordering::Release);
             drop(p);
             (self.on_poison)(err.message());
         }
@@ -608,17 +639,10 @@ impl DbShared {
         // A request cancelled (or out of time) before it ran does no work at all.
         stop.check()?;
         let started = Instant::now();
-        let broker = self.broker()?;
-        let result = self
-            .with_reader(stop, |conn| sqlite::query(conn, sql, params, &broker.options.query_limits, stop));
+        let limits = &self.hot.query_limits;
+        let result = self.with_reader(stop, |conn| sqlite::query(conn, sql, params, limits, stop));
         let rows = result.as_ref().map(|r| r.rows.len() as u64).unwrap_or(0);
-        self.record(
-            &broker,
-            sql,
-            OpKind::Query,
-            started,
-            result.as_ref().map(|_| (rows, 0)).map_err(|e| e.code()),
-        );
+        self.record(sql, OpKind::Query, started, result.as_ref().map(|_| (rows, 0)).map_err(|e| e.code()));
         result
     }
 
@@ -641,7 +665,6 @@ impl DbShared {
     }
 
     fn checkout_reader(&self, stop: &StopCheck) -> Result<Tagged> {
-        let broker = self.broker()?;
         let idle = {
             let mut r = lock(&self.readers);
             loop {
@@ -649,7 +672,7 @@ impl DbShared {
                     *r.out.entry(t.generation).or_insert(0) += 1;
                     break Some(t);
                 }
-                if r.open < broker.options.readers_max {
+                if r.open < self.hot.readers_max {
                     r.open += 1;
                     break None;
                 }
@@ -781,7 +804,6 @@ impl DbShared {
 
     fn record(
         &self,
-        broker: &BrokerShared,
         sql: &str,
         kind: OpKind,
         started: Instant,
@@ -790,14 +812,9 @@ impl DbShared {
         let latency = started.elapsed();
         self.metrics.record(kind, latency, outcome);
         let (rows_read, rows_written) = outcome.unwrap_or((0, 0));
-        self.app.budget.charge(&broker.budget_limits(), broker.now_ms(), rows_read, rows_written);
-        if broker.slow_log.observe(
-            sql,
-            latency,
-            &self.config.app_id,
-            self.config.key.db.as_str(),
-            broker.now_ms(),
-        ) {
+        let now_ms = self.hot.now_ms();
+        self.app.budget.charge(&self.hot.budget, now_ms, rows_read, rows_written);
+        if self.hot.slow_log.observe(sql, latency, &self.config.app_id, self.config.key.db.as_str(), now_ms) {
             self.metrics.record_slow_query();
         }
     }
@@ -1017,7 +1034,7 @@ impl DbShared {
         }
         for (req, r) in results {
             let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
-            self.record(broker, &req.sql, OpKind::Exec, req.submitted, written);
+            self.record(&req.sql, OpKind::Exec, req.submitted, written);
             req.reply.complete(r);
             drop(req.admission);
         }
@@ -1131,9 +1148,7 @@ impl DbShared {
         started: Instant,
         outcome: std::result::Result<(u64, u64), ErrorCode>,
     ) {
-        if let Some(b) = self.broker.upgrade() {
-            self.record(&b, sql, kind, started, outcome);
-        }
+        self.record(sql, kind, started, outcome);
     }
 
     /// Bytes of the database file and its WAL.
