@@ -337,7 +337,7 @@ impl BrokerShared {
             hot: Hot {
                 started: self.started,
                 readers_max: self.options.readers_max,
-                query_limits: self.options.query_limits.clone(),
+                query_limits: self.options.query_limits,
                 budget: self.budget_limits(),
                 slow_log: self.slow_log.clone(),
             },
