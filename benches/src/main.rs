@@ -7,7 +7,9 @@
 //! Benchmarks (see each module): `lookup` (indexed lookup on 1,000,000 rows, 1 and 2
 //! threads), `open` (workspace + app + first query, cold), `insert` (single-row inserts from
 //! 1 and 16 clients at FULL and NORMAL: group commit against raw autocommit), `analyze`
-//! (whether ANALYZE/STAT4 makes cached statements re-prepare). The output is a markdown
+//! (whether ANALYZE/STAT4 makes cached statements re-prepare), `versions` (snapshot,
+//! restore and import of a 256 MB database with concurrent writers, issue 5), `scale`
+//! (10,000 registered databases, 1,000 active). The output is a markdown
 //! table with both figures, the ratio and the issue's target, then notes.
 //!
 //! Timing is `std::time::Instant` around each operation; percentiles come from
@@ -20,7 +22,9 @@ mod insert;
 mod lookup;
 mod open;
 mod report;
+mod scale;
 mod setup;
+mod versions;
 
 use std::time::Instant;
 
@@ -82,6 +86,14 @@ fn main() -> Result<(), BoxError> {
     if args.wants("analyze") {
         eprintln!("[{:>6.1}s] analyze…", started.elapsed().as_secs_f64());
         finding = Some(analyze::run(&scratch, &cfg, &mut notes)?);
+    }
+    if args.wants("versions") {
+        eprintln!("[{:>6.1}s] versions…", started.elapsed().as_secs_f64());
+        versions::run(&scratch, &cfg, &mut rows, &mut notes)?;
+    }
+    if args.wants("scale") {
+        eprintln!("[{:>6.1}s] scale…", started.elapsed().as_secs_f64());
+        scale::run(&scratch, &cfg, &mut rows, &mut notes)?;
     }
 
     if !rows.is_empty() {

@@ -117,6 +117,8 @@ pub enum Target {
     RatioAtLeast(f64),
     /// sila's absolute figure below this.
     Below(Duration),
+    /// sila's absolute figure at most raw's plus this.
+    AtMostRawPlus(Duration),
     /// Reported, no target.
     None,
 }
@@ -127,6 +129,7 @@ impl Target {
             Target::RatioAtMost(x) => format!("≤ {x}×"),
             Target::RatioAtLeast(x) => format!("≥ {x}×"),
             Target::Below(d) => format!("< {}", fmt_duration(d)),
+            Target::AtMostRawPlus(d) => format!("≤ raw + {}", fmt_duration(d)),
             Target::None => "—".to_string(),
         }
     }
@@ -147,8 +150,10 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// The target.
     pub target: Target,
-    /// sila's absolute figure, for [`Target::Below`].
+    /// sila's absolute figure, for [`Target::Below`] and [`Target::AtMostRawPlus`].
     pub sila_abs: Option<Duration>,
+    /// raw's absolute figure, for [`Target::AtMostRawPlus`].
+    pub raw_abs: Option<Duration>,
 }
 
 impl Row {
@@ -162,6 +167,7 @@ impl Row {
             ratio: ratio(sila.as_secs_f64(), raw.as_secs_f64()),
             target,
             sila_abs: Some(sila),
+            raw_abs: Some(raw),
         }
     }
 
@@ -175,6 +181,7 @@ impl Row {
             ratio: ratio(sila, raw),
             target,
             sila_abs: None,
+            raw_abs: None,
         }
     }
 
@@ -188,6 +195,22 @@ impl Row {
             ratio: None,
             target,
             sila_abs: Some(sila),
+            raw_abs: None,
+        }
+    }
+
+    /// A figure of sila's that is not a duration or a rate (a count), with no raw counterpart
+    /// and no target.
+    pub fn info(bench: &str, metric: &str, sila: String) -> Row {
+        Row {
+            bench: bench.to_string(),
+            metric: metric.to_string(),
+            sila,
+            raw: String::new(),
+            ratio: None,
+            target: Target::None,
+            sila_abs: None,
+            raw_abs: None,
         }
     }
 
@@ -197,6 +220,10 @@ impl Row {
             Target::RatioAtMost(x) => self.ratio.map(|r| r <= x),
             Target::RatioAtLeast(x) => self.ratio.map(|r| r >= x),
             Target::Below(limit) => self.sila_abs.map(|d| d < limit),
+            Target::AtMostRawPlus(slack) => match (self.sila_abs, self.raw_abs) {
+                (Some(s), Some(r)) => Some(s <= r + slack),
+                _ => None,
+            },
             Target::None => None,
         }
     }
@@ -283,6 +310,12 @@ mod tests {
         let p95 =
             Row::absolute("l", "p95", Duration::from_micros(80), Target::Below(Duration::from_millis(50)));
         assert_eq!(p95.met(), Some(true));
+        let slack = Target::AtMostRawPlus(Duration::from_millis(20));
+        let near = Row::latency("r", "t", Duration::from_millis(115), Duration::from_millis(100), slack);
+        assert_eq!(near.met(), Some(true), "115 ms ≤ 100 ms + 20 ms");
+        let far = Row::latency("r", "t", Duration::from_millis(130), Duration::from_millis(100), slack);
+        assert_eq!(far.met(), Some(false), "130 ms > 100 ms + 20 ms");
+        assert_eq!(Row::info("s", "threads", "12".into()).met(), None);
         let table = render(&[fast, writes]);
         assert!(table.contains("| l | p50 | 30.0 µs | 25.0 µs | 1.20× | ≤ 1.25× | yes |"), "{table}");
         assert!(table.contains("| 40,000/s | 7,500/s | 5.33× | ≥ 5× | yes |"), "{table}");

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::BoxError;
 
 /// The benchmarks, in the order they run.
-pub const BENCHES: [&str; 4] = ["lookup", "open", "insert", "analyze"];
+pub const BENCHES: [&str; 6] = ["lookup", "open", "insert", "analyze", "versions", "scale"];
 
 /// Parsed command line.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,7 +29,7 @@ pub struct Args {
 /// Usage text.
 pub const USAGE: &str = "\
 usage: sila-bench [--quick] [--only NAME[,NAME…]]… [--dir DIR] [--keep]
-  benchmarks: lookup, open, insert, analyze (default: all)
+  benchmarks: lookup, open, insert, analyze, versions, scale (default: all)
   --quick   smaller counts (well under 2 minutes in release mode)
   --dir     where the scratch directory goes (default: the system temp dir; use a real
             disk, not tmpfs, or fsync costs nothing)
@@ -93,6 +93,16 @@ pub struct Config {
     pub analyze_rows: i64,
     /// Lookups per STAT4 phase.
     pub analyze_lookups: u64,
+    /// Size of the versions benchmark's database, MB (about).
+    pub versions_mb: u64,
+    /// Alternating snapshot rounds per side.
+    pub versions_rounds: u32,
+    /// Databases the scale benchmark registers (3 per app), if time allows.
+    pub scale_dbs: u64,
+    /// Databases the scale benchmark makes active.
+    pub scale_active: u64,
+    /// Time registration may take in the scale benchmark.
+    pub scale_register_budget: Duration,
 }
 
 impl Config {
@@ -110,6 +120,11 @@ impl Config {
                 insert_deadline: Duration::from_secs(10),
                 analyze_rows: 100_000,
                 analyze_lookups: 10_000,
+                versions_mb: 32,
+                versions_rounds: 3,
+                scale_dbs: 1_000,
+                scale_active: 300,
+                scale_register_budget: Duration::from_secs(30),
             }
         } else {
             Config {
@@ -123,6 +138,11 @@ impl Config {
                 insert_deadline: Duration::from_secs(40),
                 analyze_rows: 200_000,
                 analyze_lookups: 50_000,
+                versions_mb: 256,
+                versions_rounds: 3,
+                scale_dbs: 10_000,
+                scale_active: 1_000,
+                scale_register_budget: Duration::from_secs(180),
             }
         }
     }
