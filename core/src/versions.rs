@@ -716,11 +716,16 @@ impl Database {
             if crate::broker::run_internal(conn, "PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
                 db.metrics.record_checkpoint();
             }
+            // The lease on the old file is taken before the flip: from the moment the pointer
+            // moves, GC may otherwise see the old file unreferenced while readers still use it.
             let old = ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
-            let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
-            let plan = ws.with_store(|s| s.plan_flip(op, version))?;
-            ws.run_plan(&plan)?;
             let lease = ws.with_store(|s| s.acquire_lease(&key, old))?;
+            let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
+            let flipped = ws.with_store(|s| s.plan_flip(op, version)).and_then(|plan| ws.run_plan(&plan));
+            if let Err(e) = flipped {
+                ws.with_store(|s| s.release_lease(lease));
+                return Err(e);
+            }
             db.switch_file(dest.clone(), lease);
             Ok(())
         });

@@ -596,23 +596,39 @@ impl World {
                 let fault_armed = self.sync_failure_at;
                 match self.reopen_clean() {
                     Ok(()) => {
+                        // A reopen shows the durable state: everything acknowledged, plus
+                        // whatever failed operations took effect whole (a commit SQLite
+                        // reported failed after its commit frame reached the WAL is replayed
+                        // now). If the close's checkpoint lost its fsync, it is like a crash.
                         let fired = fault_armed.is_some_and(|at| self.fs.stats().syncs >= at);
+                        let rows = match self.read_rows() {
+                            Ok(rows) => rows,
+                            Err(e) if self.fs.is_dead() => return Ok(format!("power cut after reopen: {e}")),
+                            Err(e) => return Err(e),
+                        };
+                        let when = if fired { "reopen after a failed fsync" } else { "reopen" };
                         if fired {
-                            // The close's checkpoint lost its fsync: like a crash, the data may
-                            // be any state since the last durable point, never a mix.
-                            let rows = match self.read_rows() {
-                                Ok(rows) => rows,
-                                Err(e) if self.fs.is_dead() => {
-                                    return Ok(format!("power cut after reopen: {e}"))
-                                }
-                                Err(e) => return Err(e),
-                            };
-                            self.adopt(rows, "reopen after a failed fsync")?;
-                            return Ok("reopened after a failed fsync at close".into());
+                            self.adopt(rows, when)?;
+                        } else {
+                            // Without a crash nothing acknowledged may be missing: only keys of
+                            // failed operations may differ from the last acknowledged state.
+                            let current = self.model.rows.clone();
+                            if !current.symmetric_difference(&rows).all(|k| self.model.maybe.contains(k)) {
+                                return Err(format!(
+                                    "{when}: {} rows, but {} were acknowledged and nothing crashed",
+                                    rows.len(),
+                                    current.len()
+                                ));
+                            }
+                            self.model.rows = rows;
+                            self.model.barrier();
+                            self.model.in_flight.clear();
                         }
-                        // A clean close checkpoints: everything acknowledged is durable now.
-                        self.model.barrier();
-                        Ok("reopened".into())
+                        Ok(if fired {
+                            "reopened after a failed fsync at close".into()
+                        } else {
+                            "reopened".into()
+                        })
                     }
                     Err(e) if self.fs.is_dead() => Ok(format!("power cut during reopen: {e}")),
                     Err(e) => Err(format!("reopen failed with the power on: {e}")),

@@ -28,9 +28,6 @@
 //! Without `--cfg loom` the loom tests compile away and the same scenarios run once on real
 //! threads, so this file is never empty and the protocols stay exercised by `cargo test`.
 
-// `loom` is a cfg set by RUSTFLAGS, which the workspace does not declare with check-cfg.
-#![allow(unexpected_cfgs)]
-
 /// `loom::sync` under `--cfg loom`, `std::sync` otherwise.
 mod sync {
     #[cfg(loom)]
@@ -665,8 +662,8 @@ pub mod leases {
     const OLD: u32 = 0;
     const NEW: u32 = 1;
 
-    /// Which changes to the code as written the model applies. All false is `core/` as of
-    /// this file; each flag is a proposed fix for one race the model finds.
+    /// Which fixes the model applies. All false is the broker as it was first written, when
+    /// this model found the three races below; `core/` now has all three (`Fixes::ALL`).
     #[derive(Debug, Clone, Copy, Default)]
     pub struct Fixes {
         /// The flip takes its lease on the old file before `run_plan(plan_flip)` moves the
@@ -1157,8 +1154,8 @@ mod loom_models {
         });
     }
 
-    // The lease code as written in `core/` (each race alone, the others fixed): loom must
-    // find each. When `core/` is fixed, mirror the fix in the model and drop the test.
+    // The lease code as it was before the fixes (each race alone, the others fixed): loom
+    // must still find each, which keeps the model honest as the code around it changes.
 
     /// The flip moves the pointer (`run_plan`) and takes the old file's lease in two store
     /// critical sections; GC in between removes the old file under its readers.

@@ -527,9 +527,16 @@ impl DbShared {
     }
 
     fn open_connection(&self, reader: bool) -> Result<Tagged> {
+        let version = lock(&self.version).clone();
+        self.open_connection_on(reader, version)
+    }
+
+    /// Opens a connection on a given version of the file (a reader counted in `out` before
+    /// it opens, so a flip in between keeps the old file's lease).
+    fn open_connection_on(&self, reader: bool, version: FileVersion) -> Result<Tagged> {
         let broker = self.broker()?;
         broker.reserve_connection()?;
-        let FileVersion { generation, path } = lock(&self.version).clone();
+        let FileVersion { generation, path } = version;
         let opened = self.confined_options(&path).and_then(|opts| sqlite::open_connection(&path, &opts));
         let opened = opened.and_then(|mut conn| {
             if reader {
@@ -670,11 +677,15 @@ impl DbShared {
             loop {
                 if let Some(t) = r.idle.pop() {
                     *r.out.entry(t.generation).or_insert(0) += 1;
-                    break Some(t);
+                    break Ok(t);
                 }
                 if r.open < self.hot.readers_max {
                     r.open += 1;
-                    break None;
+                    // Count the reader on the version it will open before opening it, under
+                    // this lock: a flip then keeps the old file's lease until it returns.
+                    let version = lock(&self.version).clone();
+                    *r.out.entry(version.generation).or_insert(0) += 1;
+                    break Err(version);
                 }
                 stop.check()?;
                 let wait =
@@ -688,20 +699,33 @@ impl DbShared {
                 r.waiters -= 1;
             }
         };
-        if let Some(t) = idle {
-            return Ok(t);
-        }
-        match self.open_connection(true) {
-            Ok(c) => {
-                *lock(&self.readers).out.entry(c.generation).or_insert(0) += 1;
-                Ok(c)
-            }
+        let version = match idle {
+            Ok(t) => return Ok(t),
+            Err(version) => version,
+        };
+        let generation = version.generation;
+        match self.open_connection_on(true, version) {
+            Ok(c) => Ok(c),
             Err(e) => {
-                let waiters = {
+                let (waiters, lease) = {
                     let mut r = lock(&self.readers);
                     r.open -= 1;
-                    r.waiters
+                    let left = r.out.get_mut(&generation).map(|n| {
+                        *n = n.saturating_sub(1);
+                        *n
+                    });
+                    let mut lease = None;
+                    if left == Some(0) {
+                        r.out.remove(&generation);
+                        if let Some(i) = r.retired.iter().position(|(g, _)| *g == generation) {
+                            lease = Some(r.retired.remove(i).1);
+                        }
+                    }
+                    (r.waiters, lease)
                 };
+                if let Some(lease) = lease {
+                    (self.release_lease)(lease);
+                }
                 if waiters > 0 {
                     self.reader_returned.notify_one();
                 }
@@ -730,9 +754,12 @@ impl DbShared {
     /// Puts a reader back; one of a retired file is closed, and the last one releases the
     /// file's lease so GC may collect it.
     fn return_reader(&self, tagged: Tagged) {
-        let current = self.generation();
         let (to_close, lease, waiters) = {
             let mut r = lock(&self.readers);
+            // Read under the readers lock: a flip bumps the generation and then takes this
+            // lock to retire idle readers, so either it sees this reader's return or this
+            // return sees the flip (found by the loom model of the reader leases).
+            let current = self.generation();
             let waiters = r.waiters;
             let g = tagged.generation;
             let left = r.out.get_mut(&g).map(|n| {
