@@ -378,6 +378,20 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Refuses further statements once SQLite has rolled the transaction back by itself (a
+    /// trigger's RAISE(ROLLBACK), SQLITE_FULL, IOERR…): run in autocommit they would commit
+    /// on their own while the caller is told the transaction failed.
+    fn still_open(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Err(Error::new(
+                ErrorCode::Sqlite,
+                "the transaction was rolled back by SQLite after an earlier error; no further \
+                 statement runs in it",
+            ));
+        }
+        Ok(())
+    }
+
     fn stop(&self) -> StopCheck {
         let deadline = self.deadline.min(Instant::now() + self.statement_timeout);
         StopCheck::new(deadline, self.cancel.clone())
@@ -402,6 +416,7 @@ impl Tx<'_> {
 
     /// Runs a query inside the transaction.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
+        self.still_open()?;
         let started = Instant::now();
         let stop = self.stop();
         let limits = crate::sqlite::QueryLimits::default();
@@ -418,6 +433,7 @@ impl Tx<'_> {
 
     /// Runs one writing statement inside the transaction.
     pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
+        self.still_open()?;
         let started = Instant::now();
         let stop = self.stop();
         let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, &stop));

@@ -562,14 +562,19 @@ impl Database {
         }
         let undo = self.snapshot(&format!("undo of restore of {id}"))?;
         let label = format!("restore of {id}");
-        self.install_new_version(entry.size, &label, |dest| {
+        let installed = self.install_new_version(entry.size, &label, |dest| {
             let (crc, _) = vfs::copy_file(self.fs(), &snap_path, dest)
                 .map_err(|e| Error::from(e).context("copy snapshot"))?;
             if crc != entry.crc32c {
                 return Err(Error::corrupt(format!("snapshot {id} changed while it was copied")));
             }
             check_candidate(self.fs(), self.vfs_name(), dest, None, &ImportOptions::default()).map(|_| ())
-        })?;
+        });
+        if let Err(e) = installed {
+            // A refused restore changes nothing: the undo snapshot it took goes again.
+            let _ = self.drop_snapshot_inner(undo.id);
+            return Err(e);
+        }
         Ok(undo.id)
     }
 
@@ -698,7 +703,13 @@ impl Database {
             return Err(e);
         }
         // The candidate was checked and closed; from here on it is only synced and flipped.
-        let size = self.fs().file_len(&dest)?.unwrap_or(0);
+        let size = match self.fs().file_len(&dest) {
+            Ok(len) => len.unwrap_or(0),
+            Err(e) => {
+                self.ws.abort_op(op);
+                return Err(e.into());
+            }
+        };
         let schema = match open_plain(self.vfs_name(), &dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| read_schema_version(&c))
         {

@@ -422,3 +422,40 @@ fn manifest_policy_relaxations_apply_per_app() {
     let r = ws.open_app("relaxed.app").unwrap().open("main").unwrap();
     assert_eq!(temp_table(&r).unwrap(), Some(Value::Integer(1)), "the relaxation survives a reopen");
 }
+
+/// When SQLite rolls a transaction back by itself (here a trigger's RAISE(ROLLBACK)), later
+/// statements of the body must not run in autocommit and commit on their own.
+#[test]
+fn a_transaction_rolled_back_by_sqlite_runs_nothing_more() {
+    let (_d, _ws, db) = setup("raise", BrokerOptions::default());
+    db.exec(
+        "CREATE TRIGGER no_bad BEFORE INSERT ON events WHEN NEW.id = 'bad' BEGIN SELECT RAISE(ROLLBACK, 'bad row'); END",
+        &[],
+    )
+    .unwrap();
+    let r = db.transaction(|tx| {
+        tx.exec("INSERT INTO events(id) VALUES ('a')", &[])?;
+        let _ = tx.exec("INSERT INTO events(id) VALUES ('bad')", &[]);
+        // The body ignores the error and goes on.
+        let _ = tx.exec("INSERT INTO events(id) VALUES ('c')", &[]);
+        Ok(())
+    });
+    assert!(r.is_err(), "the transaction must not report success");
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
+    db.exec("INSERT INTO events(id) VALUES ('d')", &[]).unwrap();
+}
+
+/// Closing idle databases never forgets one a handle still uses (a later open would get a
+/// second writer queue for the same file); once the last handle is gone, it is forgotten.
+#[test]
+fn idle_close_keeps_databases_that_handles_still_use() {
+    let (_d, ws, db) = setup("idle", BrokerOptions::default());
+    db.exec("INSERT INTO events(id) VALUES ('a')", &[]).unwrap();
+    assert_eq!(ws.broker().close_idle(Duration::ZERO), 0);
+    assert_eq!(ws.broker().databases_active(), 1);
+    assert_eq!(ws.broker().connections_open(), 0, "its idle connections were closed");
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(1)));
+    drop(db);
+    assert_eq!(ws.broker().close_idle(Duration::ZERO), 1);
+    assert_eq!(ws.broker().databases_active(), 0);
+}

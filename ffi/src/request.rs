@@ -119,6 +119,12 @@ impl Dispatch {
 /// host's callback after it, never inside the submit call (a request answered before submit
 /// returns has its callback dispatched to a worker). Every outcome of the engine, a refusal
 /// at admission included, arrives through the request, so a host has one place to look.
+/// Whether the calling thread is one of the engine's worker threads (they are named
+/// `sila-worker-<n>` by `sila_sqlite::broker::executor::ThreadPool`).
+fn on_engine_worker() -> bool {
+    std::thread::current().name().is_some_and(|n| n.starts_with("sila-worker-"))
+}
+
 fn submit<T: Send + 'static>(
     database: &sila_database,
     ws: &Workspace,
@@ -137,15 +143,18 @@ fn submit<T: Send + 'static>(
     let engine_ref = request.clone();
     let callback = callback.map(|function| Callback { function, userdata });
     let dispatch = Dispatch { executor: ws.broker().executor().clone(), app: database.app_uuid };
-    let submitter = std::thread::current().id();
     let finish = move |answer: Result<T>| {
         engine_ref.complete(answer.map(convert));
         let Some(cb) = callback else { return };
         let call = move || cb.call(&engine_ref);
-        if std::thread::current().id() == submitter {
-            dispatch.run(Box::new(call));
-        } else {
+        // The header promises callbacks run on an engine worker thread. The answer can come
+        // on another thread: the submitter's, or a host thread that was leading a blocking
+        // write and committed this request in its group (it may hold host locks). So only a
+        // worker runs the callback in place; every other thread hands it to a worker.
+        if on_engine_worker() {
             call();
+        } else {
+            dispatch.run(Box::new(call));
         }
     };
     match early {

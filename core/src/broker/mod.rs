@@ -441,8 +441,17 @@ impl BrokerShared {
         let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
         let mut closed = 0;
         for db in self.active_all() {
-            if now.saturating_sub(db.last_used_ms.load(Ordering::Acquire)) >= idle_ms && db.close_all_idle() {
-                lock(&self.dbs).remove(&db.config.key);
+            if now.saturating_sub(db.last_used_ms.load(Ordering::Acquire)) < idle_ms || !db.close_all_idle() {
+                continue;
+            }
+            let key = db.config.key.clone();
+            drop(db);
+            // Forget the state only when nothing else holds it (no `Database` handle, no job):
+            // under the map lock nobody can take a new reference, so a later open cannot end
+            // up with a second writer queue for the same file.
+            let mut dbs = lock(&self.dbs);
+            if dbs.get(&key).is_some_and(|d| Arc::strong_count(d) == 1) {
+                dbs.remove(&key);
                 closed += 1;
             }
         }
@@ -942,8 +951,16 @@ impl DbShared {
         };
         match conn {
             Ok(tagged) => {
-                self.run_batch(&broker, &tagged.conn, batch);
-                lock(&self.writer).conn = Some(tagged);
+                // A panic in the batch must not strand the queue with `leading` set: the
+                // batch's completers answer as they unwind, the connection (state unknown) is
+                // closed, and the turn ends normally below.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.run_batch(&broker, &tagged.conn, batch)
+                }));
+                match ran {
+                    Ok(()) => lock(&self.writer).conn = Some(tagged),
+                    Err(_) => self.close_connection(tagged.conn, false),
+                }
             }
             Err(e) => {
                 for job in batch {
@@ -1133,6 +1150,13 @@ impl DbShared {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(conn)));
         match outcome {
             Ok(Ok(value)) => {
+                if conn.is_autocommit() {
+                    // SQLite rolled the transaction back by itself and the body went on.
+                    return Err(Error::new(
+                        ErrorCode::Sqlite,
+                        "the transaction was rolled back by SQLite after an error inside it; nothing was committed",
+                    ));
+                }
                 if Instant::now() > deadline {
                     let _ = internal(conn, "ROLLBACK");
                     return Err(self.transaction_timeout_error());
