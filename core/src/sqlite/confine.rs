@@ -95,6 +95,13 @@ pub fn take_refusal() -> Option<String> {
     LAST_REFUSAL.with(|r| r.borrow_mut().take())
 }
 
+/// Forgets a refusal left on this thread by an earlier call that SQLite tolerated (an
+/// `xAccess` probe that was refused but did not fail the statement), so it cannot relabel the
+/// error of an unrelated later statement. Called before every statement the engine runs.
+pub fn clear_refusal() {
+    LAST_REFUSAL.with(|r| r.borrow_mut().take());
+}
+
 fn refuse(path: &str, why: &str) {
     REFUSALS.fetch_add(1, Ordering::Relaxed);
     // The path is shown escaped and shortened: it may come from SQL.
@@ -449,6 +456,15 @@ pub fn allowed_dirs() -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tolerated_refusal_is_forgotten_before_the_next_statement() {
+        refuse("/etc/passwd", "test");
+        clear_refusal();
+        assert_eq!(take_refusal(), None);
+        refuse("/etc/passwd", "test");
+        assert!(take_refusal().is_some_and(|r| r.contains("refused")));
+    }
+
     use rusqlite::{Connection, OpenFlags};
 
     use super::*;

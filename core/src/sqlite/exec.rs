@@ -56,6 +56,7 @@ pub fn query(
     stop: &StopCheck,
 ) -> Result<Rows> {
     stop.check()?;
+    super::confine::clear_refusal();
     // Declared before the statement so it drops after it: the handler covers preparation
     // (which may load the schema) and every step.
     let _guard = ProgressGuard::install(conn, stop);
@@ -89,6 +90,7 @@ pub fn query(
 /// comments) is refused with [`ErrorCode::InvalidArgument`]: `exec` runs one statement.
 pub fn execute(conn: &Connection, sql: &str, params: &[Value], stop: &StopCheck) -> Result<ExecResult> {
     stop.check()?;
+    super::confine::clear_refusal();
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "exec", stop)?;
     bind(&mut stmt, params, stop)?;
@@ -114,6 +116,7 @@ pub fn execute(conn: &Connection, sql: &str, params: &[Value], stop: &StopCheck)
 /// applied unless the script wraps itself in a transaction or the caller rolls back.
 pub fn execute_batch(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<()> {
     stop.check()?;
+    super::confine::clear_refusal();
     let _guard = ProgressGuard::install(conn, stop);
     conn.execute_batch(sql).map_err(|e| map_error(e, Some(stop)))
 }
