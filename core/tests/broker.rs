@@ -459,3 +459,33 @@ fn idle_close_keeps_databases_that_handles_still_use() {
     assert_eq!(ws.broker().close_idle(Duration::ZERO), 1);
     assert_eq!(ws.broker().databases_active(), 0);
 }
+
+/// `write_queue_max`: with a deterministic executor nothing runs until it is stepped, so the
+/// queue fills exactly; one request past the cap is refused with `Busy` and nothing else
+/// is lost.
+#[test]
+fn write_queue_max_at_the_boundary() {
+    use sila_sqlite::broker::executor::{Executor, Stepper};
+    let dir = TempDir::new("wqueue");
+    let stepper = Arc::new(Stepper::new(1024));
+    let options = WorkspaceOptions {
+        broker: BrokerOptions { write_queue_max: 3, ..BrokerOptions::default() },
+        executor: Some(stepper.clone() as Arc<dyn Executor>),
+        ..WorkspaceOptions::default()
+    };
+    let ws = Workspace::open(&dir.0, options).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("analytics").unwrap();
+    db.exec("CREATE TABLE t (x INTEGER)", &[]).unwrap();
+    let queued: Vec<_> =
+        (0..3).map(|i| db.submit_exec("INSERT INTO t VALUES (?)", vec![Value::Integer(i)])).collect();
+    let refused = db.submit_exec("INSERT INTO t VALUES (99)", vec![]);
+    let e = refused.wait().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Busy);
+    assert!(e.message().contains("write_queue_max is 3"), "{e}");
+    stepper.run_until_idle(100, || 0);
+    for p in queued {
+        assert_eq!(p.try_take().unwrap().unwrap().changes, 1);
+    }
+    assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(3)));
+}
