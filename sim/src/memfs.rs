@@ -10,10 +10,12 @@
 //! durable. Every inode has a volatile state (what calls see now) and a durable state (what
 //! a crash leaves):
 //!
-//! * A **file** inode has `data` (volatile: every read, write and `set_len` uses it) and
-//!   `durable` bytes. [`VfsFile::sync`] on any handle of the inode copies `data` to
-//!   `durable`, whole. Nothing else ever makes file contents durable: the model takes the
-//!   strict end of the contract and loses *every* unsynced write at a crash.
+//! * A **file** inode has `data` (volatile: every read, write and `set_len` uses it),
+//!   `durable` bytes, and a log of the writes and `set_len`s made since its last sync, in
+//!   the order they were issued (each with its position in one global order across files).
+//!   [`VfsFile::sync`] on any handle of the inode copies `data` to `durable`, whole, and
+//!   empties the log. Early write-back ([`Faults::writeback_bp`]) may make the oldest logged
+//!   operations durable sooner; nothing else does.
 //! * A **directory** inode has *live* entries (name → inode, what lookups see) and *durable*
 //!   entries. Creating a file or directory, a rename into or out of it and an unlink change
 //!   only the live entries. [`Vfs::sync_dir`] of the directory makes its durable entries
@@ -29,14 +31,17 @@
 //!    survives only if every ancestor directory is itself durably linked all the way up
 //!    (a synced directory whose own entry in its parent was never synced vanishes with
 //!    everything in it).
-//! 2. Every surviving directory's live entries become its durable entries; every surviving
-//!    file's data becomes its durable data.
+//! 2. Every surviving directory's live entries become its durable entries. Every surviving
+//!    file becomes its durable bytes with a seeded choice of its logged operations applied
+//!    in issue order (see *Faults*); with the crash faults off every one is dropped, the
+//!    strict end of the contract ("a crash may keep any subset of the unsynced writes").
 //! 3. Inodes no longer reachable are dropped.
 //! 4. Every handle and lock guard taken before the crash goes stale: each call on a stale
 //!    handle fails with [`VfsErrorKind::Other`] and the detail `"stale handle after crash"`,
 //!    and all locks are released.
 //!
-//! Fault settings ([`Faults`]) and counters ([`MemStats`]) carry over a crash.
+//! Fault settings ([`Faults`]), counters ([`MemStats`]), the fault generator, latent sector
+//! errors and the rot log carry over a crash; bad inodes do not (a reboot resets them).
 //!
 //! Because directories are inodes, a cross-directory rename synced in only one of the two
 //! directories can leave the file under both names or under neither after a crash; the
@@ -44,17 +49,49 @@
 //!
 //! # Faults
 //!
-//! [`MemFs::set_faults`] can make `sync_dir` or file `sync` lie (return `Ok`, do nothing),
-//! make one future file `sync` fail with `EIO` (dropping that inode's unsynced data and
-//! poisoning the handle, see [`Faults::fail_sync_after`]), and cap the total file bytes so
-//! growing writes fail with [`VfsErrorKind::NoSpace`].
+//! Every knob of [`Faults`] defaults to off; rates are basis points drawn from a seeded
+//! ChaCha generator ([`MemFs::set_seed`]), and a knob at zero never draws, so one seed
+//! replays one history. What each family does, and what a caller may rely on:
+//!
+//! * **At a crash** (inside the contract): each logged operation is applied, dropped or
+//!   (writes only) *trashed* — every 512-byte sector it touches filled with garbage — and a
+//!   surviving multi-sector write may be *torn* (each sector lands or not, one may hold
+//!   garbage). Choices are independent per operation, so any subset across files survives
+//!   (reordering), or, with [`Faults::crash_prefix_only`], a prefix of the global issue
+//!   order survives. A surviving shrink may still be undone ([`Faults::drop_truncate_bp`]).
+//!   Garbage lands only in sectors an unsynced write touched: a synced sector that shares a
+//!   sector with an unsynced write is fair game (the bridge tells SQLite the disk has no
+//!   power-safe overwrite), a sector no unsynced write touched never changes.
+//! * **Lying syncs** ([`Faults::lie_sync`], [`Faults::lie_sync_dir`]) break the contract:
+//!   callers cannot detect them, so a checker must expect lost acknowledged data.
+//! * **Failed syncs** ([`Faults::fail_sync_after`], [`Faults::sync_eio_bp`], a bad inode):
+//!   a file sync drops the inode's pending data and poisons the handle; a `sync_dir` makes
+//!   nothing durable. Both count in [`Vfs::sync_failures`], so the engine can fail-stop.
+//! * **EIO** on reads and writes, transient (one call) or persistent: a *bad inode* fails
+//!   every write and sync until a crash or [`MemFs::repair`]; a *latent sector error* fails
+//!   every read touching the sector until a whole-sector write remaps it or a repair — it
+//!   survives crashes. A failed read or write changes nothing.
+//! * **Short reads and writes** move at least one byte and fewer than asked, as the
+//!   contract allows; callers loop ([`sila_sqlite::vfs::read_full`],
+//!   [`sila_sqlite::vfs::write_all_at`]).
+//! * **Bit rot** flips one stored bit (volatile and durable) in the range a read covers, so
+//!   the read and every later one see it. It touches only files the rot filter accepts
+//!   ([`MemFs::set_rot_filter`]), and [`MemFs::rotted`] lists them. SQLite pages carry no
+//!   checksum, so rot in a database file can become wrong rows that nothing detects; the
+//!   whole-engine simulation therefore rots only files the engine checksums (pointer,
+//!   manifest and app records, CRC-32C; snapshots, CRC-32C in the manifest) and asserts a
+//!   clean typed error (damage reported at recovery, `CORRUPT` from a restore) or correct
+//!   data — never silently wrong data.
+//! * **Slow IO** reports a latency to a sink ([`MemFs::set_latency_sink`]), e.g. a
+//!   simulation clock, instead of sleeping.
+//! * **A capacity cap** makes growing writes fail with [`VfsErrorKind::NoSpace`].
 //!
 //! # Limits and deviations from a real filesystem
 //!
 //! * Paths must be absolute and contain no `..`; `.` components are ignored.
 //! * Directories cannot be renamed (an `Other` error).
-//! * Reads and writes are never short; a read at or past the end returns `Ok(0)`, a write
-//!   past the end zero-fills the gap. No file may grow past [`FILE_BYTES_MAX`].
+//! * Reads and writes are short only when [`Faults::short_io_bp`] says so; a read at or
+//!   past the end returns `Ok(0)`, a write past the end zero-fills the gap. No file may grow past [`FILE_BYTES_MAX`].
 //! * [`Vfs::lock_exclusive`] creates the lock file (like `CreateOrOpen`) but writes nothing
 //!   to it; the lock table is in memory and names [`std::process::id`] as the holder.
 
@@ -64,6 +101,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use sila_sqlite::vfs::{DirEntry, LockGuard, OpenMode, Vfs, VfsError, VfsErrorKind, VfsFile, VfsResult};
 
 /// Largest file a [`MemFs`] holds; a write or `set_len` beyond it fails with
@@ -83,7 +122,18 @@ pub const POWER_OFF_DETAIL: &str = "the power is off";
 /// The root directory's inode.
 const ROOT: Ino = 0;
 
+/// The sector size of the simulated disk: torn writes, trashed writes and latent errors
+/// work in whole sectors.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// The denominator of every `_bp` rate of [`Faults`].
+pub const BP_SCALE: u32 = 10_000;
+
 /// Fault knobs of a [`MemFs`]. `Faults::default()` turns every fault off.
+///
+/// Rates ending in `_bp` are in basis points: out of [`BP_SCALE`] (10 000), drawn from the
+/// filesystem's seeded generator ([`MemFs::set_seed`]) only when the rate is not zero, so a
+/// disk with every rate at zero never draws and replays exactly as before.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// `sync_dir` returns `Ok` and makes nothing durable.
@@ -100,6 +150,79 @@ pub struct Faults {
     /// write or `set_len` that would grow past it fails with [`VfsErrorKind::NoSpace`] and
     /// changes nothing.
     pub capacity_bytes: Option<u64>,
+    /// At a crash, each pending (unsynced) write or `set_len` survives with this rate; the
+    /// others are dropped. Zero (the default) drops every pending operation.
+    pub crash_keep_bp: u16,
+    /// At a crash, each pending write is *trashed* with this rate (before `crash_keep_bp` is
+    /// drawn): every 512-byte sector it touches is filled with garbage.
+    pub crash_trash_bp: u16,
+    /// At a crash, a surviving write spanning two or more sectors is *torn* with this rate:
+    /// each of its sectors lands or not, and one of them may hold garbage.
+    pub torn_bp: u16,
+    /// At a crash, the surviving pending operations are a prefix of the global order in
+    /// which they were issued (across all files; the cut is uniform), instead of an
+    /// independent choice per operation. The operation at the cut may be torn or trashed.
+    pub crash_prefix_only: bool,
+    /// At a crash, a surviving pending `set_len` that shrank the file is undone with this
+    /// rate (the truncate was never journaled).
+    pub drop_truncate_bp: u16,
+    /// On each mutating call, with this rate the oldest pending operations of one dirty file
+    /// are written back early (become durable without a sync).
+    pub writeback_bp: u16,
+    /// Transient `EIO` on a file read (the call fails, nothing changes).
+    pub read_eio_bp: u16,
+    /// Transient `EIO` on a file write (the call fails, nothing is written).
+    pub write_eio_bp: u16,
+    /// Transient `EIO` on a file `sync` or a `sync_dir`. A failed file sync drops the inode's
+    /// pending data and poisons the handle, like [`Faults::fail_sync_after`]; a failed
+    /// `sync_dir` makes no entry durable. Both count in [`MemStats::sync_failures`].
+    pub sync_eio_bp: u16,
+    /// On a write, with this rate the inode goes bad: this and every later write and sync
+    /// of it fail with `EIO` until the next crash or [`MemFs::repair`].
+    pub bad_inode_bp: u16,
+    /// On a read, with this rate a sector in the read range develops a *latent sector
+    /// error*: every read touching it fails with `EIO` until a write covers the whole
+    /// sector (the drive remaps it) or [`MemFs::repair`]. It survives crashes.
+    pub latent_sector_bp: u16,
+    /// On a read or a write of two bytes or more, with this rate the call moves fewer bytes
+    /// than asked (at least one), as the [`Vfs`] contract allows.
+    pub short_io_bp: u16,
+    /// On a read of a file the rot filter accepts ([`MemFs::set_rot_filter`]), with this
+    /// rate one stored bit in the read range flips, in the volatile and the durable data:
+    /// the read returns the rotten byte and so does every later read.
+    pub bitrot_bp: u16,
+    /// On a read, write or sync, with this rate the call is slow: it reports 1 to
+    /// `slow_io_ms_max` milliseconds to the latency sink ([`MemFs::set_latency_sink`]).
+    pub slow_io_bp: u16,
+    /// The longest simulated latency of one slow call, in milliseconds.
+    pub slow_io_ms_max: u32,
+}
+
+impl Faults {
+    /// Whether any fault that makes a call fail or return wrong bytes (EIO, bad inodes,
+    /// latent sectors, bit rot) is on. Short IO, slowness and crash-time faults are not.
+    pub fn call_errors_on(&self) -> bool {
+        self.read_eio_bp > 0
+            || self.write_eio_bp > 0
+            || self.sync_eio_bp > 0
+            || self.bad_inode_bp > 0
+            || self.latent_sector_bp > 0
+            || self.bitrot_bp > 0
+    }
+
+    /// These faults with every call-time fault off (what a repaired, healthy disk does),
+    /// keeping the capacity and the crash-time choices.
+    pub fn quiet(self) -> Faults {
+        Faults {
+            capacity_bytes: self.capacity_bytes,
+            crash_keep_bp: self.crash_keep_bp,
+            crash_trash_bp: self.crash_trash_bp,
+            torn_bp: self.torn_bp,
+            crash_prefix_only: self.crash_prefix_only,
+            drop_truncate_bp: self.drop_truncate_bp,
+            ..Faults::default()
+        }
+    }
 }
 
 /// Operation counters of a [`MemFs`] since [`MemFs::new`] (crashes do not reset them).
@@ -113,8 +236,153 @@ pub struct MemStats {
     pub writes: u64,
     /// Successful `rename` calls.
     pub renames: u64,
-    /// File `sync` calls that failed (injected by [`Faults::fail_sync_after`]).
+    /// File `sync` and `sync_dir` calls that failed (injected by [`Faults::fail_sync_after`]
+    /// or [`Faults::sync_eio_bp`], or on a bad inode).
     pub sync_failures: u64,
+    /// Reads and writes that failed with an injected `EIO` (transient, bad inode or latent
+    /// sector).
+    pub io_errors: u64,
+    /// Reads and writes that moved fewer bytes than asked.
+    pub short_ios: u64,
+    /// Bits flipped by bit rot.
+    pub rot_flips: u64,
+    /// Calls made slow, and their total simulated latency in milliseconds.
+    pub slow_ios: u64,
+    /// Total simulated latency reported to the sink, in milliseconds.
+    pub latency_ms: u64,
+    /// Pending operations written back early.
+    pub writebacks: u64,
+    /// Pending writes torn or trashed at a crash.
+    pub torn_writes: u64,
+}
+
+/// A file change made since the inode's last successful sync, in the order issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    /// `write_at` of `bytes` at `offset`.
+    Write {
+        /// Position in the global issue order (for prefix-only crashes).
+        seq: u64,
+        /// Byte offset.
+        offset: u64,
+        /// What was written.
+        bytes: Vec<u8>,
+    },
+    /// `set_len` (or a truncating open).
+    SetLen {
+        /// Position in the global issue order.
+        seq: u64,
+        /// The new length.
+        len: u64,
+        /// It made the file shorter (only shrinks can be dropped as truncates).
+        shrinks: bool,
+    },
+}
+
+impl Pending {
+    fn seq(&self) -> u64 {
+        match self {
+            Pending::Write { seq, .. } | Pending::SetLen { seq, .. } => *seq,
+        }
+    }
+
+    /// Whether a torn crash can split it: a write touching two sectors or more.
+    fn multi_sector(&self) -> bool {
+        match self {
+            Pending::Write { offset, bytes, .. } => sector_span(*offset, bytes.len()).count() > 1,
+            Pending::SetLen { .. } => false,
+        }
+    }
+}
+
+/// What a crash does to one pending operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// It reached the disk whole.
+    Applied,
+    /// It never reached the disk.
+    Dropped,
+    /// Every sector it touches holds garbage.
+    Trashed,
+    /// Some of its sectors reached the disk; one may hold garbage.
+    Torn,
+}
+
+/// The indexes of the 512-byte sectors that `len` bytes at `offset` touch.
+fn sector_span(offset: u64, len: usize) -> std::ops::Range<u64> {
+    if len == 0 {
+        return 0..0;
+    }
+    let first = offset / SECTOR_BYTES;
+    let last = offset.saturating_add(len as u64 - 1) / SECTOR_BYTES;
+    first..last.saturating_add(1)
+}
+
+/// Grows `image` with zeros to at least `len` bytes (capped at [`FILE_BYTES_MAX`]).
+fn grow(image: &mut Vec<u8>, len: u64) {
+    let len = usize::try_from(len.min(FILE_BYTES_MAX)).unwrap_or(usize::MAX);
+    if image.len() < len {
+        image.resize(len, 0);
+    }
+}
+
+/// Writes `bytes` at `offset` into `image`, zero-filling a gap.
+fn put(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    grow(image, offset.saturating_add(bytes.len() as u64));
+    let Ok(start) = usize::try_from(offset) else { return };
+    if let Some(dst) = image.get_mut(start..start.saturating_add(bytes.len())) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+/// Fills the part of sector `sector` inside `image` with garbage from `rng`.
+fn trash_sector(image: &mut [u8], sector: u64, rng: &mut ChaCha8Rng) {
+    let start = usize::try_from(sector.saturating_mul(SECTOR_BYTES)).unwrap_or(usize::MAX);
+    let end = start.saturating_add(SECTOR_BYTES as usize).min(image.len());
+    if let Some(dst) = image.get_mut(start..end) {
+        rng.fill_bytes(dst);
+    }
+}
+
+/// Applies one pending operation to a durable image with its crash fate.
+fn apply_pending(image: &mut Vec<u8>, op: &Pending, fate: Fate, rng: &mut ChaCha8Rng) {
+    match (op, fate) {
+        (_, Fate::Dropped) => {}
+        (Pending::SetLen { len, .. }, _) => {
+            let len = usize::try_from((*len).min(FILE_BYTES_MAX)).unwrap_or(usize::MAX);
+            image.resize(len, 0);
+        }
+        (Pending::Write { offset, bytes, .. }, Fate::Applied) => put(image, *offset, bytes),
+        (Pending::Write { offset, bytes, .. }, Fate::Trashed) => {
+            grow(image, offset.saturating_add(bytes.len() as u64));
+            for sector in sector_span(*offset, bytes.len()) {
+                trash_sector(image, sector, rng);
+            }
+        }
+        (Pending::Write { offset, bytes, .. }, Fate::Torn) => {
+            // The file's size may already cover the whole write; each sector lands or not.
+            grow(image, offset.saturating_add(bytes.len() as u64));
+            let span = sector_span(*offset, bytes.len());
+            let garbage = if rng.random_bool(0.5) { Some(rng.random_range(span.clone())) } else { None };
+            for sector in span {
+                if Some(sector) == garbage {
+                    trash_sector(image, sector, rng);
+                    continue;
+                }
+                if !rng.random_bool(0.5) {
+                    continue;
+                }
+                let lo = (sector * SECTOR_BYTES).max(*offset);
+                let hi = ((sector + 1) * SECTOR_BYTES).min(offset.saturating_add(bytes.len() as u64));
+                let (Ok(from), Ok(to)) = (usize::try_from(lo - offset), usize::try_from(hi - offset)) else {
+                    continue;
+                };
+                if let Some(part) = bytes.get(from..to) {
+                    put(image, lo, part);
+                }
+            }
+        }
+    }
 }
 
 /// One inode: a file or a directory, each with a volatile and a durable state.
@@ -122,10 +390,16 @@ pub struct MemStats {
 enum Inode {
     /// A regular file.
     File {
-        /// What reads see now.
+        /// What reads see now: `durable` with every `pending` operation applied in order.
         data: Vec<u8>,
-        /// What a crash leaves.
+        /// What a crash with every pending operation dropped leaves.
         durable: Vec<u8>,
+        /// Changes since the last successful sync, oldest first.
+        pending: Vec<Pending>,
+        /// Sectors with a latent error: reads touching them fail (survives crashes).
+        bad_sectors: BTreeSet<u64>,
+        /// The inode went bad: writes and syncs fail until a crash or repair.
+        failing: bool,
     },
     /// A directory.
     Dir {
@@ -138,7 +412,13 @@ enum Inode {
 
 impl Inode {
     fn empty_file() -> Self {
-        Inode::File { data: Vec::new(), durable: Vec::new() }
+        Inode::File {
+            data: Vec::new(),
+            durable: Vec::new(),
+            pending: Vec::new(),
+            bad_sectors: BTreeSet::new(),
+            failing: false,
+        }
     }
 
     fn empty_dir() -> Self {
@@ -149,6 +429,19 @@ impl Inode {
         matches!(self, Inode::Dir { .. })
     }
 }
+
+/// Where simulated latency goes (e.g. a simulation clock's `advance`), in milliseconds.
+#[derive(Clone)]
+pub struct LatencySink(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for LatencySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencySink")
+    }
+}
+
+/// Decides which files bit rot may touch, by the path a handle was opened with.
+pub type RotFilter = fn(&Path) -> bool;
 
 /// Everything behind a [`MemFs`] handle.
 #[derive(Debug, Clone)]
@@ -169,6 +462,16 @@ struct State {
     power_cut_in: Option<u64>,
     /// The power is off: every call fails until the next crash (durable image).
     dead: bool,
+    /// The seeded generator behind every fault choice.
+    rng: ChaCha8Rng,
+    /// The next position in the global order of pending operations.
+    next_seq: u64,
+    /// Files bit rot may touch (none when `None`).
+    rot_filter: Option<RotFilter>,
+    /// Paths of files whose bits rotted, in order (across crashes).
+    rotted: Vec<PathBuf>,
+    /// Where slow calls report their latency.
+    latency_sink: Option<LatencySink>,
 }
 
 fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: impl Into<String>) -> VfsError {
@@ -215,6 +518,11 @@ impl State {
             stats: MemStats::default(),
             power_cut_in: None,
             dead: false,
+            rng: ChaCha8Rng::seed_from_u64(0),
+            next_seq: 0,
+            rot_filter: None,
+            rotted: Vec::new(),
+            latency_sink: None,
         }
     }
 
@@ -407,9 +715,13 @@ impl State {
             }
             Some(n) => {
                 self.power_cut_in = Some(n - 1);
+                self.maybe_write_back();
                 Ok(())
             }
-            None => Ok(()),
+            None => {
+                self.maybe_write_back();
+                Ok(())
+            }
         }
     }
 
@@ -421,14 +733,141 @@ impl State {
         Ok(())
     }
 
+    /// Draws a fault with rate `bp` (basis points). Never draws when the rate is zero, so
+    /// a run with a fault off replays the same as before the fault existed.
+    fn roll(&mut self, bp: u16) -> bool {
+        bp > 0 && self.rng.random_range(0..BP_SCALE) < u32::from(bp)
+    }
+
+    /// Draws the fault whose rate `pick` reads from the current knobs.
+    fn chance(&mut self, pick: impl Fn(&Faults) -> u16) -> bool {
+        let bp = pick(&self.faults);
+        self.roll(bp)
+    }
+
+    /// Maybe makes this call slow: reports a latency to the sink.
+    fn maybe_slow(&mut self) {
+        if !self.roll(self.faults.slow_io_bp) {
+            return;
+        }
+        let ms = u64::from(self.rng.random_range(1..=self.faults.slow_io_ms_max.max(1)));
+        self.stats.slow_ios = self.stats.slow_ios.saturating_add(1);
+        self.stats.latency_ms = self.stats.latency_ms.saturating_add(ms);
+        if let Some(sink) = &self.latency_sink {
+            (sink.0)(ms);
+        }
+    }
+
+    /// Maybe writes back early the oldest pending operations of one dirty file.
+    fn maybe_write_back(&mut self) {
+        if !self.roll(self.faults.writeback_bp) {
+            return;
+        }
+        let dirty: Vec<Ino> = self
+            .inodes
+            .iter()
+            .filter(|(_, node)| matches!(node, Inode::File { pending, .. } if !pending.is_empty()))
+            .map(|(ino, _)| *ino)
+            .collect();
+        if dirty.is_empty() {
+            return;
+        }
+        let ino = dirty.get(self.rng.random_range(0..dirty.len())).copied().unwrap_or(ROOT);
+        let Some(Inode::File { durable, pending, .. }) = self.inodes.get_mut(&ino) else { return };
+        let count = self.rng.random_range(1..=pending.len());
+        for op in pending.drain(..count) {
+            apply_pending(durable, &op, Fate::Applied, &mut self.rng);
+        }
+        self.stats.writebacks = self.stats.writebacks.saturating_add(count as u64);
+    }
+
+    /// Records a pending operation of `ino` in the global issue order.
+    fn push_pending(&mut self, ino: Ino, make: impl FnOnce(u64) -> Pending) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        if let Some(Inode::File { pending, .. }) = self.inodes.get_mut(&ino) {
+            pending.push(make(seq));
+        }
+    }
+
+    /// The fate at a crash of every pending operation of the files in `keep`, keyed by its
+    /// global position. See [`Faults`] for the choices.
+    fn crash_fates(&mut self, keep: &BTreeSet<Ino>) -> BTreeMap<u64, Fate> {
+        let mut order: Vec<(u64, bool, bool)> = Vec::new();
+        for ino in keep {
+            if let Some(Inode::File { pending, .. }) = self.inodes.get(ino) {
+                for op in pending {
+                    let shrinks = matches!(op, Pending::SetLen { shrinks: true, .. });
+                    order.push((op.seq(), op.multi_sector(), shrinks));
+                }
+            }
+        }
+        order.sort_unstable();
+        let mut fates = BTreeMap::new();
+        if order.is_empty() {
+            return fates;
+        }
+        let f = self.faults;
+        let cut = if f.crash_prefix_only { self.rng.random_range(0..=order.len()) } else { 0 };
+        for (i, (seq, multi, shrinks)) in order.into_iter().enumerate() {
+            let fate = if f.crash_prefix_only {
+                match i.cmp(&cut) {
+                    std::cmp::Ordering::Less => Fate::Applied,
+                    std::cmp::Ordering::Equal if self.roll(f.crash_trash_bp) && !shrinks => Fate::Trashed,
+                    std::cmp::Ordering::Equal if multi && self.roll(f.torn_bp) => Fate::Torn,
+                    _ => Fate::Dropped,
+                }
+            } else {
+                let r = if f.crash_trash_bp > 0 || f.crash_keep_bp > 0 {
+                    self.rng.random_range(0..BP_SCALE)
+                } else {
+                    BP_SCALE
+                };
+                if r < u32::from(f.crash_trash_bp) && !shrinks {
+                    Fate::Trashed
+                } else if r < u32::from(f.crash_trash_bp).saturating_add(u32::from(f.crash_keep_bp)) {
+                    if multi && self.roll(f.torn_bp) {
+                        Fate::Torn
+                    } else {
+                        Fate::Applied
+                    }
+                } else {
+                    Fate::Dropped
+                }
+            };
+            let fate = if fate == Fate::Applied && shrinks && self.roll(f.drop_truncate_bp) {
+                Fate::Dropped
+            } else {
+                fate
+            };
+            if matches!(fate, Fate::Torn | Fate::Trashed) {
+                self.stats.torn_writes = self.stats.torn_writes.saturating_add(1);
+            }
+            fates.insert(seq, fate);
+        }
+        fates
+    }
+
     /// The state a power cut leaves: see the module docs.
-    fn crashed(&self) -> State {
+    fn crashed(&mut self) -> State {
         let keep = self.reachable(false, true, false);
+        let fates = self.crash_fates(&keep);
         let mut inodes = BTreeMap::new();
         for ino in &keep {
             let node = match self.inodes.get(ino) {
-                Some(Inode::File { durable, .. }) => {
-                    Inode::File { data: durable.clone(), durable: durable.clone() }
+                Some(Inode::File { durable, pending, bad_sectors, .. }) => {
+                    let mut image = durable.clone();
+                    for op in pending {
+                        let fate = fates.get(&op.seq()).copied().unwrap_or(Fate::Dropped);
+                        apply_pending(&mut image, op, fate, &mut self.rng);
+                    }
+                    Inode::File {
+                        data: image.clone(),
+                        durable: image,
+                        pending: Vec::new(),
+                        bad_sectors: bad_sectors.clone(),
+                        failing: false,
+                    }
                 }
                 Some(Inode::Dir { durable, .. }) => {
                     Inode::Dir { live: durable.clone(), durable: durable.clone() }
@@ -456,6 +895,11 @@ impl State {
             stats: self.stats,
             power_cut_in: None,
             dead: false,
+            rng: self.rng.clone(),
+            next_seq: self.next_seq,
+            rot_filter: self.rot_filter,
+            rotted: self.rotted.clone(),
+            latency_sink: self.latency_sink.clone(),
         }
     }
 
@@ -524,6 +968,11 @@ impl MemFs {
     /// (including the fault settings and counters), leaving `self` untouched.
     pub fn durable_image(&self) -> MemFs {
         let crashed = self.state().crashed();
+        // The image draws from its own stream, so the live disk and the image do not share
+        // (and so do not depend on each other's) future fault choices.
+        let mut crashed = crashed;
+        let fork = crashed.rng.next_u64();
+        crashed.rng = ChaCha8Rng::seed_from_u64(fork);
         MemFs { inner: Arc::new(Mutex::new(crashed)) }
     }
 
@@ -532,6 +981,39 @@ impl MemFs {
         let mut state = self.state();
         state.faults = faults;
         state.syncs_before_failure = faults.fail_sync_after;
+    }
+
+    /// Seeds the generator behind every fault choice (crash fates, EIO, rot, slowness…).
+    pub fn set_seed(&self, seed: u64) {
+        self.state().rng = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Lets bit rot ([`Faults::bitrot_bp`]) touch only files whose path (as opened) the
+    /// filter accepts; `None` (the default) keeps every file safe from rot.
+    pub fn set_rot_filter(&self, filter: Option<RotFilter>) {
+        self.state().rot_filter = filter;
+    }
+
+    /// Sends the latency of slow calls ([`Faults::slow_io_bp`]) to `sink`.
+    pub fn set_latency_sink(&self, sink: Option<LatencySink>) {
+        self.state().latency_sink = sink;
+    }
+
+    /// The paths (as opened) of every file a bit rotted in, oldest first, across crashes.
+    pub fn rotted(&self) -> Vec<PathBuf> {
+        self.state().rotted.clone()
+    }
+
+    /// Replaces the failing hardware: clears latent sector errors and bad inodes. Data is
+    /// not changed (rotten bits stay rotten).
+    pub fn repair(&self) {
+        let mut state = self.state();
+        for node in state.inodes.values_mut() {
+            if let Inode::File { bad_sectors, failing, .. } = node {
+                bad_sectors.clear();
+                *failing = false;
+            }
+        }
     }
 
     /// The fault knobs last set (the `fail_sync_after` countdown is not reflected here).
@@ -648,11 +1130,11 @@ fn dump_dir(state: &State, dir: Ino, depth: usize) -> Vec<(usize, String, Option
         let Some(ino) = shown else { continue };
         let (text, subdir) = match state.inodes.get(&ino) {
             Some(Inode::Dir { .. }) => (format!("{name}/ #{ino}{entry_note}"), live_ino),
-            Some(Inode::File { data, durable }) => {
+            Some(Inode::File { data, durable, pending, .. }) => {
                 let sync_note = if data == durable {
                     "synced".to_string()
                 } else {
-                    format!("dirty, durable {} bytes", durable.len())
+                    format!("dirty, durable {} bytes, {} pending", durable.len(), pending.len())
                 };
                 (format!("{name} #{ino} {} bytes ({sync_note}){entry_note}", data.len()), None)
             }
@@ -686,8 +1168,9 @@ impl Vfs for MemFs {
                 Some(ino) => {
                     match state.inodes.get_mut(&ino) {
                         Some(Inode::File { data, .. }) => {
-                            if mode == OpenMode::CreateTruncate {
+                            if mode == OpenMode::CreateTruncate && !data.is_empty() {
                                 data.clear();
+                                state.push_pending(ino, |seq| Pending::SetLen { seq, len: 0, shrinks: true });
                             }
                         }
                         Some(Inode::Dir { .. }) => {
@@ -821,6 +1304,11 @@ impl Vfs for MemFs {
             return Err(err(VfsErrorKind::Other, op, path, "not a directory"));
         }
         state.stats.dir_syncs = state.stats.dir_syncs.saturating_add(1);
+        state.maybe_slow();
+        if state.chance(|f| f.sync_eio_bp) {
+            state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
+            return Err(err(VfsErrorKind::Other, op, path, "EIO"));
+        }
         if state.faults.lie_sync_dir {
             return Ok(());
         }
@@ -936,17 +1424,102 @@ impl MemFile {
     }
 }
 
+impl MemFile {
+    fn eio(&self, state: &mut State, op: &'static str, what: &str) -> VfsError {
+        state.stats.io_errors = state.stats.io_errors.saturating_add(1);
+        err(VfsErrorKind::Other, op, &self.path, format!("EIO ({what})"))
+    }
+
+    /// Fails the sync: drops the inode's pending data, poisons the handle (fail-stop).
+    fn fail_sync(&self, state: &mut State, op: &'static str) -> VfsError {
+        if let Some(Inode::File { data, durable, pending, .. }) = state.inodes.get_mut(&self.ino) {
+            data.clone_from(durable);
+            pending.clear();
+        }
+        self.poisoned.store(true, Ordering::Release);
+        state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
+        err(VfsErrorKind::Other, op, &self.path, "EIO")
+    }
+
+    /// Read-time faults on `start..start + n` of a file of `len` bytes: latent sector
+    /// errors (new and old) and bit rot. Returns the error the read must fail with, if any.
+    fn read_faults(&self, state: &mut State, start: u64, n: usize) -> Option<VfsError> {
+        let op = "read";
+        let span = sector_span(start, n);
+        if span.is_empty() {
+            return None;
+        }
+        if state.chance(|f| f.latent_sector_bp) {
+            let sector = state.rng.random_range(span.clone());
+            if let Some(Inode::File { bad_sectors, .. }) = state.inodes.get_mut(&self.ino) {
+                bad_sectors.insert(sector);
+            }
+        }
+        let bad = match state.inodes.get(&self.ino) {
+            Some(Inode::File { bad_sectors, .. }) => bad_sectors.range(span).next().copied(),
+            _ => None,
+        };
+        if let Some(sector) = bad {
+            return Some(self.eio(state, op, &format!("latent error in sector {sector}")));
+        }
+        let rots = state.rot_filter.is_some_and(|accepts| accepts(&self.path));
+        if rots && state.chance(|f| f.bitrot_bp) {
+            let pos = start.saturating_add(state.rng.random_range(0..n as u64));
+            let mask = 1u8 << state.rng.random_range(0..8u32);
+            if let (Some(Inode::File { data, durable, .. }), Ok(pos)) =
+                (state.inodes.get_mut(&self.ino), usize::try_from(pos))
+            {
+                for image in [data, durable] {
+                    if let Some(byte) = image.get_mut(pos) {
+                        *byte ^= mask;
+                    }
+                }
+            }
+            state.stats.rot_flips = state.stats.rot_flips.saturating_add(1);
+            state.rotted.push(self.path.clone());
+        }
+        None
+    }
+
+    /// How many of `len` bytes this call moves: all, or (a short call) at least one.
+    fn io_len(state: &mut State, len: usize) -> usize {
+        if len > 1 && state.chance(|f| f.short_io_bp) {
+            state.stats.short_ios = state.stats.short_ios.saturating_add(1);
+            state.rng.random_range(1..len)
+        } else {
+            len
+        }
+    }
+}
+
 impl VfsFile for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> VfsResult<usize> {
         let op = "read";
-        let state = self.enter(op)?;
+        let mut state = self.enter(op)?;
+        state.maybe_slow();
+        if state.chance(|f| f.read_eio_bp) {
+            return Err(self.eio(&mut state, op, "transient"));
+        }
+        let len = match state.inodes.get(&self.ino) {
+            Some(Inode::File { data, .. }) => data.len(),
+            _ => return Err(self.vanished(op)),
+        };
+        let Ok(start) = usize::try_from(offset) else { return Ok(0) };
+        let available = len.saturating_sub(start);
+        let wanted = available.min(buf.len());
+        if wanted == 0 {
+            return Ok(0);
+        }
+        let n = MemFile::io_len(&mut state, wanted);
+        if let Some(e) = self.read_faults(&mut state, offset, n) {
+            return Err(e);
+        }
         let Some(Inode::File { data, .. }) = state.inodes.get(&self.ino) else {
             return Err(self.vanished(op));
         };
-        let Ok(start) = usize::try_from(offset) else { return Ok(0) };
-        let Some(available) = data.get(start..) else { return Ok(0) };
-        let n = available.len().min(buf.len());
-        let (Some(src), Some(dst)) = (available.get(..n), buf.get_mut(..n)) else { return Ok(0) };
+        let (Some(src), Some(dst)) = (data.get(start..start.saturating_add(n)), buf.get_mut(..n)) else {
+            return Ok(0);
+        };
         dst.copy_from_slice(src);
         Ok(n)
     }
@@ -959,27 +1532,41 @@ impl VfsFile for MemFile {
         if buf.is_empty() {
             return Ok(0);
         }
-        let old_len = match state.inodes.get(&self.ino) {
-            Some(Inode::File { data, .. }) => data.len() as u64,
+        state.maybe_slow();
+        let (old_len, failing) = match state.inodes.get(&self.ino) {
+            Some(Inode::File { data, failing, .. }) => (data.len() as u64, *failing),
             _ => return Err(self.vanished(op)),
         };
-        let Some(end) = offset.checked_add(buf.len() as u64) else {
+        if failing {
+            return Err(self.eio(&mut state, op, "the inode is bad"));
+        }
+        if state.chance(|f| f.bad_inode_bp) {
+            if let Some(Inode::File { failing, .. }) = state.inodes.get_mut(&self.ino) {
+                *failing = true;
+            }
+            return Err(self.eio(&mut state, op, "the inode went bad"));
+        }
+        if state.chance(|f| f.write_eio_bp) {
+            return Err(self.eio(&mut state, op, "transient"));
+        }
+        let n = MemFile::io_len(&mut state, buf.len());
+        let Some(bytes) = buf.get(..n) else { return Err(self.vanished(op)) };
+        let Some(end) = offset.checked_add(n as u64) else {
             return Err(err(VfsErrorKind::Other, op, &self.path, "offset overflow"));
         };
         state.check_growth(old_len, end, op, &self.path)?;
-        let (Ok(start), Ok(end)) = (usize::try_from(offset), usize::try_from(end)) else {
+        if usize::try_from(end).is_err() {
             return Err(err(VfsErrorKind::Other, op, &self.path, "offset does not fit in memory"));
-        };
-        let Some(Inode::File { data, .. }) = state.inodes.get_mut(&self.ino) else {
+        }
+        let Some(Inode::File { data, bad_sectors, .. }) = state.inodes.get_mut(&self.ino) else {
             return Err(self.vanished(op));
         };
-        if data.len() < end {
-            data.resize(end, 0);
-        }
-        let Some(dst) = data.get_mut(start..end) else { return Err(self.vanished(op)) };
-        dst.copy_from_slice(buf);
+        put(data, offset, bytes);
+        // A write covering a whole bad sector lets the drive remap it.
+        bad_sectors.retain(|s| !(s * SECTOR_BYTES >= offset && (s + 1) * SECTOR_BYTES <= end));
+        state.push_pending(self.ino, |seq| Pending::Write { seq, offset, bytes: bytes.to_vec() });
         state.stats.writes = state.stats.writes.saturating_add(1);
-        Ok(buf.len())
+        Ok(n)
     }
 
     fn set_len(&self, len: u64) -> VfsResult<()> {
@@ -999,6 +1586,9 @@ impl VfsFile for MemFile {
             return Err(self.vanished(op));
         };
         data.resize(new_len, 0);
+        if len != old_len {
+            state.push_pending(self.ino, |seq| Pending::SetLen { seq, len, shrinks: len < old_len });
+        }
         Ok(())
     }
 
@@ -1016,25 +1606,26 @@ impl VfsFile for MemFile {
         let mut state = self.enter(op)?;
         state.tick(op, &self.path)?;
         state.stats.syncs = state.stats.syncs.saturating_add(1);
+        state.maybe_slow();
         match state.syncs_before_failure {
             Some(0) => {
                 state.syncs_before_failure = None;
-                if let Some(Inode::File { data, durable }) = state.inodes.get_mut(&self.ino) {
-                    *data = durable.clone();
-                }
-                self.poisoned.store(true, Ordering::Release);
-                state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
-                return Err(err(VfsErrorKind::Other, op, &self.path, "EIO"));
+                return Err(self.fail_sync(&mut state, op));
             }
             Some(n) => state.syncs_before_failure = Some(n.saturating_sub(1)),
             None => {}
+        }
+        let failing = matches!(state.inodes.get(&self.ino), Some(Inode::File { failing: true, .. }));
+        if failing || state.chance(|f| f.sync_eio_bp) {
+            return Err(self.fail_sync(&mut state, op));
         }
         if state.faults.lie_sync {
             return Ok(());
         }
         match state.inodes.get_mut(&self.ino) {
-            Some(Inode::File { data, durable }) => {
-                *durable = data.clone();
+            Some(Inode::File { data, durable, pending, .. }) => {
+                durable.clone_from(data);
+                pending.clear();
                 Ok(())
             }
             _ => Err(self.vanished(op)),
@@ -1507,7 +2098,8 @@ mod tests {
         let dump = fs.dump();
         assert!(dump.contains("d/ #"), "{dump}");
         assert!(
-            dump.contains("b #") && dump.contains("2 bytes (dirty, durable 0 bytes) [entry not durable]"),
+            dump.contains("b #")
+                && dump.contains("2 bytes (dirty, durable 0 bytes, 1 pending) [entry not durable]"),
             "{dump}"
         );
         assert!(dump.contains("a #") && dump.contains("[removed; entry still durable"), "{dump}");
@@ -1535,6 +2127,308 @@ mod tests {
         assert!(!image.is_dead());
         assert_eq!(image.read("/d/a"), Some(b"one".to_vec()));
         assert_eq!(image.read("/d/b"), None, "b's directory entry was never synced");
+        Ok(())
+    }
+
+    /// A durable file `/d/<name>` holding `len` copies of `fill`.
+    fn synced_file(fs: &MemFs, name: &str, fill: u8, len: usize) -> VfsResult<Box<dyn VfsFile>> {
+        let path = format!("/d/{name}");
+        let file = write_file(fs, p(&path), &vec![fill; len])?;
+        file.sync()?;
+        fs.sync_dir(p("/d"))?;
+        Ok(file)
+    }
+
+    fn sector(image: &[u8], index: usize) -> &[u8] {
+        let start = index * SECTOR_BYTES as usize;
+        image.get(start..(start + SECTOR_BYTES as usize).min(image.len())).unwrap_or(&[])
+    }
+
+    #[test]
+    fn crash_keep_all_applies_every_pending_operation() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 2048)?;
+        fs.set_faults(Faults { crash_keep_bp: 10_000, ..Faults::default() });
+        write_all_at(file.as_ref(), b"new", 700)?;
+        file.set_len(1500)?;
+        write_all_at(file.as_ref(), b"tail", 1600)?;
+        let live = fs.read("/d/a");
+        fs.crash();
+        assert_eq!(fs.read("/d/a"), live, "{}", fs.dump());
+        Ok(())
+    }
+
+    #[test]
+    fn crash_keeps_an_in_order_subset_of_pending_writes() -> VfsResult<()> {
+        let mut mixed = false;
+        for seed in 0..32 {
+            let fs = fs_with_dir()?;
+            fs.set_seed(seed);
+            let a = synced_file(&fs, "a", b'o', 1024)?;
+            let b = synced_file(&fs, "b", b'o', 1024)?;
+            fs.set_faults(Faults { crash_keep_bp: 5_000, ..Faults::default() });
+            write_all_at(a.as_ref(), &[b'1'; 512], 0)?;
+            write_all_at(a.as_ref(), &[b'2'; 512], 0)?;
+            write_all_at(b.as_ref(), &[b'3'; 512], 512)?;
+            fs.crash();
+            let a = fs.read("/d/a").unwrap_or_default();
+            let b = fs.read("/d/b").unwrap_or_default();
+            // Each sector holds one version it had since the last sync, never a blend.
+            let a0 = sector(&a, 0).first().copied();
+            assert!(matches!(a0, Some(b'o' | b'1' | b'2')), "{a0:?}");
+            assert!(sector(&a, 0).iter().all(|x| Some(*x) == a0));
+            assert_eq!(sector(&a, 1), &[b'o'; 512][..]);
+            let b1 = sector(&b, 1).first().copied();
+            assert!(matches!(b1, Some(b'o' | b'3')) && sector(&b, 1).iter().all(|x| Some(*x) == b1));
+            mixed |= a0 == Some(b'o') && b1 == Some(b'3');
+        }
+        assert!(mixed, "a later write to another file survived while an earlier one was lost");
+        Ok(())
+    }
+
+    #[test]
+    fn trashed_write_fills_the_sectors_it_touches_with_garbage() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 2048)?;
+        fs.set_faults(Faults { crash_trash_bp: 10_000, ..Faults::default() });
+        write_all_at(file.as_ref(), b"0123456789", 1020)?; // sectors 1 and 2
+        fs.crash();
+        let image = fs.read("/d/a").unwrap_or_default();
+        assert_eq!(image.len(), 2048);
+        assert_eq!(sector(&image, 0), &[b'o'; 512][..]);
+        assert_eq!(sector(&image, 3), &[b'o'; 512][..]);
+        for s in [1, 2] {
+            assert!(sector(&image, s).iter().filter(|x| **x == b'o').count() < 64, "sector {s} is garbage");
+        }
+        assert_eq!(fs.stats().torn_writes, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn torn_write_lands_some_of_its_sectors() -> VfsResult<()> {
+        let mut torn_seen = false;
+        for seed in 0..16 {
+            let fs = fs_with_dir()?;
+            fs.set_seed(seed);
+            let file = synced_file(&fs, "a", b'o', 2048)?;
+            fs.set_faults(Faults { crash_keep_bp: 10_000, torn_bp: 10_000, ..Faults::default() });
+            write_all_at(file.as_ref(), &[b'n'; 2048], 0)?;
+            fs.crash();
+            let image = fs.read("/d/a").unwrap_or_default();
+            let (mut old, mut new, mut garbage) = (0, 0, 0);
+            for s in 0..4 {
+                match sector(&image, s) {
+                    x if x == [b'o'; 512] => old += 1,
+                    x if x == [b'n'; 512] => new += 1,
+                    _ => garbage += 1,
+                }
+            }
+            assert!(garbage <= 1, "at most the torn sector holds garbage");
+            torn_seen |= old > 0 && new > 0;
+        }
+        assert!(torn_seen);
+        Ok(())
+    }
+
+    #[test]
+    fn prefix_only_crash_keeps_a_prefix_of_the_global_order() -> VfsResult<()> {
+        let mut lengths = BTreeSet::new();
+        for seed in 0..40 {
+            let fs = fs_with_dir()?;
+            fs.set_seed(seed);
+            let a = synced_file(&fs, "a", b'o', 2048)?;
+            let b = synced_file(&fs, "b", b'o', 2048)?;
+            fs.set_faults(Faults { crash_prefix_only: true, ..Faults::default() });
+            // Issue order: a0 b0 a1 b1, one sector each.
+            let order = [(&a, 0u64), (&b, 0), (&a, 1), (&b, 1)];
+            for (file, s) in order {
+                write_all_at(file.as_ref(), &[b'n'; 512], s * SECTOR_BYTES)?;
+            }
+            fs.crash();
+            let images = [fs.read("/d/a").unwrap_or_default(), fs.read("/d/b").unwrap_or_default()];
+            let landed: Vec<bool> = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                .iter()
+                .map(|(f, s)| images.get(*f).is_some_and(|i| sector(i, *s) == [b'n'; 512]))
+                .collect();
+            let kept = landed.iter().take_while(|x| **x).count();
+            assert!(landed.iter().skip(kept).all(|x| !x), "{landed:?} is not a prefix");
+            lengths.insert(kept);
+        }
+        assert!(lengths.len() >= 3, "cuts vary: {lengths:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn early_write_back_makes_data_durable_without_a_sync() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 512)?;
+        fs.set_faults(Faults { writeback_bp: 10_000, ..Faults::default() });
+        write_all_at(file.as_ref(), b"early", 0)?;
+        fs.create_dir(p("/e"))?; // any mutating call may write back
+        assert!(fs.stats().writebacks >= 1);
+        fs.crash();
+        assert_eq!(fs.read("/d/a").and_then(|d| d.get(..5).map(<[u8]>::to_vec)), Some(b"early".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_dropped_truncate_brings_the_tail_back() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 1000)?;
+        fs.set_faults(Faults { crash_keep_bp: 10_000, drop_truncate_bp: 10_000, ..Faults::default() });
+        file.set_len(10)?;
+        write_all_at(file.as_ref(), b"x", 0)?;
+        fs.crash();
+        let image = fs.read("/d/a").unwrap_or_default();
+        assert_eq!(image.len(), 1000, "the shrink was undone");
+        assert_eq!(image.first(), Some(&b'x'), "the later write still landed");
+        Ok(())
+    }
+
+    #[test]
+    fn transient_read_and_write_errors_change_nothing() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 16)?;
+        fs.set_faults(Faults { read_eio_bp: 10_000, write_eio_bp: 10_000, ..Faults::default() });
+        let mut buf = [0u8; 4];
+        assert_eq!(detail(file.read_at(&mut buf, 0)).as_deref(), Some("EIO (transient)"));
+        assert_eq!(kind(file.write_at(b"x", 0)), Some(VfsErrorKind::Other));
+        assert_eq!(fs.stats().io_errors, 2);
+        fs.set_faults(Faults::default());
+        assert_eq!(file.read_at(&mut buf, 0)?, 4, "transient: the next call works");
+        assert_eq!(&buf, b"oooo");
+        Ok(())
+    }
+
+    #[test]
+    fn sync_errors_poison_and_a_failed_sync_dir_leaves_entries_volatile() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 4)?;
+        fs.set_faults(Faults { sync_eio_bp: 10_000, ..Faults::default() });
+        write_all_at(file.as_ref(), b"nn", 0)?;
+        assert_eq!(detail(file.sync()).as_deref(), Some("EIO"));
+        assert_eq!(fs.read("/d/a").as_deref(), Some(&b"oooo"[..]), "pending data dropped");
+        assert_eq!(kind(file.len()), Some(VfsErrorKind::Poisoned));
+        write_file(&fs, p("/d/b"), b"b")?;
+        assert_eq!(detail(fs.sync_dir(p("/d"))).as_deref(), Some("EIO"));
+        assert_eq!(fs.sync_failures(), 2);
+        fs.crash();
+        assert_eq!(fs.read("/d/b"), None, "the failed sync_dir made nothing durable");
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_inode_fails_writes_and_syncs_until_repaired() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 4)?;
+        fs.set_faults(Faults { bad_inode_bp: 10_000, ..Faults::default() });
+        assert_eq!(detail(file.write_at(b"x", 0)).as_deref(), Some("EIO (the inode went bad)"));
+        fs.set_faults(Faults::default());
+        assert_eq!(detail(file.write_at(b"x", 0)).as_deref(), Some("EIO (the inode is bad)"));
+        let other = fs.open(p("/d/a"), OpenMode::ReadWrite)?;
+        assert_eq!(detail(other.sync()).as_deref(), Some("EIO"), "persistent: every handle");
+        fs.repair();
+        let fresh = fs.open(p("/d/a"), OpenMode::ReadWrite)?;
+        assert_eq!(fresh.write_at(b"x", 0)?, 1);
+        fresh.sync()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_latent_sector_error_fails_reads_until_the_sector_is_rewritten() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 1024)?;
+        fs.set_faults(Faults { latent_sector_bp: 10_000, ..Faults::default() });
+        let mut buf = [0u8; 16];
+        assert!(detail(file.read_at(&mut buf, 600)).is_some_and(|d| d.contains("latent error in sector 1")));
+        fs.set_faults(Faults::default());
+        assert!(file.read_at(&mut buf, 1000).is_err(), "the sector stays bad");
+        assert_eq!(file.read_at(&mut buf, 0)?, 16, "other sectors read fine");
+        fs.crash();
+        let file = fs.open(p("/d/a"), OpenMode::ReadWrite)?;
+        assert!(file.read_at(&mut buf, 512).is_err(), "latent errors survive a crash");
+        write_all_at(file.as_ref(), &[b'n'; 100], 512)?;
+        assert!(file.read_at(&mut buf, 512).is_err(), "a partial write does not remap");
+        write_all_at(file.as_ref(), &[b'n'; 512], 512)?;
+        assert_eq!(file.read_at(&mut buf, 512)?, 16, "a whole-sector write remaps it");
+        assert_eq!(&buf, &[b'n'; 16]);
+        Ok(())
+    }
+
+    #[test]
+    fn short_reads_and_writes_move_fewer_bytes_and_the_helpers_loop() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        fs.set_faults(Faults { short_io_bp: 10_000, ..Faults::default() });
+        let file = fs.open(p("/d/a"), OpenMode::CreateNew)?;
+        let n = file.write_at(b"0123456789", 0)?;
+        assert!((1..10).contains(&n), "{n}");
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        write_all_at(file.as_ref(), &data, 0)?;
+        let mut buf = vec![0u8; 5000];
+        let got = file.read_at(&mut buf, 0)?;
+        assert!((1..5000).contains(&got), "{got}");
+        assert_eq!(sila_sqlite::vfs::read_full(file.as_ref(), &mut buf, 0)?, 5000);
+        assert_eq!(buf, data);
+        assert!(fs.stats().short_ios >= 3);
+        Ok(())
+    }
+
+    #[test]
+    fn bit_rot_flips_one_stored_bit_only_in_files_the_filter_accepts() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        synced_file(&fs, "record", 0, 64)?;
+        synced_file(&fs, "db", 0, 64)?;
+        fs.set_rot_filter(Some(|path: &Path| path.ends_with("record")));
+        fs.set_faults(Faults { bitrot_bp: 10_000, ..Faults::default() });
+        assert_eq!(read_file(&fs, p("/d/db"))?, vec![0u8; 64], "not accepted: never rots");
+        let first = read_file(&fs, p("/d/record"))?;
+        assert_eq!(first.iter().map(|b| b.count_ones()).sum::<u32>(), 1, "one bit flipped");
+        fs.set_faults(Faults::default());
+        fs.crash();
+        assert_eq!(read_file(&fs, p("/d/record"))?, first, "the rot is on the medium");
+        assert_eq!(fs.rotted(), vec![PathBuf::from("/d/record")]);
+        Ok(())
+    }
+
+    #[test]
+    fn slow_calls_report_latency_to_the_sink() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sink = Arc::clone(&total);
+        fs.set_latency_sink(Some(LatencySink(Arc::new(move |ms| {
+            sink.fetch_add(ms, Ordering::SeqCst);
+        }))));
+        fs.set_faults(Faults { slow_io_bp: 10_000, slow_io_ms_max: 7, ..Faults::default() });
+        let file = synced_file(&fs, "a", b'o', 8)?; // a write, a sync and a sync_dir
+        let mut buf = [0u8; 8];
+        file.read_at(&mut buf, 0)?;
+        let stats = fs.stats();
+        assert_eq!(stats.slow_ios, 4);
+        assert!((4..=28).contains(&stats.latency_ms), "{stats:?}");
+        assert_eq!(total.load(Ordering::SeqCst), stats.latency_ms);
+        Ok(())
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_crash() -> VfsResult<()> {
+        let run = |seed: u64| -> VfsResult<Option<Vec<u8>>> {
+            let fs = fs_with_dir()?;
+            fs.set_seed(seed);
+            let file = synced_file(&fs, "a", b'o', 4096)?;
+            fs.set_faults(Faults {
+                crash_keep_bp: 5_000,
+                crash_trash_bp: 2_000,
+                torn_bp: 5_000,
+                ..Faults::default()
+            });
+            for i in 0..8u64 {
+                write_all_at(file.as_ref(), &[b'a' + i as u8; 700], i * 450)?;
+            }
+            fs.crash();
+            Ok(fs.read("/d/a"))
+        };
+        assert_eq!(run(5)?, run(5)?);
+        assert_ne!(run(5)?, run(6)?);
         Ok(())
     }
 }
