@@ -364,8 +364,8 @@ fn run_in(
         Target::AtMostRawPlus(Duration::from_millis(20)),
     ));
     notes.push(format!(
-        "restore: sila {} (includes its undo snapshot of the live file, the copy, integrity_check with \
-         cell_size_check of the copy and the flip); raw copy + fsync {} and {} (before / after; the table \
+        "restore: sila {} (includes its undo snapshot of the live file, the checksummed copy, the switch \
+         to WAL and the flip); raw copy + fsync {} and {} (before / after; the table \
          uses the smaller)",
         fmt_duration(sila_restore),
         fmt_duration(raw_restore),

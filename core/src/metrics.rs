@@ -62,6 +62,8 @@ pub struct DbMetrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     slow_queries: AtomicU64,
+    snapshots_by_copy: AtomicU64,
+    snapshots_by_backup: AtomicU64,
     /// Shards of the latency histogram, one picked per thread, so threads serving the same
     /// database do not contend on one lock. `None` only if a histogram could not be created,
     /// which the constant bounds rule out.
@@ -101,6 +103,8 @@ impl DbMetrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             slow_queries: AtomicU64::new(0),
+            snapshots_by_copy: AtomicU64::new(0),
+            snapshots_by_backup: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| Mutex::new(new_latency_histogram())),
         }
     }
@@ -144,6 +148,13 @@ impl DbMetrics {
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a snapshot or copy of the live file taken by the pinned file copy (`true`) or by
+    /// SQLite's online backup API (`false`, the fallback).
+    pub fn record_snapshot_copy(&self, by_file_copy: bool) {
+        let counter = if by_file_copy { &self.snapshots_by_copy } else { &self.snapshots_by_backup };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds page-cache hits and misses (SQLite's `SQLITE_DBSTATUS_CACHE_HIT` / `_MISS` deltas).
     pub fn record_cache(&self, hits: u64, misses: u64) {
         self.cache_hits.fetch_add(hits, Ordering::Relaxed);
@@ -183,6 +194,8 @@ impl DbMetrics {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
             slow_queries: self.slow_queries.load(Ordering::Relaxed),
+            snapshots_by_copy: self.snapshots_by_copy.load(Ordering::Relaxed),
+            snapshots_by_backup: self.snapshots_by_backup.load(Ordering::Relaxed),
             latency_count: histogram.map_or(0, Histogram::len),
             latency_us_p50: quantile(0.50),
             latency_us_p95: quantile(0.95),
@@ -240,6 +253,11 @@ pub struct MetricsSnapshot {
     pub cache_misses: u64,
     /// Statements at or over the slow-query threshold.
     pub slow_queries: u64,
+    /// Copies of the live file (snapshots, undo snapshots) made by a pinned file copy.
+    pub snapshots_by_copy: u64,
+    /// Copies of the live file made by SQLite's online backup API (when the WAL could not
+    /// be fully checkpointed first).
+    pub snapshots_by_backup: u64,
     /// Operations in the latency histogram.
     pub latency_count: u64,
     /// Median latency in microseconds (0 when nothing was recorded).
@@ -279,6 +297,8 @@ impl MetricsSnapshot {
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
             "slow_queries": self.slow_queries,
+            "snapshots_by_copy": self.snapshots_by_copy,
+            "snapshots_by_backup": self.snapshots_by_backup,
             "latency_count": self.latency_count,
             "latency_us_p50": self.latency_us_p50,
             "latency_us_p95": self.latency_us_p95,

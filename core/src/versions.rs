@@ -9,9 +9,11 @@
 //! the old file under a lease. Any failure before the commit step removes the new file and
 //! leaves the database exactly as it was.
 //!
-//! Snapshot copies use SQLite's online backup API in one step from a pooled reader: a WAL
-//! reader sees one consistent state and never blocks the writer (no writer stall). The copy
-//! is switched to rollback-journal mode so it is one self-contained file, then made
+//! Snapshot copies are plain file copies of the live file, pinned by a read transaction
+//! (see [`Database::copy_live`]): the writer stalls for one PASSIVE checkpoint only, and the
+//! copy costs what a file copy costs. When the WAL cannot be checkpointed completely first (a
+//! reader still reads an older state from it), SQLite's online backup API copies from a
+//! pooled reader instead. Either way the copy is a self-contained rollback-journal file, made
 //! read-only on disk.
 
 use crate::api::Database;
@@ -251,6 +253,20 @@ fn backup_to(vfs_name: Option<&str>, src: &Connection, dest: &Path) -> Result<()
     out.close().map_err(|(_, e)| sqlite::map_error(e, None))
 }
 
+/// Rewrites the format bytes (18 and 19) of a database header from WAL (2) to rollback
+/// journal (1), in the first chunk of a copy: what `PRAGMA journal_mode=DELETE` writes, so the
+/// copy opens as one self-contained file with no `-wal` or `-shm` beside it.
+fn to_rollback_header(offset: u64, chunk: &mut [u8]) {
+    if offset != 0 {
+        return;
+    }
+    if let Some(format) = chunk.get_mut(18..20) {
+        for byte in format.iter_mut().filter(|b| **b == 2) {
+            *byte = 1;
+        }
+    }
+}
+
 /// Checks a database file that is about to become live: header, page size, WAL mode file
 /// without its WAL, integrity with cell_size_check, denied functions in the schema, expected
 /// tables; then sets WAL mode. Returns the names of the checks passed. Every failure names
@@ -360,21 +376,24 @@ fn check_candidate(
         }
     }
     passed.push("expected_schema");
+    drop(conn);
+    set_wal_mode(vfs_name, path)
+        .map_err(|e| fail("journal_mode", ErrorCode::Corrupt, e.message().to_string()))?;
+    passed.push("journal_mode");
+    Ok(passed)
+}
+
+/// Switches a closed database file to WAL mode. The switch leaves an empty WAL, and closing
+/// the only connection removes it: the file is self-contained when it is synced and flipped.
+fn set_wal_mode(vfs_name: Option<&str>, path: &Path) -> Result<()> {
+    let conn = open_plain(vfs_name, path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| sqlite::map_error(e, None))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(fail(
-            "journal_mode",
-            ErrorCode::Corrupt,
-            format!("could not switch to WAL (got {mode})"),
-        ));
+        return Err(Error::corrupt(format!("could not switch to WAL (got {mode})")));
     }
-    // The switch leaves an empty WAL, and closing the only connection removes it: the file is
-    // self-contained when it is synced and flipped.
-    conn.close().map_err(|(_, e)| sqlite::map_error(e, None).context("closing the candidate"))?;
-    passed.push("journal_mode");
-    Ok(passed)
+    conn.close().map_err(|(_, e)| sqlite::map_error(e, None).context("closing the candidate"))
 }
 
 impl Database {
@@ -453,17 +472,13 @@ impl Database {
         let id = self.ws.new_uuid();
         let op = self.ws.with_store(|s| s.begin_snapshot(&key, id, db_bytes + wal_bytes))?;
         let abs = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
-        let stop =
-            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
-        let copied =
-            self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, &abs)).and_then(|()| {
-                let (crc, size) = vfs::checksum_file(self.fs(), &abs)?;
-                let conn = open_plain(self.vfs_name(), &abs, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                let schema = read_schema_version(&conn)?;
-                drop(conn);
-                self.fs().set_read_only(&abs, true)?;
-                Ok((crc, size, schema))
-            });
+        let copied = self.copy_live(&abs).and_then(|(crc, size)| {
+            let conn = open_plain(self.vfs_name(), &abs, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let schema = read_schema_version(&conn)?;
+            drop(conn);
+            self.fs().set_read_only(&abs, true)?;
+            Ok((crc, size, schema))
+        });
         let (crc, size, schema) = match copied {
             Ok(x) => x,
             Err(e) => {
@@ -490,6 +505,63 @@ impl Database {
                 .cloned()
                 .ok_or_else(|| Error::internal("snapshot vanished"))
         })
+    }
+
+    /// Copies the live file to the new file `dest` as a self-contained rollback-journal
+    /// database and returns the CRC-32C and size of the copy.
+    ///
+    /// With the writer held (queued writes finish first), a PASSIVE checkpoint folds the WAL
+    /// into the main file; when it folded everything, a pooled reader begins a read
+    /// transaction before the writer is released. With the WAL fully backfilled SQLite gives
+    /// that reader read-mark 0: it reads the main file only, and while it holds that mark no
+    /// checkpoint can write the main file (backfilling needs read-mark 0 exclusively). Writers
+    /// resume at once and append to the WAL; the main file stays frozen until the read ends,
+    /// so a byte copy of it is the committed state at the moment of the checkpoint. Writers
+    /// stall only for that checkpoint (the WAL since the last one, normally at most
+    /// `wal_checkpoint_bytes`).
+    ///
+    /// When the checkpoint could not fold everything (a reader is still on an older state in
+    /// the WAL) or the reader is not on the live file, the online backup API copies from a
+    /// reader instead (no stall, slower). `snapshots_by_copy` and `snapshots_by_backup` in the
+    /// metrics count which path ran.
+    fn copy_live(&self, dest: &Path) -> Result<(u32, u64)> {
+        let stop =
+            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+        let fs = self.fs();
+        let pinned = self.db.with_versioned_reader(&stop, |reader, version| {
+            let _pin = self.db.pin();
+            let live = self.exclusive(|writer| {
+                let row = crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(PASSIVE)")?;
+                self.db.metrics.record_checkpoint();
+                // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
+                let complete = matches!(row.as_slice(), [0, log, done] if *log >= 0 && log == done);
+                if !complete || version != self.db.current_version() {
+                    return Ok(None);
+                }
+                if let Err(e) =
+                    crate::broker::run_internal(reader, "BEGIN; SELECT count(*) FROM sqlite_schema")
+                {
+                    // Never hand a reader back to the pool inside a transaction.
+                    let _ = crate::broker::run_internal(reader, "ROLLBACK");
+                    return Err(e);
+                }
+                Ok(Some(self.db.path()))
+            })?;
+            let Some(live) = live else { return Ok(None) };
+            let copied = vfs::copy_file_with(fs, &live, dest, to_rollback_header);
+            // Ends the read; the reader goes back to the pool with no transaction open.
+            let ended = crate::broker::run_internal(reader, "ROLLBACK");
+            let copied = copied.map_err(|e| Error::from(e).context("copying the pinned live file"))?;
+            ended.map_err(|e| e.context("ending the read that pinned the live file"))?;
+            Ok(Some(copied))
+        })?;
+        if let Some(copied) = pinned {
+            self.db.metrics.record_snapshot_copy(true);
+            return Ok(copied);
+        }
+        self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, dest))?;
+        self.db.metrics.record_snapshot_copy(false);
+        Ok(vfs::checksum_file(fs, dest)?)
     }
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
@@ -553,22 +625,32 @@ impl Database {
             )));
         }
         let snap_path = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
-        let (crc, size) = vfs::checksum_file(self.fs(), &snap_path)?;
-        if crc != entry.crc32c || size != entry.size {
-            return Err(Error::corrupt(format!(
-                "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
-                entry.crc32c, entry.size
-            )));
+        match self.fs().file_len(&snap_path)? {
+            Some(size) if size == entry.size => {}
+            other => {
+                return Err(Error::corrupt(format!(
+                    "snapshot {id} is {} on disk and {} bytes in the manifest",
+                    other.map_or("missing".to_string(), |n| format!("{n} bytes")),
+                    entry.size
+                )))
+            }
         }
         let undo = self.snapshot(&format!("undo of restore of {id}"))?;
         let label = format!("restore of {id}");
         let installed = self.install_new_version(entry.size, &label, |dest| {
-            let (crc, _) = vfs::copy_file(self.fs(), &snap_path, dest)
+            // The checksum is verified on the bytes copied, so what becomes live is exactly
+            // what the snapshot recorded: a consistent copy the engine itself took from a live
+            // database. That is why a restore runs no integrity_check (seconds on a large
+            // file); it only switches the copy back to WAL.
+            let (crc, size) = vfs::copy_file(self.fs(), &snap_path, dest)
                 .map_err(|e| Error::from(e).context("copy snapshot"))?;
-            if crc != entry.crc32c {
-                return Err(Error::corrupt(format!("snapshot {id} changed while it was copied")));
+            if crc != entry.crc32c || size != entry.size {
+                return Err(Error::corrupt(format!(
+                    "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
+                    entry.crc32c, entry.size
+                )));
             }
-            check_candidate(self.fs(), self.vfs_name(), dest, None, &ImportOptions::default()).map(|_| ())
+            set_wal_mode(self.vfs_name(), dest)
         });
         if let Err(e) = installed {
             // A refused restore changes nothing: the undo snapshot it took goes again.
@@ -703,8 +785,14 @@ impl Database {
             return Err(e);
         }
         // The candidate was checked and closed; from here on it is only synced and flipped.
-        let size = match self.fs().file_len(&dest) {
-            Ok(len) => len.unwrap_or(0),
+        // Synced here, before the writer is taken: the flip's own sync of it is then cheap,
+        // and writers do not wait for the new file to reach the disk.
+        let synced = self.fs().open(&dest, OpenMode::ReadWrite).and_then(|f| {
+            f.sync()?;
+            f.len()
+        });
+        let size = match synced {
+            Ok(len) => len,
             Err(e) => {
                 self.ws.abort_op(op);
                 return Err(e.into());
@@ -929,4 +1017,66 @@ fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], now_ms: u64) 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::open::tests::TempDir;
+    use crate::{Value, Workspace, WorkspaceOptions};
+
+    const MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":2}],"tier":"standard"}}}"#;
+
+    fn count(db: &Database) -> Result<Option<Value>> {
+        db.query_value("SELECT count(*) FROM t", &[])
+    }
+
+    #[test]
+    fn header_rewrite_touches_only_the_format_bytes_of_the_first_chunk() {
+        let mut first = vec![2u8; 100];
+        to_rollback_header(0, &mut first);
+        assert_eq!(first.get(18..20), Some([1u8, 1].as_slice()));
+        assert!(first.iter().enumerate().all(|(i, b)| (18..20).contains(&i) || *b == 2));
+        let mut later = vec![2u8; 100];
+        to_rollback_header(COPY_CHUNK, &mut later);
+        assert!(later.iter().all(|b| *b == 2), "only the header is rewritten");
+        let mut short = vec![2u8; 10];
+        to_rollback_header(0, &mut short);
+        assert!(short.iter().all(|b| *b == 2), "a chunk too short for a header is left alone");
+    }
+
+    const COPY_CHUNK: u64 = vfs::COPY_CHUNK_BYTES as u64;
+
+    /// A reader still on an older state in the WAL stops the checkpoint from folding
+    /// everything, so the snapshot is copied by the online backup API; it still holds every
+    /// acknowledged commit, and the reader's view is untouched.
+    #[test]
+    fn a_reader_behind_in_the_wal_makes_a_snapshot_use_the_backup_api() -> Result<()> {
+        let dir = TempDir::new("versions-fallback");
+        let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default())?;
+        ws.register_app("com.example.t", MANIFEST)?;
+        let db = ws.open_app("com.example.t")?.open("main")?;
+        db.exec("CREATE TABLE t (x INTEGER)", &[])?;
+        db.exec("INSERT INTO t VALUES (1)", &[])?;
+        let stop = StopCheck::with_timeout(std::time::Duration::from_secs(10), Default::default());
+        let (snap, seen) = db.db.with_reader_conn(&stop, |reader| {
+            crate::broker::run_internal(reader, "BEGIN; SELECT count(*) FROM t")?;
+            db.exec("INSERT INTO t VALUES (2)", &[])?;
+            let snap = db.snapshot("behind");
+            let seen: i64 = reader
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .map_err(|e| sqlite::map_error(e, None))?;
+            crate::broker::run_internal(reader, "ROLLBACK")?;
+            Ok((snap?, seen))
+        })?;
+        assert_eq!(seen, 1, "the old reader's view did not move");
+        let m = db.stats().metrics;
+        assert_eq!((m.snapshots_by_copy, m.snapshots_by_backup), (0, 1));
+        db.exec("INSERT INTO t VALUES (3)", &[])?;
+        db.restore(snap.id, RestoreOptions::default())?;
+        assert_eq!(count(&db)?, Some(Value::Integer(2)), "the snapshot holds both commits");
+        // With the reader gone, the next snapshot (the restore's undo) was a file copy.
+        assert_eq!(db.stats().metrics.snapshots_by_copy, 1);
+        Ok(())
+    }
 }

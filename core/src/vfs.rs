@@ -280,6 +280,19 @@ pub const COPY_CHUNK_BYTES: usize = 1024 * 1024;
 /// Copies `from` to a new file `to` (which must not exist) and returns the CRC-32C and size of
 /// what was copied. Nothing is synced: the caller's plan syncs the copy before relying on it.
 pub fn copy_file(vfs: &dyn Vfs, from: &Path, to: &Path) -> VfsResult<(u32, u64)> {
+    copy_file_with(vfs, from, to, |_, _| ())
+}
+
+/// [`copy_file`] that lets `edit(offset, chunk)` change each chunk before it is written (and
+/// checksummed): the returned CRC-32C is of the bytes written. Chunks are
+/// [`COPY_CHUNK_BYTES`] long (the last one shorter), so the first chunk holds at least the
+/// first 64 KiB of the file when the file is that long.
+pub fn copy_file_with(
+    vfs: &dyn Vfs,
+    from: &Path,
+    to: &Path,
+    mut edit: impl FnMut(u64, &mut [u8]),
+) -> VfsResult<(u32, u64)> {
     let src = vfs.open(from, OpenMode::Read)?;
     let dst = vfs.open(to, OpenMode::CreateNew)?;
     let len = src.len()?;
@@ -287,10 +300,11 @@ pub fn copy_file(vfs: &dyn Vfs, from: &Path, to: &Path) -> VfsResult<(u32, u64)>
     let (mut crc, mut offset) = (0u32, 0u64);
     while offset < len {
         let n = read_full(src.as_ref(), &mut buf, offset)?;
-        let Some(chunk) = buf.get(..n) else { break };
+        let Some(chunk) = buf.get_mut(..n) else { break };
         if n == 0 {
             break;
         }
+        edit(offset, chunk);
         write_all_at(dst.as_ref(), chunk, offset)?;
         crc = crc32c::crc32c_append(crc, chunk);
         offset += n as u64;

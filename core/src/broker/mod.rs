@@ -261,6 +261,10 @@ pub struct DbShared {
     is_poisoned: AtomicBool,
     on_poison: PoisonHook,
     last_used_ms: AtomicU64,
+    /// Copies of the main file in progress that pin it with a read transaction (see
+    /// `Database::snapshot`): while any runs, a size-triggered checkpoint stays PASSIVE, since
+    /// TRUNCATE would wait for the pinning reader with the writer held.
+    pins: AtomicUsize,
     /// Metrics of this database.
     pub metrics: DbMetrics,
 }
@@ -356,6 +360,7 @@ impl BrokerShared {
             is_poisoned: AtomicBool::new(false),
             on_poison,
             last_used_ms: AtomicU64::new(self.now_ms()),
+            pins: AtomicUsize::new(0),
             metrics: DbMetrics::new(),
         });
         dbs.insert(config.key, db.clone());
@@ -656,13 +661,13 @@ impl DbShared {
         stop.check()?;
         let started = Instant::now();
         let limits = &self.hot.query_limits;
-        let result = self.with_reader(stop, |conn| sqlite::query(conn, sql, params, limits, stop));
+        let result = self.with_reader(stop, |conn, _| sqlite::query(conn, sql, params, limits, stop));
         let rows = result.as_ref().map(|r| r.rows.len() as u64).unwrap_or(0);
         self.record(sql, OpKind::Query, started, result.as_ref().map(|_| (rows, 0)).map_err(|e| e.code()));
         result
     }
 
-    fn with_reader<T>(&self, stop: &StopCheck, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn with_reader<T>(&self, stop: &StopCheck, f: impl FnOnce(&Connection, u64) -> Result<T>) -> Result<T> {
         // A flip between checkout and use retires the connection; retry on the new file. A
         // bound of three covers two flips racing this call; a third is reported as Busy.
         for _ in 0..3 {
@@ -673,7 +678,7 @@ impl DbShared {
                 self.return_reader(tagged);
                 continue;
             }
-            let result = f(&tagged.conn);
+            let result = f(&tagged.conn, tagged.generation);
             self.return_reader(tagged);
             return result;
         }
@@ -749,7 +754,30 @@ impl DbShared {
         stop: &StopCheck,
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
+        self.with_reader(stop, |conn, _| f(conn))
+    }
+
+    /// [`Self::with_reader_conn`] that also tells `f` the version of the file the reader
+    /// reads: while the writer is held, the reader is on the live file if that equals
+    /// [`Self::current_version`] (a flip happens only under the writer).
+    pub(crate) fn with_versioned_reader<T>(
+        &self,
+        stop: &StopCheck,
+        f: impl FnOnce(&Connection, u64) -> Result<T>,
+    ) -> Result<T> {
         self.with_reader(stop, f)
+    }
+
+    /// The version (generation) of the live file; see [`Self::with_versioned_reader`].
+    pub(crate) fn current_version(&self) -> u64 {
+        self.generation()
+    }
+
+    /// Counts a copy that pins the main file with a read transaction; the returned guard
+    /// uncounts it when dropped.
+    pub(crate) fn pin(&self) -> PinGuard<'_> {
+        self.pins.fetch_add(1, Ordering::AcqRel);
+        PinGuard(&self.pins)
     }
 
     /// Opens a connection to another file (a private copy) with this database's settings and
@@ -1108,7 +1136,8 @@ impl DbShared {
     /// Checkpoints when the WAL passed a threshold.
     fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
         let size = self.wal_frames.load(Ordering::Acquire).saturating_mul(crate::workspace::PAGE_SIZE_BYTES);
-        let mode = if size > broker.options.wal_truncate_bytes {
+        let pinned = self.pins.load(Ordering::Acquire) > 0;
+        let mode = if size > broker.options.wal_truncate_bytes && !pinned {
             "TRUNCATE"
         } else if size > broker.options.wal_checkpoint_bytes {
             "PASSIVE"
@@ -1229,6 +1258,26 @@ fn wal_path(db: &std::path::Path) -> PathBuf {
 // transaction guard lets those through and refuses transaction control from apps.
 thread_local! {
     static INTERNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps a pin of [`DbShared::pin`] counted while alive.
+pub(crate) struct PinGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs a statement of the broker itself that returns one row of integers (a checkpoint's
+/// `busy, log, checkpointed`) past the SQL policy, and returns that row.
+pub(crate) fn internal_int_row(conn: &Connection, sql: &str) -> Result<Vec<i64>> {
+    INTERNAL.with(|f| f.set(true));
+    let r = conn.query_row(sql, [], |row| {
+        (0..row.as_ref().column_count()).map(|i| row.get::<_, i64>(i)).collect::<rusqlite::Result<Vec<_>>>()
+    });
+    INTERNAL.with(|f| f.set(false));
+    r.map_err(|e| sqlite::map_error(e, None))
 }
 
 /// Runs SQL of the broker itself (not the app's) past the SQL policy.
