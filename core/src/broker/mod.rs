@@ -76,6 +76,13 @@ pub struct BrokerOptions {
     pub wal_truncate_bytes: u64,
     /// Databases unused this long close their connections (default 30 s).
     pub idle_timeout: Duration,
+    /// Largest one anonymous temporary file may grow (a sort, DISTINCT or GROUP BY spilling
+    /// past the page cache; default 256 MiB) → `QuotaExceeded` naming this option.
+    /// Process-wide (the confinement VFS's): the last broker created sets it.
+    pub temp_file_bytes_max: u64,
+    /// Largest all anonymous temporary files of the process may be together (default 1 GiB) →
+    /// `QuotaExceeded` naming this option. Process-wide, like `temp_file_bytes_max`.
+    pub temp_bytes_total_max: u64,
     /// Statements an app may run per minute, across its databases (default 1 200 000, i.e.
     /// 20 000 a second sustained) →
     /// `BudgetExceeded`. A token bucket: bursts up to this, then this rate (see [`budget`]).
@@ -108,6 +115,8 @@ impl Default for BrokerOptions {
             wal_checkpoint_bytes: 4 * 1024 * 1024,
             wal_truncate_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
+            temp_file_bytes_max: sqlite::confine::TEMP_FILE_BYTES_MAX_DEFAULT,
+            temp_bytes_total_max: sqlite::confine::TEMP_BYTES_TOTAL_MAX_DEFAULT,
             statements_per_minute: 1_200_000,
             rows_read_per_minute: 10_000_000,
             rows_written_per_minute: 1_000_000,
@@ -290,6 +299,7 @@ impl BrokerShared {
         vfs: Arc<dyn crate::vfs::Vfs>,
     ) -> Arc<BrokerShared> {
         let slow_log = Arc::new(SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql));
+        sqlite::confine::set_temp_limits(options.temp_file_bytes_max, options.temp_bytes_total_max);
         Arc::new(BrokerShared {
             options,
             executor,

@@ -11,11 +11,17 @@
 //!   inside the workspace, `<ws>/apps/<app_uuid>/db/<db>`), exactly — not a subdirectory;
 //! * its file name is `<stem>.sqlite` or one of SQLite's companions `-wal`, `-shm`, `-journal`,
 //!   where the stem is 1–64 ASCII letters, digits, `-` or `_` (the store names files by UUID);
-//! * neither the file nor its directory is a symbolic link (`lstat`);
+//! * neither the file nor its directory is a symbolic link (`lstat`). Between that check and
+//!   the open a symlink could in principle be swapped in; the unix VFS opens every file with
+//!   `O_NOFOLLOW`, so it would not be followed, and the directories are the workspace's own,
+//!   which SQL has no way to create, rename or replace;
 //! * super-journals (multi-database commits) are refused: there is no ATTACH.
 //!
-//! Anonymous temporary files (SQLite passes no name) are delegated as they are: the unix VFS
-//! creates them in its temp directory and unlinks them at once. Extension loading through the
+//! Anonymous temporary files (SQLite passes no name: sorter spills, temporary b-trees,
+//! statement journals) are opened by the unix VFS in its temp directory and unlinked at once,
+//! behind methods of ours that count every byte written and refuse growth past
+//! [`set_temp_limits`]' caps (per file and per process) with `SQLITE_FULL`, so temp storage
+//! is bounded (the broker sets `temp_store=FILE`, see [`super::open`]). Extension loading through the
 //! VFS (`xDlOpen`) always fails. A refused path makes the SQLite call fail with
 //! `SQLITE_CANTOPEN` (or `SQLITE_IOERR_*` for access/delete); the reason is kept for
 //! [`super::map_error`] ([`take_refusal`]) and counted ([`refusals`]).
@@ -235,12 +241,24 @@ unsafe extern "C" fn x_open(
             unsafe { (*file).pMethods = std::ptr::null() };
             return ffi::SQLITE_CANTOPEN;
         }
-        // SAFETY: the base VFS is SQLite's static unix VFS; our szOsFile equals its szOsFile, so
-        // `file` is large enough for it, and every argument is passed through unchanged.
-        match unsafe { (*base).xOpen } {
-            Some(open) => unsafe { open(base, name, file, flags, out_flags) },
-            None => ffi::SQLITE_CANTOPEN,
+        let Some(open) = (unsafe { (*base).xOpen }) else { return ffi::SQLITE_CANTOPEN };
+        if !name.is_null() {
+            // SAFETY: the base VFS is SQLite's static unix VFS; our szOsFile is larger than its
+            // szOsFile, so `file` is large enough for it, and every argument is passed through.
+            return unsafe { open(base, name, file, flags, out_flags) };
         }
+        // An anonymous temp file: the unix file object goes after our header, and our methods
+        // count its bytes against the temp caps.
+        // SAFETY: `file` has szOsFile = TEMP_INNER_OFFSET + base szOsFile writable bytes, so the
+        // inner object fits after the header; on failure SQLite must see no methods.
+        let rc = unsafe { open(base, name, temp_inner(file), flags, out_flags) };
+        let temp = file.cast::<TempFile>();
+        // SAFETY: `temp` points at our (suitably sized and aligned) header.
+        unsafe {
+            (*temp).accounted = 0;
+            (*temp).base.pMethods = if rc == ffi::SQLITE_OK { &TEMP_METHODS } else { std::ptr::null() };
+        }
+        rc
     })
 }
 
@@ -415,7 +433,8 @@ fn register_once() -> std::result::Result<(), String> {
     let name = CString::new(VFS_NAME).map_err(|e| e.to_string())?;
     let vfs = Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
-        szOsFile: sz_os_file,
+        // Room for a temp file's header before the unix file object (see `TempFile`).
+        szOsFile: sz_os_file.saturating_add(c_int::try_from(TEMP_INNER_OFFSET).map_err(|e| e.to_string())?),
         mxPathname: mx_pathname,
         pNext: std::ptr::null_mut(),
         // Leaked below together with the VFS object: SQLite keeps both for the process's life.
@@ -449,6 +468,267 @@ fn register_once() -> std::result::Result<(), String> {
     }
 }
 
+// ----- anonymous temporary files: capped -------------------------------------------------------
+
+/// Default of [`set_temp_limits`]' per-file cap: 256 MiB.
+pub const TEMP_FILE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Default of [`set_temp_limits`]' cap on all temporary files of the process together: 1 GiB.
+pub const TEMP_BYTES_TOTAL_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+static TEMP_FILE_BYTES_MAX: AtomicU64 = AtomicU64::new(TEMP_FILE_BYTES_MAX_DEFAULT);
+static TEMP_BYTES_TOTAL_MAX: AtomicU64 = AtomicU64::new(TEMP_BYTES_TOTAL_MAX_DEFAULT);
+static TEMP_BYTES_IN_USE: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the caps on anonymous temporary files (sorter spills, temporary b-trees for DISTINCT,
+/// GROUP BY, materialized views and subqueries, statement journals): `per_file` bytes for any
+/// one file and `total` bytes for all of them in the process. A write past either fails the
+/// statement with `SQLITE_FULL`, which the engine reports as `QuotaExceeded` naming the cap.
+/// Process-wide, like the VFS; the broker sets them from its options.
+pub fn set_temp_limits(per_file: u64, total: u64) {
+    TEMP_FILE_BYTES_MAX.store(per_file, Ordering::Relaxed);
+    TEMP_BYTES_TOTAL_MAX.store(total, Ordering::Relaxed);
+}
+
+/// Bytes held by anonymous temporary files now, process-wide.
+pub fn temp_bytes_in_use() -> u64 {
+    TEMP_BYTES_IN_USE.load(Ordering::Relaxed)
+}
+
+/// The file object of an anonymous temporary file: our methods, the bytes it accounts for,
+/// and the unix VFS's own file object right after it (at [`TEMP_INNER_OFFSET`]).
+#[repr(C)]
+struct TempFile {
+    base: ffi::sqlite3_file,
+    accounted: u64,
+}
+
+/// Where the wrapped unix file object starts inside a [`TempFile`]'s allocation (16-aligned).
+const TEMP_INNER_OFFSET: usize = std::mem::size_of::<TempFile>().next_multiple_of(16);
+
+/// The wrapped unix file object of a temp file.
+///
+/// # Safety
+/// `file` must be a [`TempFile`] opened by [`x_open`], inside an allocation of our `szOsFile`.
+unsafe fn temp_inner(file: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
+    // SAFETY: our szOsFile is TEMP_INNER_OFFSET + the base's szOsFile, so the offset is in bounds.
+    unsafe { file.cast::<u8>().add(TEMP_INNER_OFFSET).cast::<ffi::sqlite3_file>() }
+}
+
+/// The io methods of the wrapped file (set by the unix VFS's xOpen).
+///
+/// # Safety
+/// As [`temp_inner`], after a successful open.
+unsafe fn inner_methods<'a>(file: *mut ffi::sqlite3_file) -> Option<&'a ffi::sqlite3_io_methods> {
+    // SAFETY: the inner file was opened successfully, so its pMethods is a static method table.
+    unsafe { (*temp_inner(file)).pMethods.as_ref() }
+}
+
+/// Accounts growth of a temp file to `end` bytes against the process's caps, or records why
+/// it is refused. Returns the bytes added to the process's count.
+fn temp_grow(accounted: u64, end: u64) -> std::result::Result<u64, ()> {
+    let caps = (TEMP_FILE_BYTES_MAX.load(Ordering::Relaxed), TEMP_BYTES_TOTAL_MAX.load(Ordering::Relaxed));
+    temp_grow_within(accounted, end, caps, &TEMP_BYTES_IN_USE).map_err(|why| {
+        REFUSALS.fetch_add(1, Ordering::Relaxed);
+        LAST_REFUSAL.with(|r| *r.borrow_mut() = Some(why));
+    })
+}
+
+/// [`temp_grow`] against explicit caps `(per_file, total)` and counter; `Err` is the reason.
+fn temp_grow_within(
+    accounted: u64,
+    end: u64,
+    (per_file, total): (u64, u64),
+    in_use: &AtomicU64,
+) -> std::result::Result<u64, String> {
+    if end <= accounted {
+        return Ok(0);
+    }
+    let grow = end - accounted;
+    if end > per_file {
+        return Err(format!(
+            "temporary storage of one statement (a sort, DISTINCT, GROUP BY or materialized subquery) \
+             would pass temp_file_bytes_max ({per_file} bytes); narrow the query or add an index"
+        ));
+    }
+    let before = in_use.fetch_add(grow, Ordering::AcqRel);
+    if before.saturating_add(grow) > total {
+        in_use.fetch_sub(grow, Ordering::AcqRel);
+        return Err(format!(
+            "temporary storage of all statements would pass temp_bytes_total_max ({total} bytes); retry later"
+        ));
+    }
+    Ok(grow)
+}
+
+unsafe extern "C" fn temp_close(file: *mut ffi::sqlite3_file) -> c_int {
+    guarded(ffi::SQLITE_IOERR_CLOSE, || {
+        // SAFETY: SQLite calls xClose once on a file our x_open opened as a TempFile.
+        let (temp, methods) = unsafe { (&mut *file.cast::<TempFile>(), inner_methods(file)) };
+        TEMP_BYTES_IN_USE.fetch_sub(std::mem::take(&mut temp.accounted), Ordering::AcqRel);
+        // SAFETY: delegation to the inner file's own method.
+        match methods.and_then(|m| m.xClose) {
+            Some(close) => unsafe { close(temp_inner(file)) },
+            None => ffi::SQLITE_OK,
+        }
+    })
+}
+
+unsafe extern "C" fn temp_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amt: c_int,
+    off: i64,
+) -> c_int {
+    guarded(ffi::SQLITE_IOERR_READ, || {
+        // SAFETY: a TempFile of ours; the arguments are SQLite's, passed through.
+        match unsafe { inner_methods(file) }.and_then(|m| m.xRead) {
+            Some(read) => unsafe { read(temp_inner(file), buf, amt, off) },
+            None => ffi::SQLITE_IOERR_READ,
+        }
+    })
+}
+
+unsafe extern "C" fn temp_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amt: c_int,
+    off: i64,
+) -> c_int {
+    guarded(ffi::SQLITE_IOERR_WRITE, || {
+        // SAFETY: a TempFile of ours (SQLite serializes calls on one file).
+        let temp = unsafe { &mut *file.cast::<TempFile>() };
+        let end = u64::try_from(off).unwrap_or(u64::MAX).saturating_add(u64::try_from(amt).unwrap_or(0));
+        let Ok(grow) = temp_grow(temp.accounted, end) else { return ffi::SQLITE_FULL };
+        // SAFETY: delegation with SQLite's arguments.
+        let rc = match unsafe { inner_methods(file) }.and_then(|m| m.xWrite) {
+            Some(write) => unsafe { write(temp_inner(file), buf, amt, off) },
+            None => ffi::SQLITE_IOERR_WRITE,
+        };
+        if rc == ffi::SQLITE_OK {
+            temp.accounted += grow;
+        } else {
+            TEMP_BYTES_IN_USE.fetch_sub(grow, Ordering::AcqRel);
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn temp_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    guarded(ffi::SQLITE_IOERR_TRUNCATE, || {
+        // SAFETY: a TempFile of ours.
+        let temp = unsafe { &mut *file.cast::<TempFile>() };
+        // SAFETY: delegation with SQLite's arguments.
+        let rc = match unsafe { inner_methods(file) }.and_then(|m| m.xTruncate) {
+            Some(truncate) => unsafe { truncate(temp_inner(file), size) },
+            None => ffi::SQLITE_IOERR_TRUNCATE,
+        };
+        let size = u64::try_from(size).unwrap_or(0);
+        if rc == ffi::SQLITE_OK && size < temp.accounted {
+            TEMP_BYTES_IN_USE.fetch_sub(temp.accounted - size, Ordering::AcqRel);
+            temp.accounted = size;
+        }
+        rc
+    })
+}
+
+unsafe extern "C" fn temp_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    guarded(ffi::SQLITE_IOERR_FSYNC, || match unsafe { inner_methods(file) }.and_then(|m| m.xSync) {
+        // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+        Some(sync) => unsafe { sync(temp_inner(file), flags) },
+        None => ffi::SQLITE_OK,
+    })
+}
+
+unsafe extern "C" fn temp_file_size(file: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
+    guarded(ffi::SQLITE_IOERR_FSTAT, || match unsafe { inner_methods(file) }.and_then(|m| m.xFileSize) {
+        // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+        Some(size) => unsafe { size(temp_inner(file), out) },
+        None => ffi::SQLITE_IOERR_FSTAT,
+    })
+}
+
+unsafe extern "C" fn temp_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded(ffi::SQLITE_IOERR_LOCK, || match unsafe { inner_methods(file) }.and_then(|m| m.xLock) {
+        // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+        Some(lock) => unsafe { lock(temp_inner(file), level) },
+        None => ffi::SQLITE_OK,
+    })
+}
+
+unsafe extern "C" fn temp_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    guarded(ffi::SQLITE_IOERR_UNLOCK, || match unsafe { inner_methods(file) }.and_then(|m| m.xUnlock) {
+        // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+        Some(unlock) => unsafe { unlock(temp_inner(file), level) },
+        None => ffi::SQLITE_OK,
+    })
+}
+
+unsafe extern "C" fn temp_check_reserved(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    guarded(ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, || {
+        match unsafe { inner_methods(file) }.and_then(|m| m.xCheckReservedLock) {
+            // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+            Some(check) => unsafe { check(temp_inner(file), out) },
+            None => ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
+        }
+    })
+}
+
+unsafe extern "C" fn temp_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
+    guarded(ffi::SQLITE_NOTFOUND, || {
+        // A size hint would make the unix VFS extend the file without a write, past the
+        // accounting: temp files grow by writes only.
+        if op == ffi::SQLITE_FCNTL_SIZE_HINT {
+            return ffi::SQLITE_OK;
+        }
+        match unsafe { inner_methods(file) }.and_then(|m| m.xFileControl) {
+            // SAFETY: a TempFile of ours; delegation with SQLite's arguments.
+            Some(control) => unsafe { control(temp_inner(file), op, arg) },
+            None => ffi::SQLITE_NOTFOUND,
+        }
+    })
+}
+
+unsafe extern "C" fn temp_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
+    guarded(4096, || match unsafe { inner_methods(file) }.and_then(|m| m.xSectorSize) {
+        // SAFETY: a TempFile of ours; delegation.
+        Some(sector) => unsafe { sector(temp_inner(file)) },
+        None => 4096,
+    })
+}
+
+unsafe extern "C" fn temp_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    guarded(0, || match unsafe { inner_methods(file) }.and_then(|m| m.xDeviceCharacteristics) {
+        // SAFETY: a TempFile of ours; delegation.
+        Some(device) => unsafe { device(temp_inner(file)) },
+        None => 0,
+    })
+}
+
+/// Methods of anonymous temp files. Version 1: no shared memory (temp files never use WAL) and
+/// no memory-mapped IO (every byte goes through `xWrite`, where it is counted).
+static TEMP_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(temp_close),
+    xRead: Some(temp_read),
+    xWrite: Some(temp_write),
+    xTruncate: Some(temp_truncate),
+    xSync: Some(temp_sync),
+    xFileSize: Some(temp_file_size),
+    xLock: Some(temp_lock),
+    xUnlock: Some(temp_unlock),
+    xCheckReservedLock: Some(temp_check_reserved),
+    xFileControl: Some(temp_file_control),
+    xSectorSize: Some(temp_sector_size),
+    xDeviceCharacteristics: Some(temp_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
 /// The allowed directories (for tests and diagnostics).
 pub fn allowed_dirs() -> Vec<PathBuf> {
     ALLOWED_DIRS.read().unwrap_or_else(|p| p.into_inner()).iter().map(PathBuf::from).collect()
@@ -456,6 +736,20 @@ pub fn allowed_dirs() -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temp_growth_is_refused_one_byte_past_either_cap() {
+        let in_use = AtomicU64::new(0);
+        let caps = (1000, 1500);
+        assert_eq!(temp_grow_within(0, 1000, caps, &in_use), Ok(1000), "exactly the per-file cap fits");
+        assert!(temp_grow_within(1000, 1001, caps, &in_use).is_err_and(|w| w.contains("temp_file_bytes_max")));
+        assert_eq!(temp_grow_within(1000, 900, caps, &in_use), Ok(0), "rewriting inside the file is free");
+        assert_eq!(in_use.load(Ordering::Relaxed), 1000);
+        assert_eq!(temp_grow_within(0, 500, caps, &in_use), Ok(500), "exactly the total cap fits");
+        let over = temp_grow_within(0, 1, caps, &in_use);
+        assert!(over.is_err_and(|w| w.contains("temp_bytes_total_max")), "one byte past the total");
+        assert_eq!(in_use.load(Ordering::Relaxed), 1500, "a refused growth is not counted");
+    }
+
     #[test]
     fn a_tolerated_refusal_is_forgotten_before_the_next_statement() {
         refuse("/etc/passwd", "test");

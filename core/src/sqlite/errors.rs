@@ -94,10 +94,14 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
         }
     }
     let (code, message) = match primary {
-        ffi::SQLITE_FULL => (
-            ErrorCode::QuotaExceeded,
-            format!("database reached its size limit (max_page_count) or the disk is full: {text}"),
-        ),
+        ffi::SQLITE_FULL => match refusal {
+            // The confinement VFS refused to grow a temp file past its cap and said which.
+            Some(reason) => (ErrorCode::QuotaExceeded, reason),
+            None => (
+                ErrorCode::QuotaExceeded,
+                format!("database reached its size limit (max_page_count) or the disk is full: {text}"),
+            ),
+        },
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => (ErrorCode::Busy, format!("database is busy: {text}")),
         ffi::SQLITE_READONLY => (ErrorCode::ReadOnly, format!("database is read-only: {text}")),
         ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB => {

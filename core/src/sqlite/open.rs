@@ -2,7 +2,7 @@
 //!
 //! Every connection the engine opens goes through [`open_connection`], so the defaults of the
 //! security model hold for all of them: WAL (writers), `synchronous` per tier,
-//! `temp_store=MEMORY`, a capped page cache, `busy_timeout`, `mmap_size=0`,
+//! `temp_store=FILE` (see below), a capped page cache, `busy_timeout`, `mmap_size=0`,
 //! `trusted_schema=OFF`, `SQLITE_DBCONFIG_DEFENSIVE`, foreign keys on, double-quoted string
 //! literals off in DML, extension loading off, and `max_page_count` from the quota.
 //!
@@ -15,6 +15,14 @@
 //! are missing or stale, and with an analysis limit SQLite writes `sqlite_stat1` only, no
 //! STAT4 samples, so new connections do not re-prepare (measured: 0.00 per run). Apps cannot
 //! run ANALYZE with arguments that would write STAT4 samples beyond this (see the policy).
+//!
+//! Temporary storage: `temp_store=FILE`, deliberately not MEMORY. With MEMORY, SQLite keeps
+//! temporary b-trees (DISTINCT, GROUP BY, materialized subqueries) in an in-memory pager that
+//! never spills and gives its sorter no spill threshold, so one `SELECT DISTINCT` over a large
+//! table can take any amount of the host's memory. With FILE, both use the page cache (capped
+//! by `cache_size`) and spill the rest to anonymous temp files, which the confinement VFS
+//! ([`super::confine::set_temp_limits`]) caps per file and per process: temp memory and temp
+//! disk are both bounded. Small sorts never touch the disk (they fit the cache).
 
 use std::path::Path;
 use std::time::Duration;
@@ -122,7 +130,7 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
         }
     }
     conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value()).map_err(sql_err)?;
-    conn.pragma_update(None, "temp_store", "MEMORY").map_err(sql_err)?;
+    conn.pragma_update(None, "temp_store", "FILE").map_err(sql_err)?;
     conn.pragma_update(None, "cache_size", -i64::from(opts.cache_size_kib)).map_err(sql_err)?;
     if let Some(pages) = opts.max_page_count {
         let _: i64 = conn
@@ -185,7 +193,7 @@ pub(crate) mod tests {
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(pragma_i64(&conn, "synchronous"), 2, "FULL");
-        assert_eq!(pragma_i64(&conn, "temp_store"), 2, "MEMORY");
+        assert_eq!(pragma_i64(&conn, "temp_store"), 1, "FILE: spills are capped by the confinement VFS");
         assert_eq!(pragma_i64(&conn, "cache_size"), -8192);
         assert_eq!(pragma_i64(&conn, "busy_timeout"), 5000);
         assert_eq!(pragma_i64(&conn, "max_page_count"), 500);
