@@ -253,7 +253,8 @@ pub struct MetricsSnapshot {
     pub cache_misses: u64,
     /// Statements at or over the slow-query threshold.
     pub slow_queries: u64,
-    /// Copies of the live file (snapshots, undo snapshots) made by a pinned file copy.
+    /// Snapshots made from the file itself: a pinned byte copy of the live file, or (for the
+    /// undo of a restore) the replaced file kept by rename.
     pub snapshots_by_copy: u64,
     /// Copies of the live file made by SQLite's online backup API (when the WAL could not
     /// be fully checkpointed first).

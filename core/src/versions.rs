@@ -55,6 +55,22 @@ pub struct ImportReport {
     pub checks: Vec<&'static str>,
 }
 
+/// What a flip installed and what it replaced.
+#[derive(Debug)]
+struct Installed {
+    /// The new live file.
+    file: Uuid,
+    /// The file it replaced.
+    replaced: Uuid,
+    /// The replaced version's schema version.
+    replaced_schema: u64,
+    /// Whether the flip's TRUNCATE checkpoint folded the replaced file's whole WAL into it,
+    /// so the file alone holds its last state.
+    replaced_folded: bool,
+    /// A lease keeping the replaced file from GC, when the caller asked to keep it.
+    replaced_lease: Option<crate::store::LeaseId>,
+}
+
 /// One migration step, as the host SDK gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationStep {
@@ -635,9 +651,10 @@ impl Database {
                 )))
             }
         }
-        let undo = self.snapshot(&format!("undo of restore of {id}"))?;
+        let undo_label = format!("undo of restore of {id}");
+        validate_label(&undo_label)?;
         let label = format!("restore of {id}");
-        let installed = self.install_new_version(entry.size, &label, |dest| {
+        let installed = self.install_new_version(entry.size, &label, true, |dest| {
             // The checksum is verified on the bytes copied, so what becomes live is exactly
             // what the snapshot recorded: a consistent copy the engine itself took from a live
             // database. That is why a restore runs no integrity_check (seconds on a large
@@ -651,12 +668,13 @@ impl Database {
                 )));
             }
             set_wal_mode(self.vfs_name(), dest)
-        });
-        if let Err(e) = installed {
-            // A refused restore changes nothing: the undo snapshot it took goes again.
-            let _ = self.drop_snapshot_inner(undo.id);
-            return Err(e);
-        }
+        })?;
+        // The undo snapshot is the replaced file itself, kept after the flip.
+        let undo = self.keep_replaced(&installed, &undo_label).map_err(|e| {
+            e.context(format_args!(
+                "snapshot {id} was restored, but keeping the replaced version as its undo snapshot failed"
+            ))
+        })?;
         Ok(undo.id)
     }
 
@@ -681,14 +699,14 @@ impl Database {
         let source_wal = PathBuf::from(wal);
         let mut checks = Vec::new();
         let label = format!("import of {}", file_label(source));
-        let file = self.install_new_version(source_len, &label, |dest| {
+        let installed = self.install_new_version(source_len, &label, false, |dest| {
             vfs::copy_file(self.fs(), source, dest)
                 .map_err(|e| Error::from(e).context("copy the import source"))?;
             checks = check_candidate(self.fs(), self.vfs_name(), dest, Some(&source_wal), &options)?;
             Ok(())
         })?;
         let size = self.db.sizes().0;
-        Ok(ImportReport { file, size, checks })
+        Ok(ImportReport { file: installed.file, size, checks })
     }
 
     /// Writes a consistent copy of the live database to a host path (for operators and the
@@ -766,13 +784,15 @@ impl Database {
     }
 
     /// Makes a new live file with `write` (which fills the given path and checks it), then
-    /// flips to it under the exclusive writer. Returns the new file's UUID.
+    /// flips to it under the exclusive writer. With `keep_replaced`, the replaced file is
+    /// leased for the caller (see [`Installed::replaced_lease`]), which must release it.
     fn install_new_version(
         &self,
         expected_bytes: u64,
         label: &str,
+        keep_replaced: bool,
         write: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<Uuid> {
+    ) -> Result<Installed> {
         validate_label(label)?;
         let label = label.to_string();
         let key = self.key();
@@ -811,30 +831,161 @@ impl Database {
         let db = self.db.clone();
         let flipped = self.exclusive(|conn| {
             // Quiesce: every queued write before us is committed; fold the WAL into the old
-            // file so nothing is orphaned.
-            if crate::broker::run_internal(conn, "PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
-                db.metrics.record_checkpoint();
-            }
+            // file so nothing is orphaned. (busy, log, checkpointed) = (0, 0, 0) when the WAL
+            // was folded whole and truncated; a reader still on the WAL makes it partial.
+            let folded = match crate::broker::internal_int_row(conn, "PRAGMA wal_checkpoint(TRUNCATE)") {
+                Ok(row) => {
+                    db.metrics.record_checkpoint();
+                    row == [0, 0, 0]
+                }
+                Err(_) => false,
+            };
             // The lease on the old file is taken before the flip: from the moment the pointer
             // moves, GC may otherwise see the old file unreferenced while readers still use it.
-            let old = ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
+            let (old, old_schema) = ws.with_store(|s| s.pointer(&key).map(|p| (p.file, p.schema)))?;
             let lease = ws.with_store(|s| s.acquire_lease(&key, old))?;
+            let kept = if keep_replaced {
+                match ws.with_store(|s| s.acquire_lease(&key, old)) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        ws.with_store(|s| s.release_lease(lease));
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
             let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
             let flipped = ws.with_store(|s| s.plan_flip(op, version)).and_then(|plan| ws.run_plan(&plan));
             if let Err(e) = flipped {
-                ws.with_store(|s| s.release_lease(lease));
+                ws.with_store(|s| {
+                    s.release_lease(lease);
+                    if let Some(k) = kept {
+                        s.release_lease(k);
+                    }
+                });
                 return Err(e);
             }
             db.switch_file(dest.clone(), lease);
-            Ok(())
+            Ok(Installed {
+                file,
+                replaced: old,
+                replaced_schema: old_schema,
+                replaced_folded: folded,
+                replaced_lease: kept,
+            })
         });
-        if let Err(e) = flipped {
-            // A failure before plan_flip leaves the operation open: abandon it. After it, the
-            // store already aborted or poisoned it; aborting again is a no-op.
-            self.ws.abort_op(op);
-            return Err(e.context("flipping to the new version"));
+        match flipped {
+            Ok(installed) => Ok(installed),
+            Err(e) => {
+                // A failure before plan_flip leaves the operation open: abandon it. After it,
+                // the store already aborted or poisoned it; aborting again is a no-op.
+                self.ws.abort_op(op);
+                Err(e.context("flipping to the new version"))
+            }
         }
-        Ok(file)
+    }
+
+    /// Makes the file a flip just replaced into a snapshot (the undo of a restore), without
+    /// copying it when it can: the replaced file is the state at the flip, frozen (its writer
+    /// is gone, and readers still on it only read).
+    ///
+    /// When the flip's checkpoint folded the whole WAL into it, the file is renamed into
+    /// `snapshots/`, its header's format bytes are set to rollback journal (readers still on
+    /// it check those bytes only when a read begins, and a retired reader begins none), it is
+    /// checksummed, made read-only and listed. Otherwise (a reader held the checkpoint back,
+    /// so commits are still in its WAL) its whole state is copied out through SQLite's backup
+    /// API instead. Releases the lease the flip took for it.
+    fn keep_replaced(&self, installed: &Installed, label: &str) -> Result<SnapshotEntry> {
+        let result = self.keep_replaced_inner(installed, label);
+        if let Some(lease) = installed.replaced_lease {
+            self.ws.with_store(|s| s.release_lease(lease));
+        }
+        result
+    }
+
+    fn keep_replaced_inner(&self, installed: &Installed, label: &str) -> Result<SnapshotEntry> {
+        let key = self.key();
+        let fs = self.fs();
+        let old_path = self.ws.driver().abs(&layout::db_file(key.app, &key.db, installed.replaced));
+        let id = self.ws.new_uuid();
+        let undo_path = self.ws.driver().abs(&layout::snapshot_file(key.app, &key.db, id));
+        let old_size = fs.file_len(&old_path)?.ok_or_else(|| {
+            Error::internal(format!("the replaced file {} vanished under its lease", old_path.display()))
+        })?;
+        // Renaming adds no bytes; a copy needs room for one.
+        let reserve = if installed.replaced_folded { 0 } else { old_size };
+        let op = self.ws.with_store(|s| s.begin_snapshot(&key, id, reserve))?;
+        let made = if installed.replaced_folded {
+            self.adopt_replaced(&old_path, &undo_path, installed.replaced)
+        } else {
+            open_plain(self.vfs_name(), &old_path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .and_then(|conn| backup_to(self.vfs_name(), &conn, &undo_path))
+                .and_then(|()| {
+                    self.db.metrics.record_snapshot_copy(false);
+                    Ok(vfs::checksum_file(fs, &undo_path)?)
+                })
+        };
+        let made = made.and_then(|sum| {
+            fs.set_read_only(&undo_path, true)?;
+            Ok(sum)
+        });
+        let (crc, size) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = fs.set_read_only(&undo_path, false);
+                self.ws.abort_op(op);
+                return Err(e);
+            }
+        };
+        let info = NewSnapshot {
+            size,
+            crc32c: crc,
+            schema: installed.replaced_schema,
+            label: label.to_string(),
+            now_ms: self.ws.now_ms(),
+        };
+        let plan = match self.ws.with_store(|s| s.plan_add_snapshot(op, info)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ws.abort_op(op);
+                return Err(e);
+            }
+        };
+        self.ws.run_plan(&plan)?;
+        self.ws.with_store(|s| {
+            s.manifest(&key)?
+                .snapshots
+                .iter()
+                .find(|x| x.id == id)
+                .cloned()
+                .ok_or_else(|| Error::internal("undo snapshot vanished"))
+        })
+    }
+
+    /// Renames a replaced, fully checkpointed live file to `undo_path`, rewrites its header to
+    /// rollback journal and returns its checksum and size.
+    fn adopt_replaced(&self, old_path: &Path, undo_path: &Path, old: Uuid) -> Result<(u32, u64)> {
+        let fs = self.fs();
+        let key = self.key();
+        fs.rename(old_path, undo_path)?;
+        // The store no longer counts it as the replaced version's garbage; the snapshot plan
+        // lists it under its new name (GC removes the old name's -wal and -shm as usual).
+        self.ws.with_store(|s| s.forget_file(&key, &layout::db_file_name(old)))?;
+        let file = fs.open(undo_path, OpenMode::ReadWrite)?;
+        let mut header = [0u8; 20];
+        let n = vfs::read_full(file.as_ref(), &mut header, 0)?;
+        if n < header.len() || header.get(..16) != Some(b"SQLite format 3\0".as_slice()) {
+            return Err(Error::corrupt(format!(
+                "the replaced file {} has no SQLite header",
+                old_path.display()
+            )));
+        }
+        to_rollback_header(0, &mut header);
+        vfs::write_all_at(file.as_ref(), header.get(18..20).unwrap_or_default(), 18)?;
+        drop(file);
+        self.db.metrics.record_snapshot_copy(true);
+        Ok(vfs::checksum_file(fs, undo_path)?)
     }
 
     /// Runs a migration: validates the chain, checks free disk space, takes an automatic
@@ -1075,8 +1226,37 @@ mod tests {
         db.exec("INSERT INTO t VALUES (3)", &[])?;
         db.restore(snap.id, RestoreOptions::default())?;
         assert_eq!(count(&db)?, Some(Value::Integer(2)), "the snapshot holds both commits");
-        // With the reader gone, the next snapshot (the restore's undo) was a file copy.
+        // With the reader gone, the restore's undo was the replaced file itself.
         assert_eq!(db.stats().metrics.snapshots_by_copy, 1);
+        Ok(())
+    }
+
+    /// A reader still on the WAL when a restore flips keeps the TRUNCATE checkpoint from
+    /// folding the replaced file's WAL, so the replaced file alone is not its last state: the
+    /// undo snapshot is then copied out through SQLite, and still holds every commit.
+    #[test]
+    fn a_reader_on_the_wal_at_a_restore_makes_the_undo_a_copy() -> Result<()> {
+        let dir = TempDir::new("versions-undo-copy");
+        let broker = crate::BrokerOptions { busy_timeout_ms: 50, ..Default::default() };
+        let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions { broker, ..Default::default() })?;
+        ws.register_app("com.example.t", MANIFEST)?;
+        let db = ws.open_app("com.example.t")?.open("main")?;
+        db.exec("CREATE TABLE t (x INTEGER)", &[])?;
+        let snap = db.snapshot("empty")?;
+        db.exec("INSERT INTO t VALUES (1)", &[])?;
+        let stop = StopCheck::with_timeout(std::time::Duration::from_secs(10), Default::default());
+        let undo = db.db.with_reader_conn(&stop, |reader| {
+            crate::broker::run_internal(reader, "BEGIN; SELECT count(*) FROM t")?;
+            db.exec("INSERT INTO t VALUES (2)", &[])?;
+            let undo = db.restore(snap.id, RestoreOptions::default());
+            crate::broker::run_internal(reader, "ROLLBACK")?;
+            undo
+        })?;
+        assert_eq!(count(&db)?, Some(Value::Integer(0)), "restored to the empty snapshot");
+        let m = db.stats().metrics;
+        assert_eq!((m.snapshots_by_copy, m.snapshots_by_backup), (1, 1), "the undo was copied: {m:?}");
+        db.restore(undo, RestoreOptions::default())?;
+        assert_eq!(count(&db)?, Some(Value::Integer(2)), "the undo holds both commits");
         Ok(())
     }
 }

@@ -524,3 +524,39 @@ fn snapshots_under_concurrent_writes_are_consistent_prefixes() {
     // The live database kept every write and is still whole.
     assert_eq!(count(&db), acked.load(Ordering::SeqCst));
 }
+
+#[test]
+fn a_restore_keeps_the_replaced_file_as_its_undo_without_copying() {
+    let (_d, ws, db) = setup("restore-adopt");
+    insert(&db, 4);
+    let snap = db.snapshot("four").unwrap();
+    insert(&db, 3);
+    let undo = db.restore(snap.id, RestoreOptions::default()).unwrap();
+    assert_eq!(count(&db), 4);
+    // The undo is a self-contained, read-only rollback-journal file with the 7 rows.
+    assert_eq!(snapshot_ids(&ws, undo), (1..=7).collect::<Vec<_>>());
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    let undo_file = ws.root().join(sila_sqlite::store::layout::snapshot_file(key.app, &key.db, undo));
+    assert!(std::fs::metadata(&undo_file).unwrap().permissions().readonly());
+    // It was the replaced file, renamed: the database directory holds only the new live file.
+    let db_dir = ws.root().join(sila_sqlite::store::layout::db_dir(key.app, &key.db));
+    let live: Vec<String> = std::fs::read_dir(&db_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sqlite"))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    let m = db.stats().metrics;
+    assert_eq!((m.snapshots_by_copy, m.snapshots_by_backup), (2, 0), "one snapshot, one kept file");
+    // GC has nothing of the replaced version left to free but its side files, and the ledger
+    // agrees with the disk.
+    ws.gc().unwrap();
+    let ledger = ws.ledger("com.example.notes").unwrap();
+    assert_eq!(ledger.garbage_bytes, 0);
+    let on_disk: u64 = db_files(&ws).iter().filter(|(n, _)| n.ends_with(".sqlite")).map(|(_, s)| s).sum();
+    assert_eq!(ledger.live_bytes + ledger.snapshot_bytes, on_disk, "{ledger:?}");
+    // Undoing the restore brings all 7 rows back; its own undo is the 4-row version.
+    let redo = db.restore(undo, RestoreOptions::default()).unwrap();
+    assert_eq!(count(&db), 7);
+    assert_eq!(snapshot_ids(&ws, redo), (1..=4).collect::<Vec<_>>());
+}

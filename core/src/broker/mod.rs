@@ -1042,8 +1042,10 @@ impl DbShared {
                     if t.generation == self.db.generation() {
                         lock(&self.db.writer).conn = Some(t);
                     } else {
-                        // The turn flipped the database: this connection is of the old file.
-                        self.db.close_connection(t.conn, true);
+                        // The turn flipped the database: this connection is of the old file,
+                        // which must not change any more (a restore keeps it as its undo
+                        // snapshot), so no `PRAGMA optimize` on the way out.
+                        self.db.close_connection(t.conn, false);
                     }
                 }
                 match self.db.broker() {
