@@ -54,14 +54,15 @@
 //! replays one history. What each family does, and what a caller may rely on:
 //!
 //! * **At a crash** (inside the contract): each logged operation is applied, dropped or
-//!   (writes only) *trashed* — every 512-byte sector it touches filled with garbage — and a
-//!   surviving multi-sector write may be *torn* (each sector lands or not, one may hold
-//!   garbage). Choices are independent per operation, so any subset across files survives
+//!   (writes only) *trashed* — garbage at 512-byte sector granularity — and a surviving
+//!   multi-sector write may be *torn* (each sector lands or not, one may hold garbage).
+//!   By default garbage covers only the bytes the write covered (power-safe overwrite, what
+//!   SQLite's unix VFS assumes); [`Faults::trash_spills`] spills it over the whole sectors. Choices are independent per operation, so any subset across files survives
 //!   (reordering), or, with [`Faults::crash_prefix_only`], a prefix of the global issue
 //!   order survives. A surviving shrink may still be undone ([`Faults::drop_truncate_bp`]).
-//!   Garbage lands only in sectors an unsynced write touched: a synced sector that shares a
-//!   sector with an unsynced write is fair game (the bridge tells SQLite the disk has no
-//!   power-safe overwrite), a sector no unsynced write touched never changes.
+//!   Garbage lands only where an unsynced write touched: with `trash_spills`, synced bytes
+//!   sharing a sector with an unsynced write are fair game; a sector no unsynced write
+//!   touched never changes.
 //! * **Lying syncs** ([`Faults::lie_sync`], [`Faults::lie_sync_dir`]) break the contract:
 //!   callers cannot detect them, so a checker must expect lost acknowledged data.
 //! * **Failed syncs** ([`Faults::fail_sync_after`], [`Faults::sync_eio_bp`], a bad inode):
@@ -156,6 +157,12 @@ pub struct Faults {
     /// At a crash, each pending write is *trashed* with this rate (before `crash_keep_bp` is
     /// drawn): every 512-byte sector it touches is filled with garbage.
     pub crash_trash_bp: u16,
+    /// Garbage from a trashed or torn write spills over the *whole* 512-byte sectors it
+    /// touches, bytes no unsynced write covered included: a disk without power-safe
+    /// overwrite. Off: garbage lands only on the bytes the write covered, which is what
+    /// SQLite's unix VFS assumes by default (`SQLITE_IOCAP_POWERSAFE_OVERWRITE`, psow=1), and
+    /// so what production runs on.
+    pub trash_spills: bool,
     /// At a crash, a surviving write spanning two or more sectors is *torn* with this rate:
     /// each of its sectors lands or not, and one of them may hold garbage.
     pub torn_bp: u16,
@@ -210,15 +217,16 @@ impl Faults {
             || self.bitrot_bp > 0
     }
 
-    /// These faults with every call-time fault off (what a repaired, healthy disk does),
-    /// keeping the capacity and the crash-time choices.
+    /// Only the crash-time choices of these faults: a healthy disk (no failing calls, no
+    /// capacity cap, no lies, no slowness) that still loses, tears and reorders unsynced
+    /// writes at a crash.
     pub fn quiet(self) -> Faults {
         Faults {
-            capacity_bytes: self.capacity_bytes,
             crash_keep_bp: self.crash_keep_bp,
             crash_trash_bp: self.crash_trash_bp,
             torn_bp: self.torn_bp,
             crash_prefix_only: self.crash_prefix_only,
+            trash_spills: self.trash_spills,
             drop_truncate_bp: self.drop_truncate_bp,
             ..Faults::default()
         }
@@ -335,17 +343,30 @@ fn put(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     }
 }
 
-/// Fills the part of sector `sector` inside `image` with garbage from `rng`.
-fn trash_sector(image: &mut [u8], sector: u64, rng: &mut ChaCha8Rng) {
-    let start = usize::try_from(sector.saturating_mul(SECTOR_BYTES)).unwrap_or(usize::MAX);
-    let end = start.saturating_add(SECTOR_BYTES as usize).min(image.len());
+/// Fills sector `sector` of `image` with garbage from `rng`: the whole sector when `spill`
+/// (no power-safe overwrite), else only its bytes inside `write` (the range a write covers).
+fn trash_sector(
+    image: &mut [u8],
+    sector: u64,
+    write: std::ops::Range<u64>,
+    spill: bool,
+    rng: &mut ChaCha8Rng,
+) {
+    let mut lo = sector.saturating_mul(SECTOR_BYTES);
+    let mut hi = lo.saturating_add(SECTOR_BYTES);
+    if !spill {
+        lo = lo.max(write.start);
+        hi = hi.min(write.end);
+    }
+    let start = usize::try_from(lo).unwrap_or(usize::MAX);
+    let end = usize::try_from(hi).unwrap_or(usize::MAX).min(image.len());
     if let Some(dst) = image.get_mut(start..end) {
         rng.fill_bytes(dst);
     }
 }
 
 /// Applies one pending operation to a durable image with its crash fate.
-fn apply_pending(image: &mut Vec<u8>, op: &Pending, fate: Fate, rng: &mut ChaCha8Rng) {
+fn apply_pending(image: &mut Vec<u8>, op: &Pending, fate: Fate, spill: bool, rng: &mut ChaCha8Rng) {
     match (op, fate) {
         (_, Fate::Dropped) => {}
         (Pending::SetLen { len, .. }, _) => {
@@ -354,19 +375,21 @@ fn apply_pending(image: &mut Vec<u8>, op: &Pending, fate: Fate, rng: &mut ChaCha
         }
         (Pending::Write { offset, bytes, .. }, Fate::Applied) => put(image, *offset, bytes),
         (Pending::Write { offset, bytes, .. }, Fate::Trashed) => {
-            grow(image, offset.saturating_add(bytes.len() as u64));
+            let end = offset.saturating_add(bytes.len() as u64);
+            grow(image, end);
             for sector in sector_span(*offset, bytes.len()) {
-                trash_sector(image, sector, rng);
+                trash_sector(image, sector, *offset..end, spill, rng);
             }
         }
         (Pending::Write { offset, bytes, .. }, Fate::Torn) => {
             // The file's size may already cover the whole write; each sector lands or not.
-            grow(image, offset.saturating_add(bytes.len() as u64));
+            let end = offset.saturating_add(bytes.len() as u64);
+            grow(image, end);
             let span = sector_span(*offset, bytes.len());
             let garbage = if rng.random_bool(0.5) { Some(rng.random_range(span.clone())) } else { None };
             for sector in span {
                 if Some(sector) == garbage {
-                    trash_sector(image, sector, rng);
+                    trash_sector(image, sector, *offset..end, spill, rng);
                     continue;
                 }
                 if !rng.random_bool(0.5) {
@@ -776,7 +799,7 @@ impl State {
         let Some(Inode::File { durable, pending, .. }) = self.inodes.get_mut(&ino) else { return };
         let count = self.rng.random_range(1..=pending.len());
         for op in pending.drain(..count) {
-            apply_pending(durable, &op, Fate::Applied, &mut self.rng);
+            apply_pending(durable, &op, Fate::Applied, false, &mut self.rng);
         }
         self.stats.writebacks = self.stats.writebacks.saturating_add(count as u64);
     }
@@ -859,7 +882,7 @@ impl State {
                     let mut image = durable.clone();
                     for op in pending {
                         let fate = fates.get(&op.seq()).copied().unwrap_or(Fate::Dropped);
-                        apply_pending(&mut image, op, fate, &mut self.rng);
+                        apply_pending(&mut image, op, fate, self.faults.trash_spills, &mut self.rng);
                     }
                     Inode::File {
                         data: image.clone(),
@@ -2187,10 +2210,30 @@ mod tests {
     }
 
     #[test]
-    fn trashed_write_fills_the_sectors_it_touches_with_garbage() -> VfsResult<()> {
+    fn trashed_write_is_garbage_only_where_it_wrote_by_default() -> VfsResult<()> {
         let fs = fs_with_dir()?;
         let file = synced_file(&fs, "a", b'o', 2048)?;
         fs.set_faults(Faults { crash_trash_bp: 10_000, ..Faults::default() });
+        write_all_at(file.as_ref(), b"0123456789", 1020)?; // sectors 1 and 2
+        fs.crash();
+        let image = fs.read("/d/a").unwrap_or_default();
+        assert_eq!(image.len(), 2048);
+        let written = image.get(1020..1030).unwrap_or_default();
+        assert!(written != b"0123456789" && written != [b'o'; 10], "{written:?}");
+        let untouched = image.iter().enumerate().filter(|(i, _)| !(1020..1030).contains(i));
+        assert!(
+            untouched.clone().all(|(_, b)| *b == b'o'),
+            "power-safe overwrite: no byte outside the write changes"
+        );
+        assert_eq!(untouched.count(), 2038);
+        Ok(())
+    }
+
+    #[test]
+    fn trashed_write_spills_over_its_whole_sectors_without_power_safe_overwrite() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let file = synced_file(&fs, "a", b'o', 2048)?;
+        fs.set_faults(Faults { crash_trash_bp: 10_000, trash_spills: true, ..Faults::default() });
         write_all_at(file.as_ref(), b"0123456789", 1020)?; // sectors 1 and 2
         fs.crash();
         let image = fs.read("/d/a").unwrap_or_default();
