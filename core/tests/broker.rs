@@ -489,3 +489,235 @@ fn write_queue_max_at_the_boundary() {
     }
     assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(3)));
 }
+
+/// A workspace with a deterministic executor: nothing runs on a worker until the test steps.
+fn setup_stepped(
+    name: &str,
+    broker: BrokerOptions,
+) -> (TempDir, Arc<sila_sqlite::broker::executor::Stepper>, Workspace, Database) {
+    use sila_sqlite::broker::executor::{Executor, Stepper};
+    let dir = TempDir::new(name);
+    let stepper = Arc::new(Stepper::new(1024));
+    let options = WorkspaceOptions {
+        broker,
+        executor: Some(stepper.clone() as Arc<dyn Executor>),
+        ..WorkspaceOptions::default()
+    };
+    let ws = Workspace::open(&dir.0, options).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("analytics").unwrap();
+    (dir, stepper, ws, db)
+}
+
+/// `group_commit_max_requests`: one leader turn (one step of the deterministic executor)
+/// commits one batch and answers it. Exactly N queued writes are answered by one turn; with
+/// N + 1 the last one is left for a second turn.
+#[test]
+fn group_commit_max_requests_at_the_boundary() {
+    let options = BrokerOptions { group_commit_max_requests: 3, ..BrokerOptions::default() };
+    let (_d, stepper, _ws, db) = setup_stepped("gcmax", options);
+    db.exec("CREATE TABLE t (x INTEGER)", &[]).unwrap();
+    let insert = |i: i64| db.submit_exec("INSERT INTO t VALUES (?)", vec![Value::Integer(i)]);
+
+    // N: one turn answers all three, and no further turn is queued.
+    let n: Vec<_> = (0..3).map(insert).collect();
+    assert_eq!(stepper.pending(), 1, "the first write handed leadership to a worker");
+    assert!(n.iter().all(|p| !p.is_ready()), "nothing runs before a step");
+    assert!(stepper.step(0));
+    for p in &n {
+        assert_eq!(p.try_take().unwrap().unwrap().changes, 1);
+    }
+    assert_eq!(stepper.pending(), 0, "one batch held all three writes");
+
+    // N + 1: the first turn takes three, the fourth waits for the next turn.
+    let n_plus_1: Vec<_> = (3..7).map(insert).collect();
+    assert!(stepper.step(0));
+    for p in &n_plus_1[..3] {
+        assert_eq!(p.try_take().unwrap().unwrap().changes, 1);
+    }
+    assert!(!n_plus_1[3].is_ready(), "the fourth write is not in a batch of three");
+    assert_eq!(stepper.pending(), 1, "the leader handed the rest to another turn");
+    assert!(stepper.step(0));
+    assert_eq!(n_plus_1[3].try_take().unwrap().unwrap().changes, 1);
+    assert_eq!(stepper.pending(), 0);
+    assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(7)));
+}
+
+/// Polls `done` until it holds, for at most 10 s (the condition is set by other threads).
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `readers_max`: N queries run at once, each on its own reader; query N + 1 waits for one
+/// of them to come back and then reuses its connection instead of opening another.
+#[test]
+fn readers_max_at_the_boundary() {
+    // Long enough that the endless queries are stopped only by their cancellation.
+    let options = BrokerOptions {
+        readers_max: 2,
+        statement_timeout: Duration::from_secs(60),
+        ..BrokerOptions::default()
+    };
+    let (_d, ws, db) = setup("readers", options);
+    assert_eq!(db.stats().connections, 1, "the writer, from the setup's CREATE TABLE");
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let cancel = CancelToken::new();
+            let (db, c) = (db.clone(), cancel.clone());
+            (cancel, std::thread::spawn(move || db.query_with(FOREVER, &[], &c)))
+        })
+        .collect();
+    // N: both endless queries hold a reader at the same time.
+    wait_for("two readers", || db.stats().connections == 3);
+
+    // N + 1: waits; no third reader is opened.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let extra = {
+        let db = db.clone();
+        std::thread::spawn(move || tx.send(db.query_value("SELECT 42", &[])).unwrap())
+    };
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "a third query got a reader");
+    assert_eq!(db.stats().connections, 3);
+    assert_eq!(ws.broker().connections_open(), 3);
+
+    // A reader comes back: the waiting query runs on it.
+    let mut holders = holders.into_iter();
+    let (cancel, first) = holders.next().unwrap();
+    cancel.cancel();
+    assert_eq!(first.join().unwrap().unwrap_err().code(), ErrorCode::Cancelled);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(), Some(Value::Integer(42)));
+    extra.join().unwrap();
+    assert_eq!(db.stats().connections, 3, "the returned reader was reused");
+    for (cancel, h) in holders {
+        cancel.cancel();
+        assert_eq!(h.join().unwrap().unwrap_err().code(), ErrorCode::Cancelled);
+    }
+}
+
+/// `connections_max`: N connections open across databases; one more is refused with `Busy`
+/// naming the cap while all N are in use (exec, query and transaction alike, nothing is
+/// written), and once they are idle, the least recently used database's is closed to make
+/// room.
+#[test]
+fn connections_max_at_the_boundary() {
+    let dir = TempDir::new("connmax");
+    let options = BrokerOptions { connections_max: 2, ..BrokerOptions::default() };
+    let ws =
+        Workspace::open(&dir.0, WorkspaceOptions { broker: options, ..WorkspaceOptions::default() }).unwrap();
+    let manifest = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":1},{"name":"b","maxSizeMB":1},{"name":"c","maxSizeMB":1}]}}}"#;
+    ws.register_app("com.example.three", manifest).unwrap();
+    let app = ws.open_app("com.example.three").unwrap();
+    let (a, b, c) = (app.open("a").unwrap(), app.open("b").unwrap(), app.open("c").unwrap());
+    let open = || ws.broker().connections_open();
+
+    // A transaction holds its database's writer: nothing of `a` or `b` is idle inside both.
+    let refused = a
+        .transaction(|tx| {
+            tx.exec("CREATE TABLE t (x INTEGER)", &[])?;
+            assert_eq!(open(), 1);
+            // The least-recently-used order is kept in milliseconds: make `a` strictly older.
+            std::thread::sleep(Duration::from_millis(3));
+            b.transaction(|tx| {
+                tx.exec("CREATE TABLE t (x INTEGER)", &[])?;
+                assert_eq!(open(), 2, "N connections open");
+                let refused = [
+                    c.exec("CREATE TABLE t (x INTEGER)", &[]).map(|_| ()),
+                    c.query("SELECT 1", &[]).map(|_| ()),
+                    c.transaction(|_| Ok(())),
+                ];
+                assert_eq!(open(), 2, "the refused requests opened nothing");
+                Ok(refused)
+            })
+        })
+        .unwrap();
+    for r in refused {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Busy, "{e}");
+        assert!(e.message().contains("2 connections are open and busy; connections_max is 2"), "{e}");
+    }
+    assert_eq!((a.stats().connections, b.stats().connections, c.stats().connections), (1, 1, 0));
+
+    // Both writers are idle now: the next connection closes the least recently used one (a's).
+    c.exec("CREATE TABLE t (x INTEGER)", &[]).unwrap();
+    assert_eq!(open(), 2);
+    assert_eq!((a.stats().connections, b.stats().connections, c.stats().connections), (0, 1, 1));
+    assert_eq!(c.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(0)));
+    assert_eq!(a.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(0)));
+    assert!(open() <= 2);
+}
+
+/// Frames in the WAL, from the -wal file's length (32-byte header, then frames of a 24-byte
+/// header and a page). Exact only while the WAL has grown from empty without a restart.
+fn wal_frames(db: &Database) -> u64 {
+    let page = sila_sqlite::workspace::PAGE_SIZE_BYTES;
+    db.stats().wal_bytes.saturating_sub(32) / (24 + page)
+}
+
+/// Commits one-row inserts until the WAL holds `frames` frames, asserting each commit added
+/// exactly one frame and triggered no checkpoint. Returns the rows inserted.
+fn grow_wal_to(db: &Database, frames: u64) -> i64 {
+    db.exec("CREATE TABLE t (x INTEGER)", &[]).unwrap();
+    let checkpoints = db.stats().metrics.checkpoints;
+    let mut before = wal_frames(db);
+    assert!(before < frames, "the setup left {before} frames");
+    let mut rows = 0;
+    while before < frames && rows < 2 * frames as i64 {
+        db.exec("INSERT INTO t VALUES (?)", &[Value::Integer(rows)]).unwrap();
+        rows += 1;
+        let after = wal_frames(db);
+        assert_eq!(db.stats().metrics.checkpoints, checkpoints, "no checkpoint at {after} frames");
+        assert_eq!(after, before + 1, "a one-row insert appends one frame");
+        before = after;
+    }
+    assert_eq!(before, frames);
+    rows
+}
+
+/// `wal_checkpoint_bytes`: a commit that leaves the WAL at exactly the threshold does not
+/// checkpoint; one page more does, PASSIVE (the -wal file keeps its length), and the WAL
+/// restarts, so the next small commit does not checkpoint again.
+#[test]
+fn wal_checkpoint_bytes_at_the_boundary() {
+    let frames = 16;
+    let page = sila_sqlite::workspace::PAGE_SIZE_BYTES;
+    // TRUNCATE out of the way, to see the PASSIVE threshold alone.
+    let options = BrokerOptions {
+        wal_checkpoint_bytes: frames * page,
+        wal_truncate_bytes: u64::MAX,
+        ..BrokerOptions::default()
+    };
+    let (_d, _ws, db) = setup("walcp", options);
+    let rows = grow_wal_to(&db, frames);
+    let checkpoints = db.stats().metrics.checkpoints;
+    db.exec("INSERT INTO t VALUES (-1)", &[]).unwrap();
+    assert_eq!(db.stats().metrics.checkpoints, checkpoints + 1, "one page over the threshold");
+    assert_eq!(wal_frames(&db), frames + 1, "PASSIVE leaves the -wal file's length");
+    db.exec("INSERT INTO t VALUES (-2)", &[]).unwrap();
+    assert_eq!(db.stats().metrics.checkpoints, checkpoints + 1, "the WAL restarted after the checkpoint");
+    assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(rows + 2)));
+}
+
+/// `wal_truncate_bytes`: a commit that leaves the WAL at exactly the threshold does not
+/// checkpoint; one page more checkpoints with TRUNCATE, which empties the -wal file.
+#[test]
+fn wal_truncate_bytes_at_the_boundary() {
+    let frames = 16;
+    let page = sila_sqlite::workspace::PAGE_SIZE_BYTES;
+    // PASSIVE out of the way, to see the TRUNCATE threshold alone.
+    let options = BrokerOptions {
+        wal_checkpoint_bytes: u64::MAX,
+        wal_truncate_bytes: frames * page,
+        ..BrokerOptions::default()
+    };
+    let (_d, _ws, db) = setup("waltrunc", options);
+    grow_wal_to(&db, frames);
+    assert!(db.stats().wal_bytes > 0);
+    let checkpoints = db.stats().metrics.checkpoints;
+    db.exec("INSERT INTO t VALUES (-1)", &[]).unwrap();
+    assert_eq!(db.stats().metrics.checkpoints, checkpoints + 1, "one page over the threshold");
+    assert_eq!(db.stats().wal_bytes, 0, "TRUNCATE empties the -wal file");
+}
