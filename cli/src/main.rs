@@ -12,6 +12,7 @@ mod versions;
 
 use clap::{Parser, Subcommand};
 use sila_sqlite::manifest::MIB;
+use sila_sqlite::versions::ExportFormat;
 use sila_sqlite::{AppInfo, Error, ErrorCode, Result, Value, Workspace, WorkspaceOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -162,8 +163,8 @@ enum Command {
 
     /// Write an online backup into the workspace's backup area; print its id and path.
     ///
-    /// Backups go to <workspace>/backups/<app_uuid>/<db>/<uuid>.sqlite; only the newest
-    /// --keep of this database are kept.
+    /// Backups go to <workspace>/backups/<app_uuid>/<db>/<uuid>.sqlite (.sqlite.gz with
+    /// --gzip); only the newest --keep of this database are kept.
     Backup {
         /// The app id.
         app: String,
@@ -172,12 +173,15 @@ enum Command {
         /// How many backups of this database to keep (the newest).
         #[arg(long, value_name = "N", default_value_t = 7)]
         keep: usize,
+        /// Compress the backup with gzip (`import` takes it as it is).
+        #[arg(long)]
+        gzip: bool,
     },
 
     /// Export a standalone .sqlite file (host path); print the bytes written.
     ///
-    /// The copy is consistent (online backup API) and self-contained (rollback-journal mode,
-    /// no WAL), so the stock sqlite3 shell opens it. An existing FILE is refused.
+    /// The copy is consistent and self-contained (rollback-journal mode, no WAL), so the
+    /// stock sqlite3 shell opens it (after gunzip, with --gzip). An existing FILE is refused.
     Export {
         /// The app id.
         app: String,
@@ -185,6 +189,9 @@ enum Command {
         db: String,
         /// The destination file (a host path; must not exist).
         file: PathBuf,
+        /// Compress the file with gzip (`import` takes it as it is).
+        #[arg(long)]
+        gzip: bool,
     },
 
     /// Import a .sqlite file as the database's new version; print the checks passed.
@@ -284,8 +291,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Restore { app, db, snapshot_id, allow_schema_change } => {
             versions::restore(&ws, &app, &db, &snapshot_id, allow_schema_change)
         }
-        Command::Backup { app, db, keep } => versions::backup(&ws, &app, &db, keep),
-        Command::Export { app, db, file } => versions::export(&ws, &app, &db, &file),
+        Command::Backup { app, db, keep, gzip } => versions::backup(&ws, &app, &db, keep, format(gzip)),
+        Command::Export { app, db, file, gzip } => versions::export(&ws, &app, &db, &file, format(gzip)),
         Command::Import { app, db, file, expect_tables } => {
             versions::import(&ws, &app, &db, &file, expect_tables)
         }
@@ -294,6 +301,15 @@ fn run(cli: Cli) -> Result<()> {
             versions::retention(&ws, &app, &db, keep_last, max_age_secs)
         }
         Command::Gc => versions::gc(&ws),
+    }
+}
+
+/// The export format a `--gzip` flag asks for.
+fn format(gzip: bool) -> ExportFormat {
+    if gzip {
+        ExportFormat::SqliteGzip
+    } else {
+        ExportFormat::Sqlite
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::outln;
 use sila_sqlite::store::{GcSummary, Retention};
 use sila_sqlite::uuid::Uuid;
-use sila_sqlite::versions::{ImportOptions, MigrationPlan, RestoreOptions};
+use sila_sqlite::versions::{ExportFormat, ImportOptions, MigrationPlan, RestoreOptions};
 use sila_sqlite::{Database, Error, ErrorCode, Result, Workspace};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
@@ -121,7 +121,7 @@ pub fn restore(ws: &Workspace, app: &str, db: &str, snapshot: &str, allow_schema
     outln!("{undo}")
 }
 
-pub fn backup(ws: &Workspace, app: &str, db: &str, keep: usize) -> Result<()> {
+pub fn backup(ws: &Workspace, app: &str, db: &str, keep: usize, format: ExportFormat) -> Result<()> {
     if keep == 0 {
         return Err(Error::new(
             ErrorCode::InvalidArgument,
@@ -129,13 +129,13 @@ pub fn backup(ws: &Workspace, app: &str, db: &str, keep: usize) -> Result<()> {
         ));
     }
     let db = open_db(ws, app, db)?;
-    let (id, path) = with_progress("backup", || db.backup(keep))?;
+    let (id, path) = with_progress("backup", || db.backup_as(keep, format))?;
     outln!("{id} {}", path.display())
 }
 
-pub fn export(ws: &Workspace, app: &str, db: &str, file: &Path) -> Result<()> {
+pub fn export(ws: &Workspace, app: &str, db: &str, file: &Path, format: ExportFormat) -> Result<()> {
     let db = open_db(ws, app, db)?;
-    let bytes = with_progress("export", || db.export_to_path(file))?;
+    let bytes = with_progress("export", || db.export_to_path_as(file, format))?;
     outln!("{bytes} bytes written to {}", file.display())
 }
 

@@ -234,6 +234,24 @@ fn export_writes_a_standalone_file_sqlite_opens() {
 }
 
 #[test]
+fn export_gzip_round_trips_through_import() {
+    let t = TempWs::new("export-gzip");
+    t.exec("CREATE TABLE t (name TEXT)");
+    t.exec("INSERT INTO t VALUES ('kept')");
+    let file = t.path("out.sqlite.gz");
+    let out = t.db("export", &[file.to_str().unwrap(), "--gzip"]).quiet();
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(out.stdout, format!("{len} bytes written to {}\n", file.display()));
+    assert_eq!(std::fs::read(&file).unwrap()[..2], [0x1f, 0x8b], "a gzip file");
+
+    t.exec("DELETE FROM t");
+    let out = t.db("import", &[file.to_str().unwrap()]).quiet();
+    let checks = out.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(checks.starts_with("checks passed: gzip, header, "), "{}", out.stdout);
+    assert_eq!(t.names(), serde_json::json!([["kept"]]));
+}
+
+#[test]
 fn import_checks_the_file_and_refuses_random_bytes_changing_nothing() {
     let t = TempWs::new("import");
     t.exec("CREATE TABLE t (name TEXT)");

@@ -55,6 +55,111 @@ pub struct ImportReport {
     pub checks: Vec<&'static str>,
 }
 
+/// How [`Database::export_as`], [`Database::export_to_path_as`] and [`Database::backup_as`]
+/// write their file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A plain `.sqlite` file (rollback-journal mode) that the stock `sqlite3` shell opens.
+    #[default]
+    Sqlite,
+    /// The same file, gzip-compressed (`.sqlite.gz`, one gzip member, DEFLATE level 6).
+    /// [`Database::import`] takes such files as they are.
+    SqliteGzip,
+}
+
+impl ExportFormat {
+    /// The file name suffix: `.sqlite` or `.sqlite.gz`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ExportFormat::Sqlite => ".sqlite",
+            ExportFormat::SqliteGzip => ".sqlite.gz",
+        }
+    }
+}
+
+/// The two bytes every gzip member starts with.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Reads a [`vfs::VfsFile`] from the start, for decoders that want [`std::io::Read`].
+struct VfsReader<'a> {
+    file: &'a dyn vfs::VfsFile,
+    offset: u64,
+}
+
+impl std::io::Read for VfsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset).map_err(std::io::Error::other)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compresses `from` into the new file `to` with gzip; returns the compressed size.
+fn gzip_file(fs: &dyn Vfs, from: &Path, to: &Path) -> Result<u64> {
+    use std::io::Write as _;
+    let src = fs.open(from, OpenMode::Read)?;
+    let dst = fs.open(to, OpenMode::CreateNew)?;
+    let len = src.len()?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut buf = vec![0u8; vfs::COPY_CHUNK_BYTES];
+    let (mut read, mut written) = (0u64, 0u64);
+    while read < len {
+        let n = vfs::read_full(src.as_ref(), &mut buf, read)?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+        encoder.write_all(chunk).map_err(|e| Error::internal(format!("gzip: {e}")))?;
+        read += n as u64;
+        let out = std::mem::take(encoder.get_mut());
+        vfs::write_all_at(dst.as_ref(), &out, written)?;
+        written += out.len() as u64;
+    }
+    let tail = encoder.finish().map_err(|e| Error::internal(format!("gzip: {e}")))?;
+    vfs::write_all_at(dst.as_ref(), &tail, written)?;
+    Ok(written + tail.len() as u64)
+}
+
+/// Decompresses the gzip file `from` into the new file `to`, refusing (before writing past
+/// it) output larger than `max_bytes`. Returns the decompressed size. A damaged or truncated
+/// gzip stream is `Corrupt` naming the `gzip` check.
+fn gunzip_file(fs: &dyn Vfs, from: &Path, to: &Path, max_bytes: u64) -> Result<u64> {
+    use std::io::Read as _;
+    let src = fs.open(from, OpenMode::Read)?;
+    let dst = fs.open(to, OpenMode::CreateNew)?;
+    let mut decoder = flate2::read::MultiGzDecoder::new(VfsReader { file: src.as_ref(), offset: 0 });
+    let mut buf = vec![0u8; vfs::COPY_CHUNK_BYTES];
+    let mut written = 0u64;
+    // Each round writes at least one byte or ends, and the cap bounds the bytes.
+    loop {
+        let n = decoder.read(&mut buf).map_err(|e| {
+            Error::corrupt(format!(
+                "import check 'gzip' failed: the compressed source is damaged or truncated ({e})"
+            ))
+        })?;
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+        if written + n as u64 > max_bytes {
+            return Err(Error::quota_exceeded(crate::QuotaDetail {
+                limit_name: "maxSizeMB of the database (decompressed import)".into(),
+                limit_bytes: max_bytes,
+                used_bytes: 0,
+                requested_bytes: written + n as u64,
+            }));
+        }
+        vfs::write_all_at(dst.as_ref(), chunk, written)?;
+        written += n as u64;
+    }
+    Ok(written)
+}
+
+/// The size a gzip file says its content has (its ISIZE trailer: the size modulo 2^32), or
+/// `None` when the file is too short to have one.
+fn gzip_stated_size(fs: &dyn Vfs, path: &Path, len: u64) -> Result<Option<u64>> {
+    if len < 18 {
+        return Ok(None);
+    }
+    let mut trailer = [0u8; 4];
+    let n = vfs::read_full(fs.open(path, OpenMode::Read)?.as_ref(), &mut trailer, len - 4)?;
+    Ok((n == 4).then(|| u64::from(u32::from_le_bytes(trailer))))
+}
+
 /// What a flip installed and what it replaced.
 #[derive(Debug)]
 struct Installed {
@@ -260,9 +365,7 @@ fn backup_to(vfs_name: Option<&str>, src: &Connection, dest: &Path) -> Result<()
             }
         }
     }
-    let mode: String = out
-        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
-        .map_err(|e| sqlite::map_error(e, None))?;
+    let mode = sqlite::open::set_journal_mode(&out, "DELETE")?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(Error::internal(format!("snapshot copy stayed in journal mode {mode}")));
     }
@@ -403,9 +506,7 @@ fn check_candidate(
 /// the only connection removes it: the file is self-contained when it is synced and flipped.
 fn set_wal_mode(vfs_name: Option<&str>, path: &Path) -> Result<()> {
     let conn = open_plain(vfs_name, path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(|e| sqlite::map_error(e, None))?;
+    let mode = sqlite::open::set_journal_mode(&conn, "WAL")?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::corrupt(format!("could not switch to WAL (got {mode})")));
     }
@@ -426,6 +527,21 @@ impl Database {
         let broker = self.ws.broker().clone();
         self.db.fail_stop_window(&broker, failures_before)?;
         result
+    }
+
+    /// Refuses to commit (flip a pointer, list a snapshot) when an fsync failed since
+    /// `failures_before`: the failed file's unsynced pages may be gone even if the call that
+    /// synced it reported nothing (SQLite reports some commit errors only to a caller that
+    /// looks), so nothing written during the operation is trusted.
+    fn refuse_after_sync_failure(&self, failures_before: u64) -> Result<()> {
+        if self.db.sync_failures() == failures_before {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorCode::Io,
+            "an fsync failed while the new file was written; nothing was committed and the database is \
+             poisoned until the workspace is reopened",
+        ))
     }
 
     fn fs(&self) -> &dyn Vfs {
@@ -483,6 +599,7 @@ impl Database {
 
     fn snapshot_inner(&self, label: &str) -> Result<SnapshotEntry> {
         validate_label(label)?;
+        let failures_before = self.db.sync_failures();
         let key = self.key();
         let (db_bytes, wal_bytes) = self.refresh_sizes()?;
         let id = self.ws.new_uuid();
@@ -505,7 +622,10 @@ impl Database {
         };
         let now_ms = self.ws.now_ms();
         let info = NewSnapshot { size, crc32c: crc, schema, label: label.to_string(), now_ms };
-        let plan = match self.ws.with_store(|s| s.plan_add_snapshot(op, info)) {
+        let plan = match self
+            .refuse_after_sync_failure(failures_before)
+            .and_then(|()| self.ws.with_store(|s| s.plan_add_snapshot(op, info)))
+        {
             Ok(p) => p,
             Err(e) => {
                 self.ws.abort_op(op);
@@ -544,7 +664,22 @@ impl Database {
         let stop =
             StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
         let fs = self.fs();
-        let pinned = self.db.with_versioned_reader(&stop, |reader, version| {
+        // A read-only database has no writer to checkpoint with: straight to the backup API.
+        let pinned = if self.read_only { Ok(None) } else { self.pinned_copy(&stop, dest) }?;
+        if let Some(copied) = pinned {
+            self.db.metrics.record_snapshot_copy(true);
+            return Ok(copied);
+        }
+        self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, dest))?;
+        self.db.metrics.record_snapshot_copy(false);
+        Ok(vfs::checksum_file(fs, dest)?)
+    }
+
+    /// The fast path of [`Database::copy_live`]: `None` when the WAL could not be folded
+    /// whole (or the reader was not on the live file), and nothing was written.
+    fn pinned_copy(&self, stop: &StopCheck, dest: &Path) -> Result<Option<(u32, u64)>> {
+        let fs = self.fs();
+        self.db.with_versioned_reader(stop, |reader, version| {
             let _pin = self.db.pin();
             let live = self.exclusive(|writer| {
                 let row = crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(PASSIVE)")?;
@@ -570,14 +705,7 @@ impl Database {
             let copied = copied.map_err(|e| Error::from(e).context("copying the pinned live file"))?;
             ended.map_err(|e| e.context("ending the read that pinned the live file"))?;
             Ok(Some(copied))
-        })?;
-        if let Some(copied) = pinned {
-            self.db.metrics.record_snapshot_copy(true);
-            return Ok(copied);
-        }
-        self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, dest))?;
-        self.db.metrics.record_snapshot_copy(false);
-        Ok(vfs::checksum_file(fs, dest)?)
+        })
     }
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
@@ -697,12 +825,31 @@ impl Database {
         let mut wal = source.as_os_str().to_os_string();
         wal.push("-wal");
         let source_wal = PathBuf::from(wal);
+        let mut magic = [0u8; 2];
+        vfs::read_full(self.fs().open(source, OpenMode::Read)?.as_ref(), &mut magic, 0)?;
+        let gzip = magic == GZIP_MAGIC;
+        let max_bytes = self.ws.with_store(|s| s.max_size_bytes(&self.key()))?;
+        // A compressed source reserves what its trailer states, at most the size cap: the
+        // trailer of a damaged file may say anything, and decompression stops at the cap.
+        let expected = match gzip {
+            true => gzip_stated_size(self.fs(), source, source_len)?.unwrap_or(source_len).min(max_bytes),
+            false => source_len,
+        };
         let mut checks = Vec::new();
         let label = format!("import of {}", file_label(source));
-        let installed = self.install_new_version(source_len, &label, false, |dest| {
-            vfs::copy_file(self.fs(), source, dest)
-                .map_err(|e| Error::from(e).context("copy the import source"))?;
-            checks = check_candidate(self.fs(), self.vfs_name(), dest, Some(&source_wal), &options)?;
+        let installed = self.install_new_version(expected, &label, false, |dest| {
+            if gzip {
+                gunzip_file(self.fs(), source, dest, max_bytes)?;
+            } else {
+                vfs::copy_file(self.fs(), source, dest)
+                    .map_err(|e| Error::from(e).context("copy the import source"))?;
+            }
+            // A compressed source carries no WAL beside it.
+            let wal = (!gzip).then_some(source_wal.as_path());
+            checks = check_candidate(self.fs(), self.vfs_name(), dest, wal, &options)?;
+            if gzip {
+                checks.insert(0, "gzip");
+            }
             Ok(())
         })?;
         let size = self.db.sizes().0;
@@ -711,21 +858,41 @@ impl Database {
 
     /// Writes a consistent copy of the live database to a host path (for operators and the
     /// CLI; apps use [`Database::export`]). The file opens in the stock `sqlite3` shell.
+    /// Returns its size.
     pub fn export_to_path(&self, dest: &Path) -> Result<u64> {
+        self.export_to_path_as(dest, ExportFormat::Sqlite)
+    }
+
+    /// [`Database::export_to_path`] in the given format (`dest` is used as given).
+    pub fn export_to_path_as(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
         self.db.check_poison()?;
         let failures_before = self.db.sync_failures();
-        let result = self.export_to_path_inner(dest);
+        let result = self.export_to_path_inner(dest, format);
         self.fail_stop(result, failures_before)
     }
 
-    fn export_to_path_inner(&self, dest: &Path) -> Result<u64> {
+    fn export_to_path_inner(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
         if self.fs().exists(dest)? {
             return Err(Error::new(ErrorCode::AlreadyExists, format!("{} already exists", dest.display())));
         }
-        let stop =
-            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
-        let r = self.db.with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, dest));
-        if let Err(e) = r {
+        let plain = match format {
+            ExportFormat::Sqlite => dest.to_path_buf(),
+            ExportFormat::SqliteGzip => {
+                let mut name = dest.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".{}.partial", self.ws.new_uuid()));
+                dest.with_file_name(name)
+            }
+        };
+        let written = self.copy_live(&plain).map(|_| ()).and_then(|()| match format {
+            ExportFormat::Sqlite => Ok(()),
+            ExportFormat::SqliteGzip => {
+                let zipped = gzip_file(self.fs(), &plain, dest).map(|_| ());
+                let removed = self.fs().remove_file(&plain);
+                zipped.and_then(|()| Ok(removed?))
+            }
+        });
+        if let Err(e) = written {
+            let _ = self.fs().remove_file(&plain);
             let _ = self.fs().remove_file(dest);
             return Err(e.context("export"));
         }
@@ -740,12 +907,17 @@ impl Database {
     /// Exports into the app's own export area under a validated name
     /// (`apps/<app>/exports/<name>.sqlite`); apps never name host paths. Returns the path.
     pub fn export(&self, name: &str) -> Result<PathBuf> {
+        self.export_as(name, ExportFormat::Sqlite)
+    }
+
+    /// [`Database::export`] in the given format (`<name>.sqlite` or `<name>.sqlite.gz`).
+    pub fn export_as(&self, name: &str, format: ExportFormat) -> Result<PathBuf> {
         let name = crate::names::DbName::new(name)?;
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::app_dir(key.app).join("exports"));
         vfs::create_dir_all(self.fs(), &dir)?;
-        let dest = dir.join(format!("{}.sqlite", name.as_str()));
-        self.export_to_path(&dest)?;
+        let dest = dir.join(format!("{}{}", name.as_str(), format.suffix()));
+        self.export_to_path_as(&dest, format)?;
         Ok(dest)
     }
 
@@ -753,26 +925,35 @@ impl Database {
     /// (`backups/<app_uuid>/<db>/<uuid>.sqlite`) and keeps the newest `keep_last` backups of
     /// this database. Returns the backup's id and path.
     pub fn backup(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
+        self.backup_as(keep_last, ExportFormat::Sqlite)
+    }
+
+    /// [`Database::backup`] in the given format (`<uuid>.sqlite` or `<uuid>.sqlite.gz`); the
+    /// `keep_last` newest backups of either format are kept.
+    pub fn backup_as(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
         self.db.check_poison()?;
         let failures_before = self.db.sync_failures();
-        let result = self.backup_inner(keep_last);
+        let result = self.backup_inner(keep_last, format);
         self.fail_stop(result, failures_before)
     }
 
-    fn backup_inner(&self, keep_last: usize) -> Result<(Uuid, PathBuf)> {
+    fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
         let dir = self.ws.root().join("backups").join(key.app.hyphenated().to_string()).join(key.db.as_str());
         vfs::create_dir_all(self.fs(), &dir)?;
         let id = self.ws.new_uuid();
-        let dest = dir.join(layout::db_file_name(id));
-        self.export_to_path(&dest)?;
-        // UUID v7 names sort by creation time.
+        let dest = dir.join(format!("{}{}", id.hyphenated(), format.suffix()));
+        self.export_to_path_as(&dest, format)?;
+        // UUID v7 names sort by creation time; compressed and plain backups count alike.
         let mut names: Vec<String> = self
             .fs()
             .list_dir(&dir)?
             .into_iter()
             .map(|e| e.name)
-            .filter(|n| matches!(layout::classify(n), layout::FileKind::Database(_)))
+            .filter(|n| {
+                let plain = n.strip_suffix(".gz").unwrap_or(n);
+                matches!(layout::classify(plain), layout::FileKind::Database(_))
+            })
             .collect();
         names.sort();
         let excess = names.len().saturating_sub(keep_last.max(1));
@@ -794,6 +975,7 @@ impl Database {
         write: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Installed> {
         validate_label(label)?;
+        let failures_before = self.db.sync_failures();
         let label = label.to_string();
         let key = self.key();
         self.refresh_sizes()?;
@@ -856,7 +1038,10 @@ impl Database {
                 None
             };
             let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
-            let flipped = ws.with_store(|s| s.plan_flip(op, version)).and_then(|plan| ws.run_plan(&plan));
+            let flipped = self
+                .refuse_after_sync_failure(failures_before)
+                .and_then(|()| ws.with_store(|s| s.plan_flip(op, version)))
+                .and_then(|plan| ws.run_plan(&plan));
             if let Err(e) = flipped {
                 ws.with_store(|s| {
                     s.release_lease(lease);
@@ -905,6 +1090,7 @@ impl Database {
     }
 
     fn keep_replaced_inner(&self, installed: &Installed, label: &str) -> Result<SnapshotEntry> {
+        let failures_before = self.db.sync_failures();
         let key = self.key();
         let fs = self.fs();
         let old_path = self.ws.driver().abs(&layout::db_file(key.app, &key.db, installed.replaced));
@@ -945,7 +1131,10 @@ impl Database {
             label: label.to_string(),
             now_ms: self.ws.now_ms(),
         };
-        let plan = match self.ws.with_store(|s| s.plan_add_snapshot(op, info)) {
+        let plan = match self
+            .refuse_after_sync_failure(failures_before)
+            .and_then(|()| self.ws.with_store(|s| s.plan_add_snapshot(op, info)))
+        {
             Ok(p) => p,
             Err(e) => {
                 self.ws.abort_op(op);

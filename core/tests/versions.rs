@@ -560,3 +560,91 @@ fn a_restore_keeps_the_replaced_file_as_its_undo_without_copying() {
     assert_eq!(count(&db), 7);
     assert_eq!(snapshot_ids(&ws, redo), (1..=4).collect::<Vec<_>>());
 }
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut out).unwrap();
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn compressed_exports_and_backups_open_after_gunzip_and_import_as_they_are() {
+    use sila_sqlite::versions::ExportFormat;
+    let (dir, _ws, db) = setup("gzip");
+    insert(&db, 50);
+    let path = db.export_as("mine", ExportFormat::SqliteGzip).unwrap();
+    assert!(path.to_string_lossy().ends_with("/exports/mine.sqlite.gz"), "{}", path.display());
+    let plain = gunzip(&path);
+    assert!(plain.len() as u64 > std::fs::metadata(&path).unwrap().len(), "it is compressed");
+    let unpacked = dir.0.join("unpacked.sqlite");
+    std::fs::write(&unpacked, &plain).unwrap();
+    let conn = rusqlite::Connection::open(&unpacked).unwrap();
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0)).unwrap();
+    assert_eq!((ok.as_str(), n), ("ok", 50));
+    drop(conn);
+    let exports = path.parent().unwrap();
+    let names: Vec<String> = std::fs::read_dir(exports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["mine.sqlite.gz".to_string()], "no partial file is left behind");
+
+    // Import takes the compressed file as it is.
+    insert(&db, 5);
+    let report = db.import(&path, ImportOptions::default()).unwrap();
+    assert_eq!(report.checks.first(), Some(&"gzip"));
+    assert_eq!(count(&db), 50);
+
+    // Backups: the newest `keep_last` are kept, compressed or not.
+    for _ in 0..3 {
+        db.backup_as(2, ExportFormat::SqliteGzip).unwrap();
+    }
+    let (_, last) = db.backup(2).unwrap();
+    let backups: Vec<String> = std::fs::read_dir(last.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    assert_eq!(backups.iter().filter(|n| n.ends_with(".sqlite.gz")).count(), 1, "{backups:?}");
+}
+
+#[test]
+fn a_damaged_or_oversized_compressed_import_changes_nothing() {
+    use sila_sqlite::versions::ExportFormat;
+    let (dir, ws, db) = setup("gzip-bad");
+    insert(&db, 3);
+    let good = std::fs::read(db.export_as("good", ExportFormat::SqliteGzip).unwrap()).unwrap();
+    let before = db_files(&ws);
+
+    let truncated = dir.0.join("truncated.sqlite.gz");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let e = db.import(&truncated, ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert!(e.message().contains("'gzip'"), "{e}");
+
+    // 3 MiB of zeros compress to a few KiB; the database allows 2 MiB.
+    let bomb = dir.0.join("bomb.sqlite.gz");
+    std::fs::write(&bomb, gzip(&vec![0u8; 3 << 20])).unwrap();
+    let e = db.import(&bomb, ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+
+    // Compressed garbage passes gzip and fails the SQLite header check.
+    let junk = dir.0.join("junk.sqlite.gz");
+    std::fs::write(&junk, gzip(&[0x5a; 8192])).unwrap();
+    let e = db.import(&junk, ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Corrupt, "{e}");
+    assert!(e.message().contains("'header'"), "{e}");
+
+    ws.gc().unwrap();
+    assert_eq!(db_files(&ws), before);
+    assert_eq!(count(&db), 3);
+}

@@ -87,6 +87,30 @@ impl Default for ConnectionOptions {
     }
 }
 
+/// Runs `PRAGMA journal_mode=<mode>` and returns the mode SQLite reports.
+///
+/// The statement is stepped to its end. SQLite returns the new mode as a row *before* the
+/// switch commits (and syncs the header change), so reading the row and dropping the
+/// statement — what `query_row` and `pragma_update_and_check` do — loses an error of that
+/// commit: a failed fsync there would go unnoticed while the file's unsynced pages are gone
+/// (found by the simulation's fsync-failure profile).
+pub fn set_journal_mode(conn: &Connection, mode: &str) -> Result<String> {
+    let sql_err = |e| map_error(e, None);
+    let mut stmt = conn.prepare(&format!("PRAGMA journal_mode={mode}")).map_err(sql_err)?;
+    let mut rows = stmt.query([]).map_err(sql_err)?;
+    let reported: String = match rows.next().map_err(sql_err)? {
+        Some(row) => row.get(0).map_err(sql_err)?,
+        None => return Err(Error::internal("PRAGMA journal_mode returned no row")),
+    };
+    // One row, then SQLITE_DONE (where the switch commits); the bound only guards the loop.
+    for _ in 0..4 {
+        if rows.next().map_err(sql_err)?.is_none() {
+            return Ok(reported);
+        }
+    }
+    Err(Error::internal("PRAGMA journal_mode returned more than one row"))
+}
+
 /// Opens the SQLite database at `path` and applies `opts` and the security defaults.
 ///
 /// Writers (`read_only == false`) create the file if needed and switch it to WAL; the call
@@ -120,8 +144,7 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(sql_err)?;
     conn.busy_timeout(Duration::from_millis(u64::from(opts.busy_timeout_ms))).map_err(sql_err)?;
     if !opts.read_only {
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(sql_err)?;
+        let mode = set_journal_mode(conn, "WAL")?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::new(
                 ErrorCode::Io,
