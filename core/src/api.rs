@@ -154,6 +154,80 @@ impl Database {
         self.ws.broker().admit(&self.app).inspect_err(|e| self.db.metrics.record_error(e.code()))
     }
 
+    /// Answers an ATTACH or DETACH statement ([`crate::attach`]); `None` for any other SQL.
+    /// Refusals are counted in the metrics like any failed statement.
+    fn attach_statement(&self, sql: &str, params: &[Value]) -> Option<Result<()>> {
+        let parsed = crate::attach::parse(sql, params)?;
+        let started = Instant::now();
+        let answer = parsed.and_then(|statement| {
+            let _slot = self.admit()?;
+            self.apply_attach(statement)
+        });
+        self.db.metrics.record(
+            OpKind::Exec,
+            started.elapsed(),
+            answer.as_ref().map(|()| (0, 0)).map_err(|e| e.code()),
+        );
+        Some(answer)
+    }
+
+    fn apply_attach(&self, statement: crate::attach::Statement) -> Result<()> {
+        use crate::attach::{Statement, ATTACHMENTS_MAX};
+        let refused = |why: String| Error::new(ErrorCode::PolicyDenied, why);
+        let mut list = self.db.attachments();
+        match statement {
+            Statement::Attach { db, schema } => {
+                if db == self.db.config().key.db {
+                    return Err(refused(format!(
+                        "ATTACH is refused: {} is this database itself",
+                        LogicalName { app: None, db }
+                    )));
+                }
+                if list.iter().any(|a| a.schema == schema) {
+                    return Err(refused(format!(
+                        "ATTACH is refused: {schema} is attached already; DETACH it first"
+                    )));
+                }
+                if list.len() >= ATTACHMENTS_MAX {
+                    return Err(refused(format!(
+                        "ATTACH is refused: {ATTACHMENTS_MAX} databases are attached already (ATTACHMENTS_MAX)"
+                    )));
+                }
+                let info = self.ws.app_info(&self.db.config().app_id)?;
+                let target = self.ws.database_shared(&info, &db).map_err(|e| match e.code() {
+                    ErrorCode::CapabilityDenied => refused(format!(
+                        "ATTACH is refused: {} is not in this app's manifest",
+                        LogicalName { app: None, db: db.clone() }
+                    )),
+                    _ => e,
+                })?;
+                list.push(crate::broker::Attachment { schema: schema.clone(), target });
+                self.db.set_attachments(list.clone());
+                // Attach it now on one connection, so a failure is this statement's.
+                let check = format!("SELECT count(*) FROM {schema}.sqlite_schema");
+                let stop = stop_for(self.ws.broker().options(), &CancelToken::new());
+                if let Err(e) = self.db.query(&check, &[], &stop) {
+                    list.retain(|a| a.schema != schema);
+                    self.db.set_attachments(list);
+                    return Err(e.context(format_args!("attaching {schema}")));
+                }
+                Ok(())
+            }
+            Statement::Detach { schema } => {
+                let before = list.len();
+                list.retain(|a| a.schema != schema);
+                if list.len() == before {
+                    return Err(refused(format!(
+                        "DETACH is refused: {schema} is not attached (only databases attached with \
+                         ATTACH 'sila://db/<name>' can be detached)"
+                    )));
+                }
+                self.db.set_attachments(list);
+                Ok(())
+            }
+        }
+    }
+
     fn options(&self) -> crate::broker::BrokerOptions {
         self.ws.broker().options().clone()
     }
@@ -165,6 +239,9 @@ impl Database {
 
     /// [`Database::query`] with a cancellation token the caller may trigger from any thread.
     pub fn query_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<Rows> {
+        if let Some(answer) = self.attach_statement(sql, params) {
+            return answer.map(|()| Rows::default());
+        }
         let _slot = self.admit()?;
         let stop = stop_for(self.ws.broker().options(), cancel);
         self.db.query(sql, params, &stop)
@@ -183,6 +260,9 @@ impl Database {
 
     /// [`Database::exec`] with a cancellation token.
     pub fn exec_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<ExecResult> {
+        if let Some(answer) = self.attach_statement(sql, params) {
+            return answer.map(|()| ExecResult::default());
+        }
         self.exec_pending(sql, params.to_vec(), cancel.clone(), true)?.wait()
     }
 
@@ -190,6 +270,10 @@ impl Database {
     pub fn submit_query(&self, sql: &str, params: Vec<Value>) -> Pending<Rows> {
         let cancel = CancelToken::new();
         let (pending, completer) = pending::pending(cancel.clone());
+        if let Some(answer) = self.attach_statement(sql, &params) {
+            completer.complete(answer.map(|()| Rows::default()));
+            return pending;
+        }
         let admission = match self.admit() {
             Ok(a) => a,
             Err(e) => {
@@ -225,6 +309,11 @@ impl Database {
     /// Submits a write; the returned handle answers once it is committed.
     pub fn submit_exec(&self, sql: &str, params: Vec<Value>) -> Pending<ExecResult> {
         let cancel = CancelToken::new();
+        if let Some(answer) = self.attach_statement(sql, &params) {
+            let (p, c) = pending::pending(cancel);
+            c.complete(answer.map(|()| ExecResult::default()));
+            return p;
+        }
         match self.exec_pending(sql, params, cancel.clone(), false) {
             Ok(p) => p,
             Err(e) => {
@@ -417,6 +506,7 @@ impl Tx<'_> {
     /// Runs a query inside the transaction.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
         self.still_open()?;
+        refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
         let started = Instant::now();
         let stop = self.stop();
         let limits = crate::sqlite::QueryLimits::default();
@@ -434,12 +524,25 @@ impl Tx<'_> {
     /// Runs one writing statement inside the transaction.
     pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
         self.still_open()?;
+        refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
         let started = Instant::now();
         let stop = self.stop();
         let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, &stop));
         let outcome = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
         self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
         r
+    }
+}
+
+/// ATTACH and DETACH change the database handle for every request: not inside a transaction.
+fn refuse_attach_in_transaction(sql: &str) -> Result<()> {
+    match crate::attach::parse(sql, &[]) {
+        None => Ok(()),
+        Some(_) => Err(Error::new(
+            ErrorCode::PolicyDenied,
+            "ATTACH/DETACH is refused inside a transaction: run it with exec before the transaction \
+             (attachments belong to the database handle)",
+        )),
     }
 }
 

@@ -217,7 +217,7 @@ fn attach_attacks(h: &Harness) -> Vec<Attack> {
         attack(Via::Exec, format!("ATTACH '{victim}' AS v"), P),
         attack(Via::Query, format!("ATTACH '{victim}' AS v"), P),
         attack(Via::Exec, "ATTACH 'sila://db/main' AS me", P),
-        attack(Via::Exec, "ATTACH 'sila://db/shared' AS s", P),
+        attack(Via::Exec, "ATTACH 'sila://db/shared' AS main", P),
         attack(Via::Exec, "ATTACH 'sila://db/not-in-manifest' AS n", P),
         attack(Via::Exec, format!("ATTACH 'sila://app/{VICTIM}/db/main' AS v"), P),
         attack(Via::Exec, format!("ATTACH 'file:{outside}?mode=rwc' AS x"), P),

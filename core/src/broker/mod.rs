@@ -194,6 +194,25 @@ pub struct ExecRequest {
 struct Tagged {
     generation: u64,
     conn: Connection,
+    /// What is attached on this connection (see [`DbShared::sync_attachments`]).
+    attached: AttachedHere,
+}
+
+/// A database of the same app attached to a database handle ([`crate::attach`]).
+#[derive(Clone)]
+pub(crate) struct Attachment {
+    /// The schema name it is attached as (lower case).
+    pub schema: String,
+    /// The attached database.
+    pub target: Arc<DbShared>,
+}
+
+/// The attachments one connection carries: the handle's attachment version they match, and
+/// each attached database with the version of its file that was attached.
+#[derive(Default)]
+struct AttachedHere {
+    version: u64,
+    schemas: Vec<(String, Arc<DbShared>, u64)>,
 }
 
 #[derive(Default)]
@@ -274,6 +293,10 @@ pub struct DbShared {
     /// `Database::snapshot`): while any runs, a size-triggered checkpoint stays PASSIVE, since
     /// TRUNCATE would wait for the pinning reader with the writer held.
     pins: AtomicUsize,
+    /// Databases of the same app attached to this handle, and a version bumped on every
+    /// change: a connection catches up before it serves a request.
+    attachments: Mutex<Vec<Attachment>>,
+    attach_version: AtomicU64,
     /// Metrics of this database.
     pub metrics: DbMetrics,
 }
@@ -371,6 +394,8 @@ impl BrokerShared {
             on_poison,
             last_used_ms: AtomicU64::new(self.now_ms()),
             pins: AtomicUsize::new(0),
+            attachments: Mutex::new(Vec::new()),
+            attach_version: AtomicU64::new(0),
             metrics: DbMetrics::new(),
         });
         dbs.insert(config.key, db.clone());
@@ -587,7 +612,7 @@ impl DbShared {
         match opened {
             Ok(conn) => {
                 self.metrics.connection_opened();
-                Ok(Tagged { generation, conn })
+                Ok(Tagged { generation, conn, attached: AttachedHere::default() })
             }
             Err(e) => {
                 broker.release_connection();
@@ -687,6 +712,11 @@ impl DbShared {
             if tagged.generation != self.generation() {
                 self.return_reader(tagged);
                 continue;
+            }
+            let mut tagged = tagged;
+            if let Err(e) = self.sync_attachments(&mut tagged) {
+                self.return_reader(tagged);
+                return Err(e);
             }
             let result = f(&tagged.conn, tagged.generation);
             self.return_reader(tagged);
@@ -987,6 +1017,13 @@ impl DbShared {
             Some(c) => Ok(c),
             None => self.open_connection(false),
         };
+        let conn = conn.and_then(|mut tagged| match self.sync_attachments(&mut tagged) {
+            Ok(()) => Ok(tagged),
+            Err(e) => {
+                lock(&self.writer).conn = Some(tagged);
+                Err(e)
+            }
+        });
         match conn {
             Ok(tagged) => {
                 // A panic in the batch must not strand the queue with `leading` set: the
@@ -1063,10 +1100,57 @@ impl DbShared {
         match conn {
             Ok(c) => {
                 let tagged = turn.conn.insert(c);
-                f(Ok(&tagged.conn))
+                match self.sync_attachments(tagged) {
+                    Ok(()) => f(Ok(&tagged.conn)),
+                    Err(e) => f(Err(e)),
+                }
             }
             Err(e) => f(Err(e)),
         }
+    }
+
+    /// The databases attached to this handle.
+    pub(crate) fn attachments(&self) -> Vec<Attachment> {
+        lock(&self.attachments).clone()
+    }
+
+    /// Replaces the handle's attachments; connections catch up before their next request.
+    pub(crate) fn set_attachments(&self, attachments: Vec<Attachment>) {
+        let mut a = lock(&self.attachments);
+        *a = attachments;
+        self.attach_version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Brings a connection's attached databases in line with the handle's attachments and
+    /// with each attached database's current file (it may have flipped to a new version):
+    /// detaches what it carries, then attaches each database's live file under its schema
+    /// name, read-only (`SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE` is off on every connection).
+    /// Called on a connection outside any transaction, before it serves a request. When
+    /// nothing is attached it costs one atomic load.
+    fn sync_attachments(&self, tagged: &mut Tagged) -> Result<()> {
+        let version = self.attach_version.load(Ordering::Acquire);
+        let current = tagged.attached.version == version
+            && tagged.attached.schemas.iter().all(|(_, target, g)| target.generation() == *g);
+        if current {
+            return Ok(());
+        }
+        for (schema, _, _) in std::mem::take(&mut tagged.attached.schemas) {
+            internal_attach(&tagged.conn, None, &schema)?;
+        }
+        let wanted = lock(&self.attachments).clone();
+        for a in wanted {
+            // The version before the path: a flip in between leaves the version stale, and the
+            // next request attaches again.
+            let g = a.target.generation();
+            let path = a.target.path();
+            if let Some(dir) = path.parent() {
+                sqlite::confine::allow_dir(dir)?;
+            }
+            internal_attach(&tagged.conn, Some(&path), &a.schema)?;
+            tagged.attached.schemas.push((a.schema, a.target, g));
+        }
+        tagged.attached.version = version;
+        Ok(())
     }
 
     fn run_batch(&self, broker: &BrokerShared, conn: &Connection, batch: Vec<WriteJob>) {
@@ -1290,6 +1374,18 @@ pub(crate) fn internal_int_row(conn: &Connection, sql: &str) -> Result<Vec<i64>>
     });
     INTERNAL.with(|f| f.set(false));
     r.map_err(|e| sqlite::map_error(e, None))
+}
+
+/// Attaches `path` as `schema` (or detaches `schema` when `path` is `None`), past the SQL
+/// policy: the broker's own ATTACH of a database the app may attach ([`crate::attach`]).
+fn internal_attach(conn: &Connection, path: Option<&std::path::Path>, schema: &str) -> Result<()> {
+    INTERNAL.with(|f| f.set(true));
+    let r = match path {
+        Some(p) => conn.execute("ATTACH DATABASE ?1 AS ?2", rusqlite::params![p.to_string_lossy(), schema]),
+        None => conn.execute("DETACH DATABASE ?1", [schema]),
+    };
+    INTERNAL.with(|f| f.set(false));
+    r.map(|_| ()).map_err(|e| sqlite::map_error(e, None).context(format_args!("attaching {schema}")))
 }
 
 /// Runs SQL of the broker itself (not the app's) past the SQL policy.

@@ -15,7 +15,8 @@
 //!   the open a symlink could in principle be swapped in; the unix VFS opens every file with
 //!   `O_NOFOLLOW`, so it would not be followed, and the directories are the workspace's own,
 //!   which SQL has no way to create, rename or replace;
-//! * super-journals (multi-database commits) are refused: there is no ATTACH.
+//! * super-journals (multi-database commits) are refused: attached databases are read-only,
+//!   so no commit spans two files.
 //!
 //! Anonymous temporary files (SQLite passes no name: sorter spills, temporary b-trees,
 //! statement journals) are opened by the unix VFS in its temp directory and unlinked at once,
@@ -28,9 +29,9 @@
 //!
 //! Limits of this layer, stated plainly: the directory registry is process-wide, so a
 //! connection of app A is confined to the databases' directories the process has opened, not
-//! to A's alone (the authorizer and `SQLITE_LIMIT_ATTACHED=0` are what keep A out of B's
-//! files); and a URI filename with `vfs=` can select another VFS, which is why ATTACH — the
-//! only way SQL can name a file — is refused by the authorizer and by the attach limit.
+//! to A's alone (the authorizer, which refuses every ATTACH app SQL carries, is what keeps A out
+//! of B's files; the broker's own ATTACH names files it resolved from A's manifest); and a URI
+//! filename with `vfs=` can select another VFS, which is why SQL may never name a file.
 //!
 //! Unsafe code: every `extern "C"` callback runs inside [`guarded`] (a panic becomes an SQLite
 //! error code, never an unwind into C), and each `unsafe` block says why it is sound.

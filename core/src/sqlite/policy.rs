@@ -23,16 +23,19 @@
 //! | CREATE TEMP table/index/view/trigger | denied (unless relaxed): temporary objects live on one pooled connection, are invisible to the app's other requests, and hold memory outside the quota |
 //! | CREATE VIRTUAL TABLE | only modules in [`VTABLE_MODULES_ALLOWED`] |
 //! | BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE | denied: transactions go through the API (a COMMIT inside a group commit would break the other requests' atomicity) |
-//! | ATTACH, DETACH | denied: each database is opened through the API by its logical name (see below) |
+//! | ATTACH, DETACH | denied in SQL that reaches SQLite; `ATTACH 'sila://db/<name>' AS s` and `DETACH s` are answered by the broker (see below) |
 //! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction and export are API operations |
 //! | PRAGMA | by the allowlist in [`pragma_rule`] |
 //! | functions | all built-ins except [`FUNCTIONS_DENIED`] |
 //! | anything else (an action code this table does not know) | denied |
 //!
-//! ATTACH of `sila://db/<name>` is not offered: an attached database would be written by a
-//! connection the broker does not own for that database, so its writer queue, quota
-//! (`max_page_count`), flips and snapshots would not see those writes. Cross-database work
-//! goes through the API. `SQLITE_LIMIT_ATTACHED` is 0 as a second wall.
+//! `ATTACH 'sila://db/<name>' AS <schema>` of a database the app's manifest lists, and
+//! `DETACH <schema>`, never reach SQLite as written: the API recognizes them
+//! ([`crate::attach`]) and the broker attaches the named database's current file itself, on
+//! every connection of the handle, read-only (`SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE` is off: a
+//! write there would bypass that database's writer queue, quota, snapshots and flips). Every
+//! ATTACH the authorizer sees comes from app SQL and is refused; `SQLITE_LIMIT_ATTACHED` is
+//! [`ATTACHED_MAX`] as a second wall.
 //!
 //! # PRAGMAs
 //!
@@ -53,7 +56,7 @@
 //! | `SQLITE_LIMIT_COMPOUND_SELECT` | 500 | 100 | terms of a UNION/EXCEPT/INTERSECT chain (multi-row VALUES is not limited by it) |
 //! | `SQLITE_LIMIT_VDBE_OP` | 250 000 000 | 1 000 000 | opcodes of one prepared statement (about 24 MiB); bounds view-expansion bombs |
 //! | `SQLITE_LIMIT_FUNCTION_ARG` | 1000 | 256 | arguments of one function call (`json_object` with 128 pairs fits) |
-//! | `SQLITE_LIMIT_ATTACHED` | 10 | 0 | ATTACH is not offered (see above) |
+//! | `SQLITE_LIMIT_ATTACHED` | 10 | 4 | only the broker attaches, at most [`crate::attach::ATTACHMENTS_MAX`] of the app's own databases (see above) |
 //! | `SQLITE_LIMIT_LIKE_PATTERN_LENGTH` | 50 000 | 1000 | bytes of a LIKE/GLOB pattern; matching cost grows with it |
 //! | `SQLITE_LIMIT_VARIABLE_NUMBER` | 32 766 | 4096 | parameters of one statement (`?4096` is the highest) |
 //! | `SQLITE_LIMIT_TRIGGER_DEPTH` | 1000 | 32 | nested trigger firing |
@@ -91,8 +94,9 @@ pub const COMPOUND_SELECT_TERMS_MAX: i32 = 100;
 pub const VDBE_OPS_MAX: i32 = 1_000_000;
 /// `SQLITE_LIMIT_FUNCTION_ARG`: arguments of one function call.
 pub const FUNCTION_ARGS_MAX: i32 = 256;
-/// `SQLITE_LIMIT_ATTACHED`: attached databases (ATTACH is not offered).
-pub const ATTACHED_MAX: i32 = 0;
+/// `SQLITE_LIMIT_ATTACHED`: attached databases, only ever attached by the broker for
+/// [`crate::attach`].
+pub const ATTACHED_MAX: i32 = crate::attach::ATTACHMENTS_MAX as i32;
 /// `SQLITE_LIMIT_LIKE_PATTERN_LENGTH`: bytes of a LIKE or GLOB pattern.
 pub const LIKE_PATTERN_BYTES_MAX: i32 = 1000;
 /// `SQLITE_LIMIT_VARIABLE_NUMBER`: the highest parameter number.
