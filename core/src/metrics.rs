@@ -64,6 +64,7 @@ pub struct DbMetrics {
     slow_queries: AtomicU64,
     snapshots_by_copy: AtomicU64,
     snapshots_by_backup: AtomicU64,
+    reflinks: AtomicU64,
     /// Shards of the latency histogram, one picked per thread, so threads serving the same
     /// database do not contend on one lock. `None` only if a histogram could not be created,
     /// which the constant bounds rule out.
@@ -105,6 +106,7 @@ impl DbMetrics {
             slow_queries: AtomicU64::new(0),
             snapshots_by_copy: AtomicU64::new(0),
             snapshots_by_backup: AtomicU64::new(0),
+            reflinks: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| Mutex::new(new_latency_histogram())),
         }
     }
@@ -155,6 +157,11 @@ impl DbMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a file copy (snapshot, export, restore) made as a reflink clone.
+    pub fn record_reflink(&self) {
+        self.reflinks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds page-cache hits and misses (SQLite's `SQLITE_DBSTATUS_CACHE_HIT` / `_MISS` deltas).
     pub fn record_cache(&self, hits: u64, misses: u64) {
         self.cache_hits.fetch_add(hits, Ordering::Relaxed);
@@ -196,6 +203,7 @@ impl DbMetrics {
             slow_queries: self.slow_queries.load(Ordering::Relaxed),
             snapshots_by_copy: self.snapshots_by_copy.load(Ordering::Relaxed),
             snapshots_by_backup: self.snapshots_by_backup.load(Ordering::Relaxed),
+            reflinks: self.reflinks.load(Ordering::Relaxed),
             latency_count: histogram.map_or(0, Histogram::len),
             latency_us_p50: quantile(0.50),
             latency_us_p95: quantile(0.95),
@@ -259,6 +267,9 @@ pub struct MetricsSnapshot {
     /// Copies of the live file made by SQLite's online backup API (when the WAL could not
     /// be fully checkpointed first).
     pub snapshots_by_backup: u64,
+    /// File copies (snapshot, export, restore) made as reflink clones, sharing blocks with
+    /// their source (filesystems with reflinks only, e.g. XFS, Btrfs).
+    pub reflinks: u64,
     /// Operations in the latency histogram.
     pub latency_count: u64,
     /// Median latency in microseconds (0 when nothing was recorded).
@@ -300,6 +311,7 @@ impl MetricsSnapshot {
             "slow_queries": self.slow_queries,
             "snapshots_by_copy": self.snapshots_by_copy,
             "snapshots_by_backup": self.snapshots_by_backup,
+            "reflinks": self.reflinks,
             "latency_count": self.latency_count,
             "latency_us_p50": self.latency_us_p50,
             "latency_us_p95": self.latency_us_p95,

@@ -386,6 +386,31 @@ fn to_rollback_header(offset: u64, chunk: &mut [u8]) {
     }
 }
 
+/// Copies `from` to the new file `to` as a reflink clone when the filesystem can (O(1)), else
+/// byte by byte; with `to_rollback`, the copy's header is rewritten to rollback journal
+/// ([`to_rollback_header`]). Returns the CRC-32C and size of the copy, and whether it was a
+/// clone. A clone's checksum is computed from `from` (with the same header rewrite), which
+/// the caller keeps from changing: a pinned live file or an immutable snapshot.
+fn clone_or_copy(fs: &dyn Vfs, from: &Path, to: &Path, to_rollback: bool) -> Result<((u32, u64), bool)> {
+    let edit = |offset: u64, chunk: &mut [u8]| {
+        if to_rollback {
+            to_rollback_header(offset, chunk);
+        }
+    };
+    if !fs.clone_file(from, to)? {
+        return Ok((vfs::copy_file_with(fs, from, to, edit)?, false));
+    }
+    if to_rollback {
+        let file = fs.open(to, OpenMode::ReadWrite)?;
+        let mut header = [0u8; 20];
+        if vfs::read_full(file.as_ref(), &mut header, 0)? == header.len() {
+            to_rollback_header(0, &mut header);
+            vfs::write_all_at(file.as_ref(), header.get(18..20).unwrap_or_default(), 18)?;
+        }
+    }
+    Ok((vfs::checksum_file_with(fs, from, edit)?, true))
+}
+
 /// Checks a database file that is about to become live: header, page size, WAL mode file
 /// without its WAL, integrity with cell_size_check, denied functions in the schema, expected
 /// tables; then sets WAL mode. Returns the names of the checks passed. Every failure names
@@ -699,11 +724,14 @@ impl Database {
                 Ok(Some(self.db.path()))
             })?;
             let Some(live) = live else { return Ok(None) };
-            let copied = vfs::copy_file_with(fs, &live, dest, to_rollback_header);
+            let copied = clone_or_copy(fs, &live, dest, true);
             // Ends the read; the reader goes back to the pool with no transaction open.
             let ended = crate::broker::run_internal(reader, "ROLLBACK");
-            let copied = copied.map_err(|e| Error::from(e).context("copying the pinned live file"))?;
+            let (copied, cloned) = copied.map_err(|e| e.context("copying the pinned live file"))?;
             ended.map_err(|e| e.context("ending the read that pinned the live file"))?;
+            if cloned {
+                self.db.metrics.record_reflink();
+            }
             Ok(Some(copied))
         })
     }
@@ -787,8 +815,11 @@ impl Database {
             // what the snapshot recorded: a consistent copy the engine itself took from a live
             // database. That is why a restore runs no integrity_check (seconds on a large
             // file); it only switches the copy back to WAL.
-            let (crc, size) = vfs::copy_file(self.fs(), &snap_path, dest)
-                .map_err(|e| Error::from(e).context("copy snapshot"))?;
+            let ((crc, size), cloned) =
+                clone_or_copy(self.fs(), &snap_path, dest, false).map_err(|e| e.context("copy snapshot"))?;
+            if cloned {
+                self.db.metrics.record_reflink();
+            }
             if crc != entry.crc32c || size != entry.size {
                 return Err(Error::corrupt(format!(
                     "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",

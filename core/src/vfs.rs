@@ -189,6 +189,13 @@ pub trait Vfs: Send + Sync {
     fn free_bytes(&self, _path: &Path) -> VfsResult<Option<u64>> {
         Ok(None)
     }
+    /// Makes `to` (which must not exist) a copy-on-write clone of `from`, sharing its blocks
+    /// (a reflink: O(1) whatever the size). `Ok(false)` when this filesystem cannot (then
+    /// `to` does not exist and the caller copies instead). Like a copy, the clone is durable
+    /// only after `sync` of it and `sync_dir` of its parent. The default cannot.
+    fn clone_file(&self, _from: &Path, _to: &Path) -> VfsResult<bool> {
+        Ok(false)
+    }
     /// How many `sync` / `sync_dir` calls have failed on this filesystem since it was
     /// created. The engine reads it around every operation that writes a database: if it
     /// grew, the database is poisoned (fail-stop), whatever error SQLite made of it.
@@ -314,16 +321,27 @@ pub fn copy_file_with(
 
 /// The CRC-32C and size of a file's content.
 pub fn checksum_file(vfs: &dyn Vfs, path: &Path) -> VfsResult<(u32, u64)> {
+    checksum_file_with(vfs, path, |_, _| ())
+}
+
+/// The CRC-32C and size of a file's content as `edit(offset, chunk)` changes it (chunks as in
+/// [`copy_file_with`]): the checksum a [`copy_file_with`] with the same `edit` would return.
+pub fn checksum_file_with(
+    vfs: &dyn Vfs,
+    path: &Path,
+    mut edit: impl FnMut(u64, &mut [u8]),
+) -> VfsResult<(u32, u64)> {
     let file = vfs.open(path, OpenMode::Read)?;
     let len = file.len()?;
     let mut buf = vec![0u8; COPY_CHUNK_BYTES];
     let (mut crc, mut offset) = (0u32, 0u64);
     while offset < len {
         let n = read_full(file.as_ref(), &mut buf, offset)?;
-        let Some(chunk) = buf.get(..n) else { break };
+        let Some(chunk) = buf.get_mut(..n) else { break };
         if n == 0 {
             break;
         }
+        edit(offset, chunk);
         crc = crc32c::crc32c_append(crc, chunk);
         offset += n as u64;
     }
@@ -467,6 +485,32 @@ impl Vfs for RealFs {
             std::fs::metadata(path).map_err(|e| VfsError::from_io("stat", path, &e))?.permissions();
         perms.set_readonly(read_only);
         std::fs::set_permissions(path, perms).map_err(|e| VfsError::from_io("chmod", path, &e))
+    }
+
+    fn clone_file(&self, from: &Path, to: &Path) -> VfsResult<bool> {
+        use std::os::fd::AsRawFd;
+        let src = File::open(from).map_err(|e| VfsError::from_io("open", from, &e))?;
+        let dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to)
+            .map_err(|e| VfsError::from_io("open", to, &e))?;
+        // SAFETY: FICLONE takes the destination fd and the source fd as its argument; both are
+        // open files owned by this frame for the whole call, and the kernel reads nothing else.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        drop(dst);
+        // Whatever happened, `to` must not be left behind half made.
+        std::fs::remove_file(to).map_err(|e| VfsError::from_io("unlink", to, &e))?;
+        match err.raw_os_error() {
+            // No reflink on this filesystem, across filesystems, or for this file type.
+            Some(libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOTTY | libc::ENOSYS) => Ok(false),
+            _ => Err(VfsError::from_io("clone", from, &err)),
+        }
     }
 
     fn free_bytes(&self, path: &Path) -> VfsResult<Option<u64>> {
@@ -626,6 +670,33 @@ mod tests {
         assert_eq!(file.write_at(b"abc", 0).map_err(|e| e.kind), Err(VfsErrorKind::Poisoned));
         let mut buf = [0u8; 4];
         assert_eq!(file.read_at(&mut buf, 0).map_err(|e| e.kind), Err(VfsErrorKind::Poisoned));
+    }
+
+    #[test]
+    fn clone_file_clones_or_leaves_nothing_behind() {
+        // On a filesystem with reflinks (SILA_REFLINK_DIR, see .ci/run) it must clone.
+        let base = std::env::var_os("SILA_REFLINK_DIR").map(PathBuf::from);
+        let must_clone = base.is_some();
+        let dir = base.unwrap_or_else(std::env::temp_dir).join(format!("sila-clone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = RealFs::new();
+        let (from, to) = (dir.join("a"), dir.join("b"));
+        let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&from, &bytes).unwrap();
+        let cloned = fs.clone_file(&from, &to).unwrap();
+        assert!(cloned || !must_clone, "no clone on a reflink filesystem");
+        if cloned {
+            assert_eq!(std::fs::read(&to).unwrap(), bytes);
+            // Copy-on-write: writing the clone leaves the source alone.
+            std::fs::write(&to, b"changed").unwrap();
+            assert_eq!(std::fs::read(&from).unwrap(), bytes);
+            let again = fs.clone_file(&from, &to).unwrap_err();
+            assert_eq!(again.kind, VfsErrorKind::AlreadyExists, "{again}");
+        } else {
+            assert!(!to.exists(), "a refused clone leaves no file");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -648,3 +648,37 @@ fn a_damaged_or_oversized_compressed_import_changes_nothing() {
     assert_eq!(db_files(&ws), before);
     assert_eq!(count(&db), 3);
 }
+
+/// Snapshot and restore on a filesystem with reflinks (XFS, Btrfs) clone instead of copying.
+/// Set `SILA_REFLINK_DIR` to a directory on such a filesystem (`.ci/run` mounts an XFS image
+/// when it can) to run it there; elsewhere the same calls must fall back to copies cleanly.
+#[test]
+fn snapshot_and_restore_clone_where_the_filesystem_can_and_copy_elsewhere() {
+    let reflink_dir = std::env::var_os("SILA_REFLINK_DIR").map(PathBuf::from);
+    let dir = match &reflink_dir {
+        Some(d) => {
+            let dir = d.join(format!("sila-reflink-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        None => TempDir::new("reflink"),
+    };
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    insert(&db, 20);
+    let snap = db.snapshot("twenty").unwrap();
+    insert(&db, 5);
+    assert_eq!(snapshot_ids(&ws, snap.id), (1..=20).collect::<Vec<_>>());
+    db.restore(snap.id, RestoreOptions::default()).unwrap();
+    assert_eq!(count(&db), 20);
+    db.exec("INSERT INTO notes(body) VALUES ('after')", &[]).unwrap();
+    assert_eq!(snapshot_ids(&ws, snap.id), (1..=20).collect::<Vec<_>>(), "the clone's writes never reach it");
+    let reflinks = db.stats().metrics.reflinks;
+    match reflink_dir {
+        Some(d) => assert_eq!(reflinks, 2, "snapshot and restore both cloned on {}", d.display()),
+        None => println!("note: SILA_REFLINK_DIR unset; {reflinks} reflinks on the default temp dir"),
+    }
+}
