@@ -774,7 +774,9 @@ impl Database {
     /// restoring it reverses this restore), copies the snapshot to a new file and flips.
     /// An unknown or dropped snapshot is `NotFound`; a different schema version is refused
     /// unless `options.allow_schema_change`; a snapshot whose checksum no longer matches is
-    /// `Corrupt`. Nothing changes on any refusal.
+    /// `Corrupt`. Nothing changes on any refusal. If the flip committed but the undo
+    /// snapshot could not be kept, the error says the restore took effect, and the database
+    /// is poisoned until the workspace is reopened (the caller re-reads what it holds).
     pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
         self.db.check_poison()?;
         let failures_before = self.db.sync_failures();
@@ -828,11 +830,18 @@ impl Database {
             }
             set_wal_mode(self.vfs_name(), dest)
         })?;
-        // The undo snapshot is the replaced file itself, kept after the flip.
+        // The undo snapshot is the replaced file itself, kept after the flip. The flip was
+        // the commit point: if keeping the undo fails, the restore has taken effect but the
+        // caller gets an error, so the database is poisoned (fail-stop) until a reopen, and no
+        // work runs on a state the caller was told may not exist.
         let undo = self.keep_replaced(&installed, &undo_label).map_err(|e| {
-            e.context(format_args!(
-                "snapshot {id} was restored, but keeping the replaced version as its undo snapshot failed"
-            ))
+            let e = e.context(format_args!(
+                "snapshot {id} was restored, but keeping the replaced version as its undo snapshot \
+                 failed; the restore took effect and the database refuses work until the workspace \
+                 is reopened"
+            ));
+            self.db.poison(e.message());
+            e
         })?;
         Ok(undo.id)
     }
