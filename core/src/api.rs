@@ -242,7 +242,11 @@ impl Database {
         if let Some(answer) = self.attach_statement(sql, params) {
             return answer.map(|()| Rows::default());
         }
-        let _slot = self.admit()?;
+        let _slot = self
+            .ws
+            .broker()
+            .admit_borrowed(&self.app)
+            .inspect_err(|e| self.db.metrics.record_error(e.code()))?;
         let stop = stop_for(self.ws.broker().options(), cancel);
         self.db.query(sql, params, &stop)
     }

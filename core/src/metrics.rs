@@ -52,11 +52,7 @@ pub enum OpKind {
 /// Thread-safe counters and the latency histogram of one database.
 #[derive(Debug)]
 pub struct DbMetrics {
-    queries: AtomicU64,
-    execs: AtomicU64,
     errors: [AtomicU64; ERROR_CODE_COUNT],
-    rows_read: AtomicU64,
-    rows_written: AtomicU64,
     checkpoints: AtomicU64,
     active_connections: AtomicU64,
     cache_hits: AtomicU64,
@@ -65,13 +61,29 @@ pub struct DbMetrics {
     snapshots_by_copy: AtomicU64,
     snapshots_by_backup: AtomicU64,
     reflinks: AtomicU64,
-    /// Shards of the latency histogram, one picked per thread, so threads serving the same
-    /// database do not contend on one lock. `None` only if a histogram could not be created,
-    /// which the constant bounds rule out.
-    latency_us: [Mutex<Option<Histogram<u64>>>; LATENCY_SHARDS],
+    /// Per-operation counters and the latency histogram, in shards picked per thread, so
+    /// threads serving the same database do not contend on one lock or cache line.
+    shards: [Shard; LATENCY_SHARDS],
 }
 
-/// Shards of each database's latency histogram (see [`DbMetrics`]).
+/// One shard of a database's per-operation metrics: the counters every request updates and
+/// its latency histogram, under a lock only the threads that picked this shard take. Aligned
+/// to 128 bytes so two shards never share a cache line (or an adjacent-line prefetch pair).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard(Mutex<ShardData>);
+
+#[derive(Debug, Default)]
+struct ShardData {
+    /// `None` only if a histogram could not be created, which the constant bounds rule out.
+    histogram: Option<Histogram<u64>>,
+    queries: u64,
+    execs: u64,
+    rows_read: u64,
+    rows_written: u64,
+}
+
+/// Shards of each database's per-operation metrics (see [`DbMetrics`]).
 pub const LATENCY_SHARDS: usize = 8;
 
 /// The shard this thread records into: threads take shards round-robin on first use.
@@ -94,11 +106,7 @@ impl DbMetrics {
     /// All counters at zero, the histogram empty.
     pub fn new() -> DbMetrics {
         DbMetrics {
-            queries: AtomicU64::new(0),
-            execs: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            rows_read: AtomicU64::new(0),
-            rows_written: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             active_connections: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -107,27 +115,29 @@ impl DbMetrics {
             snapshots_by_copy: AtomicU64::new(0),
             snapshots_by_backup: AtomicU64::new(0),
             reflinks: AtomicU64::new(0),
-            latency_us: std::array::from_fn(|_| Mutex::new(new_latency_histogram())),
+            shards: std::array::from_fn(|_| {
+                Shard(Mutex::new(ShardData { histogram: new_latency_histogram(), ..ShardData::default() }))
+            }),
         }
     }
 
     /// Records one finished operation: its kind, how long it took, and either the rows it read
     /// and wrote or the code it failed with.
     pub fn record(&self, kind: OpKind, latency: Duration, outcome: Result<(u64, u64), ErrorCode>) {
-        let counter = match kind {
-            OpKind::Query => &self.queries,
-            OpKind::Exec => &self.execs,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Ok((rows_read, rows_written)) => {
-                self.rows_read.fetch_add(rows_read, Ordering::Relaxed);
-                self.rows_written.fetch_add(rows_written, Ordering::Relaxed);
-            }
-            Err(code) => self.record_error(code),
+        if let Err(code) = outcome {
+            self.record_error(code);
         }
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        if let Some(histogram) = self.shard(shard_index()).as_mut().and_then(|g| g.as_mut()) {
+        let Some(mut shard) = self.shard(shard_index()) else { return };
+        match kind {
+            OpKind::Query => shard.queries += 1,
+            OpKind::Exec => shard.execs += 1,
+        }
+        if let Ok((rows_read, rows_written)) = outcome {
+            shard.rows_read = shard.rows_read.saturating_add(rows_read);
+            shard.rows_written = shard.rows_written.saturating_add(rows_written);
+        }
+        if let Some(histogram) = shard.histogram.as_mut() {
             histogram.saturating_record(latency_us.clamp(LATENCY_US_MIN, LATENCY_US_MAX));
         }
     }
@@ -189,13 +199,22 @@ impl DbMetrics {
             .collect();
         let merged = self.merged();
         let histogram = merged.as_ref().filter(|h| !h.is_empty());
+        let (mut queries, mut execs, mut rows_read, mut rows_written) = (0u64, 0u64, 0u64, 0u64);
+        for i in 0..LATENCY_SHARDS {
+            if let Some(s) = self.shard(i) {
+                queries = queries.saturating_add(s.queries);
+                execs = execs.saturating_add(s.execs);
+                rows_read = rows_read.saturating_add(s.rows_read);
+                rows_written = rows_written.saturating_add(s.rows_written);
+            }
+        }
         let quantile = |q: f64| histogram.map_or(0, |h| h.value_at_quantile(q));
         MetricsSnapshot {
-            queries: self.queries.load(Ordering::Relaxed),
-            execs: self.execs.load(Ordering::Relaxed),
+            queries,
+            execs,
             errors,
-            rows_read: self.rows_read.load(Ordering::Relaxed),
-            rows_written: self.rows_written.load(Ordering::Relaxed),
+            rows_read,
+            rows_written,
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             active_connections: self.active_connections.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
@@ -212,17 +231,17 @@ impl DbMetrics {
         }
     }
 
-    fn shard(&self, i: usize) -> Option<MutexGuard<'_, Option<Histogram<u64>>>> {
+    fn shard(&self, i: usize) -> Option<MutexGuard<'_, ShardData>> {
         // A panic while holding the lock cannot leave the histogram half-updated in a way that
         // matters for metrics, so a poisoned lock is simply taken over.
-        self.latency_us.get(i % LATENCY_SHARDS).map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+        self.shards.get(i % LATENCY_SHARDS).map(|m| m.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Every shard added into one histogram.
     fn merged(&self) -> Option<Histogram<u64>> {
         let mut merged = new_latency_histogram()?;
         for i in 0..LATENCY_SHARDS {
-            if let Some(h) = self.shard(i).as_ref().and_then(|g| g.as_ref()) {
+            if let Some(h) = self.shard(i).as_ref().and_then(|g| g.histogram.as_ref()) {
                 // Same bounds on every shard, so adding cannot fail; a failure would only
                 // leave these samples out of the snapshot.
                 let _ = merged.add(h);

@@ -163,6 +163,24 @@ impl Drop for Admission {
     }
 }
 
+/// [`Admission`] that borrows the app: see [`BrokerShared::admit_borrowed`].
+pub struct BorrowedAdmission<'a> {
+    app: &'a AppShared,
+}
+
+impl BorrowedAdmission<'_> {
+    /// Hands the slot over to an owning [`Admission`] made by the caller (no release here).
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for BorrowedAdmission<'_> {
+    fn drop(&mut self) {
+        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A write waiting for the writer.
 pub enum WriteJob {
     /// One statement, group-committed with others.
@@ -196,6 +214,19 @@ struct Tagged {
     conn: Connection,
     /// What is attached on this connection (see [`DbShared::sync_attachments`]).
     attached: AttachedHere,
+    /// The thread ([`thread_tag`]) that last used this connection as a reader.
+    last_thread: u64,
+}
+
+/// A small number naming the calling thread, for reader affinity: a thread gets back the
+/// reader it used last when that one is idle, so a connection's SQLite state (page cache,
+/// prepared statements) stays in one core's cache instead of bouncing between threads.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
 }
 
 /// A database of the same app attached to a database handle ([`crate::attach`]).
@@ -227,11 +258,46 @@ struct ReaderState {
     idle: Vec<Tagged>,
     open: usize,
     /// Checked-out readers by file generation.
-    out: HashMap<u64, usize>,
+    out: OutCounts,
     /// Leases on retired files that readers still use, by generation.
     retired: Vec<(u64, LeaseId)>,
     /// Threads waiting for a reader to come back (so a return wakes someone only if needed).
     waiters: usize,
+}
+
+/// Checked-out readers per file generation. Rarely more than two generations are out (the
+/// live one and one retired by a flip), so a short vector beats a hash map inside the reader
+/// lock, which every read takes twice.
+#[derive(Default)]
+struct OutCounts(Vec<(u64, usize)>);
+
+impl OutCounts {
+    /// Counts one more reader out on `generation`.
+    fn add(&mut self, generation: u64) {
+        match self.0.iter_mut().find(|(g, _)| *g == generation) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((generation, 1)),
+        }
+    }
+
+    /// Counts one reader of `generation` back; returns how many are still out on it (`None`
+    /// if none was counted). A generation at zero is forgotten.
+    fn remove_one(&mut self, generation: u64) -> Option<usize> {
+        let i = self.0.iter().position(|(g, _)| *g == generation)?;
+        let left = self.0.get_mut(i).map(|(_, n)| {
+            *n = n.saturating_sub(1);
+            *n
+        })?;
+        if left == 0 {
+            self.0.swap_remove(i);
+        }
+        Some(left)
+    }
+
+    /// Readers out on `generation`.
+    fn get(&self, generation: u64) -> usize {
+        self.0.iter().find(|(g, _)| *g == generation).map_or(0, |(_, n)| *n)
+    }
 }
 
 /// The live file of a database as the broker sees it: bumped by every flip.
@@ -419,9 +485,17 @@ impl BrokerShared {
 
     /// Takes one of the app's concurrency slots, or refuses with `Busy`.
     pub fn admit(&self, app: &Arc<AppShared>) -> Result<Admission> {
+        self.admit_borrowed(app)?.keep();
+        Ok(Admission { app: app.clone() })
+    }
+
+    /// [`BrokerShared::admit`] for a caller that waits for its request on its own thread: the
+    /// slot borrows the app instead of holding a reference to it, one shared write less per
+    /// request on the read path.
+    pub fn admit_borrowed<'a>(&self, app: &'a AppShared) -> Result<BorrowedAdmission<'a>> {
         let max = self.options.max_concurrent_requests_per_app;
         let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
-        let admission = Admission { app: app.clone() };
+        let admission = BorrowedAdmission { app };
         if before >= max {
             return Err(Error::new(
                 ErrorCode::Busy,
@@ -510,7 +584,12 @@ impl DbShared {
     }
 
     fn touch(&self) {
-        self.last_used_ms.store(self.hot.now_ms(), Ordering::Release);
+        // Stored only when the millisecond changed: two threads reading the same database
+        // would otherwise bounce this cache line on every request.
+        let now = self.hot.now_ms();
+        if self.last_used_ms.load(Ordering::Relaxed) != now {
+            self.last_used_ms.store(now, Ordering::Release);
+        }
     }
 
     /// Refuses work once the database is poisoned.
@@ -612,7 +691,7 @@ impl DbShared {
         match opened {
             Ok(conn) => {
                 self.metrics.connection_opened();
-                Ok(Tagged { generation, conn, attached: AttachedHere::default() })
+                Ok(Tagged { generation, conn, attached: AttachedHere::default(), last_thread: 0 })
             }
             Err(e) => {
                 broker.release_connection();
@@ -727,10 +806,19 @@ impl DbShared {
 
     fn checkout_reader(&self, stop: &StopCheck) -> Result<Tagged> {
         let idle = {
+            let me = thread_tag();
             let mut r = lock(&self.readers);
             loop {
-                if let Some(t) = r.idle.pop() {
-                    *r.out.entry(t.generation).or_insert(0) += 1;
+                // This thread's own reader if it is idle (at most readers_max to look at),
+                // else the most recently returned one.
+                let mine = r.idle.iter().rposition(|t| t.last_thread == me);
+                let taken = match mine {
+                    Some(i) => Some(r.idle.swap_remove(i)),
+                    None => r.idle.pop(),
+                };
+                if let Some(mut t) = taken {
+                    r.out.add(t.generation);
+                    t.last_thread = me;
                     break Ok(t);
                 }
                 if r.open < self.hot.readers_max {
@@ -738,7 +826,7 @@ impl DbShared {
                     // Count the reader on the version it will open before opening it, under
                     // this lock: a flip then keeps the old file's lease until it returns.
                     let version = lock(&self.version).clone();
-                    *r.out.entry(version.generation).or_insert(0) += 1;
+                    r.out.add(version.generation);
                     break Err(version);
                 }
                 stop.check()?;
@@ -759,18 +847,17 @@ impl DbShared {
         };
         let generation = version.generation;
         match self.open_connection_on(true, version) {
-            Ok(c) => Ok(c),
+            Ok(mut c) => {
+                c.last_thread = thread_tag();
+                Ok(c)
+            }
             Err(e) => {
                 let (waiters, lease) = {
                     let mut r = lock(&self.readers);
                     r.open -= 1;
-                    let left = r.out.get_mut(&generation).map(|n| {
-                        *n = n.saturating_sub(1);
-                        *n
-                    });
+                    let left = r.out.remove_one(generation);
                     let mut lease = None;
                     if left == Some(0) {
-                        r.out.remove(&generation);
                         if let Some(i) = r.retired.iter().position(|(g, _)| *g == generation) {
                             lease = Some(r.retired.remove(i).1);
                         }
@@ -839,13 +926,7 @@ impl DbShared {
             let current = self.generation();
             let waiters = r.waiters;
             let g = tagged.generation;
-            let left = r.out.get_mut(&g).map(|n| {
-                *n = n.saturating_sub(1);
-                *n
-            });
-            if left == Some(0) {
-                r.out.remove(&g);
-            }
+            let left = r.out.remove_one(g);
             if g == current {
                 r.idle.push(tagged);
                 (None, None, waiters)
@@ -890,7 +971,7 @@ impl DbShared {
             let mut r = lock(&self.readers);
             let idle: Vec<Tagged> = r.idle.drain(..).collect();
             r.open = r.open.saturating_sub(idle.len());
-            let busy_old = r.out.get(&old).copied().unwrap_or(0);
+            let busy_old = r.out.get(old);
             if busy_old > 0 {
                 r.retired.push((old, old_lease));
                 (idle, None)
@@ -1516,4 +1597,25 @@ fn cache_stats(conn: &Connection) -> (u64, u64) {
 /// A new cancel token and stop check with the statement timeout.
 pub fn stop_for(options: &BrokerOptions, cancel: &CancelToken) -> StopCheck {
     StopCheck::with_timeout(options.statement_timeout, cancel.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutCounts;
+
+    #[test]
+    fn out_counts_track_readers_per_generation_and_forget_zeros() {
+        let mut out = OutCounts::default();
+        assert_eq!(out.remove_one(7), None, "nothing was counted");
+        out.add(7);
+        out.add(7);
+        out.add(8);
+        assert_eq!((out.get(7), out.get(8), out.get(9)), (2, 1, 0));
+        assert_eq!(out.remove_one(7), Some(1));
+        assert_eq!(out.remove_one(8), Some(0));
+        assert_eq!(out.get(8), 0);
+        assert_eq!(out.remove_one(8), None, "a generation at zero is forgotten");
+        assert_eq!(out.remove_one(7), Some(0));
+        assert!(out.0.is_empty());
+    }
 }
