@@ -20,7 +20,7 @@
 //! [`Pending`] to wait on, poll, cancel, or attach a completion callback to.
 
 use crate::broker::pending::{self, Pending};
-use crate::broker::{stop_for, AppShared, DbShared, ExecRequest, WriteJob};
+use crate::broker::{AppShared, DbShared, ExecRequest, WriteJob};
 use crate::metrics::{MetricsSnapshot, OpKind};
 use crate::names::{DbName, LogicalName};
 use crate::sqlite::{self, CancelToken, ExecResult, Rows, StopCheck, StopReason, Value};
@@ -205,7 +205,7 @@ impl Database {
                 self.db.set_attachments(list.clone());
                 // Attach it now on one connection, so a failure is this statement's.
                 let check = format!("SELECT count(*) FROM {schema}.sqlite_schema");
-                let stop = stop_for(self.ws.broker().options(), &CancelToken::new());
+                let stop = self.ws.broker().stop_for(&CancelToken::new());
                 if let Err(e) = self.db.query(&check, &[], &stop) {
                     list.retain(|a| a.schema != schema);
                     self.db.set_attachments(list);
@@ -247,7 +247,7 @@ impl Database {
             .broker()
             .admit_borrowed(&self.app)
             .inspect_err(|e| self.db.metrics.record_error(e.code()))?;
-        let stop = stop_for(self.ws.broker().options(), cancel);
+        let stop = self.ws.broker().stop_for(cancel);
         self.db.query(sql, params, &stop)
     }
 
@@ -287,7 +287,7 @@ impl Database {
         };
         let db = self.db.clone();
         let sql = sql.to_string();
-        let stop = stop_for(self.ws.broker().options(), &cancel);
+        let stop = self.ws.broker().stop_for(&cancel);
         let slot = Arc::new(Mutex::new(Some(completer)));
         let job_slot = slot.clone();
         let job: crate::broker::executor::Job = Box::new(move || {
@@ -343,7 +343,7 @@ impl Database {
         let req = ExecRequest {
             sql: sql.to_string(),
             params,
-            stop: stop_for(self.ws.broker().options(), &cancel),
+            stop: self.ws.broker().stop_for(&cancel),
             submitted: Instant::now(),
             reply,
             admission,
@@ -364,7 +364,7 @@ impl Database {
         let options = self.options();
         let db = self.db.clone();
         self.exclusive(|conn| {
-            let deadline = Instant::now() + options.transaction_timeout;
+            let deadline = db.deadline_after(options.transaction_timeout);
             let cancel = CancelToken::new();
             db.run_transaction(conn, deadline, |conn| {
                 let tx = Tx { conn, db: &db, deadline, cancel, statement_timeout: options.statement_timeout };
@@ -421,7 +421,7 @@ impl Database {
                 )));
                 return;
             }
-            let deadline = Instant::now() + options.transaction_timeout;
+            let deadline = db.deadline_after(options.transaction_timeout);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 db.run_transaction(conn, deadline, |conn| {
                     let tx = Tx {
@@ -465,7 +465,8 @@ fn first_value(rows: Rows) -> Option<Value> {
 pub struct Tx<'a> {
     conn: &'a Connection,
     db: &'a DbShared,
-    deadline: Instant,
+    /// A point on the broker clock's monotonic time.
+    deadline: Duration,
     cancel: CancelToken,
     statement_timeout: Duration,
 }
@@ -486,8 +487,8 @@ impl Tx<'_> {
     }
 
     fn stop(&self) -> StopCheck {
-        let deadline = self.deadline.min(Instant::now() + self.statement_timeout);
-        StopCheck::new(deadline, self.cancel.clone())
+        let deadline = self.deadline.min(self.db.deadline_after(self.statement_timeout));
+        StopCheck::until(self.db.clock(), deadline, self.cancel.clone())
     }
 
     fn finish<T>(&self, stop: &StopCheck, r: Result<T>) -> Result<T> {
@@ -495,7 +496,7 @@ impl Tx<'_> {
             Err(e)
                 if e.code() == ErrorCode::Timeout
                     && stop.fired() == Some(StopReason::Deadline)
-                    && Instant::now() >= self.deadline =>
+                    && self.db.clock().monotonic() >= self.deadline =>
             {
                 Err(self.db_timeout())
             }

@@ -18,6 +18,7 @@
 pub mod api;
 pub mod attach;
 pub mod broker;
+pub mod clock;
 pub mod driver;
 pub mod error;
 pub mod manifest;

@@ -602,7 +602,7 @@ impl Database {
 
     /// The schema version recorded by migrations (0 before the first).
     pub fn schema_version(&self) -> Result<u64> {
-        let stop = StopCheck::with_timeout(self.ws.broker().options().statement_timeout, Default::default());
+        let stop = self.ws.broker().stop_after(self.ws.broker().options().statement_timeout);
         self.db.with_reader_conn(&stop, read_schema_version)
     }
 
@@ -686,8 +686,7 @@ impl Database {
     /// reader instead (no stall, slower). `snapshots_by_copy` and `snapshots_by_backup` in the
     /// metrics count which path ran.
     fn copy_live(&self, dest: &Path) -> Result<(u32, u64)> {
-        let stop =
-            StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+        let stop = self.ws.broker().stop_after(self.ws.broker().options().transaction_timeout);
         let fs = self.fs();
         // A read-only database has no writer to checkpoint with: straight to the backup API.
         let pinned = if self.read_only { Ok(None) } else { self.pinned_copy(&stop, dest) }?;
@@ -1247,8 +1246,7 @@ impl Database {
             let tmp = self.ws.root().join(crate::workspace::TMP_DIR);
             vfs::create_dir_all(self.fs(), &tmp)?;
             let copy = tmp.join(format!("dry-run-{}.sqlite", self.ws.new_uuid()));
-            let stop =
-                StopCheck::with_timeout(self.ws.broker().options().transaction_timeout, Default::default());
+            let stop = self.ws.broker().stop_after(self.ws.broker().options().transaction_timeout);
             let result = self
                 .db
                 .with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, &copy))
@@ -1277,7 +1275,7 @@ impl Database {
         let options = self.ws.broker().options().clone();
         let db = self.db.clone();
         self.exclusive(|conn| {
-            let deadline = std::time::Instant::now() + options.transaction_timeout;
+            let deadline = db.deadline_after(options.transaction_timeout);
             db.run_transaction(conn, deadline, |conn| apply_steps(conn, &path, now))
         })?;
         Ok(MigrationReport {
@@ -1309,7 +1307,7 @@ impl Database {
 
     /// Refuses a plan whose steps differ from what `_sila_meta` recorded when they ran.
     fn check_applied_checksums(&self, plan: &MigrationPlan) -> Result<()> {
-        let stop = StopCheck::with_timeout(self.ws.broker().options().statement_timeout, Default::default());
+        let stop = self.ws.broker().stop_after(self.ws.broker().options().statement_timeout);
         let history: Vec<(u64, u64, String)> = self.db.with_reader_conn(&stop, |conn| {
             let exists: i64 = conn
                 .query_row("SELECT count(*) FROM sqlite_schema WHERE name = '_sila_meta'", [], |r| r.get(0))

@@ -92,31 +92,16 @@ impl Drop for Inner {
     }
 }
 
-/// A source of wall-clock time in unix milliseconds. Injected so simulations control time.
-pub trait Clock: Send + Sync {
-    /// Milliseconds since the unix epoch.
-    fn now_ms(&self) -> u64;
-}
-
-/// The operating system's clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 /// Options for opening a workspace.
 #[derive(Clone)]
 pub struct WorkspaceOptions {
     /// Seed for UUID generation; `None` seeds from the operating system (production).
     pub uuid_seed: Option<u64>,
-    /// The clock; defaults to [`SystemClock`].
+    /// The clock: wall time for records, and the monotonic time every deadline, timeout,
+    /// budget and idle period is measured on (see [`crate::clock`]); defaults to
+    /// [`SystemClock`].
     pub clock: Arc<dyn Clock>,
     /// Broker limits and pool sizes.
     pub broker: BrokerOptions,
@@ -241,7 +226,7 @@ impl Workspace {
                 (Arc::new(pool), true)
             }
         };
-        let broker = BrokerShared::new(options.broker, executor, vfs.clone());
+        let broker = BrokerShared::new(options.broker, executor, vfs.clone(), options.clock.clone());
         let housekeeper = if own_pool { Some(Housekeeper::start(&broker)?) } else { None };
         Ok(Workspace {
             inner: Arc::new(Inner {

@@ -721,3 +721,61 @@ fn wal_truncate_bytes_at_the_boundary() {
     assert_eq!(db.stats().metrics.checkpoints, checkpoints + 1, "one page over the threshold");
     assert_eq!(db.stats().wal_bytes, 0, "TRUNCATE empties the -wal file");
 }
+
+/// A clock for deadlines that the test moves: `step_ms` is added on every reading.
+struct SteppingClock {
+    now: std::sync::atomic::AtomicU64,
+    step_ms: u64,
+}
+
+impl sila_sqlite::clock::Clock for SteppingClock {
+    fn now_ms(&self) -> u64 {
+        1_700_000_000_000
+    }
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.now.fetch_add(self.step_ms, Ordering::SeqCst))
+    }
+}
+
+fn with_clock(name: &str, step_ms: u64, broker: BrokerOptions) -> (TempDir, Workspace, Database) {
+    let dir = TempDir::new(name);
+    let clock = Arc::new(SteppingClock { now: std::sync::atomic::AtomicU64::new(0), step_ms });
+    let ws =
+        Workspace::open(&dir.0, WorkspaceOptions { broker, clock, ..WorkspaceOptions::default() }).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("sila://db/analytics").unwrap();
+    (dir, ws, db)
+}
+
+/// Statement and transaction deadlines are measured on the workspace's clock, not on the
+/// machine's: with a stopped clock nothing times out however long it runs, and with a clock
+/// that runs fast a short statement does, the same way on every run (what the simulation
+/// relies on to replay seeds).
+#[test]
+fn deadlines_are_measured_on_the_workspace_clock() {
+    const COUNT: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 300000) \
+                         SELECT count(*) FROM c";
+    let tight = BrokerOptions {
+        statement_timeout: Duration::from_millis(1),
+        transaction_timeout: Duration::from_millis(1),
+        ..BrokerOptions::default()
+    };
+    let (_d, _ws, db) = with_clock("clock-stopped", 0, tight);
+    let started = Instant::now();
+    assert_eq!(db.query_value(COUNT, &[]).unwrap(), Some(Value::Integer(300_000)));
+    db.transaction(|tx| {
+        tx.query_value(COUNT, &[])?;
+        tx.exec("CREATE TABLE t (x)", &[])
+    })
+    .unwrap();
+    assert!(started.elapsed() > Duration::from_millis(1), "real time did pass");
+
+    // Each reading of this clock moves it a second: the 5 s default statement timeout fires
+    // after a handful of progress checks, long before the statement could finish.
+    let (_d, _ws, db) = with_clock("clock-fast", 1_000, BrokerOptions::default());
+    let e = db.query_value(COUNT, &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert!(e.message().contains("statement timeout of 5000 ms"), "{e}");
+    let e = db.transaction(|tx| tx.query_value(COUNT, &[])).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+}

@@ -26,6 +26,7 @@ pub mod budget;
 pub mod executor;
 pub mod pending;
 
+use crate::clock::Clock;
 use crate::manifest::PolicyRelaxations;
 use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
 use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
@@ -309,7 +310,7 @@ struct FileVersion {
 
 /// Read-path settings copied from the broker at creation.
 struct Hot {
-    started: Instant,
+    clock: Arc<dyn Clock>,
     readers_max: usize,
     query_limits: QueryLimits,
     budget: budget::BudgetLimits,
@@ -318,7 +319,7 @@ struct Hot {
 
 impl Hot {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -375,17 +376,19 @@ pub struct BrokerShared {
     dbs: Mutex<HashMap<DbKey, Arc<DbShared>>>,
     apps: Mutex<HashMap<uuid::Uuid, Arc<AppShared>>>,
     connections_open: AtomicUsize,
-    started: Instant,
+    /// The time every deadline, timeout, budget refill and idle period is measured on.
+    clock: Arc<dyn Clock>,
     /// The slow-query log of the workspace.
     pub slow_log: Arc<SlowQueryLog>,
 }
 
 impl BrokerShared {
-    /// A broker running work on `executor`.
+    /// A broker running work on `executor`, measuring time on `clock`'s monotonic time.
     pub fn new(
         options: BrokerOptions,
         executor: Arc<dyn Executor>,
         vfs: Arc<dyn crate::vfs::Vfs>,
+        clock: Arc<dyn Clock>,
     ) -> Arc<BrokerShared> {
         let slow_log = Arc::new(SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql));
         sqlite::confine::set_temp_limits(options.temp_file_bytes_max, options.temp_bytes_total_max);
@@ -396,7 +399,7 @@ impl BrokerShared {
             dbs: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             connections_open: AtomicUsize::new(0),
-            started: Instant::now(),
+            clock,
             slow_log,
         })
     }
@@ -422,7 +425,27 @@ impl BrokerShared {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The broker's clock (see [`crate::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// A statement's limits: `statement_timeout` on the broker's clock, and `cancel`.
+    pub fn stop_for(&self, cancel: &CancelToken) -> StopCheck {
+        StopCheck::with_timeout_on(&self.clock, self.options.statement_timeout, cancel.clone())
+    }
+
+    /// Limits of `timeout` on the broker's clock, with a token nobody else holds.
+    pub fn stop_after(&self, timeout: Duration) -> StopCheck {
+        StopCheck::with_timeout_on(&self.clock, timeout, CancelToken::new())
+    }
+
+    /// The deadline `timeout` from now on the broker's clock (for transactions).
+    pub fn deadline_after(&self, timeout: Duration) -> Duration {
+        self.clock.monotonic().saturating_add(timeout)
     }
 
     /// The shared state of a database, created on first use (no connection is opened yet).
@@ -438,7 +461,7 @@ impl BrokerShared {
         }
         let db = Arc::new(DbShared {
             hot: Hot {
-                started: self.started,
+                clock: self.clock.clone(),
                 readers_max: self.options.readers_max,
                 query_limits: self.options.query_limits,
                 budget: self.budget_limits(),
@@ -830,8 +853,7 @@ impl DbShared {
                     break Err(version);
                 }
                 stop.check()?;
-                let wait =
-                    stop.deadline().saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
+                let wait = stop.remaining().min(Duration::from_millis(50));
                 r.waiters += 1;
                 r = self
                     .reader_returned
@@ -898,6 +920,16 @@ impl DbShared {
     /// The version (generation) of the live file; see [`Self::with_versioned_reader`].
     pub(crate) fn current_version(&self) -> u64 {
         self.generation()
+    }
+
+    /// The broker's clock (deadlines are points on its monotonic time).
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.hot.clock
+    }
+
+    /// The deadline `timeout` from now on the broker's clock.
+    pub(crate) fn deadline_after(&self, timeout: Duration) -> Duration {
+        self.hot.clock.monotonic().saturating_add(timeout)
     }
 
     /// Counts a copy that pins the main file with a read transaction; the returned guard
@@ -1332,7 +1364,7 @@ impl DbShared {
     pub fn run_transaction<T>(
         &self,
         conn: &Connection,
-        deadline: Instant,
+        deadline: Duration,
         body: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         self.check_poison()?;
@@ -1349,7 +1381,7 @@ impl DbShared {
     fn run_transaction_inner<T>(
         &self,
         conn: &Connection,
-        deadline: Instant,
+        deadline: Duration,
         body: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         internal(conn, "BEGIN IMMEDIATE")?;
@@ -1363,7 +1395,7 @@ impl DbShared {
                         "the transaction was rolled back by SQLite after an error inside it; nothing was committed",
                     ));
                 }
-                if Instant::now() > deadline {
+                if self.hot.clock.monotonic() > deadline {
                     let _ = internal(conn, "ROLLBACK");
                     return Err(self.transaction_timeout_error());
                 }
@@ -1592,11 +1624,6 @@ fn cache_stats(conn: &Connection) -> (u64, u64) {
         }
     };
     (read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT), read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS))
-}
-
-/// A new cancel token and stop check with the statement timeout.
-pub fn stop_for(options: &BrokerOptions, cancel: &CancelToken) -> StopCheck {
-    StopCheck::with_timeout(options.statement_timeout, cancel.clone())
 }
 
 #[cfg(test)]

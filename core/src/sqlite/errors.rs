@@ -135,7 +135,7 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
     use crate::sqlite::CancelToken;
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn interrupt_maps_by_what_fired() {
-        let timed_out = StopCheck::new(Instant::now(), CancelToken::new());
+        let timed_out = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
         assert!(timed_out.check().is_err());
         let err = map_error(failure(ffi::SQLITE_INTERRUPT), Some(&timed_out));
         assert_eq!(err.code(), ErrorCode::Timeout);

@@ -4,7 +4,8 @@
 //! (or the broker on its behalf) can trip from any thread. While a statement runs, this module
 //! owns the connection's SQLite progress handler: `ProgressGuard` installs a handler that is
 //! called every [`PROGRESS_HANDLER_OPS`] virtual-machine instructions, checks the token and the
-//! clock, and interrupts the statement when either says stop. It remembers which one fired so
+//! clock (the monotonic time of the [`Clock`] the check was built on: the workspace's, so a
+//! simulation's clock decides when a deadline passes), and interrupts the statement when either says stop. It remembers which one fired so
 //! the resulting `SQLITE_INTERRUPT` maps to [`ErrorCode::Timeout`] or
 //! [`ErrorCode::Cancelled`] (see [`super::map_error`]). The guard removes the handler when it
 //! drops, so a connection never keeps a handler pointing at a finished request.
@@ -22,7 +23,9 @@ use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Clock;
 
 use rusqlite::{ffi, Connection};
 
@@ -75,36 +78,55 @@ const FIRED_CANCELLED: u8 = 2;
 ///
 /// One `StopCheck` may serve several statements of the same request (a transaction); once it
 /// has fired, every later statement run with it stops before it starts.
-#[derive(Debug)]
 pub struct StopCheck {
-    deadline: Instant,
+    /// A point on `clock`'s monotonic time.
+    deadline: Duration,
     timeout: Duration,
     cancel: CancelToken,
     fired: AtomicU8,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for StopCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopCheck")
+            .field("deadline", &self.deadline)
+            .field("timeout", &self.timeout)
+            .field("cancel", &self.cancel)
+            .field("fired", &self.fired())
+            .finish()
+    }
 }
 
 impl StopCheck {
-    /// A check that stops at `deadline` or when `cancel` is tripped. The timeout named in error
-    /// messages is the time left until `deadline`, measured now.
-    pub fn new(deadline: Instant, cancel: CancelToken) -> StopCheck {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE) }
+    /// A check that stops at `deadline` (a point on `clock`'s monotonic time) or when
+    /// `cancel` is tripped. The timeout named in error messages is the time left until
+    /// `deadline`, measured now.
+    pub fn until(clock: &Arc<dyn Clock>, deadline: Duration, cancel: CancelToken) -> StopCheck {
+        let timeout = deadline.saturating_sub(clock.monotonic());
+        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: clock.clone() }
     }
 
-    /// A check that stops `timeout` from now or when `cancel` is tripped.
+    /// A check that stops `timeout` from now on the system clock, or when `cancel` is tripped.
     pub fn with_timeout(timeout: Duration, cancel: CancelToken) -> StopCheck {
-        let now = Instant::now();
-        // An absurd timeout that overflows the clock is clamped to about a century.
-        let deadline = now
-            .checked_add(timeout)
-            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-            .unwrap_or(now);
-        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE) }
+        StopCheck::with_timeout_on(&crate::clock::system(), timeout, cancel)
     }
 
-    /// The deadline.
-    pub fn deadline(&self) -> Instant {
+    /// A check that stops `timeout` from now on `clock`, or when `cancel` is tripped.
+    pub fn with_timeout_on(clock: &Arc<dyn Clock>, timeout: Duration, cancel: CancelToken) -> StopCheck {
+        // An absurd timeout saturates (about 584 million years of monotonic time).
+        let deadline = clock.monotonic().saturating_add(timeout);
+        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: clock.clone() }
+    }
+
+    /// The deadline, a point on the clock's monotonic time.
+    pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// Time left until the deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.clock.monotonic())
     }
 
     /// The timeout this check was built with (named in [`ErrorCode::Timeout`] messages).
@@ -127,7 +149,7 @@ impl StopCheck {
         }
         let reason = if self.cancel.is_cancelled() {
             StopReason::Cancelled
-        } else if Instant::now() >= self.deadline {
+        } else if self.clock.monotonic() >= self.deadline {
             StopReason::Deadline
         } else {
             return None;
@@ -237,7 +259,7 @@ mod tests {
         assert_eq!(stop.poll(), Some(StopReason::Cancelled));
         assert_eq!(stop.check().unwrap_err().code(), ErrorCode::Cancelled);
 
-        let past = StopCheck::new(Instant::now(), CancelToken::new());
+        let past = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
         assert_eq!(past.poll(), Some(StopReason::Deadline));
         // A later cancel does not rewrite why it stopped.
         past.cancel_token().cancel();
@@ -245,6 +267,35 @@ mod tests {
         let err = past.check().unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout);
         assert!(err.message().contains("statement timeout of 0 ms exceeded"), "{err}");
+    }
+
+    /// A clock that moves only when told to.
+    struct ManualClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn monotonic(&self) -> Duration {
+            Duration::from_millis(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn the_injected_clock_alone_decides_the_deadline() {
+        let manual = Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(1_000)));
+        let clock: Arc<dyn Clock> = manual.clone();
+        let stop = StopCheck::with_timeout_on(&clock, Duration::from_millis(50), CancelToken::new());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(stop.poll(), None, "real time passing does not matter");
+        assert_eq!(stop.remaining(), Duration::from_millis(50));
+        manual.0.store(1_049, Ordering::SeqCst);
+        assert_eq!(stop.poll(), None, "one millisecond before the deadline");
+        manual.0.store(1_050, Ordering::SeqCst);
+        assert_eq!(stop.poll(), Some(StopReason::Deadline), "at the deadline");
+        assert_eq!(stop.remaining(), Duration::ZERO);
+        let until = StopCheck::until(&clock, Duration::from_millis(1_060), CancelToken::new());
+        assert_eq!(until.timeout(), Duration::from_millis(10));
     }
 
     #[test]
@@ -256,7 +307,7 @@ mod tests {
     #[test]
     fn guard_removes_the_handler() {
         let conn = Connection::open_in_memory().unwrap();
-        let stop = StopCheck::new(Instant::now(), CancelToken::new());
+        let stop = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
         {
             let _guard = ProgressGuard::install(&conn, &stop);
             let err = conn
