@@ -364,6 +364,16 @@ sila_status sila_database_backup(const struct sila_database *database,
                                  char **json_out,
                                  size_t *json_len_out);
 
+// [`sila_database_backup`], gzip-compressed: `<uuid>.sqlite.gz`. `sila_database_import`
+// takes such a file as it is. Backups of both formats count towards `keep_last`.
+//
+// # Safety
+// `database` is NULL or live; out-pointers NULL or writable.
+sila_status sila_database_backup_gzip(const struct sila_database *database,
+                                      uint32_t keep_last,
+                                      char **json_out,
+                                      size_t *json_len_out);
+
 // Imports the SQLite file at `source_path` (NUL-terminated, any bytes but NUL): copies it in
 // (the host's file is never opened in place), checks the copy (header, page size, WAL,
 // integrity, schema, size against the quota) and flips to it. `options_json` is NULL or
@@ -390,6 +400,16 @@ sila_status sila_database_export(const struct sila_database *database,
                                  const char *name,
                                  char **json_out,
                                  size_t *json_len_out);
+
+// [`sila_database_export`], gzip-compressed: `apps/<app>/exports/<name>.sqlite.gz`.
+// `sila_database_import` takes such a file as it is.
+//
+// # Safety
+// `database` is NULL or live; `name` NULL or NUL-terminated; out-pointers NULL or writable.
+sila_status sila_database_export_gzip(const struct sila_database *database,
+                                      const char *name,
+                                      char **json_out,
+                                      size_t *json_len_out);
 
 // Writes a consistent copy of the database to the host path `dest_path` (operators' tool;
 // the file opens in the stock `sqlite3` shell). An existing file is `SILA_ALREADY_EXISTS`.

@@ -15,7 +15,7 @@ use serde_json::json;
 use sila_sqlite::store::record::SnapshotEntry;
 use sila_sqlite::store::Retention;
 use sila_sqlite::uuid::Uuid;
-use sila_sqlite::versions::{ImportOptions, MigrationPlan, RestoreOptions};
+use sila_sqlite::versions::{ExportFormat, ImportOptions, MigrationPlan, RestoreOptions};
 use sila_sqlite::{Database, Error, ErrorCode, Value, Workspace};
 use std::ffi::c_char;
 use std::sync::{Arc, RwLock};
@@ -404,6 +404,29 @@ pub unsafe extern "C" fn sila_database_backup(
     })
 }
 
+/// [`sila_database_backup`], gzip-compressed: `<uuid>.sqlite.gz`. `sila_database_import`
+/// takes such a file as it is. Backups of both formats count towards `keep_last`.
+///
+/// # Safety
+/// `database` is NULL or live; out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_database_backup_gzip(
+    database: *const sila_database,
+    keep_last: u32,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe {
+            with_db_json(database, json_out, json_len_out, |db| {
+                let (id, path) = db.backup_as(keep_last as usize, ExportFormat::SqliteGzip)?;
+                Ok(json!({ "id": id.hyphenated().to_string(), "path": path.to_string_lossy() }))
+            })
+        }
+    })
+}
+
 /// Imports the SQLite file at `source_path` (NUL-terminated, any bytes but NUL): copies it in
 /// (the host's file is never opened in place), checks the copy (header, page size, WAL,
 /// integrity, schema, size against the quota) and flips to it. `options_json` is NULL or
@@ -483,6 +506,30 @@ pub unsafe extern "C" fn sila_database_export(
         unsafe {
             with_db_json(database, json_out, json_len_out, |db| {
                 Ok(json!({ "path": db.export(name)?.to_string_lossy() }))
+            })
+        }
+    })
+}
+
+/// [`sila_database_export`], gzip-compressed: `apps/<app>/exports/<name>.sqlite.gz`.
+/// `sila_database_import` takes such a file as it is.
+///
+/// # Safety
+/// `database` is NULL or live; `name` NULL or NUL-terminated; out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_database_export_gzip(
+    database: *const sila_database,
+    name: *const c_char,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: NULL or NUL-terminated (caller's contract).
+        let name = unsafe { cstr_arg(name, "name") }?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            with_db_json(database, json_out, json_len_out, |db| {
+                Ok(json!({ "path": db.export_as(name, ExportFormat::SqliteGzip)?.to_string_lossy() }))
             })
         }
     })

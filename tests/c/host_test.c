@@ -637,6 +637,26 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
     sila_string_free(json);
     EXPECT(sila_database_export_to_path(db, copy, NULL, NULL), SILA_ALREADY_EXISTS);
 
+    /* Compressed export and backup; import takes the .gz as it is. */
+    {
+        char zipped[600];
+        OK(sila_database_export_gzip(db, "nightly", &json, NULL));
+        json_string(json, "path", zipped, sizeof zipped);
+        CHECK(strstr(zipped, "nightly.sqlite.gz") != NULL);
+        sila_string_free(json);
+        EXPECT(sila_database_export_gzip(db, "nightly", NULL, NULL), SILA_ALREADY_EXISTS);
+        OK(sila_database_backup_gzip(db, 2, &json, NULL));
+        CHECK(strstr(json, ".sqlite.gz\"") != NULL);
+        sila_string_free(json);
+        OK(sila_database_exec(db, "DELETE FROM t", NUL, NULL, 0, NULL));
+        OK(sila_database_import(db, zipped, NULL, &json, NULL));
+        CHECK(strstr(json, "\"gzip\"") != NULL);
+        sila_string_free(json);
+        CHECK(query_int(db, "SELECT count(*) FROM t") == 2);
+        EXPECT(sila_database_export_gzip(NULL, "x", NULL, NULL), SILA_INVALID_ARGUMENT);
+        EXPECT(sila_database_backup_gzip(NULL, 1, NULL, NULL), SILA_INVALID_ARGUMENT);
+    }
+
     /* Import: change the live data, then import the copy back. */
     OK(sila_database_exec(db, "DELETE FROM t", NUL, NULL, 0, NULL));
     EXPECT(sila_database_import(db, copy, "{\"expected_tables\":[\"nope\"]}", NULL, NULL), SILA_INVALID_ARGUMENT);
