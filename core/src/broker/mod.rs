@@ -770,12 +770,36 @@ impl DbShared {
     /// Closes every idle connection; true if nothing is open or busy afterwards.
     fn close_all_idle(&self) -> bool {
         let mut bound = self.broker.upgrade().map(|b| b.options.readers_max + 1).unwrap_or(1);
+        let mut closed_any = false;
         while bound > 0 && self.close_one_idle() {
             bound -= 1;
+            closed_any = true;
         }
-        let r = lock(&self.readers);
-        let w = lock(&self.writer);
-        r.open == 0 && !w.leading && w.conn.is_none() && w.queue.is_empty()
+        let all_closed = {
+            let r = lock(&self.readers);
+            let w = lock(&self.writer);
+            r.open == 0 && !w.leading && w.conn.is_none() && w.queue.is_empty()
+        };
+        if all_closed && closed_any {
+            self.sync_dir_after_close();
+        }
+        all_closed
+    }
+
+    /// Makes the removal of the WAL durable once the last connection closed. SQLite deletes
+    /// the WAL then without syncing its directory (as its unix VFS does), so a crash could
+    /// bring the file back, and with it commit frames past the last one SQLite acknowledged:
+    /// a commit whose WAL write failed after its commit frame (while padding to a sector)
+    /// leaves that frame behind, and the close's checkpoint syncs it. A transaction reported
+    /// failed, and seen absent after the reopen, would reappear after a later crash.
+    /// A failed directory sync poisons the database (fail-stop).
+    fn sync_dir_after_close(&self) {
+        let Some(broker) = self.broker.upgrade() else { return };
+        let path = self.path();
+        let Some(dir) = path.parent() else { return };
+        if let Err(e) = broker.vfs.sync_dir(dir) {
+            self.poison_on_io(&Error::from(e).context("syncing the directory after closing the database"));
+        }
     }
 
     fn checkpoint_and_close(&self, conn: Connection) {
