@@ -77,10 +77,12 @@
 //!   [`sila_sqlite::vfs::write_all_at`]).
 //! * **Bit rot** flips one stored bit (volatile and durable) in the range a read covers, so
 //!   the read and every later one see it. It touches only files the rot filter accepts
-//!   ([`MemFs::set_rot_filter`]), and [`MemFs::rotted`] lists them. SQLite pages carry no
+//!   ([`MemFs::set_rot_filter`]; it sees the path and whether the file is marked read-only),
+//!   and [`MemFs::rotted`] lists them. SQLite pages carry no
 //!   checksum, so rot in a database file can become wrong rows that nothing detects; the
 //!   whole-engine simulation therefore rots only files the engine checksums (pointer,
-//!   manifest and app records, CRC-32C; snapshots, CRC-32C in the manifest) and asserts a
+//!   manifest and app records, CRC-32C; snapshots once sealed read-only, after their CRC-32C
+//!   was computed — rot before that would be checksummed with the file) and asserts a
 //!   clean typed error (damage reported at recovery, `CORRUPT` from a restore) or correct
 //!   data — never silently wrong data.
 //! * **Slow IO** reports a latency to a sink ([`MemFs::set_latency_sink`]), e.g. a
@@ -91,6 +93,8 @@
 //!
 //! * Paths must be absolute and contain no `..`; `.` components are ignored.
 //! * Directories cannot be renamed (an `Other` error).
+//! * [`Vfs::set_read_only`] only records a flag (for the rot filter); permissions are not
+//!   enforced.
 //! * Reads and writes are short only when [`Faults::short_io_bp`] says so; a read at or
 //!   past the end returns `Ok(0)`, a write past the end zero-fills the gap. No file may grow past [`FILE_BYTES_MAX`].
 //! * [`Vfs::lock_exclusive`] creates the lock file (like `CreateOrOpen`) but writes nothing
@@ -423,6 +427,8 @@ enum Inode {
         bad_sectors: BTreeSet<u64>,
         /// The inode went bad: writes and syncs fail until a crash or repair.
         failing: bool,
+        /// Marked read-only ([`Vfs::set_read_only`]); survives renames and crashes.
+        read_only: bool,
     },
     /// A directory.
     Dir {
@@ -441,6 +447,7 @@ impl Inode {
             pending: Vec::new(),
             bad_sectors: BTreeSet::new(),
             failing: false,
+            read_only: false,
         }
     }
 
@@ -463,8 +470,9 @@ impl std::fmt::Debug for LatencySink {
     }
 }
 
-/// Decides which files bit rot may touch, by the path a handle was opened with.
-pub type RotFilter = fn(&Path) -> bool;
+/// Decides which files bit rot may touch, by the path a handle was opened with and whether
+/// the file is marked read-only ([`Vfs::set_read_only`]) at the time of the read.
+pub type RotFilter = fn(&Path, bool) -> bool;
 
 /// Everything behind a [`MemFs`] handle.
 #[derive(Debug, Clone)]
@@ -878,7 +886,7 @@ impl State {
         let mut inodes = BTreeMap::new();
         for ino in &keep {
             let node = match self.inodes.get(ino) {
-                Some(Inode::File { durable, pending, bad_sectors, .. }) => {
+                Some(Inode::File { durable, pending, bad_sectors, read_only, .. }) => {
                     let mut image = durable.clone();
                     for op in pending {
                         let fate = fates.get(&op.seq()).copied().unwrap_or(Fate::Dropped);
@@ -890,6 +898,7 @@ impl State {
                         pending: Vec::new(),
                         bad_sectors: bad_sectors.clone(),
                         failing: false,
+                        read_only: *read_only,
                     }
                 }
                 Some(Inode::Dir { durable, .. }) => {
@@ -1377,6 +1386,25 @@ impl Vfs for MemFs {
         Ok(self.file_len(path)?.is_some())
     }
 
+    /// Records the flag on the inode (it follows renames and survives crashes, like a mode
+    /// change the file system journals). Permissions are not enforced: the simulated disk
+    /// behaves as it would for the file's owner with the capability to override them. The
+    /// flag tells the rot filter which files are sealed.
+    fn set_read_only(&self, path: &Path, read_only: bool) -> VfsResult<()> {
+        let op = "chmod";
+        let mut state = self.state();
+        state.alive(op, path)?;
+        let ino =
+            state.lookup(path, op)?.ok_or_else(|| err(VfsErrorKind::NotFound, op, path, "no such file"))?;
+        match state.inodes.get_mut(&ino) {
+            Some(Inode::File { read_only: flag, .. }) => {
+                *flag = read_only;
+                Ok(())
+            }
+            _ => Err(err(VfsErrorKind::Other, op, path, "is a directory")),
+        }
+    }
+
     fn lock_exclusive(&self, path: &Path) -> VfsResult<Box<dyn LockGuard>> {
         let op = "lock";
         let (ino, epoch) = {
@@ -1485,7 +1513,8 @@ impl MemFile {
         if let Some(sector) = bad {
             return Some(self.eio(state, op, &format!("latent error in sector {sector}")));
         }
-        let rots = state.rot_filter.is_some_and(|accepts| accepts(&self.path));
+        let read_only = matches!(state.inodes.get(&self.ino), Some(Inode::File { read_only: true, .. }));
+        let rots = state.rot_filter.is_some_and(|accepts| accepts(&self.path, read_only));
         if rots && state.chance(|f| f.bitrot_bp) {
             let pos = start.saturating_add(state.rng.random_range(0..n as u64));
             let mask = 1u8 << state.rng.random_range(0..8u32);
@@ -2421,7 +2450,7 @@ mod tests {
         let fs = fs_with_dir()?;
         synced_file(&fs, "record", 0, 64)?;
         synced_file(&fs, "db", 0, 64)?;
-        fs.set_rot_filter(Some(|path: &Path| path.ends_with("record")));
+        fs.set_rot_filter(Some(|path: &Path, _| path.ends_with("record")));
         fs.set_faults(Faults { bitrot_bp: 10_000, ..Faults::default() });
         assert_eq!(read_file(&fs, p("/d/db"))?, vec![0u8; 64], "not accepted: never rots");
         let first = read_file(&fs, p("/d/record"))?;
@@ -2430,6 +2459,25 @@ mod tests {
         fs.crash();
         assert_eq!(read_file(&fs, p("/d/record"))?, first, "the rot is on the medium");
         assert_eq!(fs.rotted(), vec![PathBuf::from("/d/record")]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_rot_filter_sees_the_read_only_flag_which_follows_renames_and_crashes() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        synced_file(&fs, "snap", 0, 64)?;
+        fs.set_rot_filter(Some(|_: &Path, read_only| read_only));
+        fs.set_faults(Faults { bitrot_bp: 10_000, ..Faults::default() });
+        assert_eq!(read_file(&fs, p("/d/snap"))?, vec![0u8; 64], "not sealed: never rots");
+        fs.set_read_only(p("/d/snap"), true)?;
+        fs.rename(p("/d/snap"), p("/d/sealed"))?;
+        fs.sync_dir(p("/d"))?;
+        fs.set_faults(Faults::default());
+        fs.crash();
+        fs.set_faults(Faults { bitrot_bp: 10_000, ..Faults::default() });
+        let rotten = read_file(&fs, p("/d/sealed"))?;
+        assert_eq!(rotten.iter().map(|b| b.count_ones()).sum::<u32>(), 1, "sealed: rots");
+        assert!(fs.set_read_only(p("/d/missing"), true).is_err());
         Ok(())
     }
 

@@ -52,10 +52,10 @@ pub const STEPPER_QUEUE_MAX: usize = 4096;
 /// |---|---|
 /// | `faultless` | short reads and writes, slow IO (legal behaviour, not faults): every operation must succeed |
 /// | `crash-heavy` | power cuts (also during recovery); at a crash pending writes applied, dropped, trashed or torn, any subset or a prefix; early write-back; dropped truncates; short and slow IO |
-/// | `io-errors` | one-shot fsync failures (fail-stop), short IO, power cuts (every unsynced write lost) |
+/// | `io-errors` | one-shot fsync failures (fail-stop), power cuts with crash fates, short and slow IO |
 /// | `enospc` | a full disk, early write-back, power cuts with crash fates |
 /// | `torn` | power cuts with every crash fate on at high rates, prefix-only crashes, write-back, dropped truncates |
-/// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts — **not in [`Profile::ALL`] yet**: it finds violations still to be fixed in the engine (`sim/corpus-pending.txt`) |
+/// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// No faults, no crashes: every operation must succeed.
@@ -73,13 +73,8 @@ pub enum Profile {
 }
 
 impl Profile {
-    /// The profiles `--profile all` (and CI) runs: every one the engine passes today.
-    /// [`Profile::Eio`] joins once the violations in `sim/corpus-pending.txt` are fixed.
-    pub const ALL: [Profile; 5] =
-        [Profile::Faultless, Profile::CrashHeavy, Profile::IoErrors, Profile::Enospc, Profile::Torn];
-
-    /// Every profile, [`Profile::Eio`] included.
-    pub const EVERY: [Profile; 6] = [
+    /// Every profile: what `--profile all` (and CI) runs.
+    pub const ALL: [Profile; 6] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
@@ -102,7 +97,7 @@ impl Profile {
 
     /// Parses a command-line name.
     pub fn from_name(name: &str) -> Option<Profile> {
-        Profile::EVERY.into_iter().find(|p| p.name() == name)
+        Profile::ALL.into_iter().find(|p| p.name() == name)
     }
 
     /// Whether the seed cuts the power at random IO steps.
@@ -134,11 +129,7 @@ impl Profile {
         match self {
             Profile::Faultless => {}
             Profile::CrashHeavy | Profile::Enospc => crash_fates(&mut f, &mut on, false),
-            // With crash fates on, a failed fsync breaks invariants (sim/corpus-pending.txt):
-            // those seeds run under `eio` until the engine is fixed.
-            // Slow IO with a one-shot fsync failure breaks an invariant too (a reopen finds
-            // no table, sim/corpus-pending.txt); it runs under `eio` until that is fixed.
-            Profile::IoErrors => f.slow_io_bp = 0,
+            Profile::IoErrors => crash_fates(&mut f, &mut on, false),
             Profile::Torn => {
                 crash_fates(&mut f, &mut on, true);
                 f.crash_prefix_only = on(0, 1) == 1;
@@ -168,14 +159,17 @@ const DISK_SALT: u64 = 0x4449_534b_5f52_4e47;
 /// Files bit rot may touch in the whole-engine simulation: only those the engine checksums
 /// (pointer, manifest and app records; snapshots, whose CRC-32C is in the manifest).
 /// SQLite database and WAL pages carry no checksum, so rot there could surface as wrong
-/// rows that no layer can detect; the simulation does not pretend otherwise.
-pub fn rot_filter(path: &Path) -> bool {
+/// rows that no layer can detect; the simulation does not pretend otherwise. A snapshot is
+/// checksummed only once it is sealed (`read_only`: the engine marks it after computing its
+/// CRC-32C); a bit that rots before would be checksummed with the file (the undo snapshot
+/// of a restore is the replaced live file, renamed into `snapshots/` and then read whole).
+pub fn rot_filter(path: &Path, read_only: bool) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let in_snapshots = path.parent().and_then(Path::file_name).is_some_and(|d| d == layout::SNAPSHOTS_DIR);
     name == layout::CURRENT
         || name == layout::MANIFEST
         || name == layout::APP_RECORD
-        || (in_snapshots && name.ends_with(".sqlite"))
+        || (in_snapshots && read_only && name.ends_with(".sqlite"))
 }
 
 /// A clock that moves only when the simulation advances it.
@@ -271,11 +265,17 @@ struct Model {
     /// operation may still have taken effect whole (SQLite can report a commit failed after
     /// its commit frame reached the WAL), so these keys may be present or not.
     maybe: BTreeSet<i64>,
+    /// Whole states a failed operation may have committed past its commit point (a restore
+    /// whose undo snapshot failed after the flip: the engine reports the error and poisons
+    /// the database). They stay possible until the next acknowledged write, which proves
+    /// the engine was not on one of them (it would have refused work), or a durable point.
+    in_doubt: Vec<BTreeSet<i64>>,
 }
 
 impl Model {
     fn commit(&mut self, rows: BTreeSet<i64>, full: bool) {
         self.rows = rows;
+        self.in_doubt.clear();
         if full {
             self.history = vec![self.rows.clone()];
         } else {
@@ -286,6 +286,7 @@ impl Model {
     fn barrier(&mut self) {
         self.history = vec![self.rows.clone()];
         self.maybe.clear();
+        self.in_doubt.clear();
     }
 
     /// Whether `rows` is what a reopen without a crash may show: the last acknowledged state
@@ -294,6 +295,7 @@ impl Model {
     fn allows_without_crash(&self, rows: &BTreeSet<i64>) -> bool {
         std::iter::once(&self.rows)
             .chain(self.in_flight.iter())
+            .chain(self.in_doubt.iter())
             .any(|s| s.symmetric_difference(rows).all(|k| self.maybe.contains(k)))
     }
 
@@ -302,6 +304,7 @@ impl Model {
         self.history
             .iter()
             .chain(self.in_flight.iter())
+            .chain(self.in_doubt.iter())
             .any(|s| s.symmetric_difference(rows).all(|k| self.maybe.contains(k)))
     }
 }
@@ -672,7 +675,13 @@ impl World {
                         self.model.barrier();
                         Ok(format!("restored {} (undo {})", short(id), short(undo)))
                     }
-                    Err(e) => Ok(format!("error {}", e.code())),
+                    Err(e) => {
+                        // Past the flip the restore took effect although it failed (its undo
+                        // snapshot could not be kept); the engine then refuses all work until
+                        // a reopen, which shows one state or the other.
+                        self.model.in_doubt.push(target);
+                        Ok(format!("error {}", e.code()))
+                    }
                 }
             }
             Op::Migrate => {
@@ -732,8 +741,10 @@ impl World {
                             Ok(rows) => rows,
                             Err(e) if self.fs.is_dead() => return Ok(format!("power cut after reopen: {e}")),
                             Err(e) if self.call_errors() && is_typed(&e) => {
-                                return self
-                                    .recover_quietly(&format!("read after reopen failed cleanly: {e}"));
+                                return self.recover_quietly(
+                                    &format!("read after reopen failed cleanly: {e}"),
+                                    base,
+                                );
                             }
                             Err(e) => return Err(e),
                         };
@@ -763,7 +774,7 @@ impl World {
                     }
                     Err(e) if self.fs.is_dead() => Ok(format!("power cut during reopen: {e}")),
                     Err(e) if self.call_errors() && is_typed(&e) => {
-                        self.recover_quietly(&format!("reopen failed cleanly: {e}"))
+                        self.recover_quietly(&format!("reopen failed cleanly: {e}"), base)
                     }
                     Err(e) => Err(format!("reopen failed with the power on: {e}")),
                 }
@@ -848,13 +859,31 @@ impl World {
     /// failing hardware ([`MemFs::repair`]) and reopens with call faults off; the data must
     /// then be what it was: nothing acknowledged lost (or, if a sync failed, one allowed
     /// state), every invariant holding — a failed open must not have destroyed anything.
-    fn recover_quietly(&mut self, why: &str) -> Result<String, String> {
-        let fired = self.fs.stats().sync_failures > self.sync_failures_base;
+    ///
+    /// `base` is the failed-sync count when the reopen began (a reopen that succeeded before
+    /// its read failed has already moved [`World::sync_failures_base`] past a sync that failed
+    /// while it closed the engine).
+    fn recover_quietly(&mut self, why: &str, base: u64) -> Result<String, String> {
+        let fired = self.fs.stats().sync_failures > base;
         self.shutdown();
         self.fs.repair();
         self.fs.set_faults(self.faults.quiet());
-        self.boot().map_err(|e| format!("{why}; reopen on a repaired disk failed: {e}"))?;
-        let verdict = self.check_invariants_or_quarantine(!fired)?;
+        // A power cut the workload armed may fire here too: a clean typed error then is the
+        // crash's, and the caller's crash check takes over from what this one observed.
+        let cut = |w: &World, e: &str| w.fs.is_dead() && is_typed(e);
+        if let Err(e) = self.boot() {
+            if cut(self, &e) {
+                return Ok(format!("{why}; power cut during the reopen on a repaired disk: {e}"));
+            }
+            return Err(format!("{why}; reopen on a repaired disk failed: {e}"));
+        }
+        let verdict = match self.check_invariants_or_quarantine(!fired) {
+            Ok(verdict) => verdict,
+            Err(e) if cut(self, &e) => {
+                return Ok(format!("{why}; power cut while checking the repaired disk: {e}"))
+            }
+            Err(e) => return Err(e),
+        };
         self.clear_fault_state();
         Ok(format!("{why}; repaired and reopened: {verdict}"))
     }
@@ -1022,7 +1051,7 @@ impl World {
         for (dir, e) in damaged {
             let abs = Path::new(ROOT).join(dir);
             let explained = rotted.iter().any(|r| {
-                r.starts_with(&abs) && rot_filter(r) && !r.to_string_lossy().contains("/snapshots/")
+                r.starts_with(&abs) && rot_filter(r, false) && !r.to_string_lossy().contains("/snapshots/")
             });
             if !explained || e.code() != ErrorCode::Corrupt {
                 return Err(format!(
