@@ -29,7 +29,7 @@ use sila_sqlite::broker::executor::{Executor, Stepper};
 use sila_sqlite::store::layout::{self, FileKind};
 use sila_sqlite::store::Retention;
 use sila_sqlite::uuid::Uuid;
-use sila_sqlite::versions::{MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::versions::{ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
 use sila_sqlite::vfs::{self, Vfs};
 use sila_sqlite::workspace::Clock;
 use sila_sqlite::{BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
@@ -212,6 +212,9 @@ pub enum Op {
     Snapshot,
     /// Restore the n-th known snapshot (modulo the count).
     Restore(usize),
+    /// Import the n-th known snapshot's file as the database's new version, gzip-compressed
+    /// first when the flag is set.
+    Import(usize, bool),
     /// Migrate to the next schema version (adds an index).
     Migrate,
     /// Drop all but the newest snapshot, then GC.
@@ -488,7 +491,8 @@ impl World {
             53..=59 => Op::Delete(self.rng.random_range(1..=(*next_key).max(1))),
             60..=67 => Op::Query,
             68..=76 => Op::Snapshot,
-            77..=82 => Op::Restore(self.rng.random_range(0..8usize)),
+            77..=80 => Op::Restore(self.rng.random_range(0..8usize)),
+            81..=82 => Op::Import(self.rng.random_range(0..8usize), self.rng.random_bool(0.5)),
             83..=85 => Op::Migrate,
             86..=90 => Op::RetentionGc,
             91..=94 => Op::Reopen,
@@ -692,6 +696,55 @@ impl World {
                     }
                 }
             }
+            Op::Import(n, gzip) => {
+                let Some(id) =
+                    self.model.snapshot_order.get(n % self.model.snapshot_order.len().max(1)).copied()
+                else {
+                    return Ok("no snapshot".into());
+                };
+                let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
+                let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
+                let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
+                let source = if *gzip {
+                    match self.write_gzip_copy(&snap) {
+                        Ok(path) => path,
+                        // The harness's own copy could not be written (a full or failing disk):
+                        // nothing was asked of the engine.
+                        Err(why) => return Ok(format!("no import source: {why}")),
+                    }
+                } else {
+                    snap
+                };
+                self.model.in_flight = vec![target.clone()];
+                let imported = self.db()?.import(&source, ImportOptions::default());
+                if *gzip {
+                    // The harness's copy is not the engine's business once imported.
+                    let _ = self.fs.remove_file(&source);
+                }
+                match imported {
+                    Ok(report) => {
+                        if self.poisoned_by_fault {
+                            return Err("fail-stop broken: import acknowledged after an fsync failure".into());
+                        }
+                        if *gzip && report.checks.first() != Some(&"gzip") {
+                            return Err(format!(
+                                "a gzip import did not report its gzip check: {:?}",
+                                report.checks
+                            ));
+                        }
+                        self.model.rows = target;
+                        self.model.barrier();
+                        Ok(format!("imported {}{}", short(id), if *gzip { " (gzip)" } else { "" }))
+                    }
+                    Err(e) => {
+                        // As for a restore: an error after the flip leaves the database
+                        // poisoned with the import in effect; a reopen shows one state or the
+                        // other.
+                        self.model.in_doubt.push(target);
+                        Ok(format!("error {}", e.code()))
+                    }
+                }
+            }
             Op::Migrate => {
                 let to = self.model.schema + 1;
                 let steps = (0..to)
@@ -817,6 +870,24 @@ impl World {
     }
 
     /// After a write: acknowledged → the model moves; error → must be clean, model stays.
+    /// Writes a gzip copy of `file` (as the disk holds it now) under `/import` and returns its
+    /// path. Not synced: the import reads it at once, and a sync here could draw an injected
+    /// fsync failure that belongs to no engine operation.
+    fn write_gzip_copy(&self, file: &Path) -> Result<PathBuf, String> {
+        use std::io::Write as _;
+        let bytes = self.fs.read(file).ok_or_else(|| format!("{} is missing", file.display()))?;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&bytes).map_err(|e| e.to_string())?;
+        let zipped = encoder.finish().map_err(|e| e.to_string())?;
+        let dir = Path::new("/import");
+        let fs: &dyn Vfs = &self.fs;
+        vfs::create_dir_all(fs, dir).map_err(|e| e.to_string())?;
+        let path =
+            dir.join(format!("{}.sqlite.gz", short(Uuid::from_u64_pair(self.seed, self.trace.len() as u64))));
+        vfs::write_file(fs, &path, &zipped).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
     fn settle_write(
         &mut self,
         r: sila_sqlite::Result<()>,
