@@ -18,6 +18,17 @@ pub trait Clock: Send + Sync {
     fn monotonic(&self) -> Duration {
         process_origin().elapsed()
     }
+
+    /// True only for [`SystemClock`], whose monotonic time is [`system_monotonic`]: every
+    /// request builds a deadline, and knowing this spares it a shared reference count.
+    fn is_system(&self) -> bool {
+        false
+    }
+}
+
+/// The monotonic time of [`SystemClock`] (and the default of [`Clock::monotonic`]).
+pub fn system_monotonic() -> Duration {
+    process_origin().elapsed()
 }
 
 /// The operating system's clocks.
@@ -30,6 +41,10 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
+    }
+
+    fn is_system(&self) -> bool {
+        true
     }
 }
 

@@ -84,7 +84,8 @@ pub struct StopCheck {
     timeout: Duration,
     cancel: CancelToken,
     fired: AtomicU8,
-    clock: Arc<dyn Clock>,
+    /// `None` for the system clock: no shared reference count taken per request.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for StopCheck {
@@ -104,7 +105,7 @@ impl StopCheck {
     /// `deadline`, measured now.
     pub fn until(clock: &Arc<dyn Clock>, deadline: Duration, cancel: CancelToken) -> StopCheck {
         let timeout = deadline.saturating_sub(clock.monotonic());
-        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: clock.clone() }
+        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: custom(clock) }
     }
 
     /// A check that stops `timeout` from now on the system clock, or when `cancel` is tripped.
@@ -116,7 +117,15 @@ impl StopCheck {
     pub fn with_timeout_on(clock: &Arc<dyn Clock>, timeout: Duration, cancel: CancelToken) -> StopCheck {
         // An absurd timeout saturates (about 584 million years of monotonic time).
         let deadline = clock.monotonic().saturating_add(timeout);
-        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: clock.clone() }
+        StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: custom(clock) }
+    }
+
+    /// Monotonic time now on this check's clock.
+    fn now(&self) -> Duration {
+        match &self.clock {
+            None => crate::clock::system_monotonic(),
+            Some(clock) => clock.monotonic(),
+        }
     }
 
     /// The deadline, a point on the clock's monotonic time.
@@ -126,7 +135,7 @@ impl StopCheck {
 
     /// Time left until the deadline (zero once it passed).
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_sub(self.clock.monotonic())
+        self.deadline.saturating_sub(self.now())
     }
 
     /// The timeout this check was built with (named in [`ErrorCode::Timeout`] messages).
@@ -149,7 +158,7 @@ impl StopCheck {
         }
         let reason = if self.cancel.is_cancelled() {
             StopReason::Cancelled
-        } else if self.clock.monotonic() >= self.deadline {
+        } else if self.now() >= self.deadline {
             StopReason::Deadline
         } else {
             return None;
@@ -192,6 +201,11 @@ impl StopCheck {
             StopReason::Cancelled => Error::new(ErrorCode::Cancelled, "statement cancelled by its caller"),
         }
     }
+}
+
+/// The clock a check keeps: none for the system clock (see [`StopCheck::now`]).
+fn custom(clock: &Arc<dyn Clock>) -> Option<Arc<dyn Clock>> {
+    (!clock.is_system()).then(|| clock.clone())
 }
 
 /// The C trampoline SQLite calls every [`PROGRESS_HANDLER_OPS`] instructions.
