@@ -86,6 +86,11 @@ impl Drop for Housekeeper {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.housekeeper.take();
+        // Attachments hold their databases; two databases attached to each other would keep
+        // each other alive past the workspace.
+        for db in self.broker.active_all() {
+            db.clear_attachments();
+        }
         // Close every connection (checkpointing WALs) before the workspace lock is released.
         self.broker.close_idle(Duration::ZERO);
         self.broker.executor().shutdown();

@@ -1251,6 +1251,11 @@ impl DbShared {
         lock(&self.attachments).clone()
     }
 
+    /// Forgets every attachment (at workspace close).
+    pub(crate) fn clear_attachments(&self) {
+        self.set_attachments(Vec::new());
+    }
+
     /// Replaces the handle's attachments; connections catch up before their next request.
     pub(crate) fn set_attachments(&self, attachments: Vec<Attachment>) {
         let mut a = lock(&self.attachments);
