@@ -174,23 +174,12 @@ impl Database {
     fn apply_attach(&self, statement: crate::attach::Statement) -> Result<()> {
         use crate::attach::{Statement, ATTACHMENTS_MAX};
         let refused = |why: String| Error::new(ErrorCode::PolicyDenied, why);
-        let mut list = self.db.attachments();
         match statement {
             Statement::Attach { db, schema } => {
                 if db == self.db.config().key.db {
                     return Err(refused(format!(
                         "ATTACH is refused: {} is this database itself",
                         LogicalName { app: None, db }
-                    )));
-                }
-                if list.iter().any(|a| a.schema == schema) {
-                    return Err(refused(format!(
-                        "ATTACH is refused: {schema} is attached already; DETACH it first"
-                    )));
-                }
-                if list.len() >= ATTACHMENTS_MAX {
-                    return Err(refused(format!(
-                        "ATTACH is refused: {ATTACHMENTS_MAX} databases are attached already (ATTACHMENTS_MAX)"
                     )));
                 }
                 let info = self.ws.app_info(&self.db.config().app_id)?;
@@ -201,28 +190,28 @@ impl Database {
                     )),
                     _ => e,
                 })?;
-                list.push(crate::broker::Attachment { schema: schema.clone(), target });
-                self.db.set_attachments(list.clone());
+                self.db
+                    .add_attachment(
+                        crate::broker::Attachment { schema: schema.clone(), target },
+                        ATTACHMENTS_MAX,
+                    )
+                    .map_err(|why| refused(format!("ATTACH is refused: {why}")))?;
                 // Attach it now on one connection, so a failure is this statement's.
                 let check = format!("SELECT count(*) FROM {schema}.sqlite_schema");
                 let stop = self.ws.broker().stop_for(&CancelToken::new());
                 if let Err(e) = self.db.query(&check, &[], &stop) {
-                    list.retain(|a| a.schema != schema);
-                    self.db.set_attachments(list);
+                    self.db.remove_attachment(&schema);
                     return Err(e.context(format_args!("attaching {schema}")));
                 }
                 Ok(())
             }
             Statement::Detach { schema } => {
-                let before = list.len();
-                list.retain(|a| a.schema != schema);
-                if list.len() == before {
+                if !self.db.remove_attachment(&schema) {
                     return Err(refused(format!(
                         "DETACH is refused: {schema} is not attached (only databases attached with \
                          ATTACH 'sila://db/<name>' can be detached)"
                     )));
                 }
-                self.db.set_attachments(list);
                 Ok(())
             }
         }

@@ -177,3 +177,21 @@ fn every_other_attach_or_detach_is_refused_and_counted() {
     let other = ws.open_app(OTHER).unwrap().open("shared").unwrap();
     assert_eq!(int(&other, "SELECT count(*) FROM sqlite_schema"), 0);
 }
+
+#[test]
+fn concurrent_attaches_under_one_name_keep_exactly_one() {
+    let (_d, _ws, main, _shared) = setup("race");
+    let threads: Vec<_> = ["shared", "d3", "d4", "d5"]
+        .into_iter()
+        .map(|name| {
+            let main = main.clone();
+            std::thread::spawn(move || main.exec(&format!("ATTACH 'sila://db/{name}' AS x"), &[]).is_ok())
+        })
+        .collect();
+    let won = threads.into_iter().map(|t| t.join().unwrap()).filter(|ok| *ok).count();
+    assert_eq!(won, 1, "one ATTACH takes the name, the others are refused");
+    main.query("SELECT count(*) FROM x.sqlite_schema", &[]).unwrap();
+    main.exec("DETACH x", &[]).unwrap();
+    let e = main.exec("DETACH x", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PolicyDenied, "detached once: {e}");
+}

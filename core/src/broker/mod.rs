@@ -1246,9 +1246,36 @@ impl DbShared {
         }
     }
 
-    /// The databases attached to this handle.
-    pub(crate) fn attachments(&self) -> Vec<Attachment> {
-        lock(&self.attachments).clone()
+    /// Adds an attachment unless its schema name is taken or `max` are attached already;
+    /// `Err` says which (checked and added under one lock, so concurrent ATTACHes cannot both
+    /// pass the checks).
+    pub(crate) fn add_attachment(
+        &self,
+        attachment: Attachment,
+        max: usize,
+    ) -> std::result::Result<(), String> {
+        let mut a = lock(&self.attachments);
+        if a.iter().any(|x| x.schema == attachment.schema) {
+            return Err(format!("{} is attached already; DETACH it first", attachment.schema));
+        }
+        if a.len() >= max {
+            return Err(format!("{max} databases are attached already (ATTACHMENTS_MAX)"));
+        }
+        a.push(attachment);
+        self.attach_version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Removes the attachment named `schema`; false if there was none.
+    pub(crate) fn remove_attachment(&self, schema: &str) -> bool {
+        let mut a = lock(&self.attachments);
+        let before = a.len();
+        a.retain(|x| x.schema != schema);
+        let removed = a.len() != before;
+        if removed {
+            self.attach_version.fetch_add(1, Ordering::AcqRel);
+        }
+        removed
     }
 
     /// Forgets every attachment (at workspace close).
