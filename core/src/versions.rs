@@ -810,6 +810,10 @@ impl Database {
         }
         let undo_label = format!("undo of restore of {id}");
         validate_label(&undo_label)?;
+        // The undo snapshot is made after the flip, where a refusal could no longer leave the
+        // database as it was: make sure now that the manifest has room for it. (It is the
+        // replaced file renamed, so it adds no bytes.)
+        self.ws.with_store(|s| s.check_room_for_snapshot(&key, 0))?;
         let label = format!("restore of {id}");
         let installed = self.install_new_version(entry.size, &label, true, |dest| {
             // The checksum is verified on the bytes copied, so what becomes live is exactly

@@ -678,15 +678,7 @@ impl Store {
         if let Some(op) = db.busy {
             return Err(busy(key, op));
         }
-        if db.manifest.snapshots.len() >= record::SNAPSHOTS_MAX {
-            return Err(Error::quota_exceeded(QuotaDetail {
-                limit_name: "SNAPSHOTS_MAX snapshots per database".into(),
-                limit_bytes: record::SNAPSHOTS_MAX as u64,
-                used_bytes: db.manifest.snapshots.len() as u64,
-                requested_bytes: 1,
-            }));
-        }
-        self.check_quota(key.app, expected_bytes)?;
+        self.check_room_for_snapshot(key, expected_bytes)?;
         let op = self.next_op(OpKind::AddSnapshot {
             key: key.clone(),
             id,
@@ -695,6 +687,22 @@ impl Store {
         });
         self.db_mut(key)?.busy = Some(op);
         Ok(op)
+    }
+
+    /// Whether one more snapshot of `expected_bytes` fits: `QuotaExceeded` when the manifest
+    /// lists [`record::SNAPSHOTS_MAX`] already or the app's quota would be passed. Changes
+    /// nothing (a restore asks before it flips, since its undo snapshot comes after).
+    pub fn check_room_for_snapshot(&self, key: &DbKey, expected_bytes: u64) -> Result<()> {
+        let db = self.usable(key)?;
+        if db.manifest.snapshots.len() >= record::SNAPSHOTS_MAX {
+            return Err(Error::quota_exceeded(QuotaDetail {
+                limit_name: "SNAPSHOTS_MAX snapshots per database".into(),
+                limit_bytes: record::SNAPSHOTS_MAX as u64,
+                used_bytes: db.manifest.snapshots.len() as u64,
+                requested_bytes: 1,
+            }));
+        }
+        self.check_quota(key.app, expected_bytes)
     }
 
     /// Plans the manifest update that lists a written snapshot: sync the snapshot file, sync
