@@ -647,6 +647,20 @@ impl Database {
         };
         let now_ms = self.ws.now_ms();
         let info = NewSnapshot { size, crc32c: crc, schema, label: label.to_string(), now_ms };
+        self.list_snapshot(op, id, info, failures_before)
+    }
+
+    /// Lists the written, sealed snapshot `id` of operation `op` in the manifest (the store's
+    /// plan: sync it, sync its directory, commit the manifest) and returns its entry. Nothing
+    /// is listed, and the operation is abandoned, when an fsync failed since
+    /// `failures_before`.
+    fn list_snapshot(
+        &self,
+        op: crate::store::OpId,
+        id: Uuid,
+        info: NewSnapshot,
+        failures_before: u64,
+    ) -> Result<SnapshotEntry> {
         let plan = match self
             .refuse_after_sync_failure(failures_before)
             .and_then(|()| self.ws.with_store(|s| s.plan_add_snapshot(op, info)))
@@ -658,13 +672,14 @@ impl Database {
             }
         };
         self.ws.run_plan(&plan)?;
+        let key = self.key();
         self.ws.with_store(|s| {
             s.manifest(&key)?
                 .snapshots
                 .iter()
                 .find(|x| x.id == id)
                 .cloned()
-                .ok_or_else(|| Error::internal("snapshot vanished"))
+                .ok_or_else(|| Error::internal(format!("snapshot {id} vanished from the manifest")))
         })
     }
 
@@ -1174,25 +1189,7 @@ impl Database {
             label: label.to_string(),
             now_ms: self.ws.now_ms(),
         };
-        let plan = match self
-            .refuse_after_sync_failure(failures_before)
-            .and_then(|()| self.ws.with_store(|s| s.plan_add_snapshot(op, info)))
-        {
-            Ok(p) => p,
-            Err(e) => {
-                self.ws.abort_op(op);
-                return Err(e);
-            }
-        };
-        self.ws.run_plan(&plan)?;
-        self.ws.with_store(|s| {
-            s.manifest(&key)?
-                .snapshots
-                .iter()
-                .find(|x| x.id == id)
-                .cloned()
-                .ok_or_else(|| Error::internal("undo snapshot vanished"))
-        })
+        self.list_snapshot(op, id, info, failures_before)
     }
 
     /// Renames a replaced, fully checkpointed live file to `undo_path`, rewrites its header to
