@@ -606,8 +606,13 @@ fn readers_max_at_the_boundary() {
 fn connections_max_at_the_boundary() {
     let dir = TempDir::new("connmax");
     let options = BrokerOptions { connections_max: 2, ..BrokerOptions::default() };
-    let ws =
-        Workspace::open(&dir.0, WorkspaceOptions { broker: options, ..WorkspaceOptions::default() }).unwrap();
+    // Least-recently-used order is kept on the workspace clock; this test moves it.
+    let clock = Arc::new(SteppingClock { now: std::sync::atomic::AtomicU64::new(0), step_ms: 0 });
+    let ws = Workspace::open(
+        &dir.0,
+        WorkspaceOptions { broker: options, clock: clock.clone(), ..WorkspaceOptions::default() },
+    )
+    .unwrap();
     let manifest = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":1},{"name":"b","maxSizeMB":1},{"name":"c","maxSizeMB":1}]}}}"#;
     ws.register_app("com.example.three", manifest).unwrap();
     let app = ws.open_app("com.example.three").unwrap();
@@ -619,8 +624,8 @@ fn connections_max_at_the_boundary() {
         .transaction(|tx| {
             tx.exec("CREATE TABLE t (x INTEGER)", &[])?;
             assert_eq!(open(), 1);
-            // The least-recently-used order is kept in milliseconds: make `a` strictly older.
-            std::thread::sleep(Duration::from_millis(3));
+            // Make `a` strictly older than `b` on the workspace clock.
+            clock.now.fetch_add(10, Ordering::SeqCst);
             b.transaction(|tx| {
                 tx.exec("CREATE TABLE t (x INTEGER)", &[])?;
                 assert_eq!(open(), 2, "N connections open");
