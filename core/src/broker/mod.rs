@@ -428,11 +428,6 @@ impl BrokerShared {
         u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The broker's clock (see [`crate::clock`]).
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
     /// A statement's limits: `statement_timeout` on the broker's clock, and `cancel`.
     pub fn stop_for(&self, cancel: &CancelToken) -> StopCheck {
         StopCheck::with_timeout_on(&self.clock, self.options.statement_timeout, cancel.clone())
@@ -441,11 +436,6 @@ impl BrokerShared {
     /// Limits of `timeout` on the broker's clock, with a token nobody else holds.
     pub fn stop_after(&self, timeout: Duration) -> StopCheck {
         StopCheck::with_timeout_on(&self.clock, timeout, CancelToken::new())
-    }
-
-    /// The deadline `timeout` from now on the broker's clock (for transactions).
-    pub fn deadline_after(&self, timeout: Duration) -> Duration {
-        self.clock.monotonic().saturating_add(timeout)
     }
 
     /// The shared state of a database, created on first use (no connection is opened yet).
@@ -1278,15 +1268,9 @@ impl DbShared {
         removed
     }
 
-    /// Forgets every attachment (at workspace close).
+    /// Forgets every attachment (at workspace close); connections catch up as for DETACH.
     pub(crate) fn clear_attachments(&self) {
-        self.set_attachments(Vec::new());
-    }
-
-    /// Replaces the handle's attachments; connections catch up before their next request.
-    pub(crate) fn set_attachments(&self, attachments: Vec<Attachment>) {
-        let mut a = lock(&self.attachments);
-        *a = attachments;
+        lock(&self.attachments).clear();
         self.attach_version.fetch_add(1, Ordering::AcqRel);
     }
 
