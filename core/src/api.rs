@@ -28,7 +28,7 @@ use crate::workspace::{AppInfo, Workspace};
 use crate::{Error, ErrorCode, Result};
 use rusqlite::Connection;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A registered app: opens the databases its manifest lists.
 #[derive(Clone)]
@@ -158,14 +158,14 @@ impl Database {
     /// Refusals are counted in the metrics like any failed statement.
     fn attach_statement(&self, sql: &str, params: &[Value]) -> Option<Result<()>> {
         let parsed = crate::attach::parse(sql, params)?;
-        let started = Instant::now();
+        let started = self.db.clock().monotonic();
         let answer = parsed.and_then(|statement| {
             let _slot = self.admit()?;
             self.apply_attach(statement)
         });
         self.db.metrics.record(
             OpKind::Exec,
-            started.elapsed(),
+            self.db.clock().monotonic().saturating_sub(started),
             answer.as_ref().map(|()| (0, 0)).map_err(|e| e.code()),
         );
         Some(answer)
@@ -231,18 +231,37 @@ impl Database {
         if let Some(answer) = self.attach_statement(sql, params) {
             return answer.map(|()| Rows::default());
         }
-        let _slot = self
-            .ws
-            .broker()
-            .admit_borrowed(&self.app)
-            .inspect_err(|e| self.db.metrics.record_error(e.code()))?;
-        let stop = self.ws.broker().stop_for(cancel);
-        self.db.query(sql, params, &stop)
+        let broker = self.ws.broker();
+        // One clock reading serves admission, the deadline and the latency's start.
+        let now = broker.now();
+        let _slot =
+            broker.admit_borrowed(&self.app, now).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
+        let stop = broker.stop_for_at(cancel, now);
+        self.db.query_at(sql, params, &stop, now)
     }
 
-    /// The first column of the first row, or `None` when there is no row.
+    /// The first column of the first row, or `None` when there is no row. Only the first row
+    /// is computed: rows after it are never stepped to. The result caps apply to that row.
     pub fn query_value(&self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
-        Ok(first_value(self.query(sql, params)?))
+        self.query_value_with(sql, params, &CancelToken::new())
+    }
+
+    /// [`Database::query_value`] with a cancellation token.
+    pub fn query_value_with(
+        &self,
+        sql: &str,
+        params: &[Value],
+        cancel: &CancelToken,
+    ) -> Result<Option<Value>> {
+        if let Some(answer) = self.attach_statement(sql, params) {
+            return answer.map(|()| None);
+        }
+        let broker = self.ws.broker();
+        let now = broker.now();
+        let _slot =
+            broker.admit_borrowed(&self.app, now).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
+        let stop = broker.stop_for_at(cancel, now);
+        self.db.query_first_at(sql, params, &stop, now)
     }
 
     /// Runs one statement that writes (blocking). Group-committed with concurrent writes;
@@ -333,7 +352,7 @@ impl Database {
             sql: sql.to_string(),
             params,
             stop: self.ws.broker().stop_for(&cancel),
-            submitted: Instant::now(),
+            submitted: self.ws.broker().now(),
             reply,
             admission,
         };
@@ -446,10 +465,6 @@ impl Database {
     }
 }
 
-fn first_value(rows: Rows) -> Option<Value> {
-    rows.rows.into_iter().next().and_then(|r| r.into_iter().next())
-}
-
 /// A transaction in progress: statements run on the writer connection.
 pub struct Tx<'a> {
     conn: &'a Connection,
@@ -501,25 +516,32 @@ impl Tx<'_> {
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows> {
         self.still_open()?;
         refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
-        let started = Instant::now();
+        let started = self.db.clock().monotonic();
         let stop = self.stop();
-        let limits = crate::sqlite::QueryLimits::default();
-        let r = self.finish(&stop, sqlite::query(self.conn, sql, params, &limits, &stop));
+        let r = self.finish(&stop, sqlite::query(self.conn, sql, params, self.db.query_limits(), &stop));
         let outcome = r.as_ref().map(|x| (x.rows.len() as u64, 0)).map_err(|e| e.code());
         self.db.record_in_transaction(sql, OpKind::Query, started, outcome);
         r
     }
 
-    /// The first column of the first row, or `None`.
+    /// The first column of the first row, or `None`. Only the first row is computed.
     pub fn query_value(&self, sql: &str, params: &[Value]) -> Result<Option<Value>> {
-        Ok(first_value(self.query(sql, params)?))
+        self.still_open()?;
+        refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
+        let started = self.db.clock().monotonic();
+        let stop = self.stop();
+        let r =
+            self.finish(&stop, sqlite::query_first(self.conn, sql, params, self.db.query_limits(), &stop));
+        let outcome = r.as_ref().map(|v| (u64::from(v.is_some()), 0)).map_err(|e| e.code());
+        self.db.record_in_transaction(sql, OpKind::Query, started, outcome);
+        r
     }
 
     /// Runs one writing statement inside the transaction.
     pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
         self.still_open()?;
         refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
-        let started = Instant::now();
+        let started = self.db.clock().monotonic();
         let stop = self.stop();
         let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, &stop));
         let outcome = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());

@@ -233,6 +233,16 @@ fn result_caps_at_the_boundary() {
         &[],
     );
     assert_eq!(e.unwrap_err().code(), ErrorCode::ResultTooLarge);
+    // query_value computes the first row only: the cap is on what it returns.
+    assert_eq!(db.query_value(eleven, &[]).unwrap(), Some(Value::Integer(1)));
+    // Reads inside a transaction obey the same configured caps.
+    db.transaction(|tx| {
+        assert_eq!(tx.query(ten, &[])?.rows.len(), 10);
+        assert_eq!(tx.query(eleven, &[]).unwrap_err().code(), ErrorCode::ResultTooLarge);
+        assert_eq!(tx.query_value(eleven, &[])?, Some(Value::Integer(1)));
+        Ok(())
+    })
+    .unwrap();
 }
 
 #[test]

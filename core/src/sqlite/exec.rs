@@ -78,9 +78,67 @@ pub fn query(
             collector.push(value)?;
         }
         collector.finish_row();
-        stop.check()?;
+        between_rows(stop, collector.rows.len())?;
     }
     Ok(Rows { columns, rows: collector.rows })
+}
+
+/// Rows between two readings of the clock while a query's rows are collected.
+///
+/// The token is checked after every row. The deadline needs no clock read per row: the
+/// progress handler keeps counting the statement's virtual-machine instructions across
+/// steps, and copying a row out is bounded by the result caps.
+pub const ROWS_PER_CLOCK_CHECK: usize = 64;
+
+fn between_rows(stop: &StopCheck, rows_done: usize) -> Result<()> {
+    if rows_done.is_multiple_of(ROWS_PER_CLOCK_CHECK) {
+        stop.check()
+    } else {
+        stop.check_cancel()
+    }
+}
+
+/// The first column of the first row of one statement, or `None` when it returns no row
+/// (or no column). Only that row is stepped to: what follows is never computed.
+///
+/// Limits as for [`query`], applied to the one-row result: `rows_max` of 0 refuses any row;
+/// `bytes_max` is compared with the compact JSON size of `{"columns":[name],"rows":[[value]]}`,
+/// the document [`query`] would have built for that row alone.
+pub fn query_first(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    limits: &QueryLimits,
+    stop: &StopCheck,
+) -> Result<Option<Value>> {
+    stop.check()?;
+    super::confine::clear_refusal();
+    let _guard = ProgressGuard::install(conn, stop);
+    let mut stmt = prepare_one(conn, sql, "query", stop)?;
+    bind(&mut stmt, params, stop)?;
+    if stmt.column_count() == 0 {
+        // Stepped to the end like `query`, so a statement without columns still runs whole.
+        let mut rows = stmt.raw_query();
+        while rows.next().map_err(|e| map_error(e, Some(stop)))?.is_some() {
+            stop.check_cancel()?;
+        }
+        return Ok(None);
+    }
+    let base_len =
+        catch_unwind(AssertUnwindSafe(|| stmt.column_name(0).map(|name| rows_doc_base_len(&[name]))))
+            .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))?
+            .map_err(|e| map_error(e, Some(stop)))?;
+    let mut collector = Collector::new(1, base_len, limits);
+    collector.check_bytes()?;
+    let mut rows = stmt.raw_query();
+    let row = match rows.next() {
+        Ok(Some(row)) => row,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(map_error(e, Some(stop))),
+    };
+    collector.count_row_start()?;
+    let value = row.get_ref(0).map_err(|e| map_error(e, Some(stop)))?;
+    collector.take(value, 0).map(Some)
 }
 
 /// Runs exactly one statement with positional `params` and reports its changes.
@@ -177,6 +235,13 @@ impl<'l> Collector<'l> {
     }
 
     fn start_row(&mut self) -> Result<()> {
+        self.count_row_start()?;
+        self.row = Vec::with_capacity(self.column_count);
+        Ok(())
+    }
+
+    /// The checks and bytes of a new row, without making room for its values.
+    fn count_row_start(&mut self) -> Result<()> {
         if to_u64(self.rows.len()) >= self.limits.rows_max {
             return Err(Error::new(
                 ErrorCode::ResultTooLarge,
@@ -184,17 +249,28 @@ impl<'l> Collector<'l> {
             ));
         }
         // `[` and `]`, plus the comma before every row but the first.
-        self.add_bytes(2 + usize::from(!self.rows.is_empty()))?;
-        self.row = Vec::with_capacity(self.column_count);
-        Ok(())
+        self.add_bytes(2 + usize::from(!self.rows.is_empty()))
     }
 
     fn push(&mut self, value: ValueRef<'_>) -> Result<()> {
         let comma = usize::from(!self.row.is_empty());
-        // Sized before it is copied, so an oversized value is never materialized.
-        self.add_bytes(value_ref_json_len(value) + comma)?;
-        self.row.push(Value::from(value));
+        let value = self.take(value, comma)?;
+        self.row.push(value);
         Ok(())
+    }
+
+    /// Adds the JSON size of `value` and `separator` bytes to the document, then copies the
+    /// value out. Sized before it is copied, so an oversized value is never materialized.
+    fn take(&mut self, value: ValueRef<'_>, separator: usize) -> Result<Value> {
+        if let ValueRef::Text(bytes) = value {
+            // UTF-8 checked once, for both the size and the copy.
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                self.add_bytes(string_json_len(text) + separator)?;
+                return Ok(Value::Text(text.to_owned()));
+            }
+        }
+        self.add_bytes(value_ref_json_len(value) + separator)?;
+        Ok(Value::from(value))
     }
 
     fn finish_row(&mut self) {
@@ -347,6 +423,78 @@ mod tests {
             query(&conn, "SELECT id FROM t WHERE 0", &[], &limits, &stop()).unwrap_err().code(),
             ErrorCode::ResultTooLarge
         );
+    }
+
+    #[test]
+    fn query_first_returns_the_first_value_and_steps_no_further() {
+        let conn = conn_with_rows(3);
+        let limits = QueryLimits::default();
+        let first = |sql: &str, params: &[Value]| query_first(&conn, sql, params, &limits, &stop());
+        assert_eq!(
+            first("SELECT name, id FROM t ORDER BY id DESC", &[]).unwrap(),
+            Some(Value::Text("n3".into()))
+        );
+        assert_eq!(
+            first("SELECT id FROM t WHERE id = ?1", &[Value::Integer(2)]).unwrap(),
+            Some(Value::Integer(2))
+        );
+        assert_eq!(first("SELECT id FROM t WHERE 0", &[]).unwrap(), None);
+        assert_eq!(first("SELECT NULL", &[]).unwrap(), Some(Value::Null));
+        // Rows after the first are never computed: an endless query answers at once, and a
+        // rows_max smaller than the whole result does not matter.
+        let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c";
+        assert_eq!(first(endless, &[]).unwrap(), Some(Value::Integer(1)));
+        let one = QueryLimits { rows_max: 1, ..Default::default() };
+        assert_eq!(
+            query_first(&conn, "SELECT id FROM t", &[], &one, &stop()).unwrap(),
+            Some(Value::Integer(1))
+        );
+        let none = QueryLimits { rows_max: 0, ..Default::default() };
+        let err = query_first(&conn, "SELECT id FROM t", &[], &none, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+        assert_eq!(query_first(&conn, "SELECT id FROM t WHERE 0", &[], &none, &stop()).unwrap(), None);
+        // Bad input: as for `query`.
+        assert_eq!(
+            first("SELECT id FROM t WHERE id = ?1", &[]).unwrap_err().code(),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(first("SELECT 1; SELECT 2", &[]).unwrap_err().code(), ErrorCode::InvalidArgument);
+        let cancelled = stop();
+        cancelled.cancel_token().cancel();
+        let err = query_first(&conn, "SELECT 1", &[], &limits, &cancelled).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+    }
+
+    #[test]
+    fn query_first_byte_cap_is_the_one_row_document_at_the_byte() {
+        let conn = conn_with_rows(2);
+        let sql = "SELECT name AS \"nä\\me\" FROM t ORDER BY id";
+        let one_row = query(&conn, &format!("{sql} LIMIT 1"), &[], &QueryLimits::default(), &stop()).unwrap();
+        let exact = serde_json::to_string(&one_row.to_json()).unwrap().len() as u64;
+        let at = QueryLimits { bytes_max: exact, ..Default::default() };
+        assert_eq!(query_first(&conn, sql, &[], &at, &stop()).unwrap(), Some(Value::Text("n1".into())));
+        let under = QueryLimits { bytes_max: exact - 1, ..Default::default() };
+        let err = query_first(&conn, sql, &[], &under, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+        assert_eq!(err.message(), format!("result exceeds bytes_max of {} bytes of JSON", exact - 1));
+    }
+
+    #[test]
+    fn deadline_between_rows_is_read_every_rows_per_clock_check_rows() {
+        // A deadline that has passed is noticed between rows only at a multiple of
+        // ROWS_PER_CLOCK_CHECK (elsewhere the progress handler watches it).
+        let conn = conn_with_rows(200);
+        let live = StopCheck::with_timeout(Duration::from_secs(60), CancelToken::new());
+        assert!(between_rows(&live, ROWS_PER_CLOCK_CHECK).is_ok());
+        let past = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
+        assert!(between_rows(&past, ROWS_PER_CLOCK_CHECK - 1).is_ok(), "no clock read");
+        assert_eq!(between_rows(&past, ROWS_PER_CLOCK_CHECK).unwrap_err().code(), ErrorCode::Timeout);
+        // Cancellation is seen after every row.
+        let cancelled = StopCheck::with_timeout(Duration::from_secs(60), CancelToken::new());
+        cancelled.cancel_token().cancel();
+        assert_eq!(between_rows(&cancelled, 1).unwrap_err().code(), ErrorCode::Cancelled);
+        let rows = query(&conn, "SELECT id FROM t", &[], &QueryLimits::default(), &live).unwrap();
+        assert_eq!(rows.rows.len(), 200);
     }
 
     #[test]

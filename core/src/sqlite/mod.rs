@@ -24,7 +24,9 @@ pub mod stop;
 pub mod value;
 
 pub use errors::map_error;
-pub use exec::{execute, execute_batch, query, QueryLimits, QUERY_BYTES_MAX_DEFAULT, QUERY_ROWS_MAX_DEFAULT};
+pub use exec::{
+    execute, execute_batch, query, query_first, QueryLimits, QUERY_BYTES_MAX_DEFAULT, QUERY_ROWS_MAX_DEFAULT,
+};
 pub use open::{open_connection, optimize_on_close, ConnectionOptions, Synchronous};
 pub use stop::{CancelToken, StopCheck, StopReason, PROGRESS_HANDLER_OPS};
 pub use value::{ExecResult, Rows, Value};

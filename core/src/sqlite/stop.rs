@@ -115,8 +115,19 @@ impl StopCheck {
 
     /// A check that stops `timeout` from now on `clock`, or when `cancel` is tripped.
     pub fn with_timeout_on(clock: &Arc<dyn Clock>, timeout: Duration, cancel: CancelToken) -> StopCheck {
+        StopCheck::with_timeout_from(clock, clock.monotonic(), timeout, cancel)
+    }
+
+    /// A check that stops `timeout` after `now`, a reading of `clock`'s monotonic time the
+    /// caller has just taken (the read path reads the clock once per request and shares it).
+    pub fn with_timeout_from(
+        clock: &Arc<dyn Clock>,
+        now: Duration,
+        timeout: Duration,
+        cancel: CancelToken,
+    ) -> StopCheck {
         // An absurd timeout saturates (about 584 million years of monotonic time).
-        let deadline = clock.monotonic().saturating_add(timeout);
+        let deadline = now.saturating_add(timeout);
         StopCheck { deadline, timeout, cancel, fired: AtomicU8::new(FIRED_NONE), clock: custom(clock) }
     }
 
@@ -189,6 +200,21 @@ impl StopCheck {
             None => Ok(()),
             Some(reason) => Err(self.error(reason)),
         }
+    }
+
+    /// [`StopCheck::check`] without the clock: `Err` once the token is tripped or the check
+    /// has already fired. For places where the deadline is watched elsewhere (between rows,
+    /// the progress handler keeps counting the statement's instructions) or was just set.
+    pub fn check_cancel(&self) -> Result<()> {
+        if let Some(reason) = self.fired() {
+            return Err(self.error(reason));
+        }
+        if self.cancel.is_cancelled() {
+            let _ =
+                self.fired.compare_exchange(FIRED_NONE, FIRED_CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+            return Err(self.error(self.fired().unwrap_or(StopReason::Cancelled)));
+        }
+        Ok(())
     }
 
     /// The error for a stop, with a message naming the cause.
@@ -281,6 +307,20 @@ mod tests {
         let err = past.check().unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout);
         assert!(err.message().contains("statement timeout of 0 ms exceeded"), "{err}");
+    }
+
+    #[test]
+    fn check_cancel_ignores_the_clock_but_not_the_token_or_a_fired_check() {
+        let past = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
+        assert!(past.check_cancel().is_ok(), "the deadline is not read");
+        assert_eq!(past.check().unwrap_err().code(), ErrorCode::Timeout);
+        assert_eq!(past.check_cancel().unwrap_err().code(), ErrorCode::Timeout, "fired stays fired");
+
+        let live = StopCheck::with_timeout(Duration::from_secs(60), CancelToken::new());
+        assert!(live.check_cancel().is_ok());
+        live.cancel_token().cancel();
+        assert_eq!(live.check_cancel().unwrap_err().code(), ErrorCode::Cancelled);
+        assert_eq!(live.fired(), Some(StopReason::Cancelled));
     }
 
     /// A clock that moves only when told to.

@@ -217,6 +217,11 @@ fn finite_real_json_len(f: f64) -> usize {
 /// bytes, the control characters \b \t \n \f \r take two, other bytes below 0x20 take six
 /// (`\u00XX`), everything else (including non-ASCII UTF-8) is copied.
 pub(crate) fn string_json_len(s: &str) -> usize {
+    let needs_escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    // The common case, no byte to escape, in one pass the compiler can vectorize.
+    if s.bytes().filter(|&b| needs_escape(b)).count() == 0 {
+        return s.len() + 2;
+    }
     let escaped: usize = s
         .bytes()
         .map(|b| match b {
@@ -238,7 +243,12 @@ impl From<ValueRef<'_>> for Value {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(i) => Value::Integer(i),
             ValueRef::Real(f) => Value::Real(f),
-            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            // Valid UTF-8 is the rule: checked with the fast validator, copied once. Invalid
+            // sequences (possible in a crafted file) become U+FFFD.
+            ValueRef::Text(t) => Value::Text(match std::str::from_utf8(t) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(t).into_owned(),
+            }),
             ValueRef::Blob(b) => Value::Blob(b.to_vec()),
         }
     }
@@ -348,6 +358,27 @@ mod tests {
             Value::Blob(vec![1, 2, 3]),
             Value::Blob((0..=255).collect()),
         ]
+    }
+
+    #[test]
+    fn string_json_len_matches_serde_json_for_every_ascii_character_anywhere() {
+        let long = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(3);
+        for c in (0u8..=0x7f).map(char::from).chain(['é', '✓', '🦀']) {
+            for s in [c.to_string(), format!("{long}{c}"), format!("{c}{long}"), format!("{long}{c}{long}")] {
+                assert_eq!(
+                    string_json_len(&s),
+                    compact(&serde_json::Value::String(s.clone())).len(),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_read_with_replacement_characters() {
+        let v = Value::from(ValueRef::Text(b"ok \xff\xfe end"));
+        assert_eq!(v, Value::Text("ok \u{fffd}\u{fffd} end".into()));
+        assert_eq!(Value::from(ValueRef::Text("é".as_bytes())), Value::Text("é".into()));
     }
 
     #[test]
