@@ -1,8 +1,8 @@
 //! The confinement VFS: defence in depth behind the authorizer.
 //!
 //! [`register`] adds (once per process) an SQLite VFS named [`VFS_NAME`] that hands every IO,
-//! locking and shared-memory call to SQLite's default unix VFS, but first checks every path
-//! SQLite asks for. The broker opens all of its connections through it, so even if the
+//! locking and shared-memory call to SQLite's unix VFS ([`BASE_VFS`]), but first checks every
+//! path SQLite asks for. The broker opens all of its connections through it, so even if the
 //! authorizer ([`super::policy`]) were bypassed, SQL could only reach files the engine itself
 //! lays out:
 //!
@@ -33,6 +33,19 @@
 //! of B's files; the broker's own ATTACH names files it resolved from A's manifest); and a URI
 //! filename with `vfs=` can select another VFS, which is why SQL may never name a file.
 //!
+//! Locking: the base is SQLite's `unix-excl` variant of the unix VFS. The first lock a
+//! read-write connection takes on a database is an exclusive POSIX lock held for the process
+//! until the last connection to that file closes; after that every lock and unlock between
+//! connections of this process is bookkeeping in memory, and the wal-index lives in heap memory
+//! instead of a `-shm` file. The engine owns its files (one process per workspace, see
+//! `WORKSPACE_LOCKED`), so nothing is lost, and a read transaction no longer costs two
+//! `fcntl` calls under SQLite's per-file mutex, which is what made two readers of one database
+//! wait on each other. Consequences: another process (a `sqlite3` shell, a second host) cannot
+//! open a live database while the workspace holds it (it gets `SQLITE_BUSY`); and after a crash
+//! SQLite rebuilds the wal-index from the WAL when the file is next opened, as it does for a
+//! `-shm` file it cannot trust. Read-only connections fall back to ordinary POSIX locks (SQLite's
+//! rule); the broker opens none.
+//!
 //! Unsafe code: every `extern "C"` callback runs inside [`guarded`] (a panic becomes an SQLite
 //! error code, never an unwind into C), and each `unsafe` block says why it is sound.
 
@@ -50,6 +63,10 @@ use crate::{Error, ErrorCode, Result};
 
 /// The name the VFS is registered under.
 pub const VFS_NAME: &str = "sila-confine";
+
+/// The VFS it delegates to: SQLite's unix VFS with process-exclusive locks and an in-heap
+/// wal-index (see the module doc).
+pub const BASE_VFS: &std::ffi::CStr = c"unix-excl";
 
 /// Longest file stem accepted, in bytes.
 const STEM_BYTES_MAX: usize = 64;
@@ -419,17 +436,17 @@ unsafe extern "C" fn x_current_time_int64(vfs: *mut ffi::sqlite3_vfs, out: *mut 
 
 fn register_once() -> std::result::Result<(), String> {
     // SAFETY: sqlite3_vfs_find initializes SQLite if needed and returns a pointer to a static,
-    // registered VFS object (or null); passing null asks for the default VFS.
-    let base = unsafe { ffi::sqlite3_vfs_find(std::ptr::null()) };
+    // registered VFS object (or null); the name is a NUL-terminated constant.
+    let base = unsafe { ffi::sqlite3_vfs_find(BASE_VFS.as_ptr()) };
     if base.is_null() {
-        return Err("SQLite has no default VFS".to_string());
+        return Err(format!("SQLite has no {BASE_VFS:?} VFS (a unix build is required)"));
     }
     // SAFETY: `base` is non-null and points at a registered VFS, which SQLite never frees.
     let (base_name, sz_os_file, mx_pathname, base_version) = unsafe {
         (path_of((*base).zName).unwrap_or(""), (*base).szOsFile, (*base).mxPathname, (*base).iVersion)
     };
     if base_name == VFS_NAME || base_version < 2 {
-        return Err(format!("the default VFS {base_name:?} (version {base_version}) cannot be wrapped"));
+        return Err(format!("the VFS {base_name:?} (version {base_version}) cannot be wrapped"));
     }
     let name = CString::new(VFS_NAME).map_err(|e| e.to_string())?;
     let vfs = Box::new(ffi::sqlite3_vfs {
@@ -770,6 +787,50 @@ mod tests {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         Connection::open_with_flags_and_vfs(path, flags, register().unwrap())
+    }
+
+    /// The base VFS's locking (module doc): connections of this process share a database in
+    /// WAL mode with no `-shm` file, while the process holds an exclusive POSIX lock on it.
+    #[test]
+    fn databases_are_locked_for_the_process_and_keep_the_wal_index_in_memory() {
+        let dir = TempDir::new("excl");
+        let db_dir = dir.0.join("db");
+        std::fs::create_dir_all(&db_dir).unwrap();
+        allow_dir(&db_dir).unwrap();
+        let path = db_dir.join("f.sqlite");
+        let writer = open(&path).unwrap();
+        let mode: String = writer.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        writer.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)").unwrap();
+        let reader = open(&path).unwrap();
+        let read = |c: &Connection| -> i64 { c.query_row("SELECT sum(x) FROM t", [], |r| r.get(0)).unwrap() };
+        assert_eq!(read(&reader), 1);
+        // A reader in a transaction keeps its snapshot while the writer commits (WAL read marks
+        // work between the connections, in memory).
+        reader.execute_batch("BEGIN").unwrap();
+        assert_eq!(read(&reader), 1);
+        writer.execute_batch("INSERT INTO t VALUES (2)").unwrap();
+        assert_eq!(read(&reader), 1);
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(read(&reader), 3);
+        assert!(Path::new(&format!("{}-wal", path.display())).exists());
+        assert!(!Path::new(&format!("{}-shm", path.display())).exists(), "no -shm file");
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let ino = std::fs::metadata(&path).unwrap().ino();
+            let pid = std::process::id();
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            let held = locks.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 6
+                    && f[1] == "POSIX"
+                    && f[3] == "WRITE"
+                    && f[4] == pid.to_string()
+                    && f[5].rsplit(':').next() == Some(ino.to_string().as_str())
+            });
+            assert!(held, "no exclusive lock of pid {pid} on inode {ino} in /proc/locks:\n{locks}");
+        }
     }
 
     #[test]
