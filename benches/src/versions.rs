@@ -350,9 +350,11 @@ fn run_in(
     let copy_dest = scratch.raw("restore.sqlite");
     let raw_restore = raw_copy(&snap_path, &copy_dest)?;
     remove(&copy_dest);
+    let early_before = db.stats().metrics.undo_sums_while_copying;
     let t = Instant::now();
     let undo = db.restore(keep.id, RestoreOptions::default())?;
     let sila_restore = t.elapsed();
+    let early = db.stats().metrics.undo_sums_while_copying > early_before;
     let raw_restore2 = raw_copy(&snap_path, &copy_dest)?;
     remove(&copy_dest);
     let raw_restore_m = raw_restore.min(raw_restore2);
@@ -365,18 +367,25 @@ fn run_in(
     ));
     notes.push(format!(
         "restore: sila {} (includes its undo snapshot of the live file, the checksummed copy, the switch \
-         to WAL and the flip); raw copy + fsync {} and {} (before / after; the table \
-         uses the smaller)",
+         to WAL and the flip; the undo's checksum {}); raw copy + fsync {} and {} (before / after; the \
+         table uses the smaller)",
         fmt_duration(sila_restore),
+        if early {
+            "was read on a second thread while the snapshot was copied"
+        } else {
+            "was read after the flip"
+        },
         fmt_duration(raw_restore),
         fmt_duration(raw_restore2)
     ));
     ws.gc()?;
+    let early_before = db.stats().metrics.undo_sums_while_copying;
     let ((restore_w_time, undo_w), stall_r) = with_writers(&db, 20_000_000, || {
         let t = Instant::now();
         let u = db.restore(undo, RestoreOptions::default())?;
         Ok((t.elapsed(), u))
     })?;
+    let early_w = db.stats().metrics.undo_sums_while_copying > early_before;
     rows.push(Row::absolute(
         &bench,
         &format!("writer p99 during restore ({WRITERS} writers, exec)"),
@@ -384,8 +393,9 @@ fn run_in(
         Target::Below(STALL_P99_MAX),
     ));
     notes.push(format!(
-        "writers during restore (restore took {} under writers): {}",
+        "writers during restore (restore took {} under writers; its undo's checksum {}): {}",
         fmt_duration(restore_w_time),
+        if early_w { "was taken while copying" } else { "was read after the flip: commits came in between" },
         describe(&stall_r)
     ));
     for id in [keep.id, undo, undo_w] {

@@ -61,6 +61,7 @@ pub struct DbMetrics {
     snapshots_by_copy: AtomicU64,
     snapshots_by_backup: AtomicU64,
     reflinks: AtomicU64,
+    undo_sums_while_copying: AtomicU64,
     /// Per-operation counters and the latency histogram, in shards picked per thread, so
     /// threads serving the same database do not contend on one lock or cache line.
     shards: [Shard; LATENCY_SHARDS],
@@ -115,6 +116,7 @@ impl DbMetrics {
             snapshots_by_copy: AtomicU64::new(0),
             snapshots_by_backup: AtomicU64::new(0),
             reflinks: AtomicU64::new(0),
+            undo_sums_while_copying: AtomicU64::new(0),
             shards: std::array::from_fn(|_| {
                 Shard(Mutex::new(ShardData { histogram: new_latency_histogram(), ..ShardData::default() }))
             }),
@@ -172,6 +174,12 @@ impl DbMetrics {
         self.reflinks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a restore whose undo snapshot's checksum was computed while the snapshot was
+    /// being copied (nothing was written in between), not read again after the flip.
+    pub fn record_undo_sum_while_copying(&self) {
+        self.undo_sums_while_copying.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds page-cache hits and misses (SQLite's `SQLITE_DBSTATUS_CACHE_HIT` / `_MISS` deltas).
     pub fn record_cache(&self, hits: u64, misses: u64) {
         self.cache_hits.fetch_add(hits, Ordering::Relaxed);
@@ -223,6 +231,7 @@ impl DbMetrics {
             snapshots_by_copy: self.snapshots_by_copy.load(Ordering::Relaxed),
             snapshots_by_backup: self.snapshots_by_backup.load(Ordering::Relaxed),
             reflinks: self.reflinks.load(Ordering::Relaxed),
+            undo_sums_while_copying: self.undo_sums_while_copying.load(Ordering::Relaxed),
             latency_count: histogram.map_or(0, Histogram::len),
             latency_us_p50: quantile(0.50),
             latency_us_p95: quantile(0.95),
@@ -289,6 +298,10 @@ pub struct MetricsSnapshot {
     /// File copies (snapshot, export, restore) made as reflink clones, sharing blocks with
     /// their source (filesystems with reflinks only, e.g. XFS, Btrfs).
     pub reflinks: u64,
+    /// Restores whose undo snapshot was checksummed while the snapshot was copied, on a
+    /// second thread, because nothing was written to the database in between (otherwise the
+    /// replaced file is read once more after the flip).
+    pub undo_sums_while_copying: u64,
     /// Operations in the latency histogram.
     pub latency_count: u64,
     /// Median latency in microseconds (0 when nothing was recorded).
@@ -331,6 +344,7 @@ impl MetricsSnapshot {
             "snapshots_by_copy": self.snapshots_by_copy,
             "snapshots_by_backup": self.snapshots_by_backup,
             "reflinks": self.reflinks,
+            "undo_sums_while_copying": self.undo_sums_while_copying,
             "latency_count": self.latency_count,
             "latency_us_p50": self.latency_us_p50,
             "latency_us_p95": self.latency_us_p95,

@@ -174,6 +174,21 @@ struct Installed {
     replaced_folded: bool,
     /// A lease keeping the replaced file from GC, when the caller asked to keep it.
     replaced_lease: Option<crate::store::LeaseId>,
+    /// The replaced file's version (generation) in the broker.
+    replaced_generation: u64,
+    /// [`DbShared::commits`](crate::broker::DbShared) when the flip folded the WAL into the
+    /// replaced file: with the writer held, its last commit.
+    replaced_commits: u64,
+}
+
+/// What [`Database::with_pinned_live`] ran while the live file was frozen.
+struct Pinned<T> {
+    /// What the function returned.
+    value: T,
+    /// The pinned file's version (generation).
+    generation: u64,
+    /// Commits on the writer when it was pinned ([`Installed::replaced_commits`]).
+    commits: u64,
 }
 
 /// One migration step, as the host SDK gives it.
@@ -718,6 +733,28 @@ impl Database {
     /// whole (or the reader was not on the live file), and nothing was written.
     fn pinned_copy(&self, stop: &StopCheck, dest: &Path) -> Result<Option<(u32, u64)>> {
         let fs = self.fs();
+        let pinned = self.with_pinned_live(stop, |live| {
+            clone_or_copy(fs, live, dest, true).map_err(|e| e.context("copying the pinned live file"))
+        })?;
+        let Some(Pinned { value: (copied, cloned), .. }) = pinned else { return Ok(None) };
+        if cloned {
+            self.db.metrics.record_reflink();
+        }
+        Ok(Some(copied))
+    }
+
+    /// Freezes the live file and runs `f` on its path: under the writer, a PASSIVE checkpoint
+    /// folds the whole WAL into the file, then a pooled reader begins a read at read-mark 0,
+    /// which no checkpoint can pass, so nothing writes to the file until the read ends
+    /// (writers go on appending to the WAL; [`DbShared::pin`](crate::broker::DbShared) keeps
+    /// the broker's own checkpoints passive meanwhile). `None`, without running `f`, when the
+    /// WAL could not be folded whole (a reader held it back) or the reader was not on the
+    /// live file.
+    fn with_pinned_live<T>(
+        &self,
+        stop: &StopCheck,
+        f: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<Option<Pinned<T>>> {
         self.db.with_versioned_reader(stop, |reader, version| {
             let _pin = self.db.pin();
             let live = self.exclusive(|writer| {
@@ -735,19 +772,25 @@ impl Database {
                     let _ = crate::broker::run_internal(reader, "ROLLBACK");
                     return Err(e);
                 }
-                Ok(Some(self.db.path()))
+                Ok(Some((self.db.path(), self.db.commits())))
             })?;
-            let Some(live) = live else { return Ok(None) };
-            let copied = clone_or_copy(fs, &live, dest, true);
+            let Some((live, commits)) = live else { return Ok(None) };
+            let done = f(&live);
             // Ends the read; the reader goes back to the pool with no transaction open.
             let ended = crate::broker::run_internal(reader, "ROLLBACK");
-            let (copied, cloned) = copied.map_err(|e| e.context("copying the pinned live file"))?;
+            let value = done?;
             ended.map_err(|e| e.context("ending the read that pinned the live file"))?;
-            if cloned {
-                self.db.metrics.record_reflink();
-            }
-            Ok(Some(copied))
+            Ok(Some(Pinned { value, generation: version, commits }))
         })
+    }
+
+    /// The checksum and size the undo snapshot of a restore will have if nothing is written
+    /// to the database before the flip: the live file's, pinned, as [`to_rollback_header`]
+    /// rewrites it. `None` when the file could not be pinned.
+    fn pinned_undo_sum(&self) -> Result<Option<Pinned<(u32, u64)>>> {
+        let stop = self.ws.broker().stop_after(self.ws.broker().options().transaction_timeout);
+        let fs = self.fs();
+        self.with_pinned_live(&stop, |live| Ok(vfs::checksum_file_with(fs, live, to_rollback_header)?))
     }
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
@@ -830,29 +873,34 @@ impl Database {
         // replaced file renamed, so it adds no bytes.)
         self.ws.with_store(|s| s.check_room_for_snapshot(&key, 0))?;
         let label = format!("restore of {id}");
-        let installed = self.install_new_version(entry.size, &label, true, |dest| {
-            // The checksum is verified on the bytes copied, so what becomes live is exactly
-            // what the snapshot recorded: a consistent copy the engine itself took from a live
-            // database. That is why a restore runs no integrity_check (seconds on a large
-            // file); it only switches the copy back to WAL.
-            let ((crc, size), cloned) =
-                clone_or_copy(self.fs(), &snap_path, dest, false).map_err(|e| e.context("copy snapshot"))?;
-            if cloned {
-                self.db.metrics.record_reflink();
-            }
-            if crc != entry.crc32c || size != entry.size {
-                return Err(Error::corrupt(format!(
-                    "snapshot {id} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
-                    entry.crc32c, entry.size
-                )));
-            }
-            set_wal_mode(self.vfs_name(), dest)
-        })?;
+        // The undo snapshot will be the replaced file, and recording it means reading it for
+        // its checksum. Where the executor allows a helper thread, that read runs now, on the
+        // pinned live file, while this thread copies the snapshot; it counts only if nothing
+        // was committed between the pin and the flip (see `keep_replaced`), else the file is
+        // read again after the flip. A failed early read is not this restore's error: the
+        // read after the flip does the same work and reports what it finds.
+        let helper = self.ws.broker().executor().allows_helper_threads();
+        let (installed, early_sum) = std::thread::scope(|scope| {
+            let summing = helper.then(|| scope.spawn(|| self.pinned_undo_sum()));
+            let mut early_sum = None;
+            let installed = self.install_new_version(
+                entry.size,
+                &label,
+                true,
+                |dest| self.copy_snapshot_for_restore(&entry, &snap_path, dest),
+                || {
+                    // Joined before the flip: the pin must end before its checkpoint.
+                    early_sum = summing.and_then(|h| h.join().ok()).and_then(|r| r.ok()).flatten();
+                },
+            );
+            (installed, early_sum)
+        });
+        let installed = installed?;
         // The undo snapshot is the replaced file itself, kept after the flip. The flip was
         // the commit point: if keeping the undo fails, the restore has taken effect but the
         // caller gets an error, so the database is poisoned (fail-stop) until a reopen, and no
         // work runs on a state the caller was told may not exist.
-        let undo = self.keep_replaced(&installed, &undo_label).map_err(|e| {
+        let undo = self.keep_replaced(&installed, &undo_label, early_sum).map_err(|e| {
             let e = e.context(format_args!(
                 "snapshot {id} was restored, but keeping the replaced version as its undo snapshot \
                  failed; the restore took effect and the database refuses work until the workspace \
@@ -862,6 +910,26 @@ impl Database {
             e
         })?;
         Ok(undo.id)
+    }
+
+    /// Fills `dest` with the snapshot's bytes for a restore, verifying its checksum.
+    fn copy_snapshot_for_restore(&self, entry: &SnapshotEntry, snap_path: &Path, dest: &Path) -> Result<()> {
+        // The checksum is verified on the bytes copied, so what becomes live is exactly what
+        // the snapshot recorded: a consistent copy the engine itself took from a live
+        // database. That is why a restore runs no integrity_check (seconds on a large file);
+        // it only switches the copy back to WAL.
+        let ((crc, size), cloned) =
+            clone_or_copy(self.fs(), snap_path, dest, false).map_err(|e| e.context("copy snapshot"))?;
+        if cloned {
+            self.db.metrics.record_reflink();
+        }
+        if crc != entry.crc32c || size != entry.size {
+            return Err(Error::corrupt(format!(
+                "snapshot {} fails its checksum ({crc:08x}/{size} bytes on disk, {:08x}/{} in the manifest)",
+                entry.id, entry.crc32c, entry.size
+            )));
+        }
+        set_wal_mode(self.vfs_name(), dest)
     }
 
     /// Imports a database file: copies it into the workspace (the caller's file is never
@@ -895,21 +963,27 @@ impl Database {
         };
         let mut checks = Vec::new();
         let label = format!("import of {}", file_label(source));
-        let installed = self.install_new_version(expected, &label, false, |dest| {
-            if gzip {
-                gunzip_file(self.fs(), source, dest, max_bytes)?;
-            } else {
-                vfs::copy_file(self.fs(), source, dest)
-                    .map_err(|e| Error::from(e).context("copy the import source"))?;
-            }
-            // A compressed source carries no WAL beside it.
-            let wal = (!gzip).then_some(source_wal.as_path());
-            checks = check_candidate(self.fs(), self.vfs_name(), dest, wal, &options)?;
-            if gzip {
-                checks.insert(0, "gzip");
-            }
-            Ok(())
-        })?;
+        let installed = self.install_new_version(
+            expected,
+            &label,
+            false,
+            |dest| {
+                if gzip {
+                    gunzip_file(self.fs(), source, dest, max_bytes)?;
+                } else {
+                    vfs::copy_file(self.fs(), source, dest)
+                        .map_err(|e| Error::from(e).context("copy the import source"))?;
+                }
+                // A compressed source carries no WAL beside it.
+                let wal = (!gzip).then_some(source_wal.as_path());
+                checks = check_candidate(self.fs(), self.vfs_name(), dest, wal, &options)?;
+                if gzip {
+                    checks.insert(0, "gzip");
+                }
+                Ok(())
+            },
+            || (),
+        )?;
         let size = self.db.sizes().0;
         Ok(ImportReport { file: installed.file, size, checks })
     }
@@ -1025,12 +1099,15 @@ impl Database {
     /// Makes a new live file with `write` (which fills the given path and checks it), then
     /// flips to it under the exclusive writer. With `keep_replaced`, the replaced file is
     /// leased for the caller (see [`Installed::replaced_lease`]), which must release it.
+    /// `before_flip` runs once the new file is written and synced, just before the writer is
+    /// taken (not at all when writing it failed).
     fn install_new_version(
         &self,
         expected_bytes: u64,
         label: &str,
         keep_replaced: bool,
         write: impl FnOnce(&Path) -> Result<()>,
+        before_flip: impl FnOnce(),
     ) -> Result<Installed> {
         validate_label(label)?;
         let failures_before = self.db.sync_failures();
@@ -1067,6 +1144,7 @@ impl Database {
                 return Err(e.context("reading the new version's schema version"));
             }
         };
+        before_flip();
         let ws = self.ws.clone();
         let db = self.db.clone();
         let flipped = self.exclusive(|conn| {
@@ -1080,6 +1158,8 @@ impl Database {
                 }
                 Err(_) => false,
             };
+            // Under the writer: no commit can follow before the switch.
+            let (replaced_generation, replaced_commits) = (db.current_version(), db.commits());
             // The lease on the old file is taken before the flip: from the moment the pointer
             // moves, GC may otherwise see the old file unreferenced while readers still use it.
             let (old, old_schema) = ws.with_store(|s| s.pointer(&key).map(|p| (p.file, p.schema)))?;
@@ -1116,6 +1196,8 @@ impl Database {
                 replaced_schema: old_schema,
                 replaced_folded: folded,
                 replaced_lease: kept,
+                replaced_generation,
+                replaced_commits,
             })
         });
         match flipped {
@@ -1139,15 +1221,36 @@ impl Database {
     /// checksummed, made read-only and listed. Otherwise (a reader held the checkpoint back,
     /// so commits are still in its WAL) its whole state is copied out through SQLite's backup
     /// API instead. Releases the lease the flip took for it.
-    fn keep_replaced(&self, installed: &Installed, label: &str) -> Result<SnapshotEntry> {
-        let result = self.keep_replaced_inner(installed, label);
+    ///
+    /// `early_sum` is the checksum of the file taken while it was pinned before the flip
+    /// ([`Database::pinned_undo_sum`]); it is used instead of reading the file again when it
+    /// is of the replaced version, nothing was committed between the pin and the flip (the
+    /// pin's checkpoint had folded the whole WAL, so the flip's checkpoint wrote nothing), and
+    /// the size still matches.
+    fn keep_replaced(
+        &self,
+        installed: &Installed,
+        label: &str,
+        early_sum: Option<Pinned<(u32, u64)>>,
+    ) -> Result<SnapshotEntry> {
+        let early_sum = early_sum
+            .filter(|p| {
+                p.generation == installed.replaced_generation && p.commits == installed.replaced_commits
+            })
+            .map(|p| p.value);
+        let result = self.keep_replaced_inner(installed, label, early_sum);
         if let Some(lease) = installed.replaced_lease {
             self.ws.with_store(|s| s.release_lease(lease));
         }
         result
     }
 
-    fn keep_replaced_inner(&self, installed: &Installed, label: &str) -> Result<SnapshotEntry> {
+    fn keep_replaced_inner(
+        &self,
+        installed: &Installed,
+        label: &str,
+        early_sum: Option<(u32, u64)>,
+    ) -> Result<SnapshotEntry> {
         let failures_before = self.db.sync_failures();
         let key = self.key();
         let fs = self.fs();
@@ -1161,7 +1264,7 @@ impl Database {
         let reserve = if installed.replaced_folded { 0 } else { old_size };
         let op = self.ws.with_store(|s| s.begin_snapshot(&key, id, reserve))?;
         let made = if installed.replaced_folded {
-            self.adopt_replaced(&old_path, &undo_path, installed.replaced)
+            self.adopt_replaced(&old_path, &undo_path, installed.replaced, early_sum)
         } else {
             open_plain(self.vfs_name(), &old_path, OpenFlags::SQLITE_OPEN_READ_WRITE)
                 .and_then(|conn| backup_to(self.vfs_name(), &conn, &undo_path))
@@ -1193,8 +1296,15 @@ impl Database {
     }
 
     /// Renames a replaced, fully checkpointed live file to `undo_path`, rewrites its header to
-    /// rollback journal and returns its checksum and size.
-    fn adopt_replaced(&self, old_path: &Path, undo_path: &Path, old: Uuid) -> Result<(u32, u64)> {
+    /// rollback journal and returns its checksum and size (`early_sum` when given and the
+    /// size agrees, see [`Database::keep_replaced`]).
+    fn adopt_replaced(
+        &self,
+        old_path: &Path,
+        undo_path: &Path,
+        old: Uuid,
+        early_sum: Option<(u32, u64)>,
+    ) -> Result<(u32, u64)> {
         let fs = self.fs();
         let key = self.key();
         fs.rename(old_path, undo_path)?;
@@ -1214,7 +1324,13 @@ impl Database {
         vfs::write_all_at(file.as_ref(), header.get(18..20).unwrap_or_default(), 18)?;
         drop(file);
         self.db.metrics.record_snapshot_copy(true);
-        Ok(vfs::checksum_file(fs, undo_path)?)
+        match early_sum {
+            Some((crc, size)) if fs.file_len(undo_path)? == Some(size) => {
+                self.db.metrics.record_undo_sum_while_copying();
+                Ok((crc, size))
+            }
+            _ => Ok(vfs::checksum_file(fs, undo_path)?),
+        }
     }
 
     /// Runs a migration: validates the chain, checks free disk space, takes an automatic

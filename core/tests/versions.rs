@@ -548,6 +548,9 @@ fn a_restore_keeps_the_replaced_file_as_its_undo_without_copying() {
     assert_eq!(live.len(), 1, "{live:?}");
     let m = db.stats().metrics;
     assert_eq!((m.snapshots_by_copy, m.snapshots_by_backup), (2, 0), "one snapshot, one kept file");
+    // Nothing was written during the restore: the undo's checksum was taken on a second
+    // thread while the snapshot was copied, not by reading the file again after the flip.
+    assert_eq!(m.undo_sums_while_copying, 1);
     // GC has nothing of the replaced version left to free but its side files, and the ledger
     // agrees with the disk.
     ws.gc().unwrap();
@@ -556,9 +559,60 @@ fn a_restore_keeps_the_replaced_file_as_its_undo_without_copying() {
     let on_disk: u64 = db_files(&ws).iter().filter(|(n, _)| n.ends_with(".sqlite")).map(|(_, s)| s).sum();
     assert_eq!(ledger.live_bytes + ledger.snapshot_bytes, on_disk, "{ledger:?}");
     // Undoing the restore brings all 7 rows back; its own undo is the 4-row version.
+    // (The restore verifies the undo's checksum on the bytes it copies: a wrong early
+    // checksum would fail here as CORRUPT.)
     let redo = db.restore(undo, RestoreOptions::default()).unwrap();
     assert_eq!(count(&db), 7);
     assert_eq!(snapshot_ids(&ws, redo), (1..=4).collect::<Vec<_>>());
+    assert_eq!(db.stats().metrics.undo_sums_while_copying, 2);
+}
+
+#[test]
+fn restores_under_concurrent_writes_lose_no_acknowledged_write_and_their_undos_verify() {
+    let (_d, ws, db) = setup("restore-concurrent");
+    insert(&db, 50);
+    let base = db.snapshot("base").unwrap();
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, acked, stop) = (db.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for id in 1_000..=40_000i64 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                db.exec("INSERT INTO notes(id, body) VALUES (?1, 'w')", &[Value::Integer(id)]).unwrap();
+                acked.store(id, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut undos = Vec::new();
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        undos.push(db.restore(base.id, RestoreOptions::default()).unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let last = acked.load(Ordering::SeqCst);
+    // Every acknowledged write is in the live file or in one of the undo snapshots (a restore
+    // replaces what was written before it, and its undo keeps that).
+    let mut seen: std::collections::BTreeSet<i64> =
+        snapshot_ids(&ws, base.id).into_iter().filter(|id| *id >= 1_000).collect();
+    for undo in &undos {
+        seen.extend(snapshot_ids(&ws, *undo).into_iter().filter(|id| *id >= 1_000));
+    }
+    let live = db.query("SELECT id FROM notes WHERE id >= 1000", &[]).unwrap();
+    for row in live.rows {
+        if let Some(Value::Integer(id)) = row.first() {
+            seen.insert(*id);
+        }
+    }
+    let missing: Vec<i64> = (1_000..=last).filter(|id| !seen.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    // Each undo restores: its recorded checksum matches its bytes, whichever way it was taken.
+    for undo in undos {
+        db.restore(undo, RestoreOptions::default()).unwrap();
+    }
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {

@@ -23,6 +23,14 @@ pub trait Executor: Send + Sync {
     /// Drops every queued job (their requests are answered by the completers' drop) and
     /// stops accepting new ones.
     fn shutdown(&self);
+
+    /// Whether an operation may run part of its own work on a short-lived helper thread
+    /// beside the calling one (a restore checksums the file it replaces while it copies the
+    /// snapshot). `false` for a deterministic executor: a simulated disk must see the IO of
+    /// one thread at a time, in an order the seed decides.
+    fn allows_helper_threads(&self) -> bool {
+        true
+    }
 }
 
 /// Per-app FIFOs served round-robin, with a bound on the total, and a cap on how many of
@@ -248,6 +256,10 @@ impl Stepper {
 impl Executor for Stepper {
     fn spawn(&self, app: Uuid, job: Job) -> Result<(), Job> {
         lock(&self.queue).push(app, job)
+    }
+
+    fn allows_helper_threads(&self) -> bool {
+        false
     }
 
     fn shutdown(&self) {

@@ -349,6 +349,10 @@ pub struct DbShared {
     generation: AtomicU64,
     /// Pages in the WAL after the last commit (from SQLite's WAL hook on the writer).
     wal_frames: Arc<AtomicU64>,
+    /// Commits on this database's writer connections since it became active (from the same
+    /// WAL hook): an operation that reads the live file across a gap compares it to learn
+    /// whether anything was written in between.
+    commits: Arc<AtomicU64>,
     /// The app's shared state (budgets), held here so the hot path takes no map lock.
     app: Arc<AppShared>,
     release_lease: LeaseRelease,
@@ -476,6 +480,7 @@ impl BrokerShared {
             version: Mutex::new(FileVersion { generation: 0, path: config.path.clone() }),
             generation: AtomicU64::new(0),
             wal_frames: Arc::new(AtomicU64::new(0)),
+            commits: Arc::new(AtomicU64::new(0)),
             app: self.app(config.key.app),
             release_lease,
             config: config.clone(),
@@ -714,8 +719,10 @@ impl DbShared {
                 // on it, not on the -wal file's size (a checkpoint rewinds the WAL but does
                 // not shrink the file).
                 let frames = self.wal_frames.clone();
+                let commits = self.commits.clone();
                 conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::os::raw::c_int| {
                     frames.store(u64::try_from(pages).unwrap_or(0), Ordering::Release);
+                    commits.fetch_add(1, Ordering::AcqRel);
                     Ok(())
                 }))
                 .map_err(|e| sqlite::map_error(e, None))?;
@@ -996,6 +1003,12 @@ impl DbShared {
     /// The version (generation) of the live file; see [`Self::with_versioned_reader`].
     pub(crate) fn current_version(&self) -> u64 {
         self.generation()
+    }
+
+    /// Commits on the writer since the database became active. Read while holding the writer,
+    /// it cannot move until the writer is released.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
     }
 
     /// The broker's clock (deadlines are points on its monotonic time).
