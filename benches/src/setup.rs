@@ -241,6 +241,22 @@ pub fn open_raw(path: &Path, sync: SyncMode, cache_kib: i64) -> Result<Connectio
     Ok(conn)
 }
 
+/// The VFS sila's connections lock with (`sila_sqlite::sqlite::confine::BASE_VFS`): SQLite's
+/// unix VFS with one exclusive lock per file for the process and the wal-index in heap memory.
+pub const EXCL_VFS: &str = "unix-excl";
+
+/// [`open_raw`] on SQLite's `unix-excl` VFS ([`EXCL_VFS`]), the locking sila's connections use:
+/// raw rusqlite with the engine's locking choice, to separate that choice from the engine's
+/// own overhead.
+pub fn open_raw_excl(path: &Path, sync: SyncMode, cache_kib: i64) -> Result<Connection, BoxError> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags_and_vfs(path, flags, EXCL_VFS)?;
+    configure_raw(&conn, sync, cache_kib)?;
+    Ok(conn)
+}
+
 /// The settings of [`open_raw`] on an open connection.
 pub fn configure_raw(conn: &Connection, sync: SyncMode, cache_kib: i64) -> Result<(), BoxError> {
     conn.busy_timeout(Duration::from_millis(5000))?;
