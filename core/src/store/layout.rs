@@ -8,7 +8,13 @@
 //! apps/<app_uuid>/db/<db>/manifest
 //! apps/<app_uuid>/db/<db>/<file_uuid>.sqlite   (+ -wal, -shm)
 //! apps/<app_uuid>/db/<db>/snapshots/<snapshot_uuid>.sqlite
+//! apps/<app_uuid>/exports/<name>.sqlite[.gz]
+//! backups/<app_uuid>/<db>/<backup_uuid>.sqlite[.gz]
 //! ```
+//!
+//! Exports and backups are written under a temporary name in their own directory
+//! (`<final name>.<uuid>.partial`) and renamed once complete and synced; [`partial_of`] knows
+//! those names, so GC can remove what a crash left.
 
 use crate::names::DbName;
 use std::path::PathBuf;
@@ -32,6 +38,12 @@ pub const TMP_SUFFIX: &str = ".tmp";
 pub const DB_SUFFIX: &str = ".sqlite";
 /// Suffixes SQLite adds beside a database file.
 pub const SIDE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+/// Suffix of an export or backup file still being written.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// An app's export area, beside its databases.
+pub const EXPORTS_DIR: &str = "exports";
+/// The workspace's backup area.
+pub const BACKUPS_DIR: &str = "backups";
 
 /// `apps`
 pub fn apps_dir() -> PathBuf {
@@ -108,6 +120,32 @@ pub fn snapshot_file(app: Uuid, db: &DbName, id: Uuid) -> PathBuf {
     db_dir(app, db).join(snapshot_rel(id))
 }
 
+/// `apps/<app>/exports`
+pub fn exports_dir(app: Uuid) -> PathBuf {
+    app_dir(app).join(EXPORTS_DIR)
+}
+
+/// `backups/<app>/<db>`
+pub fn backups_dir(app: Uuid, db: &DbName) -> PathBuf {
+    PathBuf::from(BACKUPS_DIR).join(app.hyphenated().to_string()).join(db.as_str())
+}
+
+/// The temporary name an export or backup file has until it is complete:
+/// `<final name>.<uuid>.partial`.
+pub fn partial_name(final_name: &std::ffi::OsStr, id: Uuid) -> std::ffi::OsString {
+    let mut name = final_name.to_os_string();
+    name.push(format!(".{}{PARTIAL_SUFFIX}", id.hyphenated()));
+    name
+}
+
+/// The export or backup temporary ([`partial_name`]) a file name belongs to: the name itself,
+/// or the temporary a file SQLite keeps beside one while it writes it (`-journal`) is for.
+/// `None` for any other name.
+pub fn partial_of(name: &str) -> Option<&str> {
+    let base = SIDE_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+    base.ends_with(PARTIAL_SUFFIX).then_some(base)
+}
+
 /// What a file inside a db directory is, judged by its name relative to that directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -172,5 +210,21 @@ mod tests {
         assert_eq!(classify(&format!("{}.sqlite", s.to_uppercase())), FileKind::Unknown);
         assert_eq!(classify("notes.txt"), FileKind::Unknown);
         assert_eq!(classify("snapshots/x.sqlite"), FileKind::Unknown);
+    }
+
+    #[test]
+    fn partial_names_are_recognised_and_never_classified_as_databases() {
+        let id = Uuid::from_u128(7);
+        let partial = partial_name(std::ffi::OsStr::new("monthly.sqlite.gz"), id);
+        let partial = partial.to_str().unwrap();
+        assert_eq!(partial, format!("monthly.sqlite.gz.{}.partial", id.hyphenated()));
+        assert_eq!(partial_of(partial), Some(partial));
+        assert_eq!(partial_of(&format!("{partial}-journal")), Some(partial));
+        // Backups are `<uuid>.sqlite`: their temporaries must not look like one to retention.
+        let backup = partial_name(std::ffi::OsStr::new(&db_file_name(id)), Uuid::from_u128(8));
+        assert_eq!(classify(backup.to_str().unwrap()), FileKind::Unknown, "retention never counts it");
+        for complete in ["monthly.sqlite", "monthly.sqlite.gz", "partial.sqlite", "x.partial.sqlite"] {
+            assert_eq!(partial_of(complete), None);
+        }
     }
 }
