@@ -1003,36 +1003,57 @@ impl Database {
         self.fail_stop(result, failures_before)
     }
 
+    /// Writes the export under a temporary name beside `dest` (see
+    /// [`crate::Workspace::hold_partial`]), syncs it, renames it to `dest` and syncs the
+    /// directory: a file under the final name is always complete, and a failed export leaves
+    /// none (nor its temporaries; GC removes those a crash left).
     fn export_to_path_inner(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
-        if self.fs().exists(dest)? {
-            return Err(Error::new(ErrorCode::AlreadyExists, format!("{} already exists", dest.display())));
-        }
-        let plain = match format {
-            ExportFormat::Sqlite => dest.to_path_buf(),
-            ExportFormat::SqliteGzip => {
-                let mut name = dest.file_name().unwrap_or_default().to_os_string();
-                name.push(format!(".{}.partial", self.ws.new_uuid()));
-                dest.with_file_name(name)
+        let refuse_existing = || -> Result<()> {
+            if self.fs().exists(dest)? {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{} already exists", dest.display()),
+                ));
             }
+            Ok(())
         };
-        let written = self.copy_live(&plain).map(|_| ()).and_then(|()| match format {
-            ExportFormat::Sqlite => Ok(()),
-            ExportFormat::SqliteGzip => {
-                let zipped = gzip_file(self.fs(), &plain, dest).map(|_| ());
-                let removed = self.fs().remove_file(&plain);
-                zipped.and_then(|()| Ok(removed?))
-            }
+        refuse_existing()?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let temp = self.ws.hold_partial(dest);
+        let written = self.write_export(temp.path(), dest, format).and_then(|size| {
+            // The rename replaces: refuse once more right before it (the first check was before
+            // the copy). Nothing here can refuse a file created between this check and the rename.
+            refuse_existing()?;
+            self.fs().rename(temp.path(), dest)?;
+            Ok(size)
         });
-        if let Err(e) = written {
-            let _ = self.fs().remove_file(&plain);
+        let size = written.map_err(|e| e.context("export"))?;
+        if let Err(e) = self.fs().sync_dir(dir) {
+            // The rename may not last; take it back rather than leave a file the error disowns.
             let _ = self.fs().remove_file(dest);
-            return Err(e.context("export"));
+            return Err(Error::from(e).context("export"));
         }
-        let file = self.fs().open(dest, OpenMode::ReadWrite)?;
+        Ok(size)
+    }
+
+    /// Writes a consistent copy of the live database in `format` into the new file `to` and
+    /// syncs it; returns its size. `dest` names the temporaries beside it.
+    fn write_export(&self, to: &Path, dest: &Path, format: ExportFormat) -> Result<u64> {
+        match format {
+            ExportFormat::Sqlite => {
+                self.copy_live(to)?;
+            }
+            ExportFormat::SqliteGzip => {
+                let plain = self.ws.hold_partial(dest);
+                self.copy_live(plain.path())?;
+                gzip_file(self.fs(), plain.path(), to)?;
+            }
+        }
+        let file = self.fs().open(to, OpenMode::ReadWrite)?;
         file.sync()?;
-        if let Some(parent) = dest.parent() {
-            self.fs().sync_dir(parent)?;
-        }
         Ok(file.len()?)
     }
 
@@ -1046,7 +1067,7 @@ impl Database {
     pub fn export_as(&self, name: &str, format: ExportFormat) -> Result<PathBuf> {
         let name = crate::names::DbName::new(name)?;
         let key = self.key();
-        let dir = self.ws.driver().abs(&layout::app_dir(key.app).join("exports"));
+        let dir = self.ws.driver().abs(&layout::exports_dir(key.app));
         vfs::create_dir_all(self.fs(), &dir)?;
         let dest = dir.join(format!("{}{}", name.as_str(), format.suffix()));
         self.export_to_path_as(&dest, format)?;
@@ -1071,12 +1092,13 @@ impl Database {
 
     fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
-        let dir = self.ws.root().join("backups").join(key.app.hyphenated().to_string()).join(key.db.as_str());
+        let dir = self.ws.driver().abs(&layout::backups_dir(key.app, &key.db));
         vfs::create_dir_all(self.fs(), &dir)?;
         let id = self.ws.new_uuid();
         let dest = dir.join(format!("{}{}", id.hyphenated(), format.suffix()));
         self.export_to_path_as(&dest, format)?;
-        // UUID v7 names sort by creation time; compressed and plain backups count alike.
+        // UUID v7 names sort by creation time; compressed and plain backups count alike. Only
+        // complete backups have such a name: temporaries (`.partial`) never count.
         let mut names: Vec<String> = self
             .fs()
             .list_dir(&dir)?
@@ -1541,6 +1563,33 @@ mod tests {
     }
 
     const COPY_CHUNK: u64 = vfs::COPY_CHUNK_BYTES as u64;
+
+    /// GC leaves the temporaries of an export still running alone (and the journal SQLite
+    /// keeps beside one); once the export lets go, what is left is garbage.
+    #[test]
+    fn gc_leaves_the_temporaries_of_a_running_export_alone() -> Result<()> {
+        let dir = TempDir::new("versions-partial-held");
+        let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default())?;
+        ws.register_app("com.example.t", MANIFEST)?;
+        let db = ws.open_app("com.example.t")?.open("main")?;
+        let done = db.export("done")?;
+        let running = ws.hold_partial(&done.with_file_name("running.sqlite"));
+        let mut journal = running.path().as_os_str().to_os_string();
+        journal.push("-journal");
+        let journal = PathBuf::from(journal);
+        std::fs::write(running.path(), b"half a database").unwrap();
+        std::fs::write(&journal, b"a journal").unwrap();
+
+        assert_eq!(ws.gc()?.files, Vec::<PathBuf>::new());
+        assert!(running.path().exists() && journal.exists());
+        let temp = running.path().to_path_buf();
+        drop(running);
+        assert!(!temp.exists(), "letting go removes the temporary");
+        let freed = ws.gc()?;
+        assert_eq!(freed.files.len(), 1, "{freed:?}");
+        assert!(!journal.exists() && done.exists());
+        Ok(())
+    }
 
     /// A reader still on an older state in the WAL stops the checkpoint from folding
     /// everything, so the snapshot is copied by the online backup API; it still holds every

@@ -21,6 +21,7 @@ use crate::store::record::AppRecord;
 use crate::store::{layout, DbKey, GcSummary, Ledger, Plan, RecoveryReport, Store};
 use crate::vfs::{LockGuard, RealFs, Vfs, VfsErrorKind};
 use crate::{Error, ErrorCode, Result};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -166,6 +167,8 @@ struct Inner {
     uuids: Mutex<UuidSource>,
     clock: Arc<dyn Clock>,
     report: RecoveryReport,
+    /// Temporaries of exports and backups being written now (absolute paths): GC leaves them.
+    partials: Arc<Mutex<BTreeSet<PathBuf>>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -243,6 +246,7 @@ impl Workspace {
                 uuids: Mutex::new(uuids),
                 clock: options.clock,
                 report,
+                partials: Arc::default(),
                 _lock: guard,
             }),
         })
@@ -406,12 +410,64 @@ impl Workspace {
     }
 
     /// Removes every file nothing references (no pointer, manifest entry, lease or operation
-    /// in flight) and reports what was freed.
+    /// in flight) and the temporaries (`*.partial`) that interrupted exports and backups left
+    /// in the apps' `exports/` and the backup directories, and reports what was freed.
+    /// Temporaries of exports and backups still running are left alone.
     pub fn gc(&self) -> Result<GcSummary> {
-        let mut store = lock(&self.inner.store);
-        let (plan, summary) = store.plan_gc();
-        self.execute(&mut store, &plan)?;
+        let (mut summary, areas) = {
+            let mut store = lock(&self.inner.store);
+            let (plan, summary) = store.plan_gc();
+            self.execute(&mut store, &plan)?;
+            (summary, export_and_backup_dirs(&store))
+        };
+        for dir in areas {
+            self.remove_partials(&dir, &mut summary)?;
+        }
         Ok(summary)
+    }
+
+    /// Reserves a fresh temporary name beside `dest` (`<name>.<uuid>.partial`) for an export
+    /// or backup that writes `dest`. GC leaves the file alone while the returned guard lives;
+    /// dropping the guard removes the file if it is still there (renamed, it is not). Reserve
+    /// before creating the file.
+    pub(crate) fn hold_partial(&self, dest: &Path) -> PartialFile {
+        let name = layout::partial_name(dest.file_name().unwrap_or_default(), self.new_uuid());
+        let path = dest.with_file_name(name);
+        lock(&self.inner.partials).insert(path.clone());
+        PartialFile { path, held: self.inner.partials.clone(), vfs: self.inner.driver.vfs().clone() }
+    }
+
+    /// Removes the temporaries in `dir` (workspace-relative) that no export or backup holds,
+    /// then syncs `dir`; adds them to `summary`. A temporary nobody holds is a leftover: its
+    /// writer crashed or could not remove it, and no writer ever reuses its name.
+    fn remove_partials(&self, dir: &Path, summary: &mut GcSummary) -> Result<()> {
+        let fs = self.inner.driver.vfs().as_ref();
+        let abs = self.inner.driver.abs(dir);
+        if !fs.exists(&abs)? {
+            return Ok(());
+        }
+        let mut removed = false;
+        for entry in fs.list_dir(&abs)? {
+            let Some(temporary) = layout::partial_of(&entry.name).filter(|_| !entry.is_dir) else { continue };
+            // A writer reserves its name before it creates the file and releases it only once
+            // the file is renamed or removed, so a listed file that is not held is not written.
+            if lock(&self.inner.partials).contains(&abs.join(temporary)) {
+                continue;
+            }
+            let path = abs.join(&entry.name);
+            let bytes = fs.file_len(&path)?.unwrap_or(0);
+            match fs.remove_file(&path) {
+                Err(e) if e.kind == VfsErrorKind::NotFound => continue,
+                other => other?,
+            }
+            summary.files.push(dir.join(&entry.name));
+            summary.bytes += bytes;
+            removed = true;
+        }
+        if removed {
+            fs.sync_dir(&abs)?;
+        }
+        Ok(())
     }
 
     /// Runs a plan under the store lock: on success completes its operation; on failure
@@ -467,6 +523,37 @@ impl Workspace {
         let now = self.now_ms();
         lock(&self.inner.uuids).next(now)
     }
+}
+
+/// A temporary name reserved by [`Workspace::hold_partial`]. Dropping it removes the file
+/// still under that name, then releases the name.
+pub(crate) struct PartialFile {
+    path: PathBuf,
+    held: Arc<Mutex<BTreeSet<PathBuf>>>,
+    vfs: Arc<dyn Vfs>,
+}
+
+impl PartialFile {
+    /// The temporary's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // Best effort: GC removes what this could not, once the name is released. In this
+        // order, GC never sees a file that is still written and not held.
+        let _ = self.vfs.remove_file(&self.path);
+        lock(&self.held).remove(&self.path);
+    }
+}
+
+/// The directories exports and backups write into (workspace-relative): every registered
+/// app's export area and the backup directory of each of its databases.
+fn export_and_backup_dirs(store: &Store) -> Vec<PathBuf> {
+    let exports = store.apps().into_iter().map(|app| layout::exports_dir(app.app_uuid));
+    exports.chain(store.db_keys().iter().map(|k| layout::backups_dir(k.app, &k.db))).collect()
 }
 
 /// The databases the store holds poisoned.

@@ -855,3 +855,330 @@ fn a_restore_whose_undo_fails_after_the_flip_poisons_the_database() {
     let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
     assert_eq!(count(&db), 4, "the restore took effect at its flip");
 }
+
+/// One call a [`FaultyFs`] is asked to make: the operation, its path and (for reads and
+/// writes) its offset.
+struct Call<'a> {
+    op: &'static str,
+    path: &'a Path,
+    offset: u64,
+}
+
+type Rule = dyn Fn(&Call<'_>) -> bool + Send + Sync;
+
+/// The real filesystem, failing (like an EIO) every call its rule picks.
+struct FaultyFs {
+    inner: sila_sqlite::vfs::RealFs,
+    fails: std::sync::Arc<Rule>,
+}
+
+struct FaultyFile {
+    inner: Box<dyn sila_sqlite::vfs::VfsFile>,
+    path: PathBuf,
+    fails: std::sync::Arc<Rule>,
+}
+
+fn check(fails: &Rule, op: &'static str, path: &Path, offset: u64) -> sila_sqlite::vfs::VfsResult<()> {
+    if fails(&Call { op, path, offset }) {
+        return Err(sila_sqlite::vfs::VfsError::new(
+            sila_sqlite::vfs::VfsErrorKind::Other,
+            op,
+            path,
+            "injected failure",
+        ));
+    }
+    Ok(())
+}
+
+impl sila_sqlite::vfs::VfsFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        check(&*self.fails, "read", &self.path, offset)?;
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        check(&*self.fails, "write", &self.path, offset)?;
+        self.inner.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "set_len", &self.path, len)?;
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
+        check(&*self.fails, "len", &self.path, 0)?;
+        self.inner.len()
+    }
+    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "sync", &self.path, 0)?;
+        self.inner.sync()
+    }
+}
+
+impl sila_sqlite::vfs::Vfs for FaultyFs {
+    fn open(
+        &self,
+        path: &Path,
+        mode: sila_sqlite::vfs::OpenMode,
+    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::VfsFile>> {
+        check(&*self.fails, "open", path, 0)?;
+        let inner = self.inner.open(path, mode)?;
+        Ok(Box::new(FaultyFile { inner, path: path.to_path_buf(), fails: self.fails.clone() }))
+    }
+    fn create_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "create_dir", path, 0)?;
+        self.inner.create_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "remove_file", path, 0)?;
+        self.inner.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "remove_dir", path, 0)?;
+        self.inner.remove_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "rename", from, 0)?;
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "sync_dir", path, 0)?;
+        self.inner.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Vec<sila_sqlite::vfs::DirEntry>> {
+        check(&*self.fails, "list_dir", path, 0)?;
+        self.inner.list_dir(path)
+    }
+    fn file_len(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Option<u64>> {
+        check(&*self.fails, "file_len", path, 0)?;
+        self.inner.file_len(path)
+    }
+    fn exists(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<bool> {
+        check(&*self.fails, "exists", path, 0)?;
+        self.inner.exists(path)
+    }
+    fn lock_exclusive(
+        &self,
+        path: &Path,
+    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::LockGuard>> {
+        self.inner.lock_exclusive(path)
+    }
+    fn set_read_only(&self, path: &Path, read_only: bool) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "set_read_only", path, 0)?;
+        self.inner.set_read_only(path, read_only)
+    }
+    fn sync_failures(&self) -> u64 {
+        self.inner.sync_failures()
+    }
+}
+
+/// Whether a path lies in an export area or the backup area.
+fn in_export_or_backup_area(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "exports" || c.as_os_str() == "backups")
+}
+
+fn is_partial(path: &Path) -> bool {
+    let name = path.file_name().unwrap().to_string_lossy();
+    sila_sqlite::store::layout::partial_of(&name).is_some()
+}
+
+/// Every file below `dir`, recursively, sorted.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The files of the export area and the backup area.
+fn export_and_backup_files(ws: &Workspace) -> Vec<PathBuf> {
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    let mut out = files_below(&ws.root().join(sila_sqlite::store::layout::exports_dir(key.app)));
+    out.extend(files_below(&ws.root().join("backups")));
+    out
+}
+
+/// Asserts that an export or backup file is a complete database of `notes` rows.
+fn assert_complete(path: &Path, notes: i64) {
+    let plain = if path.to_string_lossy().ends_with(".gz") {
+        let unpacked = path.with_extension("check");
+        std::fs::write(&unpacked, gunzip(path)).unwrap();
+        unpacked
+    } else {
+        path.to_path_buf()
+    };
+    let read = || -> rusqlite::Result<(String, i64)> {
+        let conn = rusqlite::Connection::open_with_flags(&plain, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))?;
+        Ok((ok, n))
+    };
+    let len = std::fs::metadata(path).unwrap().len();
+    match read() {
+        Ok((ok, n)) => assert_eq!((ok.as_str(), n), ("ok", notes), "{} is complete", path.display()),
+        Err(e) => panic!("{} ({len} bytes) is not a complete database: {e}", path.display()),
+    }
+    if plain != path {
+        std::fs::remove_file(plain).unwrap();
+    }
+}
+
+/// Runs `op` (an export or a backup) once per call it makes into the export and backup areas,
+/// failing that call, or with `crash`, that call and every later one (as a machine that stops
+/// there: no cleanup reaches the disk). Then it reopens the workspace on the real filesystem
+/// and checks what is left: every file under a final name is complete, and GC removes every
+/// temporary and reports it. With `strict`, a failed `op` must have left no file at all.
+fn check_every_fault_point(
+    name: &str,
+    crash: bool,
+    strict: bool,
+    op: impl Fn(&Database) -> sila_sqlite::Result<PathBuf>,
+) {
+    const NOTES: i64 = 40;
+    let dir = TempDir::new(name);
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    {
+        let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+        ws.register_app("com.example.notes", MANIFEST).unwrap();
+        let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+        db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+        insert(&db, NOTES);
+    }
+    for fault_at in 1..200usize {
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, on) = (calls.clone(), armed.clone());
+        let rule = move |call: &Call<'_>| {
+            // Recovery's scan on open lists the export area too; only the operation counts.
+            if !on.load(Ordering::SeqCst) || !in_export_or_backup_area(call.path) {
+                return false;
+            }
+            let mut seen = seen.lock().unwrap();
+            seen.push(format!("{} {} @{}", call.op, call.path.display(), call.offset));
+            seen.len() == fault_at || (crash && seen.len() > fault_at)
+        };
+        let vfs = std::sync::Arc::new(FaultyFs {
+            inner: sila_sqlite::vfs::RealFs::new(),
+            fails: std::sync::Arc::new(rule),
+        });
+        let result = {
+            let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+            let before = export_and_backup_files(&ws);
+            let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+            armed.store(true, Ordering::SeqCst);
+            let result = op(&db);
+            armed.store(false, Ordering::SeqCst);
+            if strict && result.is_err() {
+                assert_eq!(
+                    export_and_backup_files(&ws),
+                    before,
+                    "a failed operation leaves nothing (fault at {fault_at})"
+                );
+            }
+            result
+        };
+        let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+        let (partials, complete): (Vec<PathBuf>, Vec<PathBuf>) =
+            export_and_backup_files(&ws).into_iter().partition(|p| is_partial(p));
+        for path in &complete {
+            assert_complete(path, NOTES);
+        }
+        let freed = ws.gc().unwrap();
+        let freed_partials: Vec<PathBuf> =
+            freed.files.iter().filter(|p| is_partial(p)).map(|p| ws.root().join(p)).collect();
+        let mut sorted = freed_partials.clone();
+        sorted.sort();
+        assert_eq!(sorted, partials, "GC removes and reports every temporary (fault at {fault_at})");
+        assert!(export_and_backup_files(&ws).iter().all(|p| !is_partial(p)));
+        let calls = calls.lock().unwrap();
+        if let Ok(path) = &result {
+            assert!(complete.contains(path), "{}", path.display());
+            let Some(faulted) = calls.get(fault_at - 1) else { return };
+            // Only the best-effort removal of a temporary may fail unseen (GC removed it).
+            assert!(faulted.starts_with("remove_file") && faulted.contains(".partial"), "{calls:#?}");
+        }
+        // The next run exports anew under the same name (a crash after the rename may have
+        // left the complete file).
+        for path in complete.iter().filter(|p| p.to_string_lossy().contains("/exports/")) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    panic!("{name}: the operation never completed");
+}
+
+#[test]
+fn an_export_failing_at_any_step_leaves_no_file_behind() {
+    use sila_sqlite::versions::ExportFormat;
+    for format in [ExportFormat::Sqlite, ExportFormat::SqliteGzip] {
+        check_every_fault_point("export-fault", false, true, |db| db.export_as("faulty", format));
+    }
+}
+
+/// Without the temporary name, a crash left a truncated file under the final name (and a
+/// truncated newest backup could push a good one out of retention).
+#[test]
+fn a_crash_at_any_step_of_an_export_or_backup_leaves_only_complete_files_and_gc_removes_the_rest() {
+    use sila_sqlite::versions::ExportFormat;
+    for format in [ExportFormat::Sqlite, ExportFormat::SqliteGzip] {
+        check_every_fault_point("export-crash", true, false, |db| db.export_as("crashed", format));
+        check_every_fault_point("backup-crash", true, false, |db| db.backup_as(2, format).map(|(_, p)| p));
+    }
+}
+
+#[test]
+fn gc_removes_leftover_temporaries_of_exports_and_backups_and_nothing_else() {
+    use sila_sqlite::versions::ExportFormat;
+    let (_d, ws, db) = setup("partial-leftovers");
+    insert(&db, 5);
+    let export = db.export_as("monthly", ExportFormat::SqliteGzip).unwrap();
+    let refused = db.export_as("monthly", ExportFormat::SqliteGzip).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::AlreadyExists, "{refused}");
+    assert_eq!(export_and_backup_files(&ws), vec![export.clone()], "a refused export creates nothing");
+    let (_, backup) = db.backup(1).unwrap();
+    let exports = export.parent().unwrap();
+    let backups = backup.parent().unwrap();
+    // What a crash leaves: temporaries of both areas, and a journal SQLite kept beside one.
+    let id = "01890000-0000-7000-8000-000000000000";
+    let leftovers = [
+        exports.join(format!("monthly.sqlite.gz.{id}.partial")),
+        exports.join(format!("weekly.sqlite.{id}.partial")),
+        exports.join(format!("weekly.sqlite.{id}.partial-journal")),
+        backups.join(format!("{id}.sqlite.{id}.partial")),
+    ];
+    for (i, path) in leftovers.iter().enumerate() {
+        std::fs::write(path, vec![7u8; 100 * (i + 1)]).unwrap();
+    }
+    // Retention counts complete backups only: the temporary neither counts nor is dropped.
+    let (_, newest) = db.backup(1).unwrap();
+    assert!(!backup.exists() && newest.exists() && leftovers[3].exists());
+    let complete: Vec<(PathBuf, Vec<u8>)> = [export.clone(), newest.clone()]
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+
+    let freed = ws.gc().unwrap();
+    for path in &leftovers {
+        assert!(!path.exists(), "{} is removed", path.display());
+        assert!(freed.files.contains(&path.strip_prefix(ws.root()).unwrap().to_path_buf()), "{freed:?}");
+    }
+    assert!(freed.bytes >= 1000, "{freed:?}");
+    for (path, bytes) in &complete {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{} is untouched", path.display());
+    }
+    assert_eq!(export_and_backup_files(&ws), vec![export, newest]);
+    assert_eq!(ws.gc().unwrap().files, Vec::<PathBuf>::new(), "nothing left to free");
+}

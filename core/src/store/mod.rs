@@ -158,7 +158,8 @@ pub struct Retention {
     pub max_age_ms: Option<u64>,
 }
 
-/// What a GC plan will free.
+/// What a GC plan will free ([`crate::Workspace::gc`] adds the export and backup
+/// temporaries it removed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSummary {
     /// Files the plan removes (workspace-relative).
