@@ -80,17 +80,28 @@ impl ExportFormat {
 /// The two bytes every gzip member starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Reads a [`vfs::VfsFile`] from the start, for decoders that want [`std::io::Read`].
+/// Reads a [`vfs::VfsFile`] from the start, for decoders that want [`std::io::Read`]. It keeps
+/// the file's own read error, so the caller can tell it from the decoder's complaints about
+/// the data (both arrive as an [`std::io::Error`]).
 struct VfsReader<'a> {
     file: &'a dyn vfs::VfsFile,
     offset: u64,
+    failed: Option<vfs::VfsError>,
 }
 
 impl std::io::Read for VfsReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.offset).map_err(std::io::Error::other)?;
-        self.offset += n as u64;
-        Ok(n)
+        match self.file.read_at(buf, self.offset) {
+            Ok(n) => {
+                self.offset += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let err = std::io::Error::other(e.to_string());
+                self.failed = Some(e);
+                Err(err)
+            }
+        }
     }
 }
 
@@ -119,21 +130,29 @@ fn gzip_file(fs: &dyn Vfs, from: &Path, to: &Path) -> Result<u64> {
 
 /// Decompresses the gzip file `from` into the new file `to`, refusing (before writing past
 /// it) output larger than `max_bytes`. Returns the decompressed size. A damaged or truncated
-/// gzip stream is `Corrupt` naming the `gzip` check.
+/// gzip stream is `Corrupt` naming the `gzip` check; a failed read of `from` is the
+/// filesystem's error (`Io`), which says nothing about the data.
 fn gunzip_file(fs: &dyn Vfs, from: &Path, to: &Path, max_bytes: u64) -> Result<u64> {
     use std::io::Read as _;
     let src = fs.open(from, OpenMode::Read)?;
     let dst = fs.open(to, OpenMode::CreateNew)?;
-    let mut decoder = flate2::read::MultiGzDecoder::new(VfsReader { file: src.as_ref(), offset: 0 });
+    let reader = VfsReader { file: src.as_ref(), offset: 0, failed: None };
+    let mut decoder = flate2::read::MultiGzDecoder::new(reader);
     let mut buf = vec![0u8; vfs::COPY_CHUNK_BYTES];
     let mut written = 0u64;
     // Each round writes at least one byte or ends, and the cap bounds the bytes.
     loop {
-        let n = decoder.read(&mut buf).map_err(|e| {
-            Error::corrupt(format!(
-                "import check 'gzip' failed: the compressed source is damaged or truncated ({e})"
-            ))
-        })?;
+        let n = match decoder.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(match decoder.get_mut().failed.take() {
+                    Some(read) => Error::from(read).context("reading the compressed import source"),
+                    None => Error::corrupt(format!(
+                        "import check 'gzip' failed: the compressed source is damaged or truncated ({e})"
+                    )),
+                })
+            }
+        };
         let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
         if written + n as u64 > max_bytes {
             return Err(Error::quota_exceeded(crate::QuotaDetail {

@@ -1182,3 +1182,52 @@ fn gc_removes_leftover_temporaries_of_exports_and_backups_and_nothing_else() {
     assert_eq!(export_and_backup_files(&ws), vec![export, newest]);
     assert_eq!(ws.gc().unwrap().files, Vec::<PathBuf>::new(), "nothing left to free");
 }
+
+/// A compressed source that cannot be read is the filesystem's failure (`IO`), not a damaged
+/// stream: only bad gzip data is `CORRUPT` naming the 'gzip' check (see
+/// `a_damaged_or_oversized_compressed_import_changes_nothing`).
+#[test]
+fn a_read_error_in_a_compressed_import_source_is_io_not_corrupt() {
+    let dir = TempDir::new("gzip-unreadable");
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    // Noise compresses badly: the decoder must read well past its first buffer to finish.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    let source = dir.0.join("unreadable.sqlite.gz");
+    std::fs::write(&source, gzip(&noise)).unwrap();
+    let len = std::fs::metadata(&source).unwrap().len();
+    assert!(len > 128 * 1024, "{len}");
+    let unreadable = source.clone();
+    // The magic bytes and the size trailer read fine; the body between them does not.
+    let rule = move |call: &Call<'_>| {
+        call.op == "read" && call.path == unreadable && call.offset > 0 && call.offset + 4 < len
+    };
+    let vfs = std::sync::Arc::new(FaultyFs {
+        inner: sila_sqlite::vfs::RealFs::new(),
+        fails: std::sync::Arc::new(rule),
+    });
+    {
+        let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+        ws.register_app("com.example.notes", MANIFEST).unwrap();
+        let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+        db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+        insert(&db, 3);
+        let e = db.import(&source, ImportOptions::default()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Io, "{e}");
+        assert!(!e.message().contains("'gzip'"), "the data was never judged: {e}");
+        assert!(e.message().contains("injected failure"), "the filesystem's error is kept: {e}");
+    }
+    let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    assert_eq!(count(&db), 3, "nothing was imported");
+}
