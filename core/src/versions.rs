@@ -1583,6 +1583,39 @@ mod tests {
 
     const COPY_CHUNK: u64 = vfs::COPY_CHUNK_BYTES as u64;
 
+    /// The zip-bomb guard is exact: output of `max_bytes` bytes passes whole, one byte more
+    /// is refused naming the cap, before anything past the cap is written. Caps around the
+    /// decoder's chunk size put the last byte at either side of a chunk boundary.
+    #[test]
+    fn gunzip_accepts_exactly_the_cap_and_refuses_one_byte_more() -> Result<()> {
+        use std::io::Write as _;
+        let dir = TempDir::new("versions-gunzip-cap");
+        let fs = vfs::RealFs::new();
+        let gzip_of = |len: u64, name: &str| -> PathBuf {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&bytes).unwrap();
+            let path = dir.0.join(name);
+            std::fs::write(&path, enc.finish().unwrap()).unwrap();
+            path
+        };
+        for cap in [1, COPY_CHUNK - 1, COPY_CHUNK, 2 * COPY_CHUNK + 1] {
+            let exact = gzip_of(cap, &format!("exact-{cap}.gz"));
+            let out = dir.0.join(format!("exact-{cap}.out"));
+            assert_eq!(gunzip_file(&fs, &exact, &out, cap)?, cap);
+            assert_eq!(std::fs::metadata(&out).unwrap().len(), cap);
+
+            let over = gzip_of(cap + 1, &format!("over-{cap}.gz"));
+            let out = dir.0.join(format!("over-{cap}.out"));
+            let e = gunzip_file(&fs, &over, &out, cap).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+            assert_eq!(e.quota().map(|q| q.limit_bytes), Some(cap), "{e}");
+            assert!(e.message().contains(&format!("is {cap} bytes")), "{e}");
+            assert!(std::fs::metadata(&out).unwrap().len() <= cap, "nothing past the cap is written");
+        }
+        Ok(())
+    }
+
     /// GC leaves the temporaries of an export still running alone (and the journal SQLite
     /// keeps beside one); once the export lets go, what is left is garbage.
     #[test]

@@ -1231,3 +1231,55 @@ fn a_read_error_in_a_compressed_import_source_is_io_not_corrupt() {
     let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
     assert_eq!(count(&db), 3, "nothing was imported");
 }
+
+/// Writes a valid database of exactly `pages` pages of 4096 bytes: one row whose blob spills
+/// into overflow pages, one page per 4092 bytes of it.
+fn database_of_pages(path: &Path, pages: i64) {
+    let mut blob = (pages - 3) * 4092;
+    for _ in 0..16 {
+        let _ = std::fs::remove_file(path);
+        make_sqlite(
+            path,
+            &format!(
+                "PRAGMA page_size=4096; CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB); \
+                 INSERT INTO notes(body) VALUES (zeroblob({blob}));"
+            ),
+        );
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let have: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        if have == pages {
+            return;
+        }
+        blob += (pages - have) * 4092;
+    }
+    panic!("no database of {pages} pages");
+}
+
+/// The zip-bomb guard at its boundary through import: a database exactly as large as the
+/// size cap decompresses and imports; the same bytes and one more are refused by the guard.
+#[test]
+fn a_compressed_import_exactly_at_the_size_cap_is_accepted_and_one_byte_more_is_refused() {
+    let (dir, _ws, db) = setup("gzip-cap");
+    let cap: u64 = 2 << 20; // MANIFEST's maxSizeMB
+    let plain = dir.0.join("at-cap.sqlite");
+    database_of_pages(&plain, (cap / 4096) as i64);
+    let mut bytes = std::fs::read(&plain).unwrap();
+    assert_eq!(bytes.len() as u64, cap);
+
+    let over = dir.0.join("over-cap.sqlite.gz");
+    bytes.push(0);
+    std::fs::write(&over, gzip(&bytes)).unwrap();
+    let e = db.import(&over, ImportOptions::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+    assert_eq!(e.quota().map(|q| q.limit_bytes), Some(cap), "{e}");
+    assert!(e.message().contains("decompressed import"), "the guard refused it: {e}");
+    assert_eq!(count(&db), 0);
+
+    let at = dir.0.join("at-cap.sqlite.gz");
+    bytes.pop();
+    std::fs::write(&at, gzip(&bytes)).unwrap();
+    let report = db.import(&at, ImportOptions::default()).unwrap();
+    assert_eq!(report.checks.first(), Some(&"gzip"));
+    assert_eq!(report.size, cap);
+    assert_eq!(count(&db), 1);
+}
