@@ -737,125 +737,6 @@ fn snapshot_and_restore_clone_where_the_filesystem_can_and_copy_elsewhere() {
     }
 }
 
-/// A real filesystem whose reads of a snapshot opened for writing (only a restore's adoption
-/// of the replaced file as its undo does that) see a zeroed SQLite header once armed.
-struct HeaderlessUndo {
-    inner: sila_sqlite::vfs::RealFs,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-struct ZeroedHeader(Box<dyn sila_sqlite::vfs::VfsFile>);
-
-impl sila_sqlite::vfs::VfsFile for ZeroedHeader {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        let n = self.0.read_at(buf, offset)?;
-        for (i, byte) in buf.iter_mut().take(n).enumerate() {
-            if offset + (i as u64) < 16 {
-                *byte = 0;
-            }
-        }
-        Ok(n)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        self.0.write_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.set_len(len)
-    }
-    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
-        self.0.len()
-    }
-    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.sync()
-    }
-}
-
-impl sila_sqlite::vfs::Vfs for HeaderlessUndo {
-    fn open(
-        &self,
-        path: &Path,
-        mode: sila_sqlite::vfs::OpenMode,
-    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::VfsFile>> {
-        let file = self.inner.open(path, mode)?;
-        let in_snapshots = path.parent().and_then(Path::file_name).is_some_and(|d| d == "snapshots");
-        if in_snapshots && mode == sila_sqlite::vfs::OpenMode::ReadWrite && self.armed.load(Ordering::SeqCst)
-        {
-            return Ok(Box::new(ZeroedHeader(file)));
-        }
-        Ok(file)
-    }
-    fn create_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.create_dir(path)
-    }
-    fn remove_file(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.remove_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.sync_dir(path)
-    }
-    fn list_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Vec<sila_sqlite::vfs::DirEntry>> {
-        self.inner.list_dir(path)
-    }
-    fn file_len(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Option<u64>> {
-        self.inner.file_len(path)
-    }
-    fn exists(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<bool> {
-        self.inner.exists(path)
-    }
-    fn lock_exclusive(
-        &self,
-        path: &Path,
-    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::LockGuard>> {
-        self.inner.lock_exclusive(path)
-    }
-    fn set_read_only(&self, path: &Path, read_only: bool) -> sila_sqlite::vfs::VfsResult<()> {
-        self.inner.set_read_only(path, read_only)
-    }
-    fn sync_failures(&self) -> u64 {
-        self.inner.sync_failures()
-    }
-}
-
-/// The flip is a restore's commit point: when keeping the undo fails after it (here with a
-/// non-IO error), the restore has taken effect though the caller got an error, so the
-/// database must refuse work until a reopen instead of serving a state it reported failed.
-#[test]
-fn a_restore_whose_undo_fails_after_the_flip_poisons_the_database() {
-    let dir = TempDir::new("restore-undo-fails");
-    let root = dir.0.join("ws");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    let vfs = std::sync::Arc::new(HeaderlessUndo {
-        inner: sila_sqlite::vfs::RealFs::new(),
-        armed: std::sync::atomic::AtomicBool::new(false),
-    });
-    let ws = Workspace::open_with(vfs.clone(), root.clone(), WorkspaceOptions::default()).unwrap();
-    ws.register_app("com.example.notes", MANIFEST).unwrap();
-    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
-    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
-    insert(&db, 4);
-    let snap = db.snapshot("four").unwrap();
-    insert(&db, 3);
-    vfs.armed.store(true, Ordering::SeqCst);
-    let err = db.restore(snap.id, RestoreOptions::default()).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Corrupt, "{err}");
-    let refused = db.query("SELECT count(*) FROM notes", &[]).unwrap_err();
-    assert_eq!(refused.code(), ErrorCode::Poisoned, "{refused}");
-    assert!(err.message().contains("took effect"), "{err}");
-    assert_eq!(db.exec("INSERT INTO notes(body) VALUES ('x')", &[]).unwrap_err().code(), ErrorCode::Poisoned);
-    drop(db);
-    drop(ws);
-    let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
-    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
-    assert_eq!(count(&db), 4, "the restore took effect at its flip");
-}
-
 /// One call a [`FaultyFs`] is asked to make: the operation, its path and (for reads and
 /// writes) its offset.
 struct Call<'a> {
@@ -866,10 +747,38 @@ struct Call<'a> {
 
 type Rule = dyn Fn(&Call<'_>) -> bool + Send + Sync;
 
-/// The real filesystem, failing (like an EIO) every call its rule picks.
+type BoxFile = Box<dyn sila_sqlite::vfs::VfsFile>;
+
+type Wrap = dyn Fn(&Path, sila_sqlite::vfs::OpenMode, BoxFile) -> BoxFile + Send + Sync;
+
+/// The real filesystem, failing (like an EIO) every call its rule picks, and handing every
+/// file it opens to its wrapper.
 struct FaultyFs {
     inner: sila_sqlite::vfs::RealFs,
     fails: std::sync::Arc<Rule>,
+    wrap: Box<Wrap>,
+}
+
+impl FaultyFs {
+    /// Fails the calls `fails` picks.
+    fn failing(fails: impl Fn(&Call<'_>) -> bool + Send + Sync + 'static) -> FaultyFs {
+        FaultyFs {
+            inner: sila_sqlite::vfs::RealFs::new(),
+            fails: std::sync::Arc::new(fails),
+            wrap: Box::new(|_, _, f| f),
+        }
+    }
+
+    /// Fails nothing; every opened file goes through `wrap`.
+    fn wrapping(
+        wrap: impl Fn(&Path, sila_sqlite::vfs::OpenMode, BoxFile) -> BoxFile + Send + Sync + 'static,
+    ) -> FaultyFs {
+        FaultyFs {
+            inner: sila_sqlite::vfs::RealFs::new(),
+            fails: std::sync::Arc::new(|_| false),
+            wrap: Box::new(wrap),
+        }
+    }
 }
 
 struct FaultyFile {
@@ -920,7 +829,7 @@ impl sila_sqlite::vfs::Vfs for FaultyFs {
         mode: sila_sqlite::vfs::OpenMode,
     ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::VfsFile>> {
         check(&*self.fails, "open", path, 0)?;
-        let inner = self.inner.open(path, mode)?;
+        let inner = (self.wrap)(path, mode, self.inner.open(path, mode)?);
         Ok(Box::new(FaultyFile { inner, path: path.to_path_buf(), fails: self.fails.clone() }))
     }
     fn create_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
@@ -968,6 +877,74 @@ impl sila_sqlite::vfs::Vfs for FaultyFs {
     fn sync_failures(&self) -> u64 {
         self.inner.sync_failures()
     }
+}
+
+/// A file whose reads see a zeroed SQLite header.
+struct ZeroedHeader(Box<dyn sila_sqlite::vfs::VfsFile>);
+
+impl sila_sqlite::vfs::VfsFile for ZeroedHeader {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        let n = self.0.read_at(buf, offset)?;
+        for (i, byte) in buf.iter_mut().take(n).enumerate() {
+            if offset + (i as u64) < 16 {
+                *byte = 0;
+            }
+        }
+        Ok(n)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        self.0.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
+        self.0.len()
+    }
+    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
+        self.0.sync()
+    }
+}
+
+/// The flip is a restore's commit point: when keeping the undo fails after it (here with a
+/// non-IO error), the restore has taken effect though the caller got an error, so the
+/// database must refuse work until a reopen instead of serving a state it reported failed.
+#[test]
+fn a_restore_whose_undo_fails_after_the_flip_poisons_the_database() {
+    let dir = TempDir::new("restore-undo-fails");
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    // Once armed, reads of a snapshot opened for writing (only a restore's adoption of the
+    // replaced file as its undo does that) see a zeroed SQLite header.
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on = armed.clone();
+    let vfs = std::sync::Arc::new(FaultyFs::wrapping(move |path, mode, file| {
+        let in_snapshots = path.parent().and_then(Path::file_name).is_some_and(|d| d == "snapshots");
+        if in_snapshots && mode == sila_sqlite::vfs::OpenMode::ReadWrite && on.load(Ordering::SeqCst) {
+            return Box::new(ZeroedHeader(file));
+        }
+        file
+    }));
+    let ws = Workspace::open_with(vfs.clone(), root.clone(), WorkspaceOptions::default()).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    insert(&db, 4);
+    let snap = db.snapshot("four").unwrap();
+    insert(&db, 3);
+    armed.store(true, Ordering::SeqCst);
+    let err = db.restore(snap.id, RestoreOptions::default()).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Corrupt, "{err}");
+    let refused = db.query("SELECT count(*) FROM notes", &[]).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Poisoned, "{refused}");
+    assert!(err.message().contains("took effect"), "{err}");
+    assert_eq!(db.exec("INSERT INTO notes(body) VALUES ('x')", &[]).unwrap_err().code(), ErrorCode::Poisoned);
+    drop(db);
+    drop(ws);
+    let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    assert_eq!(count(&db), 4, "the restore took effect at its flip");
 }
 
 /// Whether a path lies in an export area or the backup area.
@@ -1068,10 +1045,7 @@ fn check_every_fault_point(
             seen.push(format!("{} {} @{}", call.op, call.path.display(), call.offset));
             seen.len() == fault_at || (crash && seen.len() > fault_at)
         };
-        let vfs = std::sync::Arc::new(FaultyFs {
-            inner: sila_sqlite::vfs::RealFs::new(),
-            fails: std::sync::Arc::new(rule),
-        });
+        let vfs = std::sync::Arc::new(FaultyFs::failing(rule));
         let result = {
             let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
             let before = export_and_backup_files(&ws);
@@ -1212,10 +1186,7 @@ fn a_read_error_in_a_compressed_import_source_is_io_not_corrupt() {
     let rule = move |call: &Call<'_>| {
         call.op == "read" && call.path == unreadable && call.offset > 0 && call.offset + 4 < len
     };
-    let vfs = std::sync::Arc::new(FaultyFs {
-        inner: sila_sqlite::vfs::RealFs::new(),
-        fails: std::sync::Arc::new(rule),
-    });
+    let vfs = std::sync::Arc::new(FaultyFs::failing(rule));
     {
         let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
         ws.register_app("com.example.notes", MANIFEST).unwrap();
