@@ -154,12 +154,15 @@ pub struct Error {
     message: String,
     sqlite_code: Option<i32>,
     quota: Option<Box<QuotaDetail>>,
+    /// The failure was in a file the caller handed in (an import source), not in the
+    /// workspace: it says nothing about the database's own files, so it never poisons one.
+    outside_workspace: bool,
 }
 
 impl Error {
     /// A new error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error { code, message: message.into(), sqlite_code: None, quota: None }
+        Error { code, message: message.into(), sqlite_code: None, quota: None, outside_workspace: false }
     }
 
     /// A [`ErrorCode::QuotaExceeded`] error whose message names the limit and the numbers.
@@ -168,7 +171,13 @@ impl Error {
             "quota exceeded: {} is {} bytes, {} bytes are in use and the operation needs {} more",
             detail.limit_name, detail.limit_bytes, detail.used_bytes, detail.requested_bytes
         );
-        Error { code: ErrorCode::QuotaExceeded, message, sqlite_code: None, quota: Some(Box::new(detail)) }
+        Error {
+            code: ErrorCode::QuotaExceeded,
+            message,
+            sqlite_code: None,
+            quota: Some(Box::new(detail)),
+            outside_workspace: false,
+        }
     }
 
     /// Attaches SQLite's extended result code.
@@ -201,6 +210,17 @@ impl Error {
     /// The numbers behind a quota refusal.
     pub fn quota(&self) -> Option<&QuotaDetail> {
         self.quota.as_deref()
+    }
+
+    /// Marks the error as a failure of a file outside the workspace (see `outside_workspace`).
+    pub(crate) fn outside_workspace(mut self) -> Error {
+        self.outside_workspace = true;
+        self
+    }
+
+    /// Whether the error is a failure of a file outside the workspace.
+    pub(crate) fn is_outside_workspace(&self) -> bool {
+        self.outside_workspace
     }
 
     pub(crate) fn io(what: impl fmt::Display, err: &std::io::Error) -> Error {

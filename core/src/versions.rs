@@ -131,10 +131,11 @@ fn gzip_file(fs: &dyn Vfs, from: &Path, to: &Path) -> Result<u64> {
 /// Decompresses the gzip file `from` into the new file `to`, refusing (before writing past
 /// it) output larger than `max_bytes`. Returns the decompressed size. A damaged or truncated
 /// gzip stream is `Corrupt` naming the `gzip` check; a failed read of `from` is the
-/// filesystem's error (`Io`), which says nothing about the data.
+/// filesystem's error (`Io`), which says nothing about the data, marked as outside the
+/// workspace (it does not poison the database).
 fn gunzip_file(fs: &dyn Vfs, from: &Path, to: &Path, max_bytes: u64) -> Result<u64> {
     use std::io::Read as _;
-    let src = fs.open(from, OpenMode::Read)?;
+    let src = fs.open(from, OpenMode::Read).map_err(|e| Error::from(e).outside_workspace())?;
     let dst = fs.open(to, OpenMode::CreateNew)?;
     let reader = VfsReader { file: src.as_ref(), offset: 0, failed: None };
     let mut decoder = flate2::read::MultiGzDecoder::new(reader);
@@ -146,7 +147,9 @@ fn gunzip_file(fs: &dyn Vfs, from: &Path, to: &Path, max_bytes: u64) -> Result<u
             Ok(n) => n,
             Err(e) => {
                 return Err(match decoder.get_mut().failed.take() {
-                    Some(read) => Error::from(read).context("reading the compressed import source"),
+                    Some(read) => {
+                        Error::from(read).context("reading the compressed import source").outside_workspace()
+                    }
                     None => Error::corrupt(format!(
                         "import check 'gzip' failed: the compressed source is damaged or truncated ({e})"
                     )),
@@ -175,7 +178,10 @@ fn gzip_stated_size(fs: &dyn Vfs, path: &Path, len: u64) -> Result<Option<u64>> 
         return Ok(None);
     }
     let mut trailer = [0u8; 4];
-    let n = vfs::read_full(fs.open(path, OpenMode::Read)?.as_ref(), &mut trailer, len - 4)?;
+    let n = fs
+        .open(path, OpenMode::Read)
+        .and_then(|f| vfs::read_full(f.as_ref(), &mut trailer, len - 4))
+        .map_err(|e| Error::from(e).outside_workspace())?;
     Ok((n == 4).then(|| u64::from(u32::from_le_bytes(trailer))))
 }
 
@@ -487,7 +493,7 @@ fn check_candidate(
     let wal_mode = header[18] == 2 || header[19] == 2;
     if wal_mode {
         if let Some(wal) = source_wal {
-            if vfs.file_len(wal)?.unwrap_or(0) > 0 {
+            if vfs.file_len(wal).map_err(|e| Error::from(e).outside_workspace())?.unwrap_or(0) > 0 {
                 return Err(fail(
                     "wal",
                     ErrorCode::InvalidArgument,
@@ -964,14 +970,20 @@ impl Database {
 
     fn import_inner(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
         self.refuse_read_only()?;
-        let source_len = self.fs().file_len(source)?.ok_or_else(|| {
+        // The caller's file failing to read is `Io`, but it says nothing about the workspace:
+        // such errors are marked so that they do not poison the database.
+        let outside = |e: vfs::VfsError| Error::from(e).outside_workspace();
+        let source_len = self.fs().file_len(source).map_err(outside)?.ok_or_else(|| {
             Error::new(ErrorCode::NotFound, format!("import source {} does not exist", source.display()))
         })?;
         let mut wal = source.as_os_str().to_os_string();
         wal.push("-wal");
         let source_wal = PathBuf::from(wal);
         let mut magic = [0u8; 2];
-        vfs::read_full(self.fs().open(source, OpenMode::Read)?.as_ref(), &mut magic, 0)?;
+        self.fs()
+            .open(source, OpenMode::Read)
+            .and_then(|f| vfs::read_full(f.as_ref(), &mut magic, 0))
+            .map_err(outside)?;
         let gzip = magic == GZIP_MAGIC;
         let max_bytes = self.ws.with_store(|s| s.max_size_bytes(&self.key()))?;
         // A compressed source reserves what its trailer states, at most the size cap: the
@@ -990,8 +1002,16 @@ impl Database {
                 if gzip {
                     gunzip_file(self.fs(), source, dest, max_bytes)?;
                 } else {
-                    vfs::copy_file(self.fs(), source, dest)
-                        .map_err(|e| Error::from(e).context("copy the import source"))?;
+                    vfs::copy_file(self.fs(), source, dest).map_err(|e| {
+                        // Reads are of the source, writes of the new file in the workspace.
+                        let from_source = e.path == source;
+                        let err = Error::from(e).context("copy the import source");
+                        if from_source {
+                            err.outside_workspace()
+                        } else {
+                            err
+                        }
+                    })?;
                 }
                 // A compressed source carries no WAL beside it.
                 let wal = (!gzip).then_some(source_wal.as_path());

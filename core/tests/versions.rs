@@ -1157,12 +1157,14 @@ fn gc_removes_leftover_temporaries_of_exports_and_backups_and_nothing_else() {
     assert_eq!(ws.gc().unwrap().files, Vec::<PathBuf>::new(), "nothing left to free");
 }
 
-/// A compressed source that cannot be read is the filesystem's failure (`IO`), not a damaged
-/// stream: only bad gzip data is `CORRUPT` naming the 'gzip' check (see
-/// `a_damaged_or_oversized_compressed_import_changes_nothing`).
+/// A source that cannot be read is the filesystem's failure (`IO`), not a damaged file: only
+/// bad gzip data is `CORRUPT` naming the 'gzip' check (see
+/// `a_damaged_or_oversized_compressed_import_changes_nothing`). And it is the caller's file
+/// that failed, not the workspace's: the database is not poisoned, keeps serving reads and
+/// writes at once, and is exactly as before.
 #[test]
-fn a_read_error_in_a_compressed_import_source_is_io_not_corrupt() {
-    let dir = TempDir::new("gzip-unreadable");
+fn a_read_error_in_an_import_source_is_io_and_leaves_the_database_serving() {
+    let dir = TempDir::new("source-unreadable");
     let root = dir.0.join("ws");
     std::fs::create_dir_all(&root).unwrap();
     let root = root.canonicalize().unwrap();
@@ -1177,30 +1179,48 @@ fn a_read_error_in_a_compressed_import_source_is_io_not_corrupt() {
             (state >> 32) as u8
         })
         .collect();
-    let source = dir.0.join("unreadable.sqlite.gz");
-    std::fs::write(&source, gzip(&noise)).unwrap();
-    let len = std::fs::metadata(&source).unwrap().len();
-    assert!(len > 128 * 1024, "{len}");
-    let unreadable = source.clone();
-    // The magic bytes and the size trailer read fine; the body between them does not.
+    let compressed = dir.0.join("unreadable.sqlite.gz");
+    std::fs::write(&compressed, gzip(&noise)).unwrap();
+    let compressed_len = std::fs::metadata(&compressed).unwrap().len();
+    assert!(compressed_len > 128 * 1024, "{compressed_len}");
+    // A valid database larger than one copy chunk (1 MiB), so the copy reads it in several
+    // calls, and under the manifest's 2 MB cap.
+    let plain = dir.0.join("unreadable.sqlite");
+    make_sqlite(
+        &plain,
+        "PRAGMA page_size=4096; CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3500) \
+         INSERT INTO notes(body) SELECT hex(randomblob(200)) FROM n;",
+    );
+    let plain_len = std::fs::metadata(&plain).unwrap().len();
+    assert!(plain_len > 1024 * 1024 && plain_len < 2_000_000, "{plain_len}");
+    let (gz, pl) = (compressed.clone(), plain.clone());
+    // The first bytes (the magic) and the gzip size trailer read fine; the bodies do not.
     let rule = move |call: &Call<'_>| {
-        call.op == "read" && call.path == unreadable && call.offset > 0 && call.offset + 4 < len
+        call.op == "read"
+            && ((call.path == gz && call.offset > 0 && call.offset + 4 < compressed_len)
+                || (call.path == pl && call.offset > 0))
     };
     let vfs = std::sync::Arc::new(FaultyFs::failing(rule));
-    {
-        let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
-        ws.register_app("com.example.notes", MANIFEST).unwrap();
-        let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
-        db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
-        insert(&db, 3);
-        let e = db.import(&source, ImportOptions::default()).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Io, "{e}");
-        assert!(!e.message().contains("'gzip'"), "the data was never judged: {e}");
-        assert!(e.message().contains("injected failure"), "the filesystem's error is kept: {e}");
+    let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    insert(&db, 3);
+    for (source, what) in [(&compressed, "compressed"), (&plain, "plain")] {
+        let e = db.import(source, ImportOptions::default()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Io, "{what}: {e}");
+        assert!(!e.message().contains("'gzip'"), "{what}: the data was never judged: {e}");
+        assert!(e.message().contains("injected failure"), "{what}: the filesystem's error is kept: {e}");
+        assert_eq!(count(&db), 3, "{what}: nothing was imported and reads go on");
     }
+    insert(&db, 1);
+    assert_eq!(count(&db), 4, "writes go on");
+    drop(db);
+    drop(ws);
     let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
     let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
-    assert_eq!(count(&db), 3, "nothing was imported");
+    assert_eq!(count(&db), 4, "only the app's own write changed the database");
 }
 
 /// Writes a valid database of exactly `pages` pages of 4096 bytes: one row whose blob spills

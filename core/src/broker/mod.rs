@@ -658,9 +658,10 @@ impl DbShared {
         }
     }
 
-    /// Poisons the database if `err` is an IO failure of a write.
+    /// Poisons the database if `err` is an IO failure in the workspace (a failure of a file
+    /// the caller handed in, such as an import source, says nothing about this database).
     pub(crate) fn poison_on_io(&self, err: &Error) {
-        if err.code() != ErrorCode::Io {
+        if err.code() != ErrorCode::Io || err.is_outside_workspace() {
             return;
         }
         let mut p = lock(&self.poisoned);
