@@ -1107,7 +1107,8 @@ impl Database {
         let name = crate::names::DbName::new(name)?;
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::exports_dir(key.app));
-        vfs::create_dir_all(self.fs(), &dir)?;
+        // Durable before the export is: an export reported done must survive a crash.
+        vfs::create_dir_all_durable(self.fs(), &dir)?;
         let dest = dir.join(format!("{}{}", name.as_str(), format.suffix()));
         self.export_to_path_as(&dest, format)?;
         Ok(dest)
@@ -1132,7 +1133,7 @@ impl Database {
     fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::backups_dir(key.app, &key.db));
-        vfs::create_dir_all(self.fs(), &dir)?;
+        vfs::create_dir_all_durable(self.fs(), &dir)?;
         let id = self.ws.new_uuid();
         let dest = dir.join(format!("{}{}", id.hyphenated(), format.suffix()));
         self.export_to_path_as(&dest, format)?;

@@ -351,6 +351,24 @@ pub fn checksum_file_with(
 /// Creates `path` and any missing parents (each durable only after `sync_dir` of its parent).
 /// Bounded by the number of path components.
 pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> VfsResult<()> {
+    create_missing_dirs(vfs, path).map(|_| ())
+}
+
+/// [`create_dir_all`], then makes the new directories durable: `sync_dir` of the parent of
+/// each directory that was missing, so that after a crash `path` is still there (a file in
+/// it still needs its own sync and a `sync_dir(path)`). A directory another caller created
+/// in the meantime counts as missing: its creator may not have synced it yet.
+pub fn create_dir_all_durable(vfs: &dyn Vfs, path: &Path) -> VfsResult<()> {
+    for dir in create_missing_dirs(vfs, path)? {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            vfs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the missing directories of `path`, outermost first; returns them in that order.
+fn create_missing_dirs(vfs: &dyn Vfs, path: &Path) -> VfsResult<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut at = Some(path);
     while let Some(p) = at {
@@ -360,13 +378,14 @@ pub fn create_dir_all(vfs: &dyn Vfs, path: &Path) -> VfsResult<()> {
         missing.push(p.to_path_buf());
         at = p.parent();
     }
-    for dir in missing.iter().rev() {
+    missing.reverse();
+    for dir in &missing {
         match vfs.create_dir(dir) {
             Err(e) if e.kind == VfsErrorKind::AlreadyExists => {}
             other => other?,
         }
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// A file wrapper that latches the first failed `sync`: afterwards every call fails with
