@@ -21,7 +21,10 @@
 //!   pages, so a later `sync` that succeeds proves nothing. Implementations latch the
 //!   first failure: the handle is *poisoned* and every later call on it returns
 //!   [`VfsErrorKind::Poisoned`]; the engine poisons the whole database above it
-//!   (fail-stop, no retry-then-succeed).
+//!   (fail-stop, no retry-then-succeed). A failed [`VfsFile::wait_writeback`] counts as a
+//!   failed `sync` (the kernel reports a writeback error to one waiter only).
+//! * [`VfsFile::start_writeback`] and [`VfsFile::wait_writeback`] only pace the writing of
+//!   long copies; they promise no durability, and doing nothing is a valid implementation.
 //! * Errors carry a [`VfsErrorKind`] so callers can tell "not found" and "no space" from
 //!   other IO failures.
 
@@ -151,6 +154,20 @@ pub trait VfsFile: Send + Sync {
     /// Makes every completed write and `set_len` on this file durable. A failure poisons the
     /// handle: every later call returns [`VfsErrorKind::Poisoned`].
     fn sync(&self) -> VfsResult<()>;
+    /// A hint: start writing the range's completed writes to the disk now, without waiting
+    /// for them. It promises nothing (only [`VfsFile::sync`] makes data durable) and reports
+    /// nothing (a failure shows at the next `sync` or [`VfsFile::wait_writeback`]). The
+    /// default does nothing.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
+    /// Writes the range's completed writes to the disk and waits until they are written. Not
+    /// a durability promise either (the file's size and metadata still need `sync`), but it
+    /// keeps a long copy from piling up dirty pages: with at most a window or two in flight,
+    /// the final `sync` has little left, and other files' syncs (a writer's WAL) never queue
+    /// behind the whole copy. A failure counts as a failed sync: the handle is poisoned. The
+    /// default does nothing.
+    fn wait_writeback(&self, _offset: u64, _len: u64) -> VfsResult<()> {
+        Ok(())
+    }
 }
 
 /// The filesystem interface of the engine. See the module docs for the contract.
@@ -284,6 +301,12 @@ pub fn write_file(vfs: &dyn Vfs, path: &Path, bytes: &[u8]) -> VfsResult<Box<dyn
 /// Bytes moved per call by [`copy_file`] and [`checksum_file`].
 pub const COPY_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// [`copy_file`] writes back in windows of this many bytes: it starts each window's
+/// writeback when the window is full ([`VfsFile::start_writeback`]) and waits for the one
+/// before it ([`VfsFile::wait_writeback`]), so at most two windows of the copy are dirty or in
+/// flight at a time.
+pub const COPY_WRITEBACK_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Copies `from` to a new file `to` (which must not exist) and returns the CRC-32C and size of
 /// what was copied. Nothing is synced: the caller's plan syncs the copy before relying on it.
 pub fn copy_file(vfs: &dyn Vfs, from: &Path, to: &Path) -> VfsResult<(u32, u64)> {
@@ -298,23 +321,43 @@ pub fn copy_file_with(
     vfs: &dyn Vfs,
     from: &Path,
     to: &Path,
-    mut edit: impl FnMut(u64, &mut [u8]),
+    edit: impl FnMut(u64, &mut [u8]),
 ) -> VfsResult<(u32, u64)> {
     let src = vfs.open(from, OpenMode::Read)?;
     let dst = vfs.open(to, OpenMode::CreateNew)?;
+    copy_contents(src.as_ref(), dst.as_ref(), edit)
+}
+
+/// The loop of [`copy_file_with`]: copies all of `src` into `dst` from offset 0, writing back
+/// in windows of [`COPY_WRITEBACK_BYTES`].
+fn copy_contents(
+    src: &dyn VfsFile,
+    dst: &dyn VfsFile,
+    mut edit: impl FnMut(u64, &mut [u8]),
+) -> VfsResult<(u32, u64)> {
     let len = src.len()?;
     let mut buf = vec![0u8; COPY_CHUNK_BYTES];
     let (mut crc, mut offset) = (0u32, 0u64);
+    // The window being filled starts at `window`; the one before it (if any) is `started`.
+    let (mut window, mut started) = (0u64, None::<(u64, u64)>);
     while offset < len {
-        let n = read_full(src.as_ref(), &mut buf, offset)?;
+        let n = read_full(src, &mut buf, offset)?;
         let Some(chunk) = buf.get_mut(..n) else { break };
         if n == 0 {
             break;
         }
         edit(offset, chunk);
-        write_all_at(dst.as_ref(), chunk, offset)?;
+        write_all_at(dst, chunk, offset)?;
         crc = crc32c::crc32c_append(crc, chunk);
         offset += n as u64;
+        if offset - window >= COPY_WRITEBACK_BYTES {
+            dst.start_writeback(window, offset - window);
+            if let Some((at, len)) = started {
+                dst.wait_writeback(at, len)?;
+            }
+            started = Some((window, offset - window));
+            window = offset;
+        }
     }
     Ok((crc, offset))
 }
@@ -450,6 +493,24 @@ impl<F: VfsFile> VfsFile for LatchedFile<F> {
         }
         result
     }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        if self.check("writeback").is_ok() {
+            self.inner.start_writeback(offset, len);
+        }
+    }
+    fn wait_writeback(&self, offset: u64, len: u64) -> VfsResult<()> {
+        self.check("writeback")?;
+        let result = self.inner.wait_writeback(offset, len);
+        if result.is_err() {
+            // The kernel hands a write error to one waiter only: this one. The next fsync will
+            // not see it, so the handle is poisoned here as if that fsync had failed.
+            self.poisoned.store(true, Ordering::Release);
+            if let Some(f) = &self.failures {
+                f.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        result
+    }
 }
 
 /// The real filesystem (Linux): `pread`/`pwrite`, `fsync` of files and of directories.
@@ -470,6 +531,26 @@ struct RealFile {
     path: PathBuf,
 }
 
+impl RealFile {
+    /// `sync_file_range(2)` on the file.
+    #[cfg(target_os = "linux")]
+    fn sync_range(&self, offset: u64, len: u64, flags: libc::c_uint) -> VfsResult<()> {
+        use std::os::fd::AsRawFd;
+        let out_of_range =
+            || VfsError::new(VfsErrorKind::Other, "sync_file_range", &self.path, "range out of bounds");
+        let offset = libc::off64_t::try_from(offset).map_err(|_| out_of_range())?;
+        let len = libc::off64_t::try_from(len).map_err(|_| out_of_range())?;
+        // SAFETY: sync_file_range takes an open file descriptor (owned by `self.file` for the
+        // whole call) and three integers; it touches no memory of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, flags) };
+        if rc != 0 {
+            return Err(VfsError::from_io("sync_file_range", &self.path, &io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
 impl VfsFile for RealFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> VfsResult<usize> {
         self.file.read_at(buf, offset).map_err(|e| VfsError::from_io("read", &self.path, &e))
@@ -485,6 +566,19 @@ impl VfsFile for RealFile {
     }
     fn sync(&self) -> VfsResult<()> {
         self.file.sync_all().map_err(|e| VfsError::from_io("sync", &self.path, &e))
+    }
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&self, offset: u64, len: u64) {
+        // Ignored on purpose: a hint, and a write error it meets is seen by a later wait or
+        // fsync (SYNC_FILE_RANGE_WRITE alone does not consume the file's error state).
+        let _ = self.sync_range(offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+    #[cfg(target_os = "linux")]
+    fn wait_writeback(&self, offset: u64, len: u64) -> VfsResult<()> {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        self.sync_range(offset, len, flags)
     }
 }
 
@@ -677,6 +771,99 @@ mod tests {
                 Ok(())
             }
         }
+    }
+
+    /// A file in memory that logs the writeback calls made on it, and fails the first wait
+    /// when told to.
+    #[derive(Default)]
+    struct Recorder {
+        data: std::sync::Mutex<Vec<u8>>,
+        log: std::sync::Mutex<Vec<(&'static str, u64, u64)>>,
+        fail_wait: bool,
+    }
+
+    impl VfsFile for Recorder {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> VfsResult<usize> {
+            let data = self.data.lock().unwrap();
+            let from = data.get(offset as usize..).unwrap_or_default();
+            let n = from.len().min(buf.len());
+            buf[..n].copy_from_slice(&from[..n]);
+            Ok(n)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> VfsResult<usize> {
+            let mut data = self.data.lock().unwrap();
+            let end = offset as usize + buf.len();
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[offset as usize..end].copy_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn set_len(&self, len: u64) -> VfsResult<()> {
+            self.data.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn len(&self) -> VfsResult<u64> {
+            Ok(self.data.lock().unwrap().len() as u64)
+        }
+        fn sync(&self) -> VfsResult<()> {
+            Ok(())
+        }
+        fn start_writeback(&self, offset: u64, len: u64) {
+            self.log.lock().unwrap().push(("start", offset, len));
+        }
+        fn wait_writeback(&self, offset: u64, len: u64) -> VfsResult<()> {
+            self.log.lock().unwrap().push(("wait", offset, len));
+            if self.fail_wait {
+                return Err(VfsError::new(VfsErrorKind::Other, "sync_file_range", Path::new("x"), "EIO"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_copy_writes_back_in_windows_with_at_most_two_in_flight() {
+        const W: u64 = COPY_WRITEBACK_BYTES;
+        let len = 2 * W + 3 * 1024 * 1024 + 17;
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let src = Recorder { data: std::sync::Mutex::new(content.clone()), ..Recorder::default() };
+        let dst = Recorder::default();
+        let (crc, copied) = copy_contents(&src, &dst, |_, _| ()).unwrap();
+        assert_eq!((crc, copied), (crc32c::crc32c(&content), len));
+        assert!(*dst.data.lock().unwrap() == content);
+        // Each full window is started when it fills; the one before it is waited for right
+        // after, so no more than two windows are ever dirty or in flight. The tail is left to
+        // the caller's sync.
+        assert_eq!(*dst.log.lock().unwrap(), vec![("start", 0, W), ("start", W, W), ("wait", 0, W)]);
+    }
+
+    #[test]
+    fn a_failed_writeback_wait_latches_poison_and_counts_as_a_failed_sync() {
+        let failures = Arc::new(AtomicU64::new(0));
+        let file = LatchedFile::new(Recorder { fail_wait: true, ..Recorder::default() }, PathBuf::from("x"))
+            .counting(failures.clone());
+        assert_eq!(file.write_at(b"abc", 0).map_err(|e| e.kind), Ok(3));
+        file.start_writeback(0, 3);
+        assert_eq!(file.wait_writeback(0, 3).map_err(|e| e.kind), Err(VfsErrorKind::Other));
+        // The kernel reports a writeback error to one waiter: the next fsync would succeed,
+        // so the latch must answer for it.
+        assert_eq!(file.sync().map_err(|e| e.kind), Err(VfsErrorKind::Poisoned));
+        assert_eq!(failures.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn real_files_accept_writeback_calls() {
+        let path = std::env::temp_dir().join(format!("sila-vfs-writeback-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let fs = RealFs::new();
+        let file = fs.open(&path, OpenMode::CreateNew).unwrap();
+        write_all_at(file.as_ref(), &[7u8; 64 * 1024], 0).unwrap();
+        file.start_writeback(0, 64 * 1024);
+        file.wait_writeback(0, 64 * 1024).unwrap();
+        file.sync().unwrap();
+        assert_eq!(fs.sync_failures(), 0);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
