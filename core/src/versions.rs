@@ -1063,10 +1063,15 @@ impl Database {
         };
         let temp = self.ws.hold_partial(dest);
         let written = self.write_export(temp.path(), dest, format).and_then(|size| {
-            // The rename replaces: refuse once more right before it (the first check was before
-            // the copy). Nothing here can refuse a file created between this check and the rename.
-            refuse_existing()?;
-            self.fs().rename(temp.path(), dest)?;
+            // The first check was before the copy: a file may have appeared since. The rename
+            // refuses it atomically instead of replacing it.
+            self.fs().rename_noreplace(temp.path(), dest).map_err(|e| match e.kind {
+                vfs::VfsErrorKind::AlreadyExists => Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{} already exists (it appeared while the export was written)", dest.display()),
+                ),
+                _ => Error::from(e),
+            })?;
             Ok(size)
         });
         let size = written.map_err(|e| e.context("export"))?;

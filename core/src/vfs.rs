@@ -16,7 +16,8 @@
 //! * A directory entry (a file or directory created in it, a rename into or out of it, an
 //!   unlink) is durable only after [`Vfs::sync_dir`] of that directory returns `Ok`.
 //!   [`Vfs::rename`] replaces the target atomically: any observer, and the disk after a
-//!   crash, sees either the old or the new target, never neither.
+//!   crash, sees either the old or the new target, never neither. [`Vfs::rename_noreplace`]
+//!   instead refuses, atomically, a target that exists.
 //! * A failed `sync` is fatal for the data it covered: the kernel may have dropped the dirty
 //!   pages, so a later `sync` that succeeds proves nothing. Implementations latch the
 //!   first failure: the handle is *poisoned* and every later call on it returns
@@ -184,6 +185,11 @@ pub trait Vfs: Send + Sync {
     /// Atomically renames `from` to `to`, replacing `to` if it is a file. Both must be in the
     /// same directory tree of one filesystem. Durable after `sync_dir` of both parents.
     fn rename(&self, from: &Path, to: &Path) -> VfsResult<()>;
+    /// Gives the file `from` the name `to` only if `to` does not exist, atomically: fails with
+    /// [`VfsErrorKind::AlreadyExists`] (changing nothing) if it does, even if it appeared a
+    /// moment ago. Afterwards `from` is gone. Durable after `sync_dir` of both parents; a
+    /// crash before that may leave the file under either name or both.
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()>;
     /// Makes the directory's entries (creates, renames, unlinks) durable. A failure is
     /// fatal for the entries it covered, like a failed file `sync`.
     fn sync_dir(&self, path: &Path) -> VfsResult<()>;
@@ -675,6 +681,17 @@ impl Vfs for RealFs {
         std::fs::rename(from, to).map_err(|e| VfsError::from_io("rename", from, &e))
     }
 
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()> {
+        // A hard link fails with EEXIST if `to` exists, atomically, on every POSIX filesystem
+        // (renameat2's RENAME_NOREPLACE is not on all of them); then the old name goes.
+        std::fs::hard_link(from, to).map_err(|e| VfsError::from_io("link", to, &e))?;
+        std::fs::remove_file(from).map_err(|e| {
+            // Take the new name back (best effort) so that a failure changes nothing.
+            let _ = std::fs::remove_file(to);
+            VfsError::from_io("unlink", from, &e)
+        })
+    }
+
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
         // On Linux a directory opened read-only can be fsync'ed; that makes its entries durable.
         let dir = File::open(path).map_err(|e| VfsError::from_io("open dir", path, &e))?;
@@ -926,6 +943,25 @@ mod tests {
         let names: Vec<String> = fs.list_dir(&dir).unwrap_or_default().into_iter().map(|e| e.name).collect();
         assert_eq!(names, vec!["b".to_string()]);
         assert_eq!(fs.open(&a, OpenMode::Read).err().map(|e| e.kind), Some(VfsErrorKind::NotFound));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_target_and_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("sila-vfs-noreplace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fs = RealFs::new();
+        fs.create_dir(&dir).unwrap();
+        let (tmp, dest, other) = (dir.join("tmp"), dir.join("dest"), dir.join("other"));
+        write_file(&fs, &tmp, b"new").unwrap();
+        write_file(&fs, &dest, b"theirs").unwrap();
+        let e = fs.rename_noreplace(&tmp, &dest).unwrap_err();
+        assert_eq!(e.kind, VfsErrorKind::AlreadyExists, "{e}");
+        assert_eq!(read_file(&fs, &dest).unwrap(), b"theirs".to_vec());
+        assert_eq!(read_file(&fs, &tmp).unwrap(), b"new".to_vec());
+        fs.rename_noreplace(&tmp, &other).unwrap();
+        assert_eq!(read_file(&fs, &other).unwrap(), b"new".to_vec());
+        assert_eq!(fs.file_len(&tmp).unwrap(), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

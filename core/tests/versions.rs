@@ -848,6 +848,10 @@ impl sila_sqlite::vfs::Vfs for FaultyFs {
         check(&*self.fails, "rename", from, 0)?;
         self.inner.rename(from, to)
     }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "rename", from, 0)?;
+        self.inner.rename_noreplace(from, to)
+    }
     fn sync_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
         check(&*self.fails, "sync_dir", path, 0)?;
         self.inner.sync_dir(path)
@@ -1273,4 +1277,43 @@ fn a_compressed_import_exactly_at_the_size_cap_is_accepted_and_one_byte_more_is_
     assert_eq!(report.checks.first(), Some(&"gzip"));
     assert_eq!(report.size, cap);
     assert_eq!(count(&db), 1);
+}
+
+/// The destination is checked before the copy; a file that appears at it while the export is
+/// written (another process, an operator) is not overwritten: the rename refuses it.
+#[test]
+fn an_export_never_overwrites_a_file_that_appeared_while_it_was_written() {
+    use sila_sqlite::versions::ExportFormat;
+    let dir = TempDir::new("export-race");
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let out = dir.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for format in [ExportFormat::Sqlite, ExportFormat::SqliteGzip] {
+        let dest = out.join(format!("race{}", format.suffix()));
+        let theirs = dest.clone();
+        // Opening the export's temporary (it is, to sync it, after the copy) makes someone
+        // else's file appear under the final name.
+        let vfs = std::sync::Arc::new(FaultyFs::wrapping(move |path, _mode, file| {
+            if is_partial(path) && path.parent() == theirs.parent() && !theirs.exists() {
+                std::fs::write(&theirs, b"someone else's file").unwrap();
+            }
+            file
+        }));
+        let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+        if ws.open_app("com.example.notes").is_err() {
+            ws.register_app("com.example.notes", MANIFEST).unwrap();
+        }
+        let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+        db.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+        insert(&db, 2);
+        let e = db.export_to_path_as(&dest, format).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::AlreadyExists, "{format:?}: {e}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"someone else's file", "{format:?}: not overwritten");
+        let left: Vec<_> = files_below(&out).into_iter().filter(|p| is_partial(p)).collect();
+        assert!(left.is_empty(), "{format:?}: temporaries left: {left:?}");
+        // Not an IO failure of the workspace: the database goes on.
+        insert(&db, 1);
+    }
 }

@@ -989,6 +989,46 @@ impl MemFs {
         lock_state(&self.inner)
     }
 
+    /// [`Vfs::rename`] (`replace`) or [`Vfs::rename_noreplace`]: one step under the state
+    /// lock, so the check for an existing target and the rename are one atomic change.
+    fn rename_as(&self, from: &Path, to: &Path, replace: bool) -> VfsResult<()> {
+        let op = if replace { "rename" } else { "rename noreplace" };
+        let mut state = self.state();
+        state.tick(op, from)?;
+        let (from_parent, from_name) = state.parent_of(from, op)?;
+        let Some(ino) = state.live_entries(from_parent).and_then(|entries| entries.get(&from_name)).copied()
+        else {
+            return Err(err(VfsErrorKind::NotFound, op, from, "no such file"));
+        };
+        if state.is_dir(ino) {
+            return Err(err(VfsErrorKind::Other, op, from, "MemFs cannot rename directories"));
+        }
+        let (to_parent, to_name) = state.parent_of(to, op)?;
+        match state.live_entries(to_parent).and_then(|entries| entries.get(&to_name)).copied() {
+            Some(_) if !replace => {
+                return Err(err(VfsErrorKind::AlreadyExists, op, to, "target exists"));
+            }
+            Some(target) if target == ino => {
+                // Both names are the same inode: POSIX says do nothing.
+                state.stats.renames = state.stats.renames.saturating_add(1);
+                return Ok(());
+            }
+            Some(target) if state.is_dir(target) => {
+                return Err(err(VfsErrorKind::Other, op, to, "target is a directory"));
+            }
+            _ => {}
+        }
+        if let Some(entries) = state.live_entries_mut(from_parent) {
+            entries.remove(&from_name);
+        }
+        if let Some(entries) = state.live_entries_mut(to_parent) {
+            entries.insert(to_name, ino);
+        }
+        state.stats.renames = state.stats.renames.saturating_add(1);
+        state.sweep();
+        Ok(())
+    }
+
     /// Cuts the power: the disk becomes its durable state, handles and lock guards taken
     /// before go stale and locks are released. See the module docs.
     pub fn crash(&self) {
@@ -1291,38 +1331,11 @@ impl Vfs for MemFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> VfsResult<()> {
-        let op = "rename";
-        let mut state = self.state();
-        state.tick(op, from)?;
-        let (from_parent, from_name) = state.parent_of(from, op)?;
-        let Some(ino) = state.live_entries(from_parent).and_then(|entries| entries.get(&from_name)).copied()
-        else {
-            return Err(err(VfsErrorKind::NotFound, op, from, "no such file"));
-        };
-        if state.is_dir(ino) {
-            return Err(err(VfsErrorKind::Other, op, from, "MemFs cannot rename directories"));
-        }
-        let (to_parent, to_name) = state.parent_of(to, op)?;
-        match state.live_entries(to_parent).and_then(|entries| entries.get(&to_name)).copied() {
-            Some(target) if target == ino => {
-                // Both names are the same inode: POSIX says do nothing.
-                state.stats.renames = state.stats.renames.saturating_add(1);
-                return Ok(());
-            }
-            Some(target) if state.is_dir(target) => {
-                return Err(err(VfsErrorKind::Other, op, to, "target is a directory"));
-            }
-            _ => {}
-        }
-        if let Some(entries) = state.live_entries_mut(from_parent) {
-            entries.remove(&from_name);
-        }
-        if let Some(entries) = state.live_entries_mut(to_parent) {
-            entries.insert(to_name, ino);
-        }
-        state.stats.renames = state.stats.renames.saturating_add(1);
-        state.sweep();
-        Ok(())
+        self.rename_as(from, to, true)
+    }
+
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()> {
+        self.rename_as(from, to, false)
     }
 
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
@@ -1784,6 +1797,25 @@ mod tests {
         assert!(fs.exists(p("/d"))?);
         let inodes = lock_state(&fs.inner).inodes.len();
         assert_eq!(inodes, 2, "the orphaned inode is dropped: {}", fs.dump());
+        Ok(())
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_target_and_is_not_durable_until_sync_dir() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        put_synced(&fs, "/d/tmp", b"new")?;
+        put_synced(&fs, "/d/dest", b"theirs")?;
+        fs.sync_dir(p("/d"))?;
+        let refused = fs.rename_noreplace(p("/d/tmp"), p("/d/dest"));
+        assert_eq!(refused.map_err(|e| e.kind), Err(VfsErrorKind::AlreadyExists));
+        assert_eq!(fs.read("/d/dest").as_deref(), Some(&b"theirs"[..]));
+        assert_eq!(fs.read("/d/tmp").as_deref(), Some(&b"new"[..]));
+        fs.rename_noreplace(p("/d/tmp"), p("/d/other"))?;
+        assert_eq!(fs.read("/d/other").as_deref(), Some(&b"new"[..]));
+        assert!(!fs.exists(p("/d/tmp"))?);
+        fs.crash();
+        assert_eq!(fs.read("/d/tmp").as_deref(), Some(&b"new"[..]), "{}", fs.dump());
+        assert_eq!(fs.read("/d/other"), None, "{}", fs.dump());
         Ok(())
     }
 

@@ -479,6 +479,9 @@ impl Vfs for PanicFs {
     fn rename(&self, from: &Path, to: &Path) -> VfsResult<()> {
         self.fs.rename(from, to)
     }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()> {
+        self.fs.rename_noreplace(from, to)
+    }
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
         self.fs.sync_dir(path)
     }
@@ -616,6 +619,10 @@ impl Vfs for CrashFs {
     fn rename(&self, from: &Path, to: &Path) -> VfsResult<()> {
         self.ctl.tick();
         self.fs.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()> {
+        self.ctl.tick();
+        self.fs.rename_noreplace(from, to)
     }
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
         self.ctl.tick();
