@@ -790,8 +790,8 @@ mod tests {
         }
     }
 
-    /// A file in memory that logs the writeback calls made on it, and fails the first wait
-    /// when told to.
+    /// A file in memory that logs the writeback calls made on it, and fails every wait when
+    /// told to.
     #[derive(Default)]
     struct Recorder {
         data: std::sync::Mutex<Vec<u8>>,
