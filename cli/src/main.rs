@@ -12,9 +12,11 @@ mod versions;
 
 use clap::{Parser, Subcommand};
 use sila_sqlite::manifest::MIB;
+use sila_sqlite::sqlite::policy::SQL_LENGTH_BYTES_MAX;
 use sila_sqlite::versions::ExportFormat;
-use sila_sqlite::{AppInfo, Error, ErrorCode, Result, Value, Workspace, WorkspaceOptions};
-use std::io::Write as _;
+use sila_sqlite::{AppInfo, BrokerOptions, Error, ErrorCode, Result, Value, Workspace, WorkspaceOptions};
+use std::ffi::{OsStr, OsString};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +59,16 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR", default_value = "./sila-workspace")]
     workspace: PathBuf,
 
+    /// The statement timeout for this run, in milliseconds (the engine's default is 5000).
+    /// A statement running longer is stopped with TIMEOUT.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(1..=STATEMENT_TIMEOUT_MS_MAX)
+    )]
+    statement_timeout_ms: Option<u64>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -86,8 +98,9 @@ enum Command {
         app: String,
         /// The database name from the app's manifest (e.g. analytics), or sila://db/<name>.
         db: String,
-        /// The statement.
-        sql: String,
+        /// The statement, or `-` to read it from standard input (at most the engine's SQL
+        /// length limit, 1,000,000 bytes). Must be UTF-8.
+        sql: OsString,
         /// A parameter for the next `?`, as a JSON value: null, true, 42, 1.5, "text",
         /// {"$blob":"<base64>"}. Repeat for more.
         #[arg(long = "param", value_name = "JSON", allow_hyphen_values = true)]
@@ -277,13 +290,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The longest `--statement-timeout-ms`: one day.
+const STATEMENT_TIMEOUT_MS_MAX: u64 = 86_400_000;
+
 fn run(cli: Cli) -> Result<()> {
-    let ws = open_workspace(&cli.workspace)?;
+    let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms)?;
     match cli.command {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
         Command::App(AppCommand::List) => app_list(&ws),
-        Command::Sql { app, db, sql, params } => run_sql(&ws, &app, &db, &sql, &params),
+        Command::Sql { app, db, sql, params } => run_sql(&ws, &app, &db, &sql_text(&sql)?, &params),
         Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
         Command::Check => check::run(&ws),
         Command::Snapshot { app, db, label } => versions::snapshot(&ws, &app, &db, &label),
@@ -313,8 +329,35 @@ fn format(gzip: bool) -> ExportFormat {
     }
 }
 
-fn open_workspace(dir: &Path) -> Result<Workspace> {
-    Workspace::open(dir, WorkspaceOptions::default())
+fn open_workspace(dir: &Path, statement_timeout_ms: Option<u64>) -> Result<Workspace> {
+    let mut broker = BrokerOptions::default();
+    if let Some(ms) = statement_timeout_ms {
+        broker.statement_timeout = std::time::Duration::from_millis(ms);
+    }
+    Workspace::open(dir, WorkspaceOptions { broker, ..WorkspaceOptions::default() })
+}
+
+/// The statement of `sql`: the argument itself, or standard input for `-`, read up to one
+/// byte past the engine's length limit (so a longer input is refused without reading it all).
+fn sql_text(arg: &OsStr) -> Result<String> {
+    let not_utf8 =
+        |from: &str| Error::new(ErrorCode::InvalidArgument, format!("the SQL {from} is not valid UTF-8"));
+    if arg != "-" {
+        return arg.to_str().map(str::to_owned).ok_or_else(|| not_utf8("argument"));
+    }
+    let limit = u64::try_from(SQL_LENGTH_BYTES_MAX).unwrap_or(u64::MAX);
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("reading the SQL from standard input: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorCode::InvalidArgument,
+            format!("the SQL on standard input is longer than SQL_LENGTH_BYTES_MAX ({limit} bytes)"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| not_utf8("on standard input"))
 }
 
 /// `analytics:256MB,logs:64MB:ro`.

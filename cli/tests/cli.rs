@@ -1,8 +1,10 @@
 //! Runs the built `sila-sqlite` binary against temporary workspaces.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+use std::ffi::OsStr;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sila-sqlite");
 
@@ -51,7 +53,26 @@ impl TempWs {
     }
 
     fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(BIN).arg("--workspace").arg(self.ws()).args(args).output().unwrap();
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.run_with_stdin(&args, b"")
+    }
+
+    /// Runs with any (even non-UTF-8) arguments and `stdin` as standard input.
+    fn run_with_stdin(&self, args: &[&OsStr], stdin: &[u8]) -> Out {
+        let mut child = Command::new(BIN)
+            .arg("--workspace")
+            .arg(self.ws())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // The CLI may refuse before reading it all: a closed pipe is not the test's failure.
+        let _ = input.write_all(stdin);
+        drop(input);
+        let out = child.wait_with_output().unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8(out.stdout).unwrap(),
@@ -244,11 +265,77 @@ fn errors_print_code_first_line_and_exit_1() {
     let out = t.sql("com.test.small", "main", "SELECT ?", &["[1]"]);
     assert!(out.failed().starts_with("error[INVALID_ARGUMENT]: "), "{}", out.stderr);
 
+    // The wrong number of parameters.
+    let out = t.sql("com.test.small", "main", "SELECT ?, ?", &["1"]);
+    assert!(out.failed().starts_with("error[INVALID_ARGUMENT]: "), "{}", out.stderr);
+    assert!(out.stderr.contains("expects 2 parameters, got 1"), "{}", out.stderr);
+
+    // SQL that is not UTF-8, as an argument and on standard input.
+    use std::os::unix::ffi::OsStrExt as _;
+    let bad = OsStr::from_bytes(b"SELECT '\xff'");
+    let args = [OsStr::new("sql"), OsStr::new("com.test.small"), OsStr::new("main"), bad];
+    let out = t.run_with_stdin(&args, b"");
+    assert_eq!(out.failed(), "error[INVALID_ARGUMENT]: the SQL argument is not valid UTF-8");
+    let args = ["sql", "com.test.small", "main", "-"].map(OsStr::new);
+    let out = t.run_with_stdin(&args, b"SELECT '\xff'");
+    assert_eq!(out.failed(), "error[INVALID_ARGUMENT]: the SQL on standard input is not valid UTF-8");
+
     // Usage errors are clap's: exit code 2.
     let out = t.run(&["sql", "com.test.small"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     let out = t.run(&["no-such-command"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// SQL read from standard input (`-`) is accepted up to the engine's SQL length limit and
+/// refused one byte past it, naming the limit.
+#[test]
+fn sql_on_standard_input_at_the_length_limit() {
+    let t = TempWs::new("sql-length");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let limit = usize::try_from(sila_sqlite::sqlite::policy::SQL_LENGTH_BYTES_MAX).unwrap();
+    let statement = |len: usize| {
+        let mut sql = b"SELECT 42 AS v -- ".to_vec();
+        sql.resize(len, b'x');
+        sql
+    };
+    let args = ["sql", "com.test.small", "main", "-"].map(OsStr::new);
+    let out = t.run_with_stdin(&args, &statement(limit)).ok();
+    assert_eq!(out.stdout.trim_end(), r#"{"columns":["v"],"rows":[[42]],"changes":0}"#);
+    let out = t.run_with_stdin(&args, &statement(limit + 1));
+    assert_eq!(
+        out.failed(),
+        format!("error[INVALID_ARGUMENT]: the SQL on standard input is longer than SQL_LENGTH_BYTES_MAX ({limit} bytes)")
+    );
+}
+
+/// A recursive CTE that never ends is stopped at the statement timeout (set per run with
+/// `--statement-timeout-ms`) plus a small slack, and changes nothing.
+#[test]
+fn a_statement_that_never_ends_times_out() {
+    let t = TempWs::new("timeout");
+    t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "CREATE TABLE t (x)", &[]).ok();
+    let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let started = std::time::Instant::now();
+    let out = t.run(&["--statement-timeout-ms", "300", "sql", "com.test.small", "main", forever]);
+    assert!(out.failed().starts_with("error[TIMEOUT]: "), "{}", out.stderr);
+    // Process start and workspace open included.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    let endless_insert =
+        "INSERT INTO t SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c WHERE x < 0)";
+    let out = t.run(&["--statement-timeout-ms", "300", "sql", "com.test.small", "main", endless_insert]);
+    assert!(out.failed().starts_with("error[TIMEOUT]: "), "{}", out.stderr);
+    let count = t.sql("com.test.small", "main", "SELECT count(*) FROM t", &[]).ok();
+    assert!(count.stdout.contains("\"rows\":[[0]]"), "{}", count.stdout);
+    // The option's bounds are usage errors.
+    for bad in ["0", "86400001", "soon"] {
+        let out = t.run(&["--statement-timeout-ms", bad, "sql", "com.test.small", "main", "SELECT 1"]);
+        assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
+    }
+    let out =
+        t.run(&["--statement-timeout-ms", "86400000", "sql", "com.test.small", "main", "SELECT 1"]).ok();
+    assert!(out.stdout.contains("[[1]]"), "{}", out.stdout);
 }
 
 #[test]

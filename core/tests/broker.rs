@@ -97,6 +97,28 @@ fn bad_sql_gets_typed_errors_and_changes_nothing() {
     assert_eq!(db.query("INSERT INTO events(id) VALUES ('q')", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
 }
 
+/// SQL text is accepted up to `SQL_LENGTH_BYTES_MAX` bytes and refused one byte past it with
+/// a typed error, through query and exec; nothing changes.
+#[test]
+fn sql_at_the_length_limit() {
+    let (_d, _ws, db) = setup("sql-length", BrokerOptions::default());
+    let limit = usize::try_from(sila_sqlite::sqlite::policy::SQL_LENGTH_BYTES_MAX).unwrap();
+    let padded = |head: &str, len: usize| {
+        let mut sql = format!("{head} -- ");
+        sql.extend(std::iter::repeat_n('x', len - sql.len()));
+        sql
+    };
+    assert_eq!(db.query_value(&padded("SELECT 42", limit), &[]).unwrap(), Some(Value::Integer(42)));
+    let e = db.query(&padded("SELECT 42", limit + 1), &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{}", e.code());
+    assert!(e.message().contains("length limit"), "{}", &e.message()[..200.min(e.message().len())]);
+    let insert = "INSERT INTO events(id) VALUES ('long')";
+    db.exec(&padded(insert, limit), &[]).unwrap();
+    let e = db.exec(&padded(insert, limit + 1), &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{}", e.code());
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(1)));
+}
+
 #[test]
 fn zeroblob_over_the_quota_is_quota_exceeded_and_the_database_stays_usable() {
     let (_d, _ws, db) = setup("quota", BrokerOptions::default());
