@@ -1142,8 +1142,11 @@ impl Database {
         let id = self.ws.new_uuid();
         let dest = dir.join(format!("{}{}", id.hyphenated(), format.suffix()));
         self.export_to_path_as(&dest, format)?;
-        // UUID v7 names sort by creation time; compressed and plain backups count alike. Only
-        // complete backups have such a name: temporaries (`.partial`) never count.
+        // The workspace's UUID v7 names sort in the order they were made (store::ids);
+        // compressed and plain backups count alike. Only complete backups have such a name:
+        // temporaries (`.partial`) never count. The backup just made is always kept, even if
+        // a clock stepped back across a restart makes an older name sort after it.
+        let own = dest.file_name().map(|n| n.to_string_lossy().into_owned());
         let mut names: Vec<String> = self
             .fs()
             .list_dir(&dir)?
@@ -1151,11 +1154,11 @@ impl Database {
             .map(|e| e.name)
             .filter(|n| {
                 let plain = n.strip_suffix(".gz").unwrap_or(n);
-                matches!(layout::classify(plain), layout::FileKind::Database(_))
+                matches!(layout::classify(plain), layout::FileKind::Database(_)) && Some(n) != own.as_ref()
             })
             .collect();
         names.sort();
-        let excess = names.len().saturating_sub(keep_last.max(1));
+        let excess = names.len().saturating_sub(keep_last.max(1) - 1);
         for old in names.iter().take(excess) {
             self.fs().remove_file(&dir.join(old))?;
         }

@@ -1317,3 +1317,54 @@ fn an_export_never_overwrites_a_file_that_appeared_while_it_was_written() {
         insert(&db, 1);
     }
 }
+
+/// A wall clock the test sets (deadlines keep the process's monotonic time).
+struct SetClock(std::sync::atomic::AtomicU64);
+
+impl sila_sqlite::clock::Clock for SetClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Backup retention keeps the newest backups in the order they were made, even when they are
+/// made in the same millisecond (UUID v7 names then sorted by their random bits) or the
+/// clock steps back; and the backup just made is never the one retention removes.
+#[test]
+fn backup_retention_follows_the_order_of_making_whatever_the_clock_does() {
+    let dir = TempDir::new("backup-clock");
+    let root = dir.0.join("ws");
+    let t0 = 1_800_000_000_000u64;
+    let open = |at: u64| {
+        let clock = std::sync::Arc::new(SetClock(std::sync::atomic::AtomicU64::new(at)));
+        let options = WorkspaceOptions { clock: clock.clone(), ..WorkspaceOptions::default() };
+        (Workspace::open(&root, options).unwrap(), clock)
+    };
+    let (ws, clock) = open(t0);
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    // Ten backups in one millisecond, then ten after the clock stepped back a day; keep 3.
+    let mut made = Vec::new();
+    for i in 0..20 {
+        if i == 10 {
+            clock.0.store(t0 - 86_400_000, Ordering::SeqCst);
+        }
+        insert(&db, 1);
+        let (_, path) = db.backup(3).unwrap();
+        assert!(path.exists(), "backup {i} exists when it is returned");
+        made.push(path);
+    }
+    let kept = |dir: &Path| -> Vec<PathBuf> { files_below(dir) };
+    let backups = made[0].parent().unwrap().to_path_buf();
+    assert_eq!(kept(&backups), made[17..].to_vec(), "the three made last");
+    assert_complete(&made[19], 20);
+    drop(db);
+    drop(ws);
+    // A restart with the clock a week back: the new backup's name sorts before the others.
+    let (ws, _clock) = open(t0 - 7 * 86_400_000);
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    let (_, path) = db.backup(1).unwrap();
+    assert_eq!(kept(&backups), vec![path.clone()], "keep_last 1 keeps the backup just made");
+    assert_complete(&path, 20);
+}
