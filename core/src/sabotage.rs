@@ -16,6 +16,10 @@ pub enum Sabotage {
     GcIgnoresSnapshots,
     /// The broker answers writes before it has committed them.
     AckBeforeCommit,
+    /// An export or backup is renamed into place without syncing its data first.
+    ExportSkipsSync,
+    /// A new export or backup directory is created but not made durable in its parent.
+    ExportDirNotDurable,
 }
 
 #[cfg(feature = "sabotage")]

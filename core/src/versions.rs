@@ -185,6 +185,14 @@ fn gzip_stated_size(fs: &dyn Vfs, path: &Path, len: u64) -> Result<Option<u64>> 
     Ok((n == 4).then(|| u64::from(u32::from_le_bytes(trailer))))
 }
 
+/// Creates an export or backup directory and makes it durable in its parent.
+fn create_export_dir(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    if crate::sabotage::active(crate::sabotage::Sabotage::ExportDirNotDurable) {
+        return Ok(vfs::create_dir_all(fs, dir)?);
+    }
+    Ok(vfs::create_dir_all_durable(fs, dir)?)
+}
+
 /// What a flip installed and what it replaced.
 #[derive(Debug)]
 struct Installed {
@@ -1097,7 +1105,9 @@ impl Database {
             }
         }
         let file = self.fs().open(to, OpenMode::ReadWrite)?;
-        file.sync()?;
+        if !crate::sabotage::active(crate::sabotage::Sabotage::ExportSkipsSync) {
+            file.sync()?;
+        }
         Ok(file.len()?)
     }
 
@@ -1113,7 +1123,7 @@ impl Database {
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::exports_dir(key.app));
         // Durable before the export is: an export reported done must survive a crash.
-        vfs::create_dir_all_durable(self.fs(), &dir)?;
+        create_export_dir(self.fs(), &dir)?;
         let dest = dir.join(format!("{}{}", name.as_str(), format.suffix()));
         self.export_to_path_as(&dest, format)?;
         Ok(dest)
@@ -1138,7 +1148,7 @@ impl Database {
     fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
         let key = self.key();
         let dir = self.ws.driver().abs(&layout::backups_dir(key.app, &key.db));
-        vfs::create_dir_all_durable(self.fs(), &dir)?;
+        create_export_dir(self.fs(), &dir)?;
         let id = self.ws.new_uuid();
         let dest = dir.join(format!("{}{}", id.hyphenated(), format.suffix()));
         self.export_to_path_as(&dest, format)?;

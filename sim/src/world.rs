@@ -19,7 +19,10 @@
 //! 6. the quota ledger equals the bytes on disk;
 //! 7. after an fsync failure nothing is acknowledged until reopen (fail-stop);
 //! 8. recovery is idempotent (a crash during recovery changes nothing);
-//! 9. with faults off every operation succeeds, and a seed replays the same trace.
+//! 9. with faults off every operation succeeds, and a seed replays the same trace;
+//! 10. (profile `exports`) every export and backup is complete when it is acknowledged and
+//!     still there, whole, after any later crash; after GC no temporary is left in the
+//!     export and backup areas; backup retention keeps the newest backups.
 
 use crate::bridge;
 use crate::memfs::{Faults, LatencySink, MemFs};
@@ -29,7 +32,7 @@ use sila_sqlite::broker::executor::{Executor, Stepper};
 use sila_sqlite::store::layout::{self, FileKind};
 use sila_sqlite::store::Retention;
 use sila_sqlite::uuid::Uuid;
-use sila_sqlite::versions::{ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::versions::{ExportFormat, ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
 use sila_sqlite::vfs::{self, Vfs};
 use sila_sqlite::workspace::Clock;
 use sila_sqlite::{BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
@@ -41,6 +44,8 @@ use std::sync::Arc;
 
 /// The workspace root on the simulated disk.
 pub const ROOT: &str = "/ws";
+/// The `keep_last` of the workload's backups.
+pub const BACKUPS_KEPT: usize = 2;
 /// The app every world registers.
 pub const APP: &str = "com.example.sim";
 /// Work units the deterministic executor holds.
@@ -56,6 +61,7 @@ pub const STEPPER_QUEUE_MAX: usize = 4096;
 /// | `enospc` | a full disk, early write-back, power cuts with crash fates |
 /// | `torn` | power cuts with every crash fate on at high rates, prefix-only crashes, write-back, dropped truncates |
 /// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
+/// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// No faults, no crashes: every operation must succeed.
@@ -70,17 +76,20 @@ pub enum Profile {
     Torn,
     /// Read and write errors, bad sectors and bit rot.
     Eio,
+    /// Failed fsyncs and power cuts, with exports and backups in the workload.
+    Exports,
 }
 
 impl Profile {
     /// Every profile: what `--profile all` (and CI) runs.
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 7] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
         Profile::Enospc,
         Profile::Torn,
         Profile::Eio,
+        Profile::Exports,
     ];
 
     /// The command-line name.
@@ -92,6 +101,7 @@ impl Profile {
             Profile::Enospc => "enospc",
             Profile::Torn => "torn",
             Profile::Eio => "eio",
+            Profile::Exports => "exports",
         }
     }
 
@@ -129,7 +139,7 @@ impl Profile {
         match self {
             Profile::Faultless => {}
             Profile::CrashHeavy | Profile::Enospc => crash_fates(&mut f, &mut on, false),
-            Profile::IoErrors => crash_fates(&mut f, &mut on, false),
+            Profile::IoErrors | Profile::Exports => crash_fates(&mut f, &mut on, false),
             Profile::Torn => {
                 crash_fates(&mut f, &mut on, true);
                 f.crash_prefix_only = on(0, 1) == 1;
@@ -227,6 +237,9 @@ pub enum Op {
     CutPower(u64),
     /// Fail the n-th next fsync (fail-stop check).
     FailSync(u64),
+    /// Export into the app's export area (`false`) or back up into the backup area
+    /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
+    Export(bool, bool),
 }
 
 /// An invariant that broke.
@@ -274,6 +287,13 @@ struct Model {
     /// operation may still have taken effect whole (SQLite can report a commit failed after
     /// its commit frame reached the WAL), so these keys may be present or not.
     maybe: BTreeSet<i64>,
+    /// Acknowledged exports and backups: path → (its rows, gzip). An export must exist from
+    /// its acknowledgement on; a backup may be removed by retention (see `backups_must`).
+    exports: BTreeMap<PathBuf, (BTreeSet<i64>, bool)>,
+    /// The backups that must exist: those listed after the last acknowledged backup. A backup
+    /// that failed may have removed any of them (it removes the oldest names once its own file
+    /// is complete), so a failure empties this set until the next acknowledged backup.
+    backups_must: BTreeSet<PathBuf>,
     /// Whole states a failed operation may have committed past its commit point (a restore
     /// whose undo snapshot failed after the flip: the engine reports the error and poisons
     /// the database). They stay possible until the next acknowledged write, which proves
@@ -348,6 +368,8 @@ pub struct World {
     finished: Option<String>,
     /// The bridge VFS name of the current boot.
     vfs_current: Option<String>,
+    /// Exports made so far (each gets a new name).
+    exports_made: u64,
 }
 
 fn manifest(full: bool) -> String {
@@ -387,6 +409,7 @@ impl World {
             faults: Faults::default(),
             finished: None,
             vfs_current: None,
+            exports_made: 0,
         })
     }
 
@@ -472,10 +495,13 @@ impl World {
             _ if profile.cuts_power() && fault_roll < 6 => {
                 return Op::CutPower(self.rng.random_range(0..60u64));
             }
-            Profile::IoErrors | Profile::Eio if fault_roll < 9 => {
+            Profile::IoErrors | Profile::Eio | Profile::Exports if fault_roll < 9 => {
                 return Op::FailSync(self.rng.random_range(0..6u64))
             }
             _ => {}
+        }
+        if profile == Profile::Exports && self.rng.random_bool(0.2) {
+            return Op::Export(self.rng.random_bool(0.5), self.rng.random_bool(0.5));
         }
         match roll {
             0..=24 => Op::Insert(key()),
@@ -852,6 +878,45 @@ impl World {
                     None => Err("a cancelled query was never answered".into()),
                 }
             }
+            Op::Export(backup, gzip) => {
+                let format = if *gzip { ExportFormat::SqliteGzip } else { ExportFormat::Sqlite };
+                let n = self.exports_made;
+                self.exports_made += 1;
+                let made = if *backup {
+                    self.db()?.backup_as(BACKUPS_KEPT, format).map(|(_, path)| path)
+                } else {
+                    self.db()?.export_as(&format!("e{n}"), format)
+                };
+                let path = match made {
+                    Ok(path) => path,
+                    Err(e) => {
+                        if *backup {
+                            self.model.backups_must.clear();
+                        }
+                        return Ok(format!("error {}", e.code()));
+                    }
+                };
+                if self.poisoned_by_fault {
+                    return Err("fail-stop broken: an export was acknowledged after an fsync failure".into());
+                }
+                let rows = export_rows(&self.fs, &path, *gzip, self.seed)
+                    .map_err(|e| format!("acknowledged export {} is not whole: {e}", path.display()))?;
+                if !self.model.allows_without_crash(&rows) {
+                    return Err(format!(
+                        "export {} holds {} rows, not an acknowledged state ({} rows)",
+                        path.display(),
+                        rows.len(),
+                        self.model.rows.len()
+                    ));
+                }
+                let count = rows.len();
+                self.model.exports.insert(path.clone(), (rows, *gzip));
+                if *backup {
+                    self.settle_backups(&path)?;
+                }
+                let what = if *backup { "backup" } else { "export" };
+                Ok(format!("exported {count} rows ({what}{})", if *gzip { ", gzip" } else { "" }))
+            }
             Op::CutPower(n) => {
                 self.fs.cut_power_after(*n);
                 Ok(format!("power cut armed after {n} IO calls"))
@@ -1115,6 +1180,7 @@ impl World {
         self.check_ledger(&ws, &key)?;
         ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
         self.check_reachable(&ws, &key)?;
+        self.check_exports(&key)?;
         Ok(notes)
     }
 
@@ -1194,6 +1260,78 @@ impl World {
         out
     }
 
+    /// After an acknowledged backup at `new`: the backup directory holds at most
+    /// [`BACKUPS_KEPT`] complete backups, `new` among them, and every known backup that
+    /// retention removed is older (sorts before) every one kept. The listing is what must
+    /// exist from now on.
+    fn settle_backups(&mut self, new: &Path) -> Result<(), String> {
+        let dir = new.parent().ok_or("a backup has no directory")?.to_path_buf();
+        let listed: BTreeSet<PathBuf> =
+            final_files(&self.fs, &dir)?.into_iter().filter(|p| !is_partial(p)).collect();
+        if listed.len() > BACKUPS_KEPT || !listed.contains(new) {
+            return Err(format!("after a backup with keep_last {BACKUPS_KEPT} the backups are {listed:?}"));
+        }
+        let removed: Vec<PathBuf> = self
+            .model
+            .exports
+            .keys()
+            .filter(|p| p.parent() == Some(dir.as_path()) && !listed.contains(*p))
+            .cloned()
+            .collect();
+        if let (Some(newest_removed), Some(oldest_kept)) = (removed.iter().max(), listed.iter().min()) {
+            if newest_removed > oldest_kept {
+                return Err(format!(
+                    "retention removed {} but kept the older {}",
+                    newest_removed.display(),
+                    oldest_kept.display()
+                ));
+            }
+        }
+        for p in &removed {
+            self.model.exports.remove(p);
+        }
+        self.model.backups_must = listed;
+        Ok(())
+    }
+
+    /// Invariant 10 after recovery and GC: every acknowledged export, and every backup that
+    /// must exist, is there with its rows; every file under a final name in the export and
+    /// backup areas is a whole database (with its rows, if known); no temporary is left.
+    fn check_exports(&self, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
+        let backups = Path::new(ROOT).join(layout::backups_dir(key.app, &key.db));
+        for (path, (rows, gzip)) in &self.model.exports {
+            let must = path.parent() != Some(backups.as_path()) || self.model.backups_must.contains(path);
+            if !must && self.fs.read(path).is_none() {
+                continue;
+            }
+            let found = export_rows(&self.fs, path, *gzip, self.seed)
+                .map_err(|e| format!("acknowledged export {} after recovery: {e}", path.display()))?;
+            if &found != rows {
+                return Err(format!(
+                    "export {} changed: {} rows, {} when made",
+                    path.display(),
+                    found.len(),
+                    rows.len()
+                ));
+            }
+        }
+        let exports = Path::new(ROOT).join(layout::exports_dir(key.app));
+        for dir in [exports, backups] {
+            for path in final_files(&self.fs, &dir)? {
+                if is_partial(&path) {
+                    return Err(format!("after GC a temporary remains: {}", path.display()));
+                }
+                if !self.model.exports.contains_key(&path) {
+                    let gzip = path.extension().is_some_and(|e| e == "gz");
+                    export_rows(&self.fs, &path, gzip, self.seed).map_err(|e| {
+                        format!("{} is under a final name but not whole: {e}", path.display())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_ledger(&self, ws: &Workspace, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
         let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
         let disk: u64 = self.data_files(&dir).iter().map(|(_, s)| *s).sum();
@@ -1236,6 +1374,56 @@ impl World {
     }
 }
 
+/// The files directly in `dir` on the simulated disk (none if it does not exist), sorted,
+/// read through the harness's view of the disk (no IO call of the engine's kind).
+fn final_files(fs: &MemFs, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    Ok(fs.files().into_keys().filter(|p| p.parent() == Some(dir)).collect())
+}
+
+fn is_partial(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| layout::partial_of(n).is_some())
+}
+
+/// Counter for the scratch files of [`export_rows`].
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Opens the export at `path` on the simulated disk with stock SQLite (through a scratch file
+/// on the real disk, gunzipped first when `gzip`) and returns its keys, after
+/// `integrity_check` passes.
+fn export_rows(fs: &MemFs, path: &Path, gzip: bool, seed: u64) -> Result<BTreeSet<i64>, String> {
+    use std::io::Read as _;
+    let bytes = fs.read(path).ok_or("missing")?;
+    let plain = if gzip {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gunzip: {e}"))?;
+        out
+    } else {
+        bytes
+    };
+    let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
+    let scratch =
+        std::env::temp_dir().join(format!("sila-sim-export-{}-{seed}-{n}.sqlite", std::process::id()));
+    std::fs::write(&scratch, &plain).map_err(|e| format!("scratch file: {e}"))?;
+    let read = || -> rusqlite::Result<(String, BTreeSet<i64>)> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&scratch, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let mut stmt = conn.prepare("SELECT k FROM kv ORDER BY k")?;
+        let keys =
+            stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+        Ok((ok, keys))
+    };
+    let result = read();
+    let _ = std::fs::remove_file(&scratch);
+    match result {
+        Ok((ok, keys)) if ok == "ok" => Ok(keys),
+        Ok((ok, _)) => Err(format!("integrity_check: {ok}")),
+        Err(e) => Err(format!("{} bytes do not open as the exported database: {e}", plain.len())),
+    }
+}
+
 fn db_schema(db: &Database) -> Result<u64, String> {
     db.schema_version().map_err(|e| format!("schema version after recovery: {e}"))
 }
@@ -1248,6 +1436,7 @@ fn is_typed(text: &str) -> bool {
 /// Whether a trace line says the operation was acknowledged.
 fn is_ack(text: &str) -> bool {
     text == "acked"
+        || text.starts_with("exported ")
         || text.starts_with("snapshot ")
         || text.starts_with("restored ")
         || text.starts_with("migrated ")

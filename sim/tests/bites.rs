@@ -14,10 +14,14 @@ const SEEDS_MAX: u64 = 400;
 const OPS: usize = 60;
 
 fn first_failing_seed(flaw: Sabotage) -> Option<(u64, String)> {
+    first_failing_seed_in(flaw, Profile::CrashHeavy)
+}
+
+fn first_failing_seed_in(flaw: Sabotage, profile: Profile) -> Option<(u64, String)> {
     sabotage::set(Some(flaw));
     let mut found = None;
     for seed in 0..SEEDS_MAX {
-        let outcome = run_seed(seed, Profile::CrashHeavy, OPS);
+        let outcome = run_seed(seed, profile, OPS);
         if let Some(v) = outcome.violation {
             found = Some((seed, v.what));
             break;
@@ -55,6 +59,20 @@ fn the_same_seeds_pass_without_a_flaw() {
         let outcome = run_seed(seed, Profile::CrashHeavy, OPS);
         assert!(outcome.violation.is_none(), "seed {seed}: {:?}", outcome.violation);
     }
+}
+
+#[test]
+fn an_export_renamed_into_place_unsynced_is_caught() {
+    let found = first_failing_seed_in(Sabotage::ExportSkipsSync, Profile::Exports);
+    assert!(found.is_some(), "no violation in {SEEDS_MAX} seeds");
+    println!("caught at {found:?}");
+}
+
+#[test]
+fn an_export_directory_never_made_durable_is_caught() {
+    let found = first_failing_seed_in(Sabotage::ExportDirNotDurable, Profile::Exports);
+    assert!(found.is_some(), "no violation in {SEEDS_MAX} seeds");
+    println!("caught at {found:?}");
 }
 
 /// Same seed, same trace.
