@@ -294,12 +294,17 @@ fn main() -> ExitCode {
 const STATEMENT_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
 fn run(cli: Cli) -> Result<()> {
+    // Read before the workspace is locked: waiting on standard input must not hold it.
+    let statement = match &cli.command {
+        Command::Sql { sql, .. } => sql_text(sql)?,
+        _ => String::new(),
+    };
     let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms)?;
     match cli.command {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
         Command::App(AppCommand::List) => app_list(&ws),
-        Command::Sql { app, db, sql, params } => run_sql(&ws, &app, &db, &sql_text(&sql)?, &params),
+        Command::Sql { app, db, params, .. } => run_sql(&ws, &app, &db, &statement, &params),
         Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
         Command::Check => check::run(&ws),
         Command::Snapshot { app, db, label } => versions::snapshot(&ws, &app, &db, &label),

@@ -338,6 +338,35 @@ fn a_statement_that_never_ends_times_out() {
     assert!(out.stdout.contains("[[1]]"), "{}", out.stdout);
 }
 
+/// A statement read from standard input is read before the workspace is locked: a slow
+/// writer on the pipe does not keep other processes out.
+#[test]
+fn waiting_for_sql_on_stdin_does_not_hold_the_workspace() {
+    let t = TempWs::new("stdin-wait");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let mut waiting = Command::new(BIN)
+        .arg("--workspace")
+        .arg(t.ws())
+        .args(["sql", "com.test.small", "main", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give it time to start and block on its input; the workspace must stay free meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.run(&["app", "list"]).ok();
+    let mut input = waiting.stdin.take().unwrap();
+    input.write_all(b"SELECT 7 AS seven").unwrap();
+    drop(input);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        r#"{"columns":["seven"],"rows":[[7]],"changes":0}"#
+    );
+}
+
 #[test]
 fn a_second_process_gets_workspace_locked() {
     let t = TempWs::new("locked");
