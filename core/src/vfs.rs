@@ -588,6 +588,75 @@ impl VfsFile for RealFile {
     }
 }
 
+/// The result of a way of renaming, or that the filesystem does not support that way.
+enum Unsupported {
+    Yes,
+    No(VfsResult<()>),
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_by_flag(from: &Path, to: &Path) -> Unsupported {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let (Ok(c_from), Ok(c_to)) = (c(from), c(to)) else {
+        return Unsupported::No(Err(VfsError::new(VfsErrorKind::Other, "rename", from, "path contains NUL")));
+    };
+    // SAFETY: both pointers are valid NUL-terminated strings owned by this frame for the whole
+    // call; AT_FDCWD makes them relative to the working directory like std::fs::rename; the
+    // kernel reads the two strings and touches no other memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Unsupported::No(Ok(()));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Unsupported::Yes,
+        _ => Unsupported::No(Err(VfsError::from_io("rename", to, &err))),
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_by_flag(_from: &Path, _to: &Path) -> Unsupported {
+    Unsupported::Yes
+}
+
+/// A hard link at `to`, then the unlink of `from` (the link taken back if that fails).
+fn rename_by_link(from: &Path, to: &Path) -> Unsupported {
+    if let Err(e) = std::fs::hard_link(from, to) {
+        return match e.raw_os_error() {
+            // No hard links on this filesystem (EPERM is what vfat answers).
+            Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EMLINK) => Unsupported::Yes,
+            _ => Unsupported::No(Err(VfsError::from_io("link", to, &e))),
+        };
+    }
+    Unsupported::No(std::fs::remove_file(from).map_err(|e| {
+        // Take the new name back (best effort) so that a failure changes nothing.
+        let _ = std::fs::remove_file(to);
+        VfsError::from_io("unlink", from, &e)
+    }))
+}
+
+/// The last resort: refuses an existing `to`, then renames (not atomic).
+fn rename_after_check(from: &Path, to: &Path) -> VfsResult<()> {
+    match std::fs::symlink_metadata(to) {
+        Ok(_) => Err(VfsError::new(VfsErrorKind::AlreadyExists, "rename", to, "target exists")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::rename(from, to).map_err(|e| VfsError::from_io("rename", from, &e))
+        }
+        Err(e) => Err(VfsError::from_io("stat", to, &e)),
+    }
+}
+
 struct RealLock {
     _file: File,
 }
@@ -682,14 +751,18 @@ impl Vfs for RealFs {
     }
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> VfsResult<()> {
-        // A hard link fails with EEXIST if `to` exists, atomically, on every POSIX filesystem
-        // (renameat2's RENAME_NOREPLACE is not on all of them); then the old name goes.
-        std::fs::hard_link(from, to).map_err(|e| VfsError::from_io("link", to, &e))?;
-        std::fs::remove_file(from).map_err(|e| {
-            // Take the new name back (best effort) so that a failure changes nothing.
-            let _ = std::fs::remove_file(to);
-            VfsError::from_io("unlink", from, &e)
-        })
+        // The best the filesystem offers: renameat2(RENAME_NOREPLACE) (one atomic step); else
+        // a hard link, which fails atomically on an existing name, then the unlink of `from`;
+        // else (neither supported, e.g. some FUSE filesystems) a check and a plain rename,
+        // which cannot refuse a file created between the two.
+        match rename_by_flag(from, to) {
+            Unsupported::No(result) => return result,
+            Unsupported::Yes => {}
+        }
+        match rename_by_link(from, to) {
+            Unsupported::No(result) => result,
+            Unsupported::Yes => rename_after_check(from, to),
+        }
     }
 
     fn sync_dir(&self, path: &Path) -> VfsResult<()> {
@@ -962,6 +1035,42 @@ mod tests {
         fs.rename_noreplace(&tmp, &other).unwrap();
         assert_eq!(read_file(&fs, &other).unwrap(), b"new".to_vec());
         assert_eq!(fs.file_len(&tmp).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each way of renaming without replacing, alone: the renameat2 flag, the hard link and
+    /// the check-then-rename fallback refuse an existing target and change nothing.
+    #[test]
+    fn every_way_of_renaming_without_replacing_refuses_an_existing_target() {
+        let dir = std::env::temp_dir().join(format!("sila-vfs-noreplace-ways-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let by_flag = |from: &Path, to: &Path| match rename_by_flag(from, to) {
+            Unsupported::No(r) => r,
+            Unsupported::Yes => rename_after_check(from, to),
+        };
+        let by_link = |from: &Path, to: &Path| match rename_by_link(from, to) {
+            Unsupported::No(r) => r,
+            Unsupported::Yes => panic!("this filesystem has hard links"),
+        };
+        type Way<'a> = &'a dyn Fn(&Path, &Path) -> VfsResult<()>;
+        let ways: [(&str, Way<'_>); 3] =
+            [("flag", &by_flag), ("link", &by_link), ("check", &rename_after_check)];
+        for (name, way) in ways {
+            let (tmp, dest, other) = (
+                dir.join(format!("{name}-tmp")),
+                dir.join(format!("{name}-dest")),
+                dir.join(format!("{name}-other")),
+            );
+            std::fs::write(&tmp, b"new").unwrap();
+            std::fs::write(&dest, b"theirs").unwrap();
+            assert_eq!(way(&tmp, &dest).map_err(|e| e.kind), Err(VfsErrorKind::AlreadyExists), "{name}");
+            assert_eq!(std::fs::read(&dest).unwrap(), b"theirs", "{name}");
+            assert_eq!(std::fs::read(&tmp).unwrap(), b"new", "{name}");
+            way(&tmp, &other).unwrap();
+            assert_eq!(std::fs::read(&other).unwrap(), b"new", "{name}");
+            assert!(!tmp.exists(), "{name}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
