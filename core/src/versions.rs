@@ -1069,6 +1069,9 @@ impl Database {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        // What an earlier export to the same destination left when it crashed (GC sweeps the
+        // workspace's areas, not a host directory).
+        self.ws.remove_leftover_partials_of(dest)?;
         let temp = self.ws.hold_partial(dest);
         let written = self.write_export(temp.path(), dest, format).and_then(|size| {
             // The first check was before the copy: a file may have appeared since. The rename

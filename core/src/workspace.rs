@@ -441,14 +441,40 @@ impl Workspace {
     /// then syncs `dir`; adds them to `summary`. A temporary nobody holds is a leftover: its
     /// writer crashed or could not remove it, and no writer ever reuses its name.
     fn remove_partials(&self, dir: &Path, summary: &mut GcSummary) -> Result<()> {
-        let fs = self.inner.driver.vfs().as_ref();
         let abs = self.inner.driver.abs(dir);
-        if !fs.exists(&abs)? {
-            return Ok(());
+        for (name, bytes) in self.remove_unheld_partials(&abs, None)? {
+            summary.files.push(dir.join(name));
+            summary.bytes += bytes;
         }
-        let mut removed = false;
-        for entry in fs.list_dir(&abs)? {
+        Ok(())
+    }
+
+    /// Removes the leftover temporaries of an export to `dest` (the absolute path it will
+    /// have): `<final name>.<uuid>.partial` files beside it, and their `-journal`, that no
+    /// export of this workspace holds. An export to a host path calls it first, since GC
+    /// sweeps only the workspace's own areas. Returns how many files it removed.
+    pub(crate) fn remove_leftover_partials_of(&self, dest: &Path) -> Result<usize> {
+        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else {
+            return Ok(0);
+        };
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        Ok(self.remove_unheld_partials(dir, Some(name))?.len())
+    }
+
+    /// Removes the temporaries in the absolute directory `abs` (only those of the final name
+    /// `of`, when given) that no export or backup holds, and syncs `abs` if it removed any.
+    /// Returns the names removed with their sizes.
+    fn remove_unheld_partials(&self, abs: &Path, of: Option<&str>) -> Result<Vec<(String, u64)>> {
+        let fs = self.inner.driver.vfs().as_ref();
+        if !fs.exists(abs)? {
+            return Ok(Vec::new());
+        }
+        let mut removed = Vec::new();
+        for entry in fs.list_dir(abs)? {
             let Some(temporary) = layout::partial_of(&entry.name).filter(|_| !entry.is_dir) else { continue };
+            if of.is_some_and(|name| !layout::is_partial_of(temporary, name)) {
+                continue;
+            }
             // A writer reserves its name before it creates the file and releases it only once
             // the file is renamed or removed, so a listed file that is not held is not written.
             if lock(&self.inner.partials).contains(&abs.join(temporary)) {
@@ -460,14 +486,12 @@ impl Workspace {
                 Err(e) if e.kind == VfsErrorKind::NotFound => continue,
                 other => other?,
             }
-            summary.files.push(dir.join(&entry.name));
-            summary.bytes += bytes;
-            removed = true;
+            removed.push((entry.name, bytes));
         }
-        if removed {
-            fs.sync_dir(&abs)?;
+        if !removed.is_empty() {
+            fs.sync_dir(abs)?;
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Runs a plan under the store lock: on success completes its operation; on failure

@@ -1368,3 +1368,35 @@ fn backup_retention_follows_the_order_of_making_whatever_the_clock_does() {
     assert_eq!(kept(&backups), vec![path.clone()], "keep_last 1 keeps the backup just made");
     assert_complete(&path, 20);
 }
+
+/// An export to a host path that a crash cut short leaves its temporary beside the
+/// destination, where GC never looks; the next export to that destination removes it, and
+/// nothing else in the directory.
+#[test]
+fn an_export_to_a_host_path_removes_the_leftovers_of_an_earlier_one_to_the_same_name() {
+    let (dir, _ws, db) = setup("host-leftovers");
+    insert(&db, 3);
+    let out = dir.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let dest = out.join("nightly.sqlite");
+    let id = "01890000-0000-7000-8000-000000000000";
+    let leftovers = [
+        out.join(format!("nightly.sqlite.{id}.partial")),
+        out.join(format!("nightly.sqlite.{id}.partial-journal")),
+    ];
+    let others = [
+        out.join(format!("weekly.sqlite.{id}.partial")),
+        out.join(format!("nightly.sqlite.gz.{id}.partial")),
+        out.join("nightly.sqlite.notes.partial"),
+        out.join("notes.txt"),
+    ];
+    for path in leftovers.iter().chain(&others) {
+        std::fs::write(path, b"left behind").unwrap();
+    }
+    db.export_to_path(&dest).unwrap();
+    assert_complete(&dest, 3);
+    let mut expected: Vec<PathBuf> = others.to_vec();
+    expected.push(dest.clone());
+    expected.sort();
+    assert_eq!(files_below(&out), expected, "only the leftovers of nightly.sqlite are gone");
+}

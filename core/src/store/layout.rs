@@ -146,6 +146,16 @@ pub fn partial_of(name: &str) -> Option<&str> {
     base.ends_with(PARTIAL_SUFFIX).then_some(base)
 }
 
+/// Whether `temporary` (a name [`partial_of`] returned) is a temporary of the final name
+/// `final_name`: exactly `<final_name>.<uuid>.partial`.
+pub fn is_partial_of(temporary: &str, final_name: &str) -> bool {
+    temporary
+        .strip_suffix(PARTIAL_SUFFIX)
+        .and_then(|rest| rest.strip_prefix(final_name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|id| Uuid::parse_str(id).is_ok())
+}
+
 /// What a file inside a db directory is, judged by its name relative to that directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -223,6 +233,10 @@ mod tests {
         // Backups are `<uuid>.sqlite`: their temporaries must not look like one to retention.
         let backup = partial_name(std::ffi::OsStr::new(&db_file_name(id)), Uuid::from_u128(8));
         assert_eq!(classify(backup.to_str().unwrap()), FileKind::Unknown, "retention never counts it");
+        assert!(is_partial_of(partial, "monthly.sqlite.gz"));
+        assert!(!is_partial_of(partial, "monthly.sqlite"), "another final name's temporary");
+        assert!(!is_partial_of(partial, "sqlite.gz"));
+        assert!(!is_partial_of("monthly.sqlite.gz.not-a-uuid.partial", "monthly.sqlite.gz"));
         for complete in ["monthly.sqlite", "monthly.sqlite.gz", "partial.sqlite", "x.partial.sqlite"] {
             assert_eq!(partial_of(complete), None);
         }
