@@ -551,10 +551,23 @@ impl RealFile {
         #[allow(unsafe_code)]
         let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, flags) };
         if rc != 0 {
-            return Err(VfsError::from_io("sync_file_range", &self.path, &io::Error::last_os_error()));
+            let err = io::Error::last_os_error();
+            if writeback_unsupported(err.raw_os_error()) {
+                // Pacing is only an optimisation: where the file cannot do it, the final
+                // fsync writes everything, as it did before.
+                return Ok(());
+            }
+            return Err(VfsError::from_io("sync_file_range", &self.path, &err));
         }
         Ok(())
     }
+}
+
+/// Whether a `sync_file_range` error means the file or filesystem cannot pace writeback (then
+/// doing nothing is right), as opposed to a write that failed (which must poison).
+#[cfg(target_os = "linux")]
+fn writeback_unsupported(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::ESPIPE))
 }
 
 impl VfsFile for RealFile {
@@ -939,6 +952,19 @@ mod tests {
         // so the latch must answer for it.
         assert_eq!(file.sync().map_err(|e| e.kind), Err(VfsErrorKind::Poisoned));
         assert_eq!(failures.load(Ordering::SeqCst), 1);
+    }
+
+    /// Only "cannot do it" answers are ignored; a write error must reach the latch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn writeback_errors_that_mean_unsupported_are_told_from_write_errors() {
+        for errno in [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP, libc::ESPIPE] {
+            assert!(writeback_unsupported(Some(errno)), "{errno}");
+        }
+        for errno in [libc::EIO, libc::ENOSPC, libc::EDQUOT, libc::EBADF, libc::ENOMEM] {
+            assert!(!writeback_unsupported(Some(errno)), "{errno}");
+        }
+        assert!(!writeback_unsupported(None));
     }
 
     #[test]
