@@ -336,6 +336,9 @@ fn a_statement_that_never_ends_times_out() {
     let out =
         t.run(&["--statement-timeout-ms", "86400000", "sql", "com.test.small", "main", "SELECT 1"]).ok();
     assert!(out.stdout.contains("[[1]]"), "{}", out.stdout);
+    // The lower bound is accepted (the statement may then time out, but it is not a usage error).
+    let out = t.run(&["--statement-timeout-ms", "1", "sql", "com.test.small", "main", "SELECT 1"]);
+    assert_ne!(out.code, 2, "{}", out.stderr);
 }
 
 /// A statement read from standard input is read before the workspace is locked: a slow
@@ -353,8 +356,17 @@ fn waiting_for_sql_on_stdin_does_not_hold_the_workspace() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Give it time to start and block on its input; the workspace must stay free meanwhile.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Wait until it is blocked reading its standard input (the kernel shows the syscall it
+    // sleeps in: read on fd 0); the workspace must be free while it waits there.
+    let read_nr = if cfg!(target_arch = "aarch64") { "63" } else { "0" };
+    let blocked = format!("{read_nr} 0x0 ");
+    let syscall = format!("/proc/{}/syscall", waiting.id());
+    let mut polls = 0;
+    while !std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with(&blocked)) {
+        polls += 1;
+        assert!(polls < 10_000, "the CLI never blocked on its standard input");
+        std::thread::yield_now();
+    }
     t.run(&["app", "list"]).ok();
     let mut input = waiting.stdin.take().unwrap();
     input.write_all(b"SELECT 7 AS seven").unwrap();
