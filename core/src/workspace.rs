@@ -452,13 +452,13 @@ impl Workspace {
     /// Removes the leftover temporaries of an export to `dest` (the absolute path it will
     /// have): `<final name>.<uuid>.partial` files beside it, and their `-journal`, that no
     /// export of this workspace holds. An export to a host path calls it first, since GC
-    /// sweeps only the workspace's own areas. Returns how many files it removed.
-    pub(crate) fn remove_leftover_partials_of(&self, dest: &Path) -> Result<usize> {
+    /// sweeps only the workspace's own areas.
+    pub(crate) fn remove_leftover_partials_of(&self, dest: &Path) -> Result<()> {
         let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else {
-            return Ok(0);
+            return Ok(());
         };
         let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-        Ok(self.remove_unheld_partials(dir, Some(name))?.len())
+        self.remove_unheld_partials(dir, Some(name)).map(|_| ())
     }
 
     /// Removes the temporaries in the absolute directory `abs` (only those of the final name
