@@ -241,13 +241,14 @@ pub fn open_raw(path: &Path, sync: SyncMode, cache_kib: i64) -> Result<Connectio
     Ok(conn)
 }
 
-/// The VFS sila's connections lock with (`sila_sqlite::sqlite::confine::BASE_VFS`): SQLite's
-/// unix VFS with one exclusive lock per file for the process and the wal-index in heap memory.
+/// SQLite's unix VFS with one exclusive lock per file for the process and the wal-index in
+/// heap memory: the closest raw SQLite gets to the locking of sila's own VFS
+/// (`sila_sqlite::sqlite::vfs`: in-process lock table, wal-index in heap memory).
 pub const EXCL_VFS: &str = "unix-excl";
 
-/// [`open_raw`] on SQLite's `unix-excl` VFS ([`EXCL_VFS`]), the locking sila's connections use:
-/// raw rusqlite with the engine's locking choice, to separate that choice from the engine's
-/// own overhead.
+/// [`open_raw`] on SQLite's `unix-excl` VFS ([`EXCL_VFS`]), locking as sila's connections do
+/// (in process, no `fcntl` per read transaction): raw rusqlite with the engine's locking
+/// choice, to separate that choice from the engine's own overhead.
 pub fn open_raw_excl(path: &Path, sync: SyncMode, cache_kib: i64) -> Result<Connection, BoxError> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
         | rusqlite::OpenFlags::SQLITE_OPEN_CREATE

@@ -19,6 +19,12 @@ pub trait Clock: Send + Sync {
         process_origin().elapsed()
     }
 
+    /// Waits `duration` (SQLite's busy handler sleeps through this). The default blocks the
+    /// thread; a simulated clock must not block its single-threaded executor.
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
     /// True only for [`SystemClock`], whose monotonic time is [`system_monotonic`]: every
     /// request builds a deadline, and knowing this spares it a shared reference count.
     fn is_system(&self) -> bool {

@@ -6,6 +6,7 @@
 //!
 //! Codes are never renumbered or reused; new codes are appended.
 
+use crate::fault::Fault;
 use std::fmt;
 
 /// Stable error codes shared by the Rust API, the C ABI and the CLI.
@@ -60,11 +61,15 @@ pub enum ErrorCode {
     Panic = 21,
     /// An internal invariant was violated; this is a bug in sila-sqlite.
     Internal = 22,
+    /// The filesystem holding the workspace is full (`ENOSPC`): nothing was written, the
+    /// statement or operation was rolled back. Distinct from [`ErrorCode::QuotaExceeded`] (the
+    /// app's own quota): here the device is out of room for everyone.
+    DiskFull = 23,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidName,
         ErrorCode::InvalidArgument,
@@ -87,6 +92,7 @@ impl ErrorCode {
         ErrorCode::BudgetExceeded,
         ErrorCode::Panic,
         ErrorCode::Internal,
+        ErrorCode::DiskFull,
     ];
 
     /// The stable numeric value.
@@ -119,6 +125,7 @@ impl ErrorCode {
             ErrorCode::BudgetExceeded => "BUDGET_EXCEEDED",
             ErrorCode::Panic => "PANIC",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::DiskFull => "DISK_FULL",
         }
     }
 
@@ -157,12 +164,21 @@ pub struct Error {
     /// The failure was in a file the caller handed in (an import source), not in the
     /// workspace: it says nothing about the database's own files, so it never poisons one.
     outside_workspace: bool,
+    /// The workspace fault behind a [`ErrorCode::Poisoned`] or [`ErrorCode::Io`] error.
+    fault: Option<Box<Fault>>,
 }
 
 impl Error {
     /// A new error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error { code, message: message.into(), sqlite_code: None, quota: None, outside_workspace: false }
+        Error {
+            code,
+            message: message.into(),
+            sqlite_code: None,
+            quota: None,
+            outside_workspace: false,
+            fault: None,
+        }
     }
 
     /// A [`ErrorCode::QuotaExceeded`] error whose message names the limit and the numbers.
@@ -177,6 +193,7 @@ impl Error {
             sqlite_code: None,
             quota: Some(Box::new(detail)),
             outside_workspace: false,
+            fault: None,
         }
     }
 
@@ -210,6 +227,18 @@ impl Error {
     /// The numbers behind a quota refusal.
     pub fn quota(&self) -> Option<&QuotaDetail> {
         self.quota.as_deref()
+    }
+
+    /// The IO fault behind the error: which operation failed on what kind of file (see
+    /// [`crate::fault`]). Set on every error a workspace fault causes.
+    pub fn fault(&self) -> Option<&Fault> {
+        self.fault.as_deref()
+    }
+
+    /// Attaches the fault behind the error.
+    pub(crate) fn with_fault(mut self, fault: Fault) -> Error {
+        self.fault = Some(Box::new(fault));
+        self
     }
 
     /// Marks the error as a failure of a file outside the workspace (see `outside_workspace`).
@@ -271,7 +300,8 @@ mod tests {
             assert_eq!(ErrorCode::from_u32(code.as_u32()), Some(*code));
         }
         assert_eq!(ErrorCode::from_u32(0), None);
-        assert_eq!(ErrorCode::from_u32(23), None);
+        assert_eq!(ErrorCode::DiskFull.as_u32(), 23);
+        assert_eq!(ErrorCode::from_u32(24), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod broker;
 pub mod clock;
 pub mod driver;
 pub mod error;
+pub mod fault;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

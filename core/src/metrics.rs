@@ -54,6 +54,7 @@ pub enum OpKind {
 pub struct DbMetrics {
     errors: [AtomicU64; ERROR_CODE_COUNT],
     checkpoints: AtomicU64,
+    checkpoints_failed: AtomicU64,
     active_connections: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -109,6 +110,7 @@ impl DbMetrics {
         DbMetrics {
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             checkpoints: AtomicU64::new(0),
+            checkpoints_failed: AtomicU64::new(0),
             active_connections: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
@@ -160,6 +162,11 @@ impl DbMetrics {
     /// Counts a WAL checkpoint.
     pub fn record_checkpoint(&self) {
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a checkpoint that failed (IO, or the WAL was busy).
+    pub fn record_checkpoint_failed(&self) {
+        self.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a snapshot or copy of the live file taken by the pinned file copy (`true`) or by
@@ -224,6 +231,7 @@ impl DbMetrics {
             rows_read,
             rows_written,
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
+            checkpoints_failed: self.checkpoints_failed.load(Ordering::Relaxed),
             active_connections: self.active_connections.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
@@ -281,6 +289,8 @@ pub struct MetricsSnapshot {
     pub rows_written: u64,
     /// WAL checkpoints run.
     pub checkpoints: u64,
+    /// WAL checkpoints that failed (IO, or the WAL was busy).
+    pub checkpoints_failed: u64,
     /// Connections open now.
     pub active_connections: u64,
     /// Page-cache hits.
@@ -337,6 +347,7 @@ impl MetricsSnapshot {
             "rows_read": self.rows_read,
             "rows_written": self.rows_written,
             "checkpoints": self.checkpoints,
+            "checkpoints_failed": self.checkpoints_failed,
             "active_connections": self.active_connections,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,

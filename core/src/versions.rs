@@ -593,28 +593,20 @@ impl Database {
 
     /// Fail-stop: an IO failure in any operation on this database (a failed fsync above all)
     /// poisons it until the workspace is reopened.
-    fn fail_stop<T>(&self, result: Result<T>, failures_before: u64) -> Result<T> {
+    fn fail_stop<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             self.db.poison_on_io(e);
         }
-        let broker = self.ws.broker().clone();
-        self.db.fail_stop_window(&broker, failures_before)?;
+        self.db.fail_stop_window()?;
         result
     }
 
-    /// Refuses to commit (flip a pointer, list a snapshot) when an fsync failed since
-    /// `failures_before`: the failed file's unsynced pages may be gone even if the call that
-    /// synced it reported nothing (SQLite reports some commit errors only to a caller that
-    /// looks), so nothing written during the operation is trusted.
-    fn refuse_after_sync_failure(&self, failures_before: u64) -> Result<()> {
-        if self.db.sync_failures() == failures_before {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorCode::Io,
-            "an fsync failed while the new file was written; nothing was committed and the database is \
-             poisoned until the workspace is reopened",
-        ))
+    /// Refuses to commit (flip a pointer, list a snapshot) once the workspace has a fault:
+    /// the failed file's unsynced pages may be gone even if the call that synced it reported
+    /// nothing (SQLite reports some commit errors only to a caller that looks), so nothing
+    /// written during the operation is trusted.
+    fn refuse_after_fault(&self) -> Result<()> {
+        self.db.fail_stop_window()
     }
 
     fn fs(&self) -> &dyn Vfs {
@@ -622,7 +614,7 @@ impl Database {
     }
 
     fn vfs_name(&self) -> Option<&str> {
-        self.db.config().connection.vfs.as_deref()
+        Some(self.ws.sqlite_vfs().engine_name())
     }
 
     fn refuse_read_only(&self) -> Result<()> {
@@ -664,15 +656,13 @@ impl Database {
     /// is immutable (`snapshots/<uuid>.sqlite`, read-only on disk) and listed in the manifest
     /// once durable. Refused with `QuotaExceeded` before any IO when it would not fit.
     pub fn snapshot(&self, label: &str) -> Result<SnapshotEntry> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.snapshot_inner(label);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn snapshot_inner(&self, label: &str) -> Result<SnapshotEntry> {
         validate_label(label)?;
-        let failures_before = self.db.sync_failures();
         let key = self.key();
         let (db_bytes, wal_bytes) = self.refresh_sizes()?;
         let id = self.ws.new_uuid();
@@ -695,22 +685,15 @@ impl Database {
         };
         let now_ms = self.ws.now_ms();
         let info = NewSnapshot { size, crc32c: crc, schema, label: label.to_string(), now_ms };
-        self.list_snapshot(op, id, info, failures_before)
+        self.list_snapshot(op, id, info)
     }
 
     /// Lists the written, sealed snapshot `id` of operation `op` in the manifest (the store's
     /// plan: sync it, sync its directory, commit the manifest) and returns its entry. Nothing
-    /// is listed, and the operation is abandoned, when an fsync failed since
-    /// `failures_before`.
-    fn list_snapshot(
-        &self,
-        op: crate::store::OpId,
-        id: Uuid,
-        info: NewSnapshot,
-        failures_before: u64,
-    ) -> Result<SnapshotEntry> {
+    /// is listed, and the operation is abandoned, once the workspace has a fault.
+    fn list_snapshot(&self, op: crate::store::OpId, id: Uuid, info: NewSnapshot) -> Result<SnapshotEntry> {
         let plan = match self
-            .refuse_after_sync_failure(failures_before)
+            .refuse_after_fault()
             .and_then(|()| self.ws.with_store(|s| s.plan_add_snapshot(op, info)))
         {
             Ok(p) => p,
@@ -828,10 +811,9 @@ impl Database {
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
     pub fn drop_snapshot(&self, id: Uuid) -> Result<()> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.drop_snapshot_inner(id);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn drop_snapshot_inner(&self, id: Uuid) -> Result<()> {
@@ -842,10 +824,9 @@ impl Database {
 
     /// Applies a retention policy; returns the snapshots it dropped (GC deletes their files).
     pub fn apply_retention(&self, policy: Retention) -> Result<Vec<Uuid>> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.apply_retention_inner(policy);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn apply_retention_inner(&self, policy: Retention) -> Result<Vec<Uuid>> {
@@ -868,10 +849,9 @@ impl Database {
     /// snapshot could not be kept, the error says the restore took effect, and the database
     /// is poisoned until the workspace is reopened (the caller re-reads what it holds).
     pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.restore_inner(id, options);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn restore_inner(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
@@ -970,10 +950,9 @@ impl Database {
     /// cell_size_check, schema, expected tables, size against the quota), sets WAL mode and
     /// flips. On any failure nothing changes and the error names the failed check.
     pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.import_inner(source, options);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn import_inner(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
@@ -1044,10 +1023,9 @@ impl Database {
 
     /// [`Database::export_to_path`] in the given format (`dest` is used as given).
     pub fn export_to_path_as(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.export_to_path_inner(dest, format);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     /// Writes the export under a temporary name beside `dest` (see
@@ -1142,10 +1120,9 @@ impl Database {
     /// [`Database::backup`] in the given format (`<uuid>.sqlite` or `<uuid>.sqlite.gz`); the
     /// `keep_last` newest backups of either format are kept.
     pub fn backup_as(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.backup_inner(keep_last, format);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
@@ -1193,7 +1170,6 @@ impl Database {
         before_flip: impl FnOnce(),
     ) -> Result<Installed> {
         validate_label(label)?;
-        let failures_before = self.db.sync_failures();
         let label = label.to_string();
         let key = self.key();
         self.refresh_sizes()?;
@@ -1260,7 +1236,7 @@ impl Database {
             };
             let version = NewVersion { size, schema, label: label.clone(), now_ms: ws.now_ms() };
             let flipped = self
-                .refuse_after_sync_failure(failures_before)
+                .refuse_after_fault()
                 .and_then(|()| ws.with_store(|s| s.plan_flip(op, version)))
                 .and_then(|plan| ws.run_plan(&plan));
             if let Err(e) = flipped {
@@ -1334,7 +1310,6 @@ impl Database {
         label: &str,
         early_sum: Option<(u32, u64)>,
     ) -> Result<SnapshotEntry> {
-        let failures_before = self.db.sync_failures();
         let key = self.key();
         let fs = self.fs();
         let old_path = self.ws.driver().abs(&layout::db_file(key.app, &key.db, installed.replaced));
@@ -1375,7 +1350,7 @@ impl Database {
             label: label.to_string(),
             now_ms: self.ws.now_ms(),
         };
-        self.list_snapshot(op, id, info, failures_before)
+        self.list_snapshot(op, id, info)
     }
 
     /// Renames a replaced, fully checkpointed live file to `undo_path`, rewrites its header to
@@ -1423,10 +1398,9 @@ impl Database {
     /// error names the failing step and SQLite's message. A step edited after it was applied
     /// is refused. `dry_run` runs the migration on a private copy and changes nothing.
     pub fn migrate(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
-        self.db.check_poison()?;
-        let failures_before = self.db.sync_failures();
+        self.db.check_writable()?;
         let result = self.migrate_inner(plan, dry_run);
-        self.fail_stop(result, failures_before)
+        self.fail_stop(result)
     }
 
     fn migrate_inner(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {

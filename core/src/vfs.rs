@@ -99,7 +99,7 @@ impl From<VfsError> for crate::Error {
         let code = match err.kind {
             VfsErrorKind::NotFound => ErrorCode::NotFound,
             VfsErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
-            VfsErrorKind::NoSpace => ErrorCode::Io,
+            VfsErrorKind::NoSpace => ErrorCode::DiskFull,
             VfsErrorKind::Poisoned => ErrorCode::Poisoned,
             VfsErrorKind::Locked => ErrorCode::WorkspaceLocked,
             VfsErrorKind::Other => ErrorCode::Io,
@@ -199,6 +199,11 @@ pub trait Vfs: Send + Sync {
     fn file_len(&self, path: &Path) -> VfsResult<Option<u64>>;
     /// Whether the path exists (file or directory).
     fn exists(&self, path: &Path) -> VfsResult<bool>;
+    /// Whether the path is a symbolic link (not followed). The default: no filesystem of
+    /// ours has links.
+    fn is_symlink(&self, _path: &Path) -> VfsResult<bool> {
+        Ok(false)
+    }
     /// Takes an exclusive, non-blocking lock on the file at `path` (creating it), for the
     /// life of the returned guard. If the lock is held elsewhere, fails with
     /// [`VfsErrorKind::Locked`] and the detail names the holder's pid when it is known.
@@ -806,6 +811,14 @@ impl Vfs for RealFs {
             Ok(meta) => Ok(Some(meta.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(VfsError::from_io("stat", path, &e)),
+        }
+    }
+
+    fn is_symlink(&self, path: &Path) -> VfsResult<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => Ok(meta.file_type().is_symlink()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(VfsError::from_io("lstat", path, &e)),
         }
     }
 

@@ -11,10 +11,12 @@
 
 use crate::api::{App, DbStats};
 use crate::broker::executor::{Executor, ThreadPool};
-use crate::broker::{BrokerOptions, BrokerShared, DbConfig, DbShared};
+use crate::broker::{BrokerIo, BrokerOptions, BrokerShared, DbConfig, DbShared};
 use crate::driver::Driver;
+use crate::fault::{Fault, FaultLatch, FencedVfs};
 use crate::manifest::Manifest;
 use crate::names::{AppId, DbName};
+use crate::sqlite::vfs::{SqliteVfs, TempLimits, VfsHooks};
 use crate::sqlite::{ConnectionOptions, Synchronous};
 use crate::store::ids::UuidSource;
 use crate::store::record::AppRecord;
@@ -111,10 +113,6 @@ pub struct WorkspaceOptions {
     pub clock: Arc<dyn Clock>,
     /// Broker limits and pool sizes.
     pub broker: BrokerOptions,
-    /// The registered SQLite VFS every connection opens through (`None`: SQLite's default
-    /// unix VFS, production). The simulation names a bridge VFS that runs SQLite's IO on the
-    /// same [`Vfs`] as the workspace.
-    pub sqlite_vfs: Option<String>,
     /// Who runs work units. `None`: a [`ThreadPool`] of `broker.worker_threads` threads and a
     /// housekeeping thread that closes idle databases. A [`crate::broker::executor::Stepper`]
     /// here makes scheduling deterministic (simulation).
@@ -127,7 +125,6 @@ impl Default for WorkspaceOptions {
             uuid_seed: None,
             clock: Arc::new(SystemClock),
             broker: BrokerOptions::default(),
-            sqlite_vfs: None,
             executor: None,
         }
     }
@@ -160,7 +157,11 @@ impl From<&AppRecord> for AppInfo {
 
 struct Inner {
     broker: Arc<BrokerShared>,
-    sqlite_vfs: Option<String>,
+    /// The SQLite VFS every connection of the workspace opens through (over `driver`'s
+    /// fenced `Vfs`); the broker holds it too.
+    sqlite_vfs: Arc<SqliteVfs>,
+    /// The workspace's first IO fault, if any ([`crate::fault`]).
+    latch: Arc<FaultLatch>,
     housekeeper: Option<Housekeeper>,
     driver: Driver,
     store: Mutex<Store>,
@@ -202,6 +203,10 @@ impl Workspace {
 
     /// Opens the workspace at `root` (which must exist) on any [`Vfs`].
     pub fn open_with(vfs: Arc<dyn Vfs>, root: PathBuf, options: WorkspaceOptions) -> Result<Workspace> {
+        // Every IO of the workspace, the engine's and SQLite's, goes through the fence: the
+        // first fault stops all writes (crate::fault).
+        let latch = Arc::new(FaultLatch::new());
+        let vfs: Arc<dyn Vfs> = Arc::new(FencedVfs::new(vfs, root.clone(), latch.clone()));
         let lock_path = root.join(layout::LOCK_FILE);
         let guard = vfs.lock_exclusive(&lock_path).map_err(|e| {
             if e.kind == VfsErrorKind::Locked {
@@ -219,10 +224,14 @@ impl Workspace {
             vfs.create_dir(&apps)?;
             vfs.sync_dir(&root)?;
         }
-        clear_tmp(vfs.as_ref(), &root.join(TMP_DIR))?;
+        let tmp = root.join(TMP_DIR);
+        clear_tmp(vfs.as_ref(), &tmp)?;
+        if !vfs.exists(&tmp)? {
+            vfs.create_dir(&tmp)?;
+        }
         let report = recover(&driver)?;
         let (store, report) = report;
-        let uuids = match options.uuid_seed {
+        let mut uuids = match options.uuid_seed {
             Some(seed) => UuidSource::from_seed(seed),
             None => UuidSource::from_entropy(),
         };
@@ -234,12 +243,24 @@ impl Workspace {
                 (Arc::new(pool), true)
             }
         };
-        let broker = BrokerShared::new(options.broker, executor, vfs.clone(), options.clock.clone());
+        let seed = options.uuid_seed.map_or_else(|| uuids.next_u64(), |s| s ^ 0x5f5f_7366_7361_6c69);
+        let hooks = VfsHooks {
+            tmp_dir: tmp.clone(),
+            clock: options.clock.clone(),
+            seed,
+            temp: TempLimits::default(),
+        };
+        let sqlite_vfs = Arc::new(crate::sqlite::vfs::register(vfs.clone(), hooks)?);
+        // App connections may open scratch copies there (a migration's dry run).
+        sqlite_vfs.allow_dir(&tmp)?;
+        let io = BrokerIo { vfs: vfs.clone(), sqlite_vfs: sqlite_vfs.clone(), latch: latch.clone() };
+        let broker = BrokerShared::new(options.broker, executor, io, options.clock.clone());
         let housekeeper = if own_pool { Some(Housekeeper::start(&broker)?) } else { None };
         Ok(Workspace {
             inner: Arc::new(Inner {
                 broker,
-                sqlite_vfs: options.sqlite_vfs,
+                sqlite_vfs,
+                latch,
                 housekeeper,
                 driver,
                 store: Mutex::new(store),
@@ -255,6 +276,17 @@ impl Workspace {
     /// The workspace root.
     pub fn root(&self) -> &Path {
         self.inner.driver.root()
+    }
+
+    /// The first IO fault of this workspace since it was opened, if any: from then on it
+    /// acknowledges no write (see [`crate::fault`]); reopen it to recover.
+    pub fn fault(&self) -> Option<Fault> {
+        self.inner.latch.fault().cloned()
+    }
+
+    /// The SQLite VFS the workspace's connections open through.
+    pub fn sqlite_vfs(&self) -> &SqliteVfs {
+        &self.inner.sqlite_vfs
     }
 
     /// What recovery found when this workspace was opened.
@@ -330,7 +362,7 @@ impl Workspace {
             busy_timeout_ms: self.inner.broker.options().busy_timeout_ms,
             read_only: false,
             statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
-            vfs: self.inner.sqlite_vfs.clone(),
+            vfs: Some(self.inner.sqlite_vfs.app_name().to_string()),
         };
         let key_for_hook = key.clone();
         let config = DbConfig {
@@ -497,8 +529,18 @@ impl Workspace {
     /// Runs a plan under the store lock: on success completes its operation; on failure
     /// aborts it (and runs the cleanup best-effort) or poisons what it touched.
     fn execute(&self, store: &mut Store, plan: &Plan) -> Result<()> {
+        if let Err(e) = self.inner.latch.check() {
+            // A plan writes: none runs after a fault. Its reservation goes; what its operation
+            // wrote before stays for the reopen's recovery (the fence refuses the cleanup).
+            let cleanup = store.abort(plan.op);
+            let _ = self.inner.driver.run(&cleanup);
+            return Err(e);
+        }
         match self.inner.driver.run(plan) {
-            Ok(()) => store.complete(plan.op),
+            Ok(()) => {
+                store.complete(plan.op)?;
+                self.inner.latch.check_acknowledge()
+            }
             Err(failure) => {
                 let poisoned_before: Vec<DbKey> = poisoned_keys(store);
                 let cleanup = store.fail(plan.op, failure.must_poison(), &failure.step);

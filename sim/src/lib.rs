@@ -5,7 +5,6 @@
 //! * [`crash`] — exhaustive crash points of the store's plans, checked against DESIGN.md's
 //!   invariants after recovery.
 
-pub mod bridge;
 pub mod crash;
 pub mod memfs;
 pub mod world;

@@ -1,7 +1,7 @@
 //! Whole-engine simulation: one seed, one workload, crashes at any IO step.
 //!
 //! A [`World`] is a simulated machine: a [`MemFs`] disk, SQLite running on it through the
-//! bridge VFS, a workspace whose broker runs on a deterministic [`Stepper`], and a clock
+//! engine's own SQLite VFS (the production code, over the simulated disk), a workspace whose broker runs on a deterministic [`Stepper`], and a clock
 //! that only moves when the simulation says so. A seeded workload drives the public API —
 //! exec, group-committed writes, transactions, queries, snapshots, restores, migrations,
 //! GC, clean reopens, cancellations — and keeps a reference model of what was acknowledged.
@@ -24,7 +24,6 @@
 //!     still there, whole, after any later crash; after GC no temporary is left in the
 //!     export and backup areas; backup retention keeps the newest backups.
 
-use crate::bridge;
 use crate::memfs::{Faults, LatencySink, MemFs};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -203,6 +202,11 @@ impl Clock for SimClock {
     fn monotonic(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.0.load(Ordering::SeqCst))
     }
+
+    /// SQLite's busy handler must not block the single-threaded stepper, nor move time.
+    fn sleep(&self, _duration: std::time::Duration) {
+        std::thread::yield_now();
+    }
 }
 
 /// One operation of a workload.
@@ -338,9 +342,6 @@ impl Model {
     }
 }
 
-/// Counter for unique bridge VFS names in one process.
-static WORLDS: AtomicU64 = AtomicU64::new(0);
-
 /// A simulated machine.
 pub struct World {
     seed: u64,
@@ -348,7 +349,6 @@ pub struct World {
     fs: MemFs,
     clock: Arc<SimClock>,
     stepper: Arc<Stepper>,
-    vfs_name: String,
     ws: Option<Workspace>,
     db: Option<Database>,
     full: bool,
@@ -366,8 +366,6 @@ pub struct World {
     faults: Faults,
     /// Set when the seed ends early for a legitimate reason (a quarantined database).
     finished: Option<String>,
-    /// The bridge VFS name of the current boot.
-    vfs_current: Option<String>,
     /// Exports made so far (each gets a new name).
     exports_made: u64,
 }
@@ -385,7 +383,6 @@ impl World {
         let fs = MemFs::new();
         fs.create_dir(Path::new(ROOT)).map_err(|e| e.to_string())?;
         fs.sync_dir(Path::new("/")).map_err(|e| e.to_string())?;
-        let n = WORLDS.fetch_add(1, Ordering::SeqCst);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let full = rng.random_bool(0.5);
         fs.set_seed(seed ^ DISK_SALT);
@@ -396,7 +393,6 @@ impl World {
             fs,
             clock: Arc::new(SimClock::default()),
             stepper: Arc::new(Stepper::new(STEPPER_QUEUE_MAX)),
-            vfs_name: format!("sila-sim-{}-{n}", std::process::id()),
             ws: None,
             db: None,
             full,
@@ -408,7 +404,6 @@ impl World {
             sync_failures_base: 0,
             faults: Faults::default(),
             finished: None,
-            vfs_current: None,
             exports_made: 0,
         })
     }
@@ -417,14 +412,12 @@ impl World {
         self.trace.push(line);
     }
 
-    /// Boots on the current disk: registers the bridge, opens the workspace (recovery).
+    /// Boots on the current disk: opens the workspace (recovery), whose SQLite VFS runs
+    /// SQLite's IO on the same simulated disk.
     fn boot(&mut self) -> Result<(), String> {
         self.shutdown();
         self.boots += 1;
-        let name = format!("{}-b{}", self.vfs_name, self.boots);
         let vfs: Arc<dyn Vfs> = Arc::new(self.fs.clone());
-        bridge::register(&name, vfs.clone())?;
-        self.vfs_current = Some(name.clone());
         // A closed workspace shuts its executor down; every boot gets a fresh one.
         self.stepper = Arc::new(Stepper::new(STEPPER_QUEUE_MAX));
         let broker = BrokerOptions {
@@ -437,7 +430,6 @@ impl World {
             uuid_seed: Some(self.seed.wrapping_mul(1_000_003).wrapping_add(self.boots)),
             clock: self.clock.clone(),
             broker,
-            sqlite_vfs: Some(name),
             executor: Some(self.stepper.clone() as Arc<dyn Executor>),
         };
         let ws = Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| e.to_string())?;
@@ -445,15 +437,11 @@ impl World {
         Ok(())
     }
 
-    /// Drops the engine (its connections close) and the bridge registration of this boot.
-    /// Also run when the world is dropped: a registration left behind would keep this seed's
-    /// whole simulated disk alive for the rest of the process.
+    /// Drops the engine (its connections close and its SQLite VFS is unregistered). Also run
+    /// when the world is dropped.
     fn shutdown(&mut self) {
         self.db = None;
         self.ws = None;
-        if let Some(name) = self.vfs_current.take() {
-            let _ = bridge::unregister(&name);
-        }
     }
 
     fn ws(&self) -> Result<&Workspace, String> {

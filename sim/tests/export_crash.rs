@@ -6,7 +6,6 @@
 use sila_sqlite::broker::executor::{Executor, Stepper};
 use sila_sqlite::vfs::Vfs;
 use sila_sqlite::{Value, Workspace, WorkspaceOptions};
-use sila_sqlite_sim::bridge;
 use sila_sqlite_sim::memfs::MemFs;
 use sila_sqlite_sim::world::SimClock;
 use std::path::{Path, PathBuf};
@@ -33,14 +32,11 @@ fn an_export_and_a_backup_reported_done_survive_a_power_cut() {
     let fs = MemFs::new();
     fs.create_dir(Path::new("/ws")).unwrap();
     fs.sync_dir(Path::new("/")).unwrap();
-    let name = format!("sila-sim-export-crash-{}", std::process::id());
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    bridge::register(&name, vfs.clone()).unwrap();
     let (export, backup) = {
         let options = WorkspaceOptions {
             uuid_seed: Some(5),
             clock: Arc::new(SimClock::default()),
-            sqlite_vfs: Some(name.clone()),
             executor: Some(Arc::new(Stepper::new(64)) as Arc<dyn Executor>),
             ..WorkspaceOptions::default()
         };
@@ -60,7 +56,6 @@ fn an_export_and_a_backup_reported_done_survive_a_power_cut() {
         let (_, backup) = db.backup(3).unwrap();
         (export, backup)
     };
-    bridge::unregister(&name).unwrap();
     // Power cut right after both calls returned: only what was synced is left.
     fs.crash();
     let scratch = std::env::temp_dir().join(format!("sila-sim-export-crash-{}.sqlite", std::process::id()));

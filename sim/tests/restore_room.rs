@@ -8,7 +8,6 @@ use sila_sqlite::store::record::SNAPSHOTS_MAX;
 use sila_sqlite::versions::RestoreOptions;
 use sila_sqlite::vfs::Vfs;
 use sila_sqlite::{ErrorCode, Value, Workspace, WorkspaceOptions};
-use sila_sqlite_sim::bridge;
 use sila_sqlite_sim::memfs::MemFs;
 use sila_sqlite_sim::world::SimClock;
 use std::path::{Path, PathBuf};
@@ -21,14 +20,11 @@ fn a_restore_without_room_for_its_undo_is_refused_before_it_flips() {
     let fs = MemFs::new();
     fs.create_dir(Path::new("/ws")).unwrap();
     fs.sync_dir(Path::new("/")).unwrap();
-    let name = format!("sila-sim-room-{}", std::process::id());
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    bridge::register(&name, vfs.clone()).unwrap();
     {
         let options = WorkspaceOptions {
             uuid_seed: Some(3),
             clock: Arc::new(SimClock::default()),
-            sqlite_vfs: Some(name.clone()),
             executor: Some(Arc::new(Stepper::new(64)) as Arc<dyn Executor>),
             ..WorkspaceOptions::default()
         };
@@ -56,5 +52,4 @@ fn a_restore_without_room_for_its_undo_is_refused_before_it_flips() {
         db.restore(other, RestoreOptions::default()).unwrap();
         assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(0)));
     }
-    bridge::unregister(&name).unwrap();
 }

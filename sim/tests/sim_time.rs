@@ -8,11 +8,9 @@ use sila_sqlite::broker::executor::{Executor, Stepper};
 use sila_sqlite::clock::Clock;
 use sila_sqlite::vfs::Vfs;
 use sila_sqlite::{BrokerOptions, ErrorCode, Workspace, WorkspaceOptions};
-use sila_sqlite_sim::bridge;
 use sila_sqlite_sim::memfs::{Faults, LatencySink, MemFs};
 use sila_sqlite_sim::world::SimClock;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +21,6 @@ const SCAN: &str = "SELECT count(*), sum(length(b)) FROM t";
 /// Runs the scan on a fresh simulated disk; returns its outcome and the simulated time (ms)
 /// it ended at.
 fn scan(slow_reads: bool) -> (Result<(), ErrorCode>, u128) {
-    static N: AtomicUsize = AtomicUsize::new(0);
     let fs = MemFs::new();
     fs.create_dir(Path::new("/ws")).unwrap();
     fs.sync_dir(Path::new("/")).unwrap();
@@ -31,10 +28,8 @@ fn scan(slow_reads: bool) -> (Result<(), ErrorCode>, u128) {
     let clock = Arc::new(SimClock::default());
     let sink = clock.clone();
     fs.set_latency_sink(Some(LatencySink(Arc::new(move |ms| sink.advance(ms)))));
-    let name = format!("sila-sim-time-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    bridge::register(&name, vfs.clone()).unwrap();
-    let outcome = {
+    {
         let options = WorkspaceOptions {
             uuid_seed: Some(7),
             clock: clock.clone(),
@@ -42,7 +37,6 @@ fn scan(slow_reads: bool) -> (Result<(), ErrorCode>, u128) {
                 statement_timeout: Duration::from_millis(200),
                 ..BrokerOptions::default()
             },
-            sqlite_vfs: Some(name.clone()),
             executor: Some(Arc::new(Stepper::new(64)) as Arc<dyn Executor>),
         };
         let ws = Workspace::open_with(vfs, PathBuf::from("/ws"), options).unwrap();
@@ -62,9 +56,7 @@ fn scan(slow_reads: bool) -> (Result<(), ErrorCode>, u128) {
         let started = clock.monotonic();
         let result = db.query(SCAN, &[]).map(|_| ()).map_err(|e| e.code());
         (result, (clock.monotonic() - started).as_millis())
-    };
-    bridge::unregister(&name).unwrap();
-    outcome
+    }
 }
 
 #[test]

@@ -38,7 +38,6 @@ use sila_sqlite::broker::executor::{Executor, Stepper};
 use sila_sqlite::vfs::Vfs;
 use sila_sqlite::workspace::Clock;
 use sila_sqlite::{Database, Error, Value, Workspace, WorkspaceOptions};
-use sila_sqlite_sim::bridge;
 use sila_sqlite_sim::memfs::MemFs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,7 +103,7 @@ fn manifest(full: bool) -> String {
 }
 
 /// One boot of the engine. Dropping it (the host crashed or was bounced) closes the
-/// workspace, then unregisters this boot's bridge VFS; a VFS with files still open is a leak.
+/// workspace.
 struct Engine {
     db: Option<Database>,
     ws: Option<Workspace>,
@@ -117,9 +116,6 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.db = None;
         self.ws = None;
-        if let Err(e) = bridge::unregister(&self.vfs) {
-            lock(&self.machine).problems.push(format!("after {}: {e}", self.vfs));
-        }
     }
 }
 
@@ -146,7 +142,6 @@ impl Engine {
                 m.full,
             )
         };
-        bridge::register(&vfs, Arc::new(fs.clone()))?;
         let stepper = Arc::new(Stepper::new(1024));
         let mut engine = Engine {
             db: None,
@@ -158,7 +153,6 @@ impl Engine {
         let options = WorkspaceOptions {
             uuid_seed: Some(seed),
             clock: Arc::new(TurmoilClock),
-            sqlite_vfs: Some(vfs),
             executor: Some(stepper as Arc<dyn Executor>),
             ..WorkspaceOptions::default()
         };

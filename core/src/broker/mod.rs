@@ -27,6 +27,7 @@ pub mod executor;
 pub mod pending;
 
 use crate::clock::Clock;
+use crate::fault::FaultLatch;
 use crate::manifest::PolicyRelaxations;
 use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
 use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
@@ -79,10 +80,9 @@ pub struct BrokerOptions {
     pub idle_timeout: Duration,
     /// Largest one anonymous temporary file may grow (a sort, DISTINCT or GROUP BY spilling
     /// past the page cache; default 256 MiB) → `QuotaExceeded` naming this option.
-    /// Process-wide (the confinement VFS's): the last broker created sets it.
     pub temp_file_bytes_max: u64,
-    /// Largest all anonymous temporary files of the process may be together (default 1 GiB) →
-    /// `QuotaExceeded` naming this option. Process-wide, like `temp_file_bytes_max`.
+    /// Largest all anonymous temporary files of the workspace may be together (default
+    /// 1 GiB) → `QuotaExceeded` naming this option.
     pub temp_bytes_total_max: u64,
     /// Statements an app may run per minute, across its databases (default 1 200 000, i.e.
     /// 20 000 a second sustained) →
@@ -116,8 +116,8 @@ impl Default for BrokerOptions {
             wal_checkpoint_bytes: 4 * 1024 * 1024,
             wal_truncate_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
-            temp_file_bytes_max: sqlite::confine::TEMP_FILE_BYTES_MAX_DEFAULT,
-            temp_bytes_total_max: sqlite::confine::TEMP_BYTES_TOTAL_MAX_DEFAULT,
+            temp_file_bytes_max: sqlite::vfs::TEMP_FILE_BYTES_MAX_DEFAULT,
+            temp_bytes_total_max: sqlite::vfs::TEMP_BYTES_TOTAL_MAX_DEFAULT,
             statements_per_minute: 1_200_000,
             rows_read_per_minute: 10_000_000,
             rows_written_per_minute: 1_000_000,
@@ -381,11 +381,27 @@ pub struct DbShared {
     pub metrics: DbMetrics,
 }
 
+/// Where the broker's IO goes: the workspace's (fenced) [`crate::vfs::Vfs`], its SQLite VFS
+/// over it, and its fault latch.
+pub struct BrokerIo {
+    /// The workspace's filesystem, under the fault policy.
+    pub vfs: Arc<dyn crate::vfs::Vfs>,
+    /// The SQLite VFS registered over it.
+    pub sqlite_vfs: Arc<sqlite::vfs::SqliteVfs>,
+    /// The workspace's fault latch.
+    pub latch: Arc<FaultLatch>,
+}
+
 /// The broker: shared by every database of one workspace.
 pub struct BrokerShared {
     options: BrokerOptions,
     executor: Arc<dyn Executor>,
     vfs: Arc<dyn crate::vfs::Vfs>,
+    /// The workspace's SQLite VFS: every connection opens through it (unregistered when the
+    /// last holder of the broker drops it, after every connection closed).
+    sqlite_vfs: Arc<sqlite::vfs::SqliteVfs>,
+    /// The workspace's fault latch ([`crate::fault`]): set, no write is acknowledged.
+    latch: Arc<FaultLatch>,
     dbs: Mutex<HashMap<DbKey, Arc<DbShared>>>,
     apps: Mutex<HashMap<uuid::Uuid, Arc<AppShared>>>,
     connections_open: AtomicUsize,
@@ -400,15 +416,20 @@ impl BrokerShared {
     pub fn new(
         options: BrokerOptions,
         executor: Arc<dyn Executor>,
-        vfs: Arc<dyn crate::vfs::Vfs>,
+        io: BrokerIo,
         clock: Arc<dyn Clock>,
     ) -> Arc<BrokerShared> {
         let slow_log = Arc::new(SlowQueryLog::new(options.slow_query_threshold, options.capture_full_sql));
-        sqlite::confine::set_temp_limits(options.temp_file_bytes_max, options.temp_bytes_total_max);
+        io.sqlite_vfs.set_temp_limits(sqlite::vfs::TempLimits {
+            file_bytes_max: options.temp_file_bytes_max,
+            total_bytes_max: options.temp_bytes_total_max,
+        });
         Arc::new(BrokerShared {
             options,
             executor,
-            vfs,
+            vfs: io.vfs,
+            sqlite_vfs: io.sqlite_vfs,
+            latch: io.latch,
             dbs: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             connections_open: AtomicUsize::new(0),
@@ -631,6 +652,15 @@ impl DbShared {
         }
     }
 
+    /// Refuses writes once the workspace has a fault ([`crate::fault`]) or the database is
+    /// poisoned. Reads check only [`Self::check_poison`]: they go on after a fault.
+    pub fn check_writable(&self) -> Result<()> {
+        if let Some(broker) = self.broker.upgrade() {
+            broker.latch.check()?;
+        }
+        self.check_poison()
+    }
+
     /// Refuses work once the database is poisoned.
     pub fn check_poison(&self) -> Result<()> {
         if !self.is_poisoned.load(Ordering::Acquire) {
@@ -660,8 +690,13 @@ impl DbShared {
 
     /// Poisons the database if `err` is an IO failure in the workspace (a failure of a file
     /// the caller handed in, such as an import source, says nothing about this database).
+    /// An error behind which the workspace has a fault does not poison the database: the
+    /// fault already refuses every write, and reads go on (see [`crate::fault`]).
     pub(crate) fn poison_on_io(&self, err: &Error) {
         if err.code() != ErrorCode::Io || err.is_outside_workspace() {
+            return;
+        }
+        if self.broker.upgrade().is_some_and(|b| b.latch.is_set()) {
             return;
         }
         let mut p = lock(&self.poisoned);
@@ -682,15 +717,13 @@ impl DbShared {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The connection options with the confinement VFS ([`sqlite::confine`]) when no other VFS
-    /// is configured (the simulation names its bridge VFS), after allowing the file's directory.
-    fn confined_options(&self, path: &std::path::Path) -> Result<ConnectionOptions> {
+    /// The connection options on the workspace's confined SQLite VFS ([`sqlite::vfs`]), after
+    /// allowing the file's directory.
+    fn confined_options(&self, broker: &BrokerShared, path: &std::path::Path) -> Result<ConnectionOptions> {
         let mut opts = self.config.connection.clone();
-        if opts.vfs.is_none() {
-            let dir = path.parent().ok_or_else(|| Error::internal("database path has no directory"))?;
-            sqlite::confine::allow_dir(dir)?;
-            opts.vfs = Some(sqlite::confine::register()?.to_string());
-        }
+        let dir = path.parent().ok_or_else(|| Error::internal("database path has no directory"))?;
+        broker.sqlite_vfs.allow_dir(dir)?;
+        opts.vfs = Some(broker.sqlite_vfs.app_name().to_string());
         Ok(opts)
     }
 
@@ -705,7 +738,8 @@ impl DbShared {
         let broker = self.broker()?;
         broker.reserve_connection()?;
         let FileVersion { generation, path } = version;
-        let opened = self.confined_options(&path).and_then(|opts| sqlite::open_connection(&path, &opts));
+        let opened =
+            self.confined_options(&broker, &path).and_then(|opts| sqlite::open_connection(&path, &opts));
         let opened = opened.and_then(|mut conn| {
             if reader {
                 // Readers open read-write (a read-only WAL connection cannot create -shm) but
@@ -745,7 +779,10 @@ impl DbShared {
     fn close_connection(&self, conn: Connection, writer: bool) {
         let (hits, misses) = cache_stats(&conn);
         self.metrics.record_cache(hits, misses);
-        if writer {
+        let faulted = self.broker.upgrade().is_none_or(|b| b.latch.is_set());
+        if writer && !faulted {
+            // A failed optimize leaves statistics as they were; an IO failure in it is a fault
+            // the latch below recorded, and it refuses every later write.
             let _ = sqlite::optimize_on_close(&conn);
         }
         drop(conn);
@@ -821,14 +858,37 @@ impl DbShared {
         }
     }
 
+    /// Folds the WAL into the main file and closes the writer. After a workspace fault it
+    /// writes nothing: the WAL stays as it is (SQLite's own checkpoint at close is switched
+    /// off), and the reopen's recovery replays or discards it.
     fn checkpoint_and_close(&self, conn: Connection) {
         self.closing.store(true, Ordering::Release);
-        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-        if internal(&conn, "PRAGMA wal_checkpoint(TRUNCATE)").is_ok() {
-            self.metrics.record_checkpoint();
+        let faulted = self.broker.upgrade().is_none_or(|b| b.latch.is_set());
+        if faulted {
+            // If SQLite refuses, its close-time checkpoint still fails at its first write
+            // (the fenced VFS refuses every write after a fault): nothing reaches the disk.
+            let _ = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+        } else {
+            // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+            let result = internal(&conn, "PRAGMA wal_checkpoint(TRUNCATE)");
+            self.checkpointed(result);
         }
         self.close_connection(conn, true);
         self.closing.store(false, Ordering::Release);
+    }
+
+    /// Accounts for a checkpoint's result; none is ever dropped. A failed one is counted; an
+    /// IO failure poisons the database (a failed sync or write also set the workspace's fault
+    /// latch below, which refuses every later write). Any other failure (the WAL was busy)
+    /// leaves the committed data where it is, in the WAL.
+    fn checkpointed(&self, result: Result<()>) {
+        match result {
+            Ok(()) => self.metrics.record_checkpoint(),
+            Err(e) => {
+                self.metrics.record_checkpoint_failed();
+                self.poison_on_io(&e);
+            }
+        }
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -1135,7 +1195,7 @@ impl DbShared {
     /// on this thread, otherwise a worker leads.
     pub fn submit_write(self: &Arc<Self>, job: WriteJob, inline: bool) -> Result<()> {
         self.touch();
-        self.check_poison()?;
+        self.check_writable()?;
         let broker = self.broker()?;
         let lead = {
             let mut w = lock(&self.writer);
@@ -1375,8 +1435,8 @@ impl DbShared {
             // next request attaches again.
             let g = a.target.generation();
             let path = a.target.path();
-            if let Some(dir) = path.parent() {
-                sqlite::confine::allow_dir(dir)?;
+            if let (Some(dir), Some(broker)) = (path.parent(), self.broker.upgrade()) {
+                broker.sqlite_vfs.allow_dir(dir)?;
             }
             internal_attach(&tagged.conn, Some(&path), &a.schema)?;
             tagged.attached.schemas.push((a.schema, a.target, g));
@@ -1400,7 +1460,6 @@ impl DbShared {
             self.after_commit(broker, conn);
             return;
         }
-        let failures_before = broker.vfs.sync_failures();
         if crate::sabotage::active(crate::sabotage::Sabotage::AckBeforeCommit) {
             // Broken on purpose: answer first, commit later.
             let mut answered = Vec::new();
@@ -1413,7 +1472,7 @@ impl DbShared {
             }
             execs = answered;
         }
-        let mut results = if let Err(e) = self.check_poison() {
+        let mut results = if let Err(e) = self.check_writable() {
             execs.into_iter().map(|r| (r, Err(e.clone()))).collect()
         } else {
             commit_group(conn, execs)
@@ -1425,7 +1484,7 @@ impl DbShared {
                 self.poison_on_io(e);
             }
         }
-        if let Err(e) = self.fail_stop_window(broker, failures_before) {
+        if let Err(e) = self.fail_stop_window() {
             for (_, r) in results.iter_mut() {
                 if r.is_ok() {
                     *r = Err(e.clone());
@@ -1440,28 +1499,21 @@ impl DbShared {
         }
     }
 
-    /// Fail-stop: if a sync failed on the workspace's filesystem since `failures_before`
-    /// (read when this database's operation began), the operation is not acknowledged and
-    /// the database is poisoned, whatever SQLite made of the failure.
-    pub(crate) fn fail_stop_window(&self, broker: &BrokerShared, failures_before: u64) -> Result<()> {
-        if broker.vfs.sync_failures() == failures_before {
-            return Ok(());
+    /// Fail-stop: called after an operation's last IO and before it is acknowledged. If the
+    /// workspace has a fault now (it may have happened during this operation, whatever error
+    /// code SQLite made of it, or in another database meanwhile), the operation is not
+    /// acknowledged: its outcome is unknown until the workspace is reopened (`Io`, with the
+    /// fault). Operations that begin after the fault are refused before they start
+    /// ([`Self::check_writable`]: `Poisoned`).
+    pub(crate) fn fail_stop_window(&self) -> Result<()> {
+        match self.broker.upgrade() {
+            Some(broker) => broker.latch.check_acknowledge(),
+            None => Ok(()),
         }
-        let err = Error::new(
-            ErrorCode::Io,
-            "an fsync failed during this operation; it is not acknowledged and the database is poisoned \
-             until the workspace is reopened",
-        );
-        self.poison_on_io(&err);
-        Err(err)
     }
 
-    /// The count of failed syncs of the workspace's filesystem now.
-    pub(crate) fn sync_failures(&self) -> u64 {
-        self.broker.upgrade().map(|b| b.vfs.sync_failures()).unwrap_or(0)
-    }
-
-    /// Checkpoints when the WAL passed a threshold.
+    /// Checkpoints when the WAL passed a threshold (its result is accounted, never dropped:
+    /// see [`Self::checkpointed`]; the caller's fail-stop window then sees a fault it caused).
     fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
         let size = self.wal_frames.load(Ordering::Acquire).saturating_mul(crate::workspace::PAGE_SIZE_BYTES);
         let pinned = self.pins.load(Ordering::Acquire) > 0;
@@ -1472,10 +1524,12 @@ impl DbShared {
         } else {
             return;
         };
-        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-        if internal(conn, &format!("PRAGMA wal_checkpoint({mode})")).is_ok() {
-            self.metrics.record_checkpoint();
+        if broker.latch.is_set() {
+            return;
         }
+        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+        let result = internal(conn, &format!("PRAGMA wal_checkpoint({mode})"));
+        self.checkpointed(result);
     }
 
     /// Runs a transaction job's body: BEGIN IMMEDIATE, `body`, then COMMIT on `Ok` (if the
@@ -1486,14 +1540,12 @@ impl DbShared {
         deadline: Duration,
         body: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
-        self.check_poison()?;
-        let broker = self.broker()?;
-        let failures_before = broker.vfs.sync_failures();
+        self.check_writable()?;
         let result = self.run_transaction_inner(conn, deadline, body);
         if let Err(e) = &result {
             self.poison_on_io(e);
         }
-        self.fail_stop_window(&broker, failures_before)?;
+        self.fail_stop_window()?;
         result
     }
 

@@ -20,7 +20,7 @@ use crate::{Error, ErrorCode};
 ///
 /// | SQLite primary code        | [`ErrorCode`]        |
 /// |----------------------------|----------------------|
-/// | `SQLITE_FULL`              | `QuotaExceeded`      |
+/// | `SQLITE_FULL`              | `QuotaExceeded`, or `DiskFull` when the VFS saw `ENOSPC` |
 /// | `SQLITE_BUSY`, `_LOCKED`   | `Busy`               |
 /// | `SQLITE_READONLY`          | `ReadOnly`           |
 /// | `SQLITE_CORRUPT`, `_NOTADB`| `Corrupt`            |
@@ -81,6 +81,9 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
     // every error, so a reason never outlives the statement it explains.
     let denial = super::policy::take_denial();
     let refusal = super::confine::take_refusal();
+    // What the engine's VFS saw fail on this thread ([`super::vfs`]): the operation, the kind
+    // of file, and whether the disk was full.
+    let io = super::vfs::take_io_note();
     if primary == ffi::SQLITE_AUTH || text.contains("not authorized") {
         if let Some(reason) = denial {
             return Error::new(ErrorCode::PolicyDenied, reason).with_sqlite_code(extended);
@@ -93,13 +96,24 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
             return Error::new(ErrorCode::PolicyDenied, reason).with_sqlite_code(extended);
         }
     }
+    let mut fault = None;
     let (code, message) = match primary {
-        ffi::SQLITE_FULL => match refusal {
-            // The confinement VFS refused to grow a temp file past its cap and said which.
-            Some(reason) => (ErrorCode::QuotaExceeded, reason),
-            None => (
+        ffi::SQLITE_FULL => match (refusal, io) {
+            // The VFS refused to grow a temp file past its cap and said which.
+            (Some(reason), _) => (ErrorCode::QuotaExceeded, reason),
+            (None, Some(note)) if note.disk_full => (
+                ErrorCode::DiskFull,
+                format!(
+                    "the disk holding the workspace is full (a {} of a {} found no room: {}); \
+                     nothing was written; free space and retry",
+                    note.op.as_str(),
+                    note.file.as_str(),
+                    note.detail
+                ),
+            ),
+            (None, _) => (
                 ErrorCode::QuotaExceeded,
-                format!("database reached its size limit (max_page_count) or the disk is full: {text}"),
+                format!("database reached its size limit (max_page_count): {text}"),
             ),
         },
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => (ErrorCode::Busy, format!("database is busy: {text}")),
@@ -109,9 +123,19 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
         }
         // The confinement VFS ([`super::confine`]) left a reason on this thread when it refused
         // a path: that is a policy refusal, not an IO failure.
-        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => match refusal {
-            Some(reason) => (ErrorCode::PolicyDenied, reason),
-            None => (ErrorCode::Io, format!("database IO failed: {text}")),
+        ffi::SQLITE_IOERR | ffi::SQLITE_CANTOPEN => match (refusal, io) {
+            (Some(reason), _) => (ErrorCode::PolicyDenied, reason),
+            (None, Some(note)) => {
+                let message = format!(
+                    "a {} of a {} failed ({}): {text}",
+                    note.op.as_str(),
+                    note.file.as_str(),
+                    note.detail
+                );
+                fault = Some(crate::fault::Fault { op: note.op, file: note.file, detail: note.detail });
+                (ErrorCode::Io, message)
+            }
+            (None, None) => (ErrorCode::Io, format!("database IO failed: {text}")),
         },
         ffi::SQLITE_AUTH => {
             (ErrorCode::PolicyDenied, format!("statement denied by the security policy: {text}"))
@@ -130,7 +154,11 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
         ),
         _ => (ErrorCode::Sqlite, text.to_owned()),
     };
-    Error::new(code, message).with_sqlite_code(extended)
+    let err = Error::new(code, message).with_sqlite_code(extended);
+    match fault {
+        Some(fault) => err.with_fault(fault),
+        None => err,
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod open;
 pub mod policy;
 pub mod stop;
 pub mod value;
+pub mod vfs;
 
 pub use errors::map_error;
 pub use exec::{

@@ -21,7 +21,7 @@
 //! never spills and gives its sorter no spill threshold, so one `SELECT DISTINCT` over a large
 //! table can take any amount of the host's memory. With FILE, both use the page cache (capped
 //! by `cache_size`) and spill the rest to anonymous temp files, which the confinement VFS
-//! ([`super::confine::set_temp_limits`]) caps per file and per process: temp memory and temp
+//! ([`super::vfs::TempLimits`]) caps per file and per workspace: temp memory and temp
 //! disk are both bounded. Small sorts never touch the disk (they fit the cache).
 
 use std::path::Path;

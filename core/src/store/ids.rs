@@ -33,6 +33,11 @@ impl UuidSource {
         UuidSource { rng: rand::make_rng::<ChaCha20Rng>(), last_ms: 0 }
     }
 
+    /// A random 64-bit number from the same stream (seeds for other generators).
+    pub fn next_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     /// The next UUID, stamped with `now_ms` (unix milliseconds), or with one millisecond
     /// after the previous UUID's stamp if that is later (see the module docs).
     pub fn next(&mut self, now_ms: u64) -> Uuid {

@@ -1,18 +1,20 @@
-//! SQLite running on the simulated disk through the bridge VFS: basic IO, locks, WAL with
-//! concurrent readers, crashes (durable images), sync failures, panics in the `Vfs`, and a
-//! seeded loop of random transactions cut by crashes at random IO steps.
+//! SQLite running on the simulated disk through the engine's own SQLite VFS (the one
+//! production runs over the real filesystem): basic IO, locks, WAL with concurrent readers,
+//! crashes (durable images), sync failures, panics in the `Vfs`, and a seeded loop of random
+//! transactions cut by crashes at random IO steps.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+use sila_sqlite::clock::Clock;
+use sila_sqlite::sqlite::vfs::{self as sqlite_vfs, SqliteVfs, TempLimits, VfsHooks};
 use sila_sqlite::vfs::{DirEntry, LockGuard, OpenMode, Vfs, VfsFile, VfsResult};
-use sila_sqlite_sim::bridge::{self, BridgeOptions};
 use sila_sqlite_sim::memfs::{Faults, MemFs};
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -23,21 +25,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A registration that unregisters itself when dropped (drop its connections first).
+/// A registration of the engine's SQLite VFS over a `Vfs` (unregistered when dropped; drop
+/// its connections first). Connections open through its engine name (any absolute path).
 struct Sim {
+    vfs: SqliteVfs,
     name: String,
+}
+
+/// A wall clock stopped at a fixed time.
+struct FixedClock(u64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> u64 {
+        self.0
+    }
+    fn sleep(&self, _: std::time::Duration) {
+        std::thread::yield_now();
+    }
 }
 
 impl Sim {
     fn new(vfs: Arc<dyn Vfs>) -> Result<Sim, Box<dyn Error>> {
-        Sim::with_options(vfs, BridgeOptions::default())
+        Sim::with_options(vfs, 1_704_067_200_000, 1)
     }
 
-    fn with_options(vfs: Arc<dyn Vfs>, options: BridgeOptions) -> Result<Sim, Box<dyn Error>> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("sila-bridge-test-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        bridge::register_with(&name, vfs, options)?;
-        Ok(Sim { name })
+    fn with_options(vfs: Arc<dyn Vfs>, now_ms: u64, seed: u64) -> Result<Sim, Box<dyn Error>> {
+        if !vfs.exists(Path::new("/tmp"))? {
+            vfs.create_dir(Path::new("/tmp"))?;
+        }
+        let hooks = VfsHooks {
+            tmp_dir: PathBuf::from("/tmp"),
+            clock: Arc::new(FixedClock(now_ms)),
+            seed,
+            temp: TempLimits::default(),
+        };
+        let vfs = sqlite_vfs::register(vfs, hooks)?;
+        let name = vfs.engine_name().to_string();
+        Ok(Sim { vfs, name })
     }
 
     fn open(&self, path: &str) -> rusqlite::Result<Connection> {
@@ -45,12 +69,6 @@ impl Sim {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         Connection::open_with_flags_and_vfs(path, flags, self.name.as_str())
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = bridge::unregister(&self.name);
     }
 }
 
@@ -107,48 +125,43 @@ fn create_insert_read_back() -> TestResult {
     assert_eq!(count(&conn, "notes")?, 100);
     assert_eq!(integrity(&conn)?, "ok");
     assert!(fs.read(DB).is_some_and(|d| d.len() >= 4096), "the database lives on the Vfs");
-    assert_eq!(bridge::open_files(&sim.name), Some(1));
-    let refused = bridge::unregister(&sim.name);
-    assert!(refused.is_err_and(|e| e.contains("open file")), "unregister refuses while a file is open");
+    assert_eq!(sim.vfs.open_files(), 1);
+    assert_eq!(sqlite_vfs::open_files(&sim.name), Some(1));
     drop(conn);
-    assert_eq!(bridge::open_files(&sim.name), Some(0));
+    assert_eq!(sim.vfs.open_files(), 0);
     Ok(())
 }
 
 #[test]
-fn relative_paths_and_duplicate_names_are_refused() -> TestResult {
+fn relative_paths_are_refused_and_names_are_reused() -> TestResult {
     let fs = disk()?;
     let sim = Sim::new(Arc::new(fs.clone()))?;
     let err = sim.open("relative.db").err();
     assert_eq!(err.as_ref().and_then(sqlite_codes).map(|c| c.0), Some(ErrorCode::CannotOpen), "{err:?}");
-    assert!(bridge::register(&sim.name, Arc::new(fs.clone())).is_err(), "a name is registered once");
-    assert!(bridge::register("unix", Arc::new(fs)).is_err(), "SQLite's own VFS names are taken");
-    assert!(bridge::is_registered(&sim.name));
     let name = sim.name.clone();
+    let conn = sim.open(DB)?;
     drop(sim);
-    assert!(!bridge::is_registered(&name));
-    assert!(bridge::unregister(&name).is_err());
-    // The name can be registered again (its shell is reused).
-    let again = disk()?;
-    bridge::register(&name, Arc::new(again))?;
-    bridge::unregister(&name)?;
+    assert_eq!(sqlite_vfs::open_files(&name), None, "unregistered with its handle");
+    // A name whose last registration still has an open file is not handed out again.
+    let other = Sim::new(Arc::new(disk()?))?;
+    assert_ne!(other.name, name, "still in use by an open connection");
+    drop(conn);
+    drop(other);
+    let again = Sim::new(Arc::new(disk()?))?;
+    assert!(again.name.starts_with("sila-vfs-"), "{}", again.name);
     Ok(())
 }
 
 #[test]
 fn temp_files_and_clock_hook() -> TestResult {
     let fs = disk()?;
-    let clock: bridge::ClockFn = Arc::new(|| 1_234_567_890_000);
-    let sim = Sim::with_options(
-        Arc::new(fs.clone()),
-        BridgeOptions { clock: Some(clock), ..BridgeOptions::default() },
-    )?;
+    let sim = Sim::with_options(Arc::new(fs.clone()), 1_234_567_890_000, 1)?;
     let conn = sim.open(DB)?;
     let now: i64 = conn.query_row("SELECT CAST(strftime('%s','now') AS INTEGER)", [], |r| r.get(0))?;
     assert_eq!(now, 1_234_567_890);
-    // Temp tables and sorter spills go to anonymous temp files, served from memory.
+    // Temp tables and sorter spills go to anonymous temp files in the tmp directory.
     conn.execute_batch(
-        "PRAGMA temp_store=FILE; PRAGMA cache_size=5;
+        "PRAGMA temp_store=FILE; PRAGMA cache_size=5; PRAGMA temp.cache_size=5;
          CREATE TEMP TABLE scratch(x BLOB);
          WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 2000)
          INSERT INTO scratch SELECT randomblob(300) FROM c;",
@@ -156,8 +169,11 @@ fn temp_files_and_clock_hook() -> TestResult {
     let n: i64 =
         conn.query_row("SELECT count(*) FROM (SELECT x FROM scratch ORDER BY x)", [], |r| r.get(0))?;
     assert_eq!(n, 2000);
+    assert!(sim.vfs.temp_bytes_in_use() > 0, "the temp table is on a temp file");
+    drop(conn);
+    assert_eq!(sim.vfs.temp_bytes_in_use(), 0);
     let names: Vec<PathBuf> = fs.files().into_keys().collect();
-    assert_eq!(names, vec![PathBuf::from(DB)], "no temp file on the Vfs");
+    assert_eq!(names, vec![PathBuf::from(DB)], "temp files are removed when closed");
     Ok(())
 }
 
@@ -409,7 +425,7 @@ fn a_failed_sync_is_an_io_error_and_the_image_stays_consistent() -> TestResult {
     let err = conn.execute("INSERT INTO t(v) VALUES ('doomed')", []).err();
     let codes = err.as_ref().and_then(sqlite_codes);
     assert_eq!(codes, Some((ErrorCode::SystemIoFailure, rusqlite::ffi::SQLITE_IOERR_FSYNC)), "{err:?}");
-    assert!(bridge::last_error(&sim.name).is_some_and(|e| e.contains("EIO")));
+    assert!(sim.vfs.last_error().contains("EIO"), "{}", sim.vfs.last_error());
     // Fail-stop is the engine's job; the bridge must at least not report later success on
     // the poisoned WAL handle.
     let later = conn.execute("INSERT INTO t(v) VALUES ('after')", []);
@@ -831,7 +847,8 @@ fn crash_loop(seeds: std::ops::Range<u64>, faults: Faults) -> Result<LoopStats, 
         let wal = seed % 5 != 4;
         let sim = Sim::with_options(
             Arc::new(CrashFs { fs: fs.clone(), ctl: Arc::clone(&ctl) }),
-            BridgeOptions { seed: Some(seed), ..BridgeOptions::default() },
+            1_704_067_200_000,
+            seed,
         )?;
         let mode = if wal { "wal" } else { "delete" };
         let outcome = match run_workload(seed, &sim, &ctl, wal) {
