@@ -111,6 +111,9 @@ enum sila_status
   SILA_PANIC = 21,
   // An internal invariant was violated (a bug in sila-sqlite).
   SILA_INTERNAL = 22,
+  // The filesystem holding the workspace is full: nothing was written; free space and
+  // retry. (The app's own quota is `SILA_QUOTA_EXCEEDED`.)
+  SILA_DISK_FULL = 23,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

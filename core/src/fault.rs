@@ -19,12 +19,16 @@
 //!   exception is removing files no record refers to (SQLite's spills and dry-run copies in
 //!   `tmp/`, the files of a failed export or backup), so a failed operation still leaves
 //!   nothing behind;
-//! * **reads go on**: a query reads what SQLite has committed (page cache and WAL), writes
-//!   nothing and acknowledges no durability. Under `synchronous=NORMAL` reads could always see
-//!   commits a crash would take back; after a fault they may also see commits the engine
-//!   refused to acknowledge (their outcome is unknown, which the error said). Reopening the
-//!   workspace recovers each database to its last durable state (SQLite replays or discards the
-//!   WAL), and only then are writes taken again.
+//! * **reads of the database that failed stop too** (`Poisoned`): after a failed fsync the
+//!   kernel may have dropped that file's dirty pages, so what a read finds there may be older
+//!   than what was acknowledged, or torn (a WAL frame half old, half new); nothing it could
+//!   answer is trustworthy. The failed file's directory decides which database that is (a
+//!   fault in `tmp/`, an export area or a directory above the databases stops none);
+//! * **reads of every other database go on**: their files had no failure, so their pages
+//!   are what they acknowledged, and since nothing more is written after the fault, nothing
+//!   more of theirs can fail. A query writes nothing and acknowledges no durability. Reopening
+//!   the workspace recovers each database to its last durable state (SQLite replays or
+//!   discards the WAL), and only then are writes taken again.
 //!
 //! What counts as a fault: a failed `sync` of a file, a failed `sync_dir`, a failed
 //! writeback wait (the kernel reports a writeback error to one waiter only), and a failed
@@ -157,6 +161,23 @@ pub struct Fault {
     pub file: FileKind,
     /// The operating system's (or simulated disk's) description, without the path.
     pub detail: String,
+    /// The directory of the file (or the directory) that failed: the database whose files
+    /// live there refuses reads too (module doc). Never shown.
+    pub(crate) dir: Option<PathBuf>,
+}
+
+impl Fault {
+    /// A fault of `op` on a file of kind `file` at `path`.
+    pub(crate) fn at(op: IoOp, file: FileKind, detail: String, path: &Path) -> Fault {
+        let dir = if file == FileKind::Directory { Some(path) } else { path.parent() };
+        Fault { op, file, detail, dir: dir.map(Path::to_path_buf) }
+    }
+
+    /// Whether the failed file was in `dir` or directly below it (a database's directory and
+    /// its `snapshots/`), or was `dir` itself.
+    pub(crate) fn touches(&self, dir: &Path) -> bool {
+        self.dir.as_deref().is_some_and(|d| d == dir || d.parent() == Some(dir))
+    }
 }
 
 impl fmt::Display for Fault {
@@ -259,7 +280,7 @@ impl FencedVfs {
     fn observe<T>(&self, result: VfsResult<T>, op: IoOp, path: &Path, kind: FileKind) -> VfsResult<T> {
         if let Err(e) = &result {
             if self.governs(path) && is_fault(op, e.kind) {
-                self.latch.record(Fault { op, file: kind, detail: e.detail.clone() });
+                self.latch.record(Fault::at(op, kind, e.detail.clone(), path));
             }
         }
         result
@@ -400,7 +421,7 @@ impl FencedFile {
     fn observe<T>(&self, result: VfsResult<T>, op: IoOp) -> VfsResult<T> {
         if let Err(e) = &result {
             if is_fault(op, e.kind) {
-                self.latch.record(Fault { op, file: self.kind, detail: e.detail.clone() });
+                self.latch.record(Fault::at(op, self.kind, e.detail.clone(), &self.path));
             }
         }
         result
@@ -473,12 +494,29 @@ mod tests {
     fn only_the_first_fault_is_kept_and_it_refuses_writes() {
         let latch = FaultLatch::new();
         assert!(latch.check().is_ok());
-        latch.record(Fault { op: IoOp::Sync, file: FileKind::Wal, detail: "EIO".into() });
-        latch.record(Fault { op: IoOp::Write, file: FileKind::Database, detail: "later".into() });
+        latch.record(Fault::at(
+            IoOp::Sync,
+            FileKind::Wal,
+            "EIO".into(),
+            Path::new("/ws/apps/a/db/m/x.sqlite-wal"),
+        ));
+        latch.record(Fault::at(IoOp::Write, FileKind::Database, "later".into(), Path::new("/ws/x.sqlite")));
         let err = latch.check().unwrap_err();
         assert_eq!(err.code(), ErrorCode::Poisoned);
         assert!(err.message().contains("fsync of a write-ahead log failed (EIO)"), "{err}");
         assert_eq!(err.fault().map(|f| f.file), Some(FileKind::Wal));
+        let fault = latch.fault().unwrap();
+        assert!(fault.touches(Path::new("/ws/apps/a/db/m")), "its database");
+        assert!(!fault.touches(Path::new("/ws/apps/a/db/n")), "another database");
+        let snap = Fault::at(
+            IoOp::Sync,
+            FileKind::Snapshot,
+            "EIO".into(),
+            Path::new("/ws/apps/a/db/m/snapshots/s.sqlite"),
+        );
+        assert!(snap.touches(Path::new("/ws/apps/a/db/m")), "a snapshot of its database");
+        let dir = Fault::at(IoOp::SyncDir, FileKind::Directory, "EIO".into(), Path::new("/ws/apps/a/db/m"));
+        assert!(dir.touches(Path::new("/ws/apps/a/db/m")), "its directory");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum sila_status {
     SILA_PANIC = 21,
     /// An internal invariant was violated (a bug in sila-sqlite).
     SILA_INTERNAL = 22,
+    /// The filesystem holding the workspace is full: nothing was written; free space and
+    /// retry. (The app's own quota is `SILA_QUOTA_EXCEEDED`.)
+    SILA_DISK_FULL = 23,
 }
 
 /// The status of an error code. Codes added to the Rust type after this list map to
@@ -91,6 +94,7 @@ pub(crate) fn status_of(code: ErrorCode) -> sila_status {
         ErrorCode::BudgetExceeded => sila_status::SILA_BUDGET_EXCEEDED,
         ErrorCode::Panic => sila_status::SILA_PANIC,
         ErrorCode::Internal => sila_status::SILA_INTERNAL,
+        ErrorCode::DiskFull => sila_status::SILA_DISK_FULL,
         _ => sila_status::SILA_INTERNAL,
     }
 }
@@ -120,6 +124,7 @@ fn name_of(status: u32) -> &'static CStr {
         20 => c"BUDGET_EXCEEDED",
         21 => c"PANIC",
         22 => c"INTERNAL",
+        23 => c"DISK_FULL",
         _ => c"UNKNOWN",
     }
 }

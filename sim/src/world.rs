@@ -804,6 +804,9 @@ impl World {
             }
             Op::Reopen => {
                 let base = self.sync_failures_base;
+                // The engine stopped at a fault (a failed sync, or a write the disk failed with
+                // EIO): its close then writes nothing, so the reopen is no durable point.
+                let faulted = self.ws.as_ref().is_some_and(|ws| ws.fault().is_some());
                 match self.reopen_clean() {
                     Ok(()) => {
                         // A reopen shows the durable state: everything acknowledged, plus
@@ -811,7 +814,7 @@ impl World {
                         // reported failed after its commit frame reached the WAL is replayed
                         // now). If a sync failed since the last reopen (its pending data was
                         // dropped), or the close's checkpoint lost its fsync, it is like a crash.
-                        let fired = self.fs.stats().sync_failures > base;
+                        let fired = self.fs.stats().sync_failures > base || faulted;
                         let rows = match self.read_rows() {
                             Ok(rows) => rows,
                             Err(e) if self.fs.is_dead() => return Ok(format!("power cut after reopen: {e}")),
@@ -825,7 +828,18 @@ impl World {
                         };
                         let when = if fired { "reopen after a failed fsync" } else { "reopen" };
                         if fired {
-                            self.adopt(rows, when)?;
+                            // Not a durable point: the close after a fault writes nothing (no
+                            // checkpoint), so what the reopen shows may still sit unsynced in
+                            // the WAL, and a later crash may take it back to any state since
+                            // the last durable point.
+                            if !self.model.allows(&rows) {
+                                return Err(format!(
+                                    "{when}: {} rows, which is no acknowledged state",
+                                    rows.len()
+                                ));
+                            }
+                            self.model.commit(rows, self.full);
+                            self.model.in_flight.clear();
                         } else {
                             // Without a crash nothing acknowledged may be missing: only keys of
                             // failed operations may differ from the last acknowledged state.

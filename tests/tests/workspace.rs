@@ -29,7 +29,8 @@ fn open_creates_the_layout_and_records_our_pid_in_lock() {
     // A directory that does not exist yet: open creates it.
     let root = tmp.path().join("ws");
     let ws = open(&root);
-    assert_eq!(names(&root), vec!["LOCK".to_string(), "apps".to_string()]);
+    assert_eq!(names(&root), vec!["LOCK".to_string(), "apps".to_string(), "tmp".to_string()]);
+    assert!(names(&root.join("tmp")).is_empty(), "tmp/ holds SQLite's spill files, none yet");
     assert!(root.join("apps").is_dir());
     assert!(names(&root.join("apps")).is_empty());
     let lock = std::fs::read_to_string(root.join("LOCK")).unwrap();

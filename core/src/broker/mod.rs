@@ -373,6 +373,9 @@ pub struct DbShared {
     /// `Database::snapshot`): while any runs, a size-triggered checkpoint stays PASSIVE, since
     /// TRUNCATE would wait for the pinning reader with the writer held.
     pins: AtomicUsize,
+    /// The workspace's fault latch (held here: the read path checks it without touching the
+    /// broker's reference count).
+    latch: Arc<FaultLatch>,
     /// Databases of the same app attached to this handle, and a version bumped on every
     /// change: a connection catches up before it serves a request.
     attachments: Mutex<Vec<Attachment>>,
@@ -491,6 +494,7 @@ impl BrokerShared {
             return db.clone();
         }
         let db = Arc::new(DbShared {
+            latch: self.latch.clone(),
             hot: Hot {
                 clock: self.clock.clone(),
                 readers_max: self.options.readers_max,
@@ -655,14 +659,19 @@ impl DbShared {
     /// Refuses writes once the workspace has a fault ([`crate::fault`]) or the database is
     /// poisoned. Reads check only [`Self::check_poison`]: they go on after a fault.
     pub fn check_writable(&self) -> Result<()> {
-        if let Some(broker) = self.broker.upgrade() {
-            broker.latch.check()?;
-        }
+        self.latch.check()?;
         self.check_poison()
     }
 
-    /// Refuses work once the database is poisoned.
+    /// Refuses work once the database is poisoned, or once the workspace has a fault in one
+    /// of this database's files (its pages may no longer be what it acknowledged; see
+    /// [`crate::fault`]). Faults elsewhere leave its reads alone.
     pub fn check_poison(&self) -> Result<()> {
+        if let Some(fault) = self.latch.fault() {
+            if self.config.path.parent().is_some_and(|d| fault.touches(d)) {
+                return self.latch.check();
+            }
+        }
         if !self.is_poisoned.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -696,7 +705,7 @@ impl DbShared {
         if err.code() != ErrorCode::Io || err.is_outside_workspace() {
             return;
         }
-        if self.broker.upgrade().is_some_and(|b| b.latch.is_set()) {
+        if self.latch.is_set() {
             return;
         }
         let mut p = lock(&self.poisoned);
@@ -779,8 +788,7 @@ impl DbShared {
     fn close_connection(&self, conn: Connection, writer: bool) {
         let (hits, misses) = cache_stats(&conn);
         self.metrics.record_cache(hits, misses);
-        let faulted = self.broker.upgrade().is_none_or(|b| b.latch.is_set());
-        if writer && !faulted {
+        if writer && !self.latch.is_set() {
             // A failed optimize leaves statistics as they were; an IO failure in it is a fault
             // the latch below recorded, and it refuses every later write.
             let _ = sqlite::optimize_on_close(&conn);
@@ -863,8 +871,7 @@ impl DbShared {
     /// off), and the reopen's recovery replays or discards it.
     fn checkpoint_and_close(&self, conn: Connection) {
         self.closing.store(true, Ordering::Release);
-        let faulted = self.broker.upgrade().is_none_or(|b| b.latch.is_set());
-        if faulted {
+        if self.latch.is_set() {
             // If SQLite refuses, its close-time checkpoint still fails at its first write
             // (the fenced VFS refuses every write after a fault): nothing reaches the disk.
             let _ = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
@@ -1506,10 +1513,7 @@ impl DbShared {
     /// fault). Operations that begin after the fault are refused before they start
     /// ([`Self::check_writable`]: `Poisoned`).
     pub(crate) fn fail_stop_window(&self) -> Result<()> {
-        match self.broker.upgrade() {
-            Some(broker) => broker.latch.check_acknowledge(),
-            None => Ok(()),
-        }
+        self.latch.check_acknowledge()
     }
 
     /// Checkpoints when the WAL passed a threshold (its result is accounted, never dropped:

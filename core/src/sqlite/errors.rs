@@ -132,7 +132,12 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
                     note.file.as_str(),
                     note.detail
                 );
-                fault = Some(crate::fault::Fault { op: note.op, file: note.file, detail: note.detail });
+                fault = Some(crate::fault::Fault {
+                    op: note.op,
+                    file: note.file,
+                    detail: note.detail,
+                    dir: None,
+                });
                 (ErrorCode::Io, message)
             }
             (None, None) => (ErrorCode::Io, format!("database IO failed: {text}")),
