@@ -657,7 +657,8 @@ impl DbShared {
     }
 
     /// Refuses writes once the workspace has a fault ([`crate::fault`]) or the database is
-    /// poisoned. Reads check only [`Self::check_poison`]: they go on after a fault.
+    /// poisoned. Reads check only [`Self::check_poison`]: after a fault they stop only where
+    /// the failed file was this database's.
     pub fn check_writable(&self) -> Result<()> {
         self.latch.check()?;
         self.check_poison()
@@ -700,7 +701,8 @@ impl DbShared {
     /// Poisons the database if `err` is an IO failure in the workspace (a failure of a file
     /// the caller handed in, such as an import source, says nothing about this database).
     /// An error behind which the workspace has a fault does not poison the database: the
-    /// fault already refuses every write, and reads go on (see [`crate::fault`]).
+    /// fault already refuses every write, and decides by the failed file's directory whose
+    /// reads stop (see [`crate::fault`]).
     pub(crate) fn poison_on_io(&self, err: &Error) {
         if err.code() != ErrorCode::Io || err.is_outside_workspace() {
             return;
