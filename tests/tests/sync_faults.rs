@@ -58,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The child program (`tests/src/bin/fault_writer.rs`).
 const CHILD: &str = env!("CARGO_BIN_EXE_fault_writer");
@@ -309,22 +309,26 @@ fn run_child(case: Case, tmp: &Path, root: &Path, shim: &Path) -> Run {
         command.args(["--snapshot-at", &at.to_string()]);
     }
     let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {CHILD}: {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            break status;
+    // A watchdog kills a child that hangs (after the fault?); the test waits for the child,
+    // not for the clock.
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let hung = finished.recv_timeout(CHILD_TIMEOUT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
         }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{case:?}: the child ran longer than {CHILD_TIMEOUT:?} and was killed (a hang after the \
-                 fault?); its output so far:\n{}",
-                std::fs::read_to_string(&stdout_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        hung
+    });
+    let status = child.wait().expect("wait for the child");
+    let _ = done.send(());
+    if watchdog.join().unwrap_or(false) {
+        panic!(
+            "{case:?}: the child ran longer than {CHILD_TIMEOUT:?} and was killed (a hang after the \
+             fault?); its output so far:\n{}",
+            std::fs::read_to_string(&stdout_path).unwrap_or_default()
+        );
+    }
     let read = |p: &Path| match std::fs::read_to_string(p) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
