@@ -33,10 +33,18 @@ impl Drop for TempDir {
     }
 }
 
+/// A 64 MiB database (192 MiB of app quota), for tests whose space depends on how far a
+/// concurrent writer gets.
+const ROOMY_MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":64}],"tier":"standard"}}}"#;
+
 fn setup(name: &str) -> (TempDir, Workspace, Database) {
+    setup_with(name, MANIFEST)
+}
+
+fn setup_with(name: &str, manifest: &str) -> (TempDir, Workspace, Database) {
     let dir = TempDir::new(name);
     let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
-    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    ws.register_app("com.example.notes", manifest).unwrap();
     let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
     db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
     (dir, ws, db)
@@ -483,7 +491,9 @@ fn snapshot_ids(ws: &Workspace, id: sila_sqlite::uuid::Uuid) -> Vec<i64> {
 
 #[test]
 fn snapshots_under_concurrent_writes_are_consistent_prefixes() {
-    let (_d, ws, db) = setup("snapshot-concurrent");
+    // Room for the WAL the writer grows (up to the 4 MiB checkpoint threshold) at every
+    // snapshot, however fast it runs (see the restore test below).
+    let (_d, ws, db) = setup_with("snapshot-concurrent", ROOMY_MANIFEST);
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -569,7 +579,10 @@ fn a_restore_keeps_the_replaced_file_as_its_undo_without_copying() {
 
 #[test]
 fn restores_under_concurrent_writes_lose_no_acknowledged_write_and_their_undos_verify() {
-    let (_d, ws, db) = setup("restore-concurrent");
+    // Each restore reserves room for the live file and its WAL, which the writer grows up to
+    // the checkpoint threshold (4 MiB) however fast it runs: a 64 MiB database (192 MiB of
+    // quota) leaves room for that at every restore on any machine.
+    let (_d, ws, db) = setup_with("restore-concurrent", ROOMY_MANIFEST);
     insert(&db, 50);
     let base = db.snapshot("base").unwrap();
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
