@@ -36,10 +36,14 @@ impl StepFailure {
         self.sync || self.after_commit
     }
 
-    /// The error to report to the caller.
+    /// The error to report to the caller: what failed, on what kind of file, in the system's
+    /// words, and no path (apps see these errors; the layout of the workspace is not theirs).
+    /// A full disk is [`ErrorCode::DiskFull`]; a refusal after an earlier fault is
+    /// [`ErrorCode::Poisoned`]; anything else [`ErrorCode::Io`].
     pub fn to_error(&self) -> Error {
         let code = match self.error.kind {
             VfsErrorKind::Poisoned => ErrorCode::Poisoned,
+            VfsErrorKind::NoSpace => ErrorCode::DiskFull,
             _ => ErrorCode::Io,
         };
         let tail = if self.must_poison() {
@@ -47,7 +51,18 @@ impl StepFailure {
         } else {
             ""
         };
-        Error::new(code, format!("step {} ({}) failed: {}{tail}", self.index, self.step, self.error))
+        let kind = crate::fault::FileKind::of_path(&self.error.path);
+        let kind = if self.error.op.contains("dir") { crate::fault::FileKind::Directory } else { kind };
+        Error::new(
+            code,
+            format!(
+                "step {} of the operation failed: {} of a {} failed: {}{tail}",
+                self.index,
+                self.error.op,
+                kind.as_str(),
+                self.error.detail
+            ),
+        )
     }
 }
 

@@ -20,6 +20,9 @@ pub enum Sabotage {
     ExportSkipsSync,
     /// A new export or backup directory is created but not made durable in its parent.
     ExportDirNotDurable,
+    /// The workspace's fault latch never records a failure: a failed fsync (of a main file
+    /// in a checkpoint, say) goes unnoticed and writes go on being acknowledged.
+    FaultLatchBlind,
 }
 
 #[cfg(feature = "sabotage")]

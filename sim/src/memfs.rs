@@ -151,6 +151,10 @@ pub struct Faults {
     /// with [`VfsErrorKind::Poisoned`]). One-shot: later syncs are not failed. Syncs on stale
     /// or poisoned handles do not count; lying syncs do.
     pub fail_sync_after: Option<u64>,
+    /// With [`Faults::fail_sync_after`]: only syncs of files whose path ends with this count
+    /// and fail (`".sqlite"`: database and snapshot files; `"-wal"`: write-ahead logs), so a
+    /// profile can aim at SQLite's own syncs. `None`: every file sync.
+    pub fail_sync_suffix: Option<&'static str>,
     /// Cap on the total bytes of all files reachable in the live namespace or held open; a
     /// write or `set_len` that would grow past it fails with [`VfsErrorKind::NoSpace`] and
     /// changes nothing.
@@ -1672,13 +1676,17 @@ impl VfsFile for MemFile {
         state.tick(op, &self.path)?;
         state.stats.syncs = state.stats.syncs.saturating_add(1);
         state.maybe_slow();
+        let aimed_at = state
+            .faults
+            .fail_sync_suffix
+            .is_none_or(|suffix| self.path.to_str().is_some_and(|p| p.ends_with(suffix)));
         match state.syncs_before_failure {
-            Some(0) => {
+            Some(0) if aimed_at => {
                 state.syncs_before_failure = None;
                 return Err(self.fail_sync(&mut state, op));
             }
-            Some(n) => state.syncs_before_failure = Some(n.saturating_sub(1)),
-            None => {}
+            Some(n) if aimed_at => state.syncs_before_failure = Some(n.saturating_sub(1)),
+            _ => {}
         }
         let failing = matches!(state.inodes.get(&self.ino), Some(Inode::File { failing: true, .. }));
         if failing || state.chance(|f| f.sync_eio_bp) {

@@ -61,6 +61,7 @@ pub const STEPPER_QUEUE_MAX: usize = 4096;
 /// | `torn` | power cuts with every crash fate on at high rates, prefix-only crashes, write-back, dropped truncates |
 /// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
 /// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
+/// | `sqlite-sync` | one-shot fsync failures aimed at SQLite's own syncs (the main file, which WAL mode syncs only in checkpoints, or the WAL), with a checkpoint after every commit, and power cuts with crash fates |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// No faults, no crashes: every operation must succeed.
@@ -77,11 +78,13 @@ pub enum Profile {
     Eio,
     /// Failed fsyncs and power cuts, with exports and backups in the workload.
     Exports,
+    /// Failed fsyncs of SQLite's main files (in post-commit checkpoints) or WALs, power cuts.
+    SqliteSync,
 }
 
 impl Profile {
     /// Every profile: what `--profile all` (and CI) runs.
-    pub const ALL: [Profile; 7] = [
+    pub const ALL: [Profile; 8] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
@@ -89,6 +92,7 @@ impl Profile {
         Profile::Torn,
         Profile::Eio,
         Profile::Exports,
+        Profile::SqliteSync,
     ];
 
     /// The command-line name.
@@ -101,6 +105,7 @@ impl Profile {
             Profile::Torn => "torn",
             Profile::Eio => "eio",
             Profile::Exports => "exports",
+            Profile::SqliteSync => "sqlite-sync",
         }
     }
 
@@ -139,6 +144,10 @@ impl Profile {
             Profile::Faultless => {}
             Profile::CrashHeavy | Profile::Enospc => crash_fates(&mut f, &mut on, false),
             Profile::IoErrors | Profile::Exports => crash_fates(&mut f, &mut on, false),
+            Profile::SqliteSync => {
+                crash_fates(&mut f, &mut on, false);
+                f.fail_sync_suffix = Some(if on(0, 1) == 1 { ".sqlite" } else { "-wal" });
+            }
             Profile::Torn => {
                 crash_fates(&mut f, &mut on, true);
                 f.crash_prefix_only = on(0, 1) == 1;
@@ -368,6 +377,9 @@ pub struct World {
     finished: Option<String>,
     /// Exports made so far (each gets a new name).
     exports_made: u64,
+    /// Checkpoint after every commit (`wal_checkpoint_bytes` = 1), so that the main file is
+    /// synced inside the commit path (profile `sqlite-sync`).
+    checkpoint_every_commit: bool,
 }
 
 fn manifest(full: bool) -> String {
@@ -405,6 +417,7 @@ impl World {
             faults: Faults::default(),
             finished: None,
             exports_made: 0,
+            checkpoint_every_commit: false,
         })
     }
 
@@ -424,6 +437,11 @@ impl World {
             statement_timeout: std::time::Duration::from_secs(3600),
             transaction_timeout: std::time::Duration::from_secs(3600),
             max_concurrent_requests_per_app: 1024,
+            wal_checkpoint_bytes: if self.checkpoint_every_commit {
+                1
+            } else {
+                BrokerOptions::default().wal_checkpoint_bytes
+            },
             ..BrokerOptions::default()
         };
         let options = WorkspaceOptions {
@@ -483,7 +501,7 @@ impl World {
             _ if profile.cuts_power() && fault_roll < 6 => {
                 return Op::CutPower(self.rng.random_range(0..60u64));
             }
-            Profile::IoErrors | Profile::Eio | Profile::Exports if fault_roll < 9 => {
+            Profile::IoErrors | Profile::Eio | Profile::Exports | Profile::SqliteSync if fault_roll < 9 => {
                 return Op::FailSync(self.rng.random_range(0..6u64))
             }
             _ => {}
@@ -1470,6 +1488,9 @@ fn describe(f: &Faults) -> String {
     if let Some(cap) = f.capacity_bytes {
         out.push(format!("capacity={cap}B"));
     }
+    if let Some(suffix) = f.fail_sync_suffix {
+        out.push(format!("failed-syncs-only-on=*{suffix}"));
+    }
     if out.is_empty() {
         "none".into()
     } else {
@@ -1496,6 +1517,7 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
     match World::new(seed) {
         Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
         Ok(mut world) => {
+            world.checkpoint_every_commit = profile == Profile::SqliteSync;
             if let Err(e) = world.setup() {
                 violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
             }

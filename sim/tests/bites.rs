@@ -75,6 +75,13 @@ fn an_export_directory_never_made_durable_is_caught() {
     println!("caught at {found:?}");
 }
 
+#[test]
+fn a_failed_fsync_in_a_checkpoint_that_goes_unnoticed_is_caught() {
+    let found = first_failing_seed_in(Sabotage::FaultLatchBlind, Profile::SqliteSync);
+    assert!(found.is_some(), "no violation in {SEEDS_MAX} seeds");
+    println!("caught at {found:?}");
+}
+
 /// Same seed, same trace.
 #[test]
 fn a_seed_replays_the_same_trace() {
