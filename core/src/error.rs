@@ -209,6 +209,16 @@ impl Error {
         self
     }
 
+    /// Replaces every occurrence of `path` in the message with `what` (errors apps see name
+    /// the kind of file, never the workspace's layout).
+    pub(crate) fn without_path(mut self, path: &std::path::Path, what: &str) -> Error {
+        let text = path.to_string_lossy();
+        if !text.is_empty() {
+            self.message = self.message.replace(text.as_ref(), what);
+        }
+        self
+    }
+
     /// The stable code.
     pub fn code(&self) -> ErrorCode {
         self.code

@@ -48,6 +48,8 @@ use crate::{Error, ErrorCode};
 /// The IO operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoOp {
+    /// Opening (or creating) a file.
+    Open,
     /// A read.
     Read,
     /// A write.
@@ -66,6 +68,7 @@ impl IoOp {
     /// A word for messages.
     pub fn as_str(self) -> &'static str {
         match self {
+            IoOp::Open => "open",
             IoOp::Read => "read",
             IoOp::Write => "write",
             IoOp::Truncate => "truncate",
@@ -315,7 +318,7 @@ fn is_fault(op: IoOp, kind: VfsErrorKind) -> bool {
     match op {
         IoOp::Sync | IoOp::SyncDir | IoOp::Writeback => kind != VfsErrorKind::NotFound,
         IoOp::Write | IoOp::Truncate => matches!(kind, VfsErrorKind::Other),
-        IoOp::Read => false,
+        IoOp::Open | IoOp::Read => false,
     }
 }
 

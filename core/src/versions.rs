@@ -395,7 +395,10 @@ fn open_plain(vfs_name: Option<&str>, path: &Path, flags: OpenFlags) -> Result<C
         Some(name) => Connection::open_with_flags_and_vfs(path, flags, name),
         None => Connection::open_with_flags(path, flags),
     };
-    conn.map_err(|e| sqlite::map_error(e, None).context(format_args!("opening {}", path.display())))
+    let kind = crate::fault::FileKind::of_path(path).as_str();
+    conn.map_err(|e| {
+        sqlite::map_error(e, None).without_path(path, kind).context(format_args!("opening the {kind}"))
+    })
 }
 
 /// Copies the database behind `src` into a new file at `dest` with the online backup API in

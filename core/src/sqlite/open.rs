@@ -128,8 +128,12 @@ pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connecti
         Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs.as_str()),
         None => Connection::open_with_flags(path, flags),
     };
-    let conn = opened.map_err(|e| map_error(e, None).context(format_args!("opening {}", path.display())))?;
-    configure(&conn, opts).map_err(|e| e.context(format_args!("configuring {}", path.display())))?;
+    let kind = crate::fault::FileKind::of_path(path).as_str();
+    let conn = opened.map_err(|e| {
+        map_error(e, None).without_path(path, kind).context(format_args!("opening the {kind}"))
+    })?;
+    configure(&conn, opts)
+        .map_err(|e| e.without_path(path, kind).context(format_args!("configuring the {kind}")))?;
     Ok(conn)
 }
 

@@ -100,6 +100,17 @@ impl Ledger {
     }
 }
 
+/// Work in progress the store holds (see [`Store::held`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Operations begun and not yet completed, aborted or failed.
+    pub ops: usize,
+    /// Leases on files (readers of an old version).
+    pub leases: usize,
+    /// Databases an operation has marked busy.
+    pub busy: Vec<DbKey>,
+}
+
 /// What the driver read from disk for recovery.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scan {
@@ -257,6 +268,23 @@ impl Store {
     }
 
     // ----- getters -----------------------------------------------------------------------
+
+    /// What the store holds for work in progress: operations in flight, leases, and the
+    /// databases marked busy by an operation. All zero and empty when nothing runs: a failed
+    /// operation that left one behind leaked it.
+    pub fn held(&self) -> Held {
+        let busy = self
+            .apps
+            .iter()
+            .flat_map(|(app, a)| {
+                a.dbs
+                    .iter()
+                    .filter(|(_, d)| d.busy.is_some())
+                    .map(|(db, _)| DbKey { app: *app, db: db.clone() })
+            })
+            .collect();
+        Held { ops: self.ops.len(), leases: self.leases.len(), busy }
+    }
 
     /// The app directory UUID for an app id.
     pub fn app_uuid(&self, app_id: &AppId) -> Option<Uuid> {

@@ -68,7 +68,7 @@ impl VfsState {
             }
         };
         let file =
-            self.vfs.open(&path, mode).map_err(|e| self.code(&e, IoOp::Write, kind, ffi::SQLITE_CANTOPEN))?;
+            self.vfs.open(&path, mode).map_err(|e| self.code(&e, IoOp::Open, kind, ffi::SQLITE_CANTOPEN))?;
         let entry = if temp {
             None
         } else {

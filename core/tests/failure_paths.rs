@@ -1,0 +1,238 @@
+//! Failure paths leave nothing behind (issue 14, item 4), as a property over every IO call of
+//! every operation: run the operation once to count the calls it makes, then for each call k
+//! run it again on a fresh copy of the same workspace with call k failing (an EIO), and check
+//!
+//! * in the process, right after the failure: no operation in flight, no lease, no database
+//!   marked busy, no reservation left in the ledger; the operation's answer is an error or a
+//!   success, never a hang; if the failure was no fault of the workspace (a read, a rename
+//!   before a commit…), the database still takes a write;
+//! * after a reopen on the plain filesystem and one GC: the database passes
+//!   `integrity_check`, the ledger agrees with the bytes on disk, `tmp/` is empty, no
+//!   `.partial` file is left anywhere, nothing is left for a second GC, and the operation's
+//!   source (an import's file) is untouched.
+//!
+//! The calls counted are every call the engine makes through its `Vfs` while the operation
+//! runs: SQLite's own reads, writes and syncs (through the engine's SQLite VFS), the store's
+//! plans, the versions copies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod support;
+
+use sila_sqlite::store::Retention;
+use sila_sqlite::versions::{ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::{Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use support::{FaultyFs, TempDir};
+
+const APP: &str = "com.example.fp";
+const MANIFEST: &str =
+    r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":8}],"tier":"standard"}}}"#;
+const OTHER_MANIFEST: &str =
+    r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"other","maxSizeMB":4}],"tier":"basic"}}}"#;
+/// Rows in the base database.
+const ROWS: i64 = 30;
+
+/// An operation under test.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Exec,
+    Snapshot,
+    DropSnapshot,
+    Restore,
+    Import,
+    Export,
+    Backup,
+    Migrate,
+    Retention,
+    Gc,
+    Register,
+}
+
+impl Op {
+    const ALL: [Op; 11] = [
+        Op::Exec,
+        Op::Snapshot,
+        Op::DropSnapshot,
+        Op::Restore,
+        Op::Import,
+        Op::Export,
+        Op::Backup,
+        Op::Migrate,
+        Op::Retention,
+        Op::Gc,
+        Op::Register,
+    ];
+
+    fn run(self, ws: &Workspace, db: &Database, base: &Path) -> sila_sqlite::Result<()> {
+        let first_snapshot = || db.snapshots().map(|s| s[0].id);
+        match self {
+            Op::Exec => db.exec("INSERT INTO notes(body) VALUES ('exec')", &[]).map(drop),
+            Op::Snapshot => db.snapshot("under test").map(drop),
+            Op::DropSnapshot => db.drop_snapshot(first_snapshot()?),
+            Op::Restore => db.restore(first_snapshot()?, RestoreOptions::default()).map(drop),
+            Op::Import => db.import(&base.join("source.sqlite"), ImportOptions::default()).map(drop),
+            Op::Export => db.export("nightly").map(drop),
+            Op::Backup => db.backup(2).map(drop),
+            Op::Migrate => {
+                let plan = MigrationPlan {
+                    current_version: 1,
+                    steps: vec![MigrationStep {
+                        from: 0,
+                        to: 1,
+                        up: "ALTER TABLE notes ADD COLUMN tag TEXT".into(),
+                        down: "ALTER TABLE notes DROP COLUMN tag".into(),
+                    }],
+                };
+                db.migrate(&plan, false).map(drop)
+            }
+            Op::Retention => db.apply_retention(Retention { keep_last: Some(0), max_age_ms: None }).map(drop),
+            Op::Gc => ws.gc().map(drop),
+            Op::Register => ws.register_app("com.example.other", OTHER_MANIFEST).map(drop),
+        }
+    }
+}
+
+/// Builds the base workspace once: `main` with [`ROWS`] rows, a snapshot, a flip (a restore,
+/// so there is garbage for GC), and an import source beside the workspace.
+fn base(dir: &Path) {
+    let ws = Workspace::open(dir.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app(APP, MANIFEST).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    for i in 0..ROWS {
+        db.exec("INSERT INTO notes(body) VALUES (?)", &[Value::Text(format!("note {i}"))]).unwrap();
+    }
+    let snap = db.snapshot("base").unwrap();
+    let undo = db.restore(snap.id, RestoreOptions::default()).unwrap();
+    db.drop_snapshot(undo).unwrap();
+    let source = rusqlite::Connection::open(dir.join("source.sqlite")).unwrap();
+    source
+        .execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); \
+             INSERT INTO notes(body) VALUES ('imported'), ('imported too');",
+        )
+        .unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            files_under(&entry.path(), out);
+        } else {
+            out.push(entry.path());
+        }
+    }
+}
+
+/// Runs `op` on a fresh copy of the base with the `fail_at`-th call of the operation failing
+/// (`None`: nothing fails); returns the calls the operation made, and checks every property
+/// of the module doc.
+fn trial(base_dir: &Path, work: &Path, op: Op, fail_at: Option<usize>) -> Vec<String> {
+    let _ = std::fs::remove_dir_all(work);
+    copy_tree(base_dir, work);
+    let root = work.join("ws").canonicalize().unwrap();
+    let source_before = std::fs::read(work.join("source.sqlite")).unwrap();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let armed = Arc::new(AtomicBool::new(false));
+    let (seen, on) = (calls.clone(), armed.clone());
+    let vfs = Arc::new(FaultyFs::failing(move |call| {
+        if !on.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut seen = seen.lock().unwrap();
+        seen.push(format!("{} {} @{}", call.op, call.path.display(), call.offset));
+        Some(seen.len()) == fail_at
+    }));
+    let label = format!("{op:?} failing call {fail_at:?}");
+    {
+        let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+        let db = ws.open_app(APP).unwrap().open("main").unwrap();
+        // Warm the connections so the operation's calls are its own.
+        db.query_value("SELECT count(*) FROM notes", &[]).unwrap();
+        armed.store(true, Ordering::SeqCst);
+        let result = op.run(&ws, &db, work);
+        armed.store(false, Ordering::SeqCst);
+        if fail_at.is_none() {
+            if let Err(e) = &result {
+                panic!("{label}: the operation fails with nothing failing: {e}");
+            }
+        }
+        let held = ws.with_store(|s| s.held());
+        assert_eq!((held.ops, held.leases), (0, 0), "{label}: {held:?} after {result:?}");
+        assert!(held.busy.is_empty(), "{label}: busy {held:?} after {result:?}");
+        let ledger = ws.ledger(APP).unwrap();
+        assert_eq!(ledger.in_flight_bytes, 0, "{label}: a reservation leaked after {result:?}");
+        if result.is_err() && ws.fault().is_none() {
+            // Not a fault of the workspace (a failed read, a step before a commit): the
+            // database is as it was and takes writes.
+            let write = db.exec("INSERT INTO notes(body) VALUES ('after')", &[]);
+            assert!(
+                write.is_ok() || write.as_ref().is_err_and(|e| e.code() == ErrorCode::Poisoned),
+                "{label}: {write:?} after {result:?}"
+            );
+        }
+    }
+    // Reopen on the plain filesystem: recovery, then GC.
+    let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+    assert!(ws.recovery_report().damaged.is_empty(), "{label}: {:?}", ws.recovery_report().damaged);
+    ws.gc().unwrap();
+    let again = ws.gc().unwrap();
+    assert!(again.files.is_empty(), "{label}: a second GC still found {:?}", again.files);
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    let ok = db.query_value("PRAGMA integrity_check", &[]).unwrap();
+    assert_eq!(ok, Some(Value::Text("ok".into())), "{label}");
+    let ledger = ws.ledger(APP).unwrap();
+    assert_eq!((ledger.in_flight_bytes, ledger.garbage_bytes), (0, 0), "{label}: {ledger:?}");
+    let mut files = Vec::new();
+    files_under(&root, &mut files);
+    let tmp: Vec<&PathBuf> = files.iter().filter(|p| p.parent() == Some(&root.join("tmp"))).collect();
+    assert!(tmp.is_empty(), "{label}: tmp/ holds {tmp:?}");
+    let partial: Vec<&PathBuf> = files.iter().filter(|p| p.to_string_lossy().ends_with(".partial")).collect();
+    assert!(partial.is_empty(), "{label}: {partial:?}");
+    let app_dir = root.join("apps").join(ws.app_info(APP).unwrap().app_uuid.hyphenated().to_string());
+    let data: u64 = files
+        .iter()
+        .filter(|p| p.starts_with(app_dir.join("db")))
+        .filter(|p| p.to_string_lossy().contains(".sqlite"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(ledger.live_bytes + ledger.snapshot_bytes, data, "{label}: ledger {ledger:?} vs disk");
+    assert_eq!(std::fs::read(work.join("source.sqlite")).unwrap(), source_before, "{label}: source");
+    let calls = calls.lock().unwrap().clone();
+    calls
+}
+
+#[test]
+fn every_failed_io_call_of_every_operation_leaves_nothing_behind() {
+    let dir = TempDir::new("failure-paths");
+    let base_dir = dir.0.join("base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    base(&base_dir);
+    let work = dir.0.join("work");
+    let mut trials = 0usize;
+    for op in Op::ALL {
+        let calls = trial(&base_dir, &work, op, None);
+        assert!(!calls.is_empty(), "{op:?} made no IO call: the fault injection does not reach it");
+        for k in 1..=calls.len() {
+            trial(&base_dir, &work, op, Some(k));
+            trials += 1;
+        }
+        println!("{op:?}: {} calls, each failed once", calls.len());
+    }
+    println!("{trials} trials");
+}

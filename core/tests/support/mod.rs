@@ -1,0 +1,179 @@
+//! What the core integration tests share: a temporary directory, and a real filesystem that
+//! fails (like an EIO) the calls a rule picks.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh directory under the system temp dir, removed with its contents on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Makes `<tmp>/sila-core-<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sila-core-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One call a [`FaultyFs`] is asked to make: the operation, its path and (for reads and
+/// writes) its offset.
+pub struct Call<'a> {
+    /// The operation (`"write"`, `"sync"`, `"rename"`…).
+    pub op: &'static str,
+    /// The path it is about.
+    pub path: &'a Path,
+    /// The offset of a read or write (0 otherwise).
+    pub offset: u64,
+}
+
+pub type Rule = dyn Fn(&Call<'_>) -> bool + Send + Sync;
+
+pub type BoxFile = Box<dyn sila_sqlite::vfs::VfsFile>;
+
+pub type Wrap = dyn Fn(&Path, sila_sqlite::vfs::OpenMode, BoxFile) -> BoxFile + Send + Sync;
+
+/// The real filesystem, failing (like an EIO) every call its rule picks, and handing every
+/// file it opens to its wrapper.
+pub struct FaultyFs {
+    inner: sila_sqlite::vfs::RealFs,
+    fails: std::sync::Arc<Rule>,
+    wrap: Box<Wrap>,
+}
+
+impl FaultyFs {
+    /// Fails the calls `fails` picks.
+    pub fn failing(fails: impl Fn(&Call<'_>) -> bool + Send + Sync + 'static) -> FaultyFs {
+        FaultyFs {
+            inner: sila_sqlite::vfs::RealFs::new(),
+            fails: std::sync::Arc::new(fails),
+            wrap: Box::new(|_, _, f| f),
+        }
+    }
+
+    /// Fails nothing; every opened file goes through `wrap`.
+    pub fn wrapping(
+        wrap: impl Fn(&Path, sila_sqlite::vfs::OpenMode, BoxFile) -> BoxFile + Send + Sync + 'static,
+    ) -> FaultyFs {
+        FaultyFs {
+            inner: sila_sqlite::vfs::RealFs::new(),
+            fails: std::sync::Arc::new(|_| false),
+            wrap: Box::new(wrap),
+        }
+    }
+}
+
+struct FaultyFile {
+    inner: Box<dyn sila_sqlite::vfs::VfsFile>,
+    path: PathBuf,
+    fails: std::sync::Arc<Rule>,
+}
+
+fn check(fails: &Rule, op: &'static str, path: &Path, offset: u64) -> sila_sqlite::vfs::VfsResult<()> {
+    if fails(&Call { op, path, offset }) {
+        return Err(sila_sqlite::vfs::VfsError::new(
+            sila_sqlite::vfs::VfsErrorKind::Other,
+            op,
+            path,
+            "injected failure",
+        ));
+    }
+    Ok(())
+}
+
+impl sila_sqlite::vfs::VfsFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        check(&*self.fails, "read", &self.path, offset)?;
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        check(&*self.fails, "write", &self.path, offset)?;
+        self.inner.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "set_len", &self.path, len)?;
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
+        check(&*self.fails, "len", &self.path, 0)?;
+        self.inner.len()
+    }
+    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "sync", &self.path, 0)?;
+        self.inner.sync()
+    }
+}
+
+impl sila_sqlite::vfs::Vfs for FaultyFs {
+    fn open(
+        &self,
+        path: &Path,
+        mode: sila_sqlite::vfs::OpenMode,
+    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::VfsFile>> {
+        check(&*self.fails, "open", path, 0)?;
+        let inner = (self.wrap)(path, mode, self.inner.open(path, mode)?);
+        Ok(Box::new(FaultyFile { inner, path: path.to_path_buf(), fails: self.fails.clone() }))
+    }
+    fn create_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "create_dir", path, 0)?;
+        self.inner.create_dir(path)
+    }
+    fn remove_file(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "remove_file", path, 0)?;
+        self.inner.remove_file(path)
+    }
+    fn remove_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "remove_dir", path, 0)?;
+        self.inner.remove_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "rename", from, 0)?;
+        self.inner.rename(from, to)
+    }
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "rename", from, 0)?;
+        self.inner.rename_noreplace(from, to)
+    }
+    fn sync_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "sync_dir", path, 0)?;
+        self.inner.sync_dir(path)
+    }
+    fn list_dir(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Vec<sila_sqlite::vfs::DirEntry>> {
+        check(&*self.fails, "list_dir", path, 0)?;
+        self.inner.list_dir(path)
+    }
+    fn file_len(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<Option<u64>> {
+        check(&*self.fails, "file_len", path, 0)?;
+        self.inner.file_len(path)
+    }
+    fn exists(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<bool> {
+        check(&*self.fails, "exists", path, 0)?;
+        self.inner.exists(path)
+    }
+    fn lock_exclusive(
+        &self,
+        path: &Path,
+    ) -> sila_sqlite::vfs::VfsResult<Box<dyn sila_sqlite::vfs::LockGuard>> {
+        self.inner.lock_exclusive(path)
+    }
+    fn set_read_only(&self, path: &Path, read_only: bool) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "set_read_only", path, 0)?;
+        self.inner.set_read_only(path, read_only)
+    }
+    fn sync_failures(&self) -> u64 {
+        self.inner.sync_failures()
+    }
+}
