@@ -236,3 +236,75 @@ fn every_failed_io_call_of_every_operation_leaves_nothing_behind() {
     }
     println!("{trials} trials");
 }
+
+/// A file on a disk that may be full: while `full` is set, every write fails with `ENOSPC`
+/// (nothing written), as the kernel answers when no block is free.
+struct FullDiskFile {
+    inner: support::BoxFile,
+    path: PathBuf,
+    full: Arc<AtomicBool>,
+}
+
+impl sila_sqlite::vfs::VfsFile for FullDiskFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        if self.full.load(Ordering::SeqCst) {
+            let kind = sila_sqlite::vfs::VfsErrorKind::NoSpace;
+            return Err(sila_sqlite::vfs::VfsError::new(
+                kind,
+                "write",
+                &self.path,
+                "No space left on device",
+            ));
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
+        self.inner.len()
+    }
+    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
+        self.inner.sync()
+    }
+}
+
+/// A full disk gets `DISK_FULL` whether SQL or an operation meets it, distinct from the app's
+/// own quota; it is no fault (nothing was written, nothing is lost), so the workspace keeps
+/// going and the same requests succeed once there is room.
+#[test]
+fn a_full_disk_is_disk_full_for_sql_and_operations_alike_and_changes_nothing() {
+    let dir = TempDir::new("disk-full");
+    let base_dir = dir.0.join("base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    base(&base_dir);
+    let root = base_dir.join("ws").canonicalize().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let flag = full.clone();
+    let vfs = Arc::new(FaultyFs::wrapping(move |path, _mode, inner| {
+        Box::new(FullDiskFile { inner, path: path.to_path_buf(), full: flag.clone() })
+    }));
+    let ws = Workspace::open_with(vfs, root, WorkspaceOptions::default()).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    let count = |db: &Database| db.query_value("SELECT count(*) FROM notes", &[]).unwrap();
+    let before = count(&db);
+    let snapshots = db.snapshots().unwrap().len();
+    full.store(true, Ordering::SeqCst);
+    let blob = Value::Blob(vec![7u8; 64 * 1024]);
+    let sql = db.exec("INSERT INTO notes(body) VALUES (?)", std::slice::from_ref(&blob)).unwrap_err();
+    assert_eq!(sql.code(), ErrorCode::DiskFull, "{sql}");
+    assert!(sql.message().contains("full") && !sql.message().contains(&*dir.0.to_string_lossy()), "{sql}");
+    let op = db.snapshot("no room").unwrap_err();
+    assert_eq!(op.code(), ErrorCode::DiskFull, "{op}");
+    assert!(ws.fault().is_none(), "a full disk is no fault: {:?}", ws.fault());
+    assert_eq!(count(&db), before, "the refused write changed nothing");
+    assert_eq!(db.snapshots().unwrap().len(), snapshots);
+    full.store(false, Ordering::SeqCst);
+    db.exec("INSERT INTO notes(body) VALUES (?)", &[blob]).unwrap();
+    db.snapshot("room again").unwrap();
+    let ok = db.query_value("PRAGMA integrity_check", &[]).unwrap();
+    assert_eq!(ok, Some(Value::Text("ok".into())));
+}
