@@ -1,0 +1,80 @@
+//! Admission: an app's concurrency slots and per-minute budgets, taken before a request
+//! runs and given back when it is answered.
+
+use super::*;
+
+/// Per-app shared state: the in-flight request count and the per-minute budgets.
+#[derive(Debug, Default)]
+pub struct AppShared {
+    pub(super) in_flight: AtomicUsize,
+    pub(super) budget: budget::AppBudget,
+}
+
+/// Holds one slot of an app's concurrency limit until dropped.
+pub struct Admission {
+    pub(super) app: Arc<AppShared>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// [`Admission`] that borrows the app: see [`BrokerShared::admit_borrowed`].
+pub struct BorrowedAdmission<'a> {
+    pub(super) app: &'a AppShared,
+}
+
+impl BorrowedAdmission<'_> {
+    /// Hands the slot over to an owning [`Admission`] made by the caller (no release here).
+    pub(super) fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for BorrowedAdmission<'_> {
+    fn drop(&mut self) {
+        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BrokerShared {
+    /// The shared state of an app.
+    pub fn app(&self, app: uuid::Uuid) -> Arc<AppShared> {
+        lock(&self.apps).entry(app).or_default().clone()
+    }
+
+    /// Takes one of the app's concurrency slots, or refuses with `Busy`.
+    pub fn admit(&self, app: &Arc<AppShared>) -> Result<Admission> {
+        self.admit_borrowed(app, self.now())?.keep();
+        Ok(Admission { app: app.clone() })
+    }
+
+    /// [`BrokerShared::admit`] for a caller that waits for its request on its own thread: the
+    /// slot borrows the app instead of holding a reference to it, one shared write less per
+    /// request on the read path. `now` is a reading of [`BrokerShared::now`].
+    pub fn admit_borrowed<'a>(&self, app: &'a AppShared, now: Duration) -> Result<BorrowedAdmission<'a>> {
+        let max = self.options.max_concurrent_requests_per_app;
+        let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
+        let admission = BorrowedAdmission { app };
+        if before >= max {
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!("the app has {before} requests in flight; max_concurrent_requests_per_app is {max}"),
+            ));
+        }
+        // Dropping `admission` on refusal gives the slot back.
+        app.budget.check(&self.budget_limits(), millis(now))?;
+        Ok(admission)
+    }
+
+    /// The per-app budgets of the options.
+    pub(super) fn budget_limits(&self) -> budget::BudgetLimits {
+        budget::BudgetLimits {
+            statements_per_minute: self.options.statements_per_minute,
+            rows_read_per_minute: self.options.rows_read_per_minute,
+            rows_written_per_minute: self.options.rows_written_per_minute,
+        }
+    }
+}

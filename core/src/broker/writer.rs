@@ -1,0 +1,477 @@
+//! The writer of a database: the write queue with a leader, group commit (a savepoint per
+//! request), transactions, the quiesce gate, and the fail-stop check before every
+//! acknowledgement.
+
+use super::*;
+
+/// A write waiting for the writer.
+pub enum WriteJob {
+    /// One statement, group-committed with others.
+    Exec(ExecRequest),
+    /// A whole transaction, run alone by the leader.
+    Transaction(Box<dyn FnOnce(&Connection) + Send>),
+    /// A blocking caller's turn: the leader hands the writer (and leadership) over to the
+    /// caller's own thread, which runs its transaction there.
+    Gate(Arc<crate::api::Gate>),
+}
+
+/// One `exec` in the write queue.
+pub struct ExecRequest {
+    /// The statement.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<Value>,
+    /// Deadline and cancellation.
+    pub stop: StopCheck,
+    /// When it was submitted, on the broker clock's monotonic time (latency is measured
+    /// from here).
+    pub submitted: Duration,
+    /// Where the answer goes.
+    pub reply: Completer<ExecResult>,
+    /// The admission slot, released when the request is answered.
+    pub admission: Admission,
+}
+
+#[derive(Default)]
+pub(super) struct WriterState {
+    pub(super) queue: VecDeque<WriteJob>,
+    pub(super) leading: bool,
+    pub(super) conn: Option<Box<Tagged>>,
+}
+
+impl DbShared {
+    // ----- writes ------------------------------------------------------------------------
+
+    /// Queues a write. If the writer is idle, the caller becomes the leader: `inline` leads
+    /// on this thread, otherwise a worker leads.
+    pub fn submit_write(self: &Arc<Self>, job: WriteJob, inline: bool) -> Result<()> {
+        self.touch();
+        self.check_writable()?;
+        let broker = self.broker()?;
+        let lead = {
+            let mut w = lock(&self.writer);
+            if w.queue.len() >= broker.options.write_queue_max {
+                return Err(Error::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "the write queue holds {} requests; write_queue_max is {}",
+                        w.queue.len(),
+                        broker.options.write_queue_max
+                    ),
+                ));
+            }
+            w.queue.push_back(job);
+            let lead = !w.leading;
+            w.leading = true;
+            lead
+        };
+        if lead {
+            if inline {
+                self.lead();
+            } else {
+                self.hand_off(&broker);
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes leadership to a worker; if the executor refuses, keeps leading here.
+    pub(super) fn hand_off(self: &Arc<Self>, broker: &BrokerShared) {
+        let db = self.clone();
+        let job: executor::Job = Box::new(move || db.lead());
+        if let Err(job) = broker.executor.spawn(self.config.key.app, job) {
+            job();
+        }
+    }
+
+    /// Leads one turn: one batch of execs, one transaction, or hands the writer to a gate;
+    /// then hands off to a worker or steps down.
+    pub(super) fn lead(self: &Arc<Self>) {
+        let Ok(broker) = self.broker() else {
+            lock(&self.writer).leading = false;
+            return;
+        };
+        let (batch, conn) = {
+            let mut w = lock(&self.writer);
+            // Gates at the front take the writer; abandoned ones are skipped. Bounded by the
+            // queue length: every iteration pops one job.
+            loop {
+                match w.queue.front() {
+                    None => {
+                        w.leading = false;
+                        return;
+                    }
+                    Some(WriteJob::Gate(_)) => {
+                        if let Some(WriteJob::Gate(gate)) = w.queue.pop_front() {
+                            if gate.open() {
+                                // Leadership now belongs to the gate's caller.
+                                return;
+                            }
+                        }
+                    }
+                    Some(_) => break,
+                }
+            }
+            let mut batch = Vec::new();
+            while batch.len() < broker.options.group_commit_max_requests.max(1) {
+                match w.queue.front() {
+                    Some(WriteJob::Exec(_)) => {}
+                    Some(WriteJob::Transaction(_)) if batch.is_empty() => {
+                        if let Some(job) = w.queue.pop_front() {
+                            batch.push(job);
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+                if let Some(job) = w.queue.pop_front() {
+                    batch.push(job);
+                }
+            }
+            (batch, w.conn.take())
+        };
+        let conn = match conn {
+            Some(c) => Ok(c),
+            None => self.open_connection(false),
+        };
+        let conn = conn.and_then(|mut tagged| match self.sync_attachments(&mut tagged) {
+            Ok(()) => Ok(tagged),
+            Err(e) => {
+                lock(&self.writer).conn = Some(tagged);
+                Err(e)
+            }
+        });
+        match conn {
+            Ok(tagged) => {
+                // A panic in the batch must not strand the queue with `leading` set: the
+                // batch's completers answer as they unwind, the connection (state unknown) is
+                // closed, and the turn ends normally below.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.run_batch(&broker, &tagged.conn, batch)
+                }));
+                match ran {
+                    Ok(()) => lock(&self.writer).conn = Some(tagged),
+                    Err(_) => self.close_connection(tagged.conn, false),
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    // A dropped transaction job answers its caller through its completer.
+                    if let WriteJob::Exec(req) = job {
+                        req.reply.complete(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        self.end_turn(&broker);
+    }
+
+    /// After a turn: hand off to a worker if work is queued, else step down.
+    pub(super) fn end_turn(self: &Arc<Self>, broker: &BrokerShared) {
+        let more = {
+            let mut w = lock(&self.writer);
+            if w.queue.is_empty() {
+                w.leading = false;
+            }
+            w.leading
+        };
+        if more {
+            self.hand_off(broker);
+        }
+    }
+
+    /// Runs `f` with the writer connection, on the calling thread, after its gate opened (the
+    /// caller leads). Restores the connection and ends the turn even if `f` panics.
+    pub fn with_gate_connection<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(Result<&Connection>) -> Result<T>,
+    ) -> Result<T> {
+        struct Turn<'a> {
+            db: &'a Arc<DbShared>,
+            conn: Option<Box<Tagged>>,
+        }
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                if let Some(t) = self.conn.take() {
+                    if t.generation == self.db.generation() {
+                        lock(&self.db.writer).conn = Some(t);
+                    } else {
+                        // The turn flipped the database: this connection is of the old file,
+                        // which must not change any more (a restore keeps it as its undo
+                        // snapshot), so no `PRAGMA optimize` on the way out.
+                        self.db.close_connection(t.conn, false);
+                    }
+                }
+                match self.db.broker() {
+                    Ok(b) => self.db.end_turn(&b),
+                    Err(_) => lock(&self.db.writer).leading = false,
+                }
+            }
+        }
+        let taken = lock(&self.writer).conn.take();
+        let mut turn = Turn { db: self, conn: None };
+        let conn = match taken {
+            Some(c) => Ok(c),
+            None => self.open_connection(false),
+        };
+        match conn {
+            Ok(c) => {
+                let tagged = turn.conn.insert(c);
+                match self.sync_attachments(tagged) {
+                    Ok(()) => f(Ok(&tagged.conn)),
+                    Err(e) => f(Err(e)),
+                }
+            }
+            Err(e) => f(Err(e)),
+        }
+    }
+
+    pub(super) fn run_batch(&self, broker: &BrokerShared, conn: &Connection, batch: Vec<WriteJob>) {
+        let mut execs: Vec<ExecRequest> = Vec::new();
+        for job in batch {
+            match job {
+                WriteJob::Transaction(f) => f(conn),
+                WriteJob::Exec(req) => execs.push(req),
+                // `lead` never puts a gate in a batch; one here would be a bug, and opening
+                // it would hand the writer to a second thread. Its caller times out instead.
+                WriteJob::Gate(_) => {}
+            }
+        }
+        if execs.is_empty() {
+            self.after_commit(broker, conn);
+            return;
+        }
+        if crate::sabotage::active(crate::sabotage::Sabotage::AckBeforeCommit) {
+            // Broken on purpose: answer first, commit later.
+            let mut answered = Vec::new();
+            for req in execs {
+                let ExecRequest { sql, params, stop, submitted, reply, admission } = req;
+                reply.complete(Ok(ExecResult { changes: 1, last_insert_rowid: 0 }));
+                // The real caller is answered; the work still needs a completer to answer.
+                let (_, reply) = pending::pending::<ExecResult>(CancelToken::new());
+                answered.push(ExecRequest { sql, params, stop, submitted, reply, admission });
+            }
+            execs = answered;
+        }
+        let mut results = if let Err(e) = self.check_writable() {
+            execs.into_iter().map(|r| (r, Err(e.clone()))).collect()
+        } else {
+            commit_group(conn, execs)
+        };
+        // A checkpoint the commit triggers belongs to it: it runs before anyone is answered.
+        self.after_commit(broker, conn);
+        for (_, r) in &results {
+            if let Err(e) = r {
+                self.poison_on_io(e);
+            }
+        }
+        if let Err(e) = self.fail_stop_window() {
+            for (_, r) in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        for (req, r) in results {
+            let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
+            self.record(&req.sql, OpKind::Exec, req.submitted, written);
+            req.reply.complete(r);
+            drop(req.admission);
+        }
+    }
+
+    /// Fail-stop: called after an operation's last IO and before it is acknowledged. If the
+    /// workspace has a fault now (it may have happened during this operation, whatever error
+    /// code SQLite made of it, or in another database meanwhile), the operation is not
+    /// acknowledged: its outcome is unknown until the workspace is reopened (`Io`, with the
+    /// fault). Operations that begin after the fault are refused before they start
+    /// ([`Self::check_writable`]: `Poisoned`).
+    pub(crate) fn fail_stop_window(&self) -> Result<()> {
+        self.latch.check_acknowledge()
+    }
+
+    /// Checkpoints when the WAL passed a threshold (its result is accounted, never dropped:
+    /// see [`Self::checkpointed`]; the caller's fail-stop window then sees a fault it caused).
+    pub(super) fn after_commit(&self, broker: &BrokerShared, conn: &Connection) {
+        let size = self.wal_frames.load(Ordering::Acquire).saturating_mul(crate::workspace::PAGE_SIZE_BYTES);
+        let pinned = self.pins.load(Ordering::Acquire) > 0;
+        let mode = if size > broker.options.wal_truncate_bytes && !pinned {
+            "TRUNCATE"
+        } else if size > broker.options.wal_checkpoint_bytes {
+            "PASSIVE"
+        } else {
+            return;
+        };
+        if broker.latch.is_set() {
+            return;
+        }
+        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+        let result = internal(conn, &format!("PRAGMA wal_checkpoint({mode})"));
+        self.checkpointed(result);
+    }
+
+    /// Runs a transaction job's body: BEGIN IMMEDIATE, `body`, then COMMIT on `Ok` (if the
+    /// deadline has not passed) or ROLLBACK on `Err` or panic.
+    pub fn run_transaction<T>(
+        &self,
+        conn: &Connection,
+        deadline: Duration,
+        body: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.check_writable()?;
+        let result = self.run_transaction_inner(conn, deadline, body);
+        if let Err(e) = &result {
+            self.poison_on_io(e);
+        }
+        self.fail_stop_window()?;
+        result
+    }
+
+    pub(super) fn run_transaction_inner<T>(
+        &self,
+        conn: &Connection,
+        deadline: Duration,
+        body: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        internal(conn, "BEGIN IMMEDIATE")?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(conn)));
+        match outcome {
+            Ok(Ok(value)) => {
+                if conn.is_autocommit() {
+                    // SQLite rolled the transaction back by itself and the body went on.
+                    return Err(Error::new(
+                        ErrorCode::Sqlite,
+                        "the transaction was rolled back by SQLite after an error inside it; nothing was committed",
+                    ));
+                }
+                if self.hot.clock.monotonic() > deadline {
+                    let _ = internal(conn, "ROLLBACK");
+                    return Err(self.transaction_timeout_error());
+                }
+                match internal(conn, "COMMIT") {
+                    Ok(()) => Ok(value),
+                    Err(e) => {
+                        let _ = internal(conn, "ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let _ = internal(conn, "ROLLBACK");
+                Err(e)
+            }
+            Err(panic) => {
+                let _ = internal(conn, "ROLLBACK");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    pub(super) fn transaction_timeout_error(&self) -> Error {
+        let limit = self.broker.upgrade().map(|b| b.options.transaction_timeout).unwrap_or_default();
+        Error::new(
+            ErrorCode::Timeout,
+            format!(
+                "transaction exceeded transaction_timeout of {} ms and was rolled back",
+                limit.as_millis()
+            ),
+        )
+    }
+
+    /// Records a statement run inside a transaction.
+    pub fn record_in_transaction(
+        &self,
+        sql: &str,
+        kind: OpKind,
+        started: Duration,
+        outcome: std::result::Result<(u64, u64), ErrorCode>,
+    ) {
+        self.record(sql, kind, started, outcome);
+    }
+}
+
+/// Runs a group of execs in one transaction, a savepoint each, and commits.
+///
+/// Some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM…) make SQLite roll back the whole
+/// transaction, taking the earlier requests of the group with it. Then the failing request
+/// keeps its error and the group is run again without it: at most one rerun per request, so
+/// the loop is bounded by the group's size.
+pub(super) fn commit_group(
+    conn: &Connection,
+    execs: Vec<ExecRequest>,
+) -> Vec<(ExecRequest, Result<ExecResult>)> {
+    let mut results: Vec<Option<Result<ExecResult>>> = execs.iter().map(|_| None).collect();
+    let mut failed: Vec<Option<Error>> = execs.iter().map(|_| None).collect();
+    for _attempt in 0..=execs.len() {
+        if let Err(e) = internal(conn, "BEGIN IMMEDIATE") {
+            return execs.into_iter().map(|r| (r, Err(e.clone()))).collect();
+        }
+        let mut aborted = false;
+        for (i, req) in execs.iter().enumerate() {
+            if let Some(Some(e)) = failed.get(i) {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(e.clone()));
+                }
+                continue;
+            }
+            let r = run_in_savepoint(conn, req);
+            if r.is_err() && conn.is_autocommit() {
+                // SQLite rolled the transaction back: rerun the group without this request.
+                if let (Some(f), Err(e)) = (failed.get_mut(i), r) {
+                    *f = Some(e);
+                }
+                aborted = true;
+                break;
+            }
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        if aborted {
+            continue;
+        }
+        if let Err(e) = internal(conn, "COMMIT") {
+            let _ = internal(conn, "ROLLBACK");
+            for r in results.iter_mut().flatten() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        break;
+    }
+    execs
+        .into_iter()
+        .zip(results)
+        .map(|(req, r)| {
+            (req, r.unwrap_or_else(|| Err(Error::internal("request of an aborted group was not run"))))
+        })
+        .collect()
+}
+
+pub(super) fn run_in_savepoint(conn: &Connection, req: &ExecRequest) -> Result<ExecResult> {
+    req.stop.check()?;
+    internal(conn, "SAVEPOINT sila_request")?;
+    let r = sqlite::execute(conn, &req.sql, &req.params, &req.stop);
+    if conn.is_autocommit() {
+        // SQLite already rolled back the whole transaction; the savepoint is gone.
+        return r.map_err(transaction_refusal);
+    }
+    if r.is_err() {
+        let _ = internal(conn, "ROLLBACK TO sila_request");
+    }
+    internal(conn, "RELEASE sila_request")?;
+    r.map_err(transaction_refusal)
+}
+
+/// Turns SQLite's "not authorized" for a transaction statement into a clear policy refusal.
+pub fn transaction_refusal(e: Error) -> Error {
+    if e.code() == ErrorCode::PolicyDenied && e.message().contains("not authorized") {
+        return Error::new(
+            ErrorCode::PolicyDenied,
+            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed in SQL: \
+             use the transaction API",
+        );
+    }
+    e
+}
