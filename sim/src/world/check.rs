@@ -1,0 +1,388 @@
+//! Crashes, reopens and the invariants checked after each (DESIGN.md): recovered data is an
+//! acknowledged state, the ledger equals the disk, every pointer and listed snapshot is
+//! reachable, exports and backups are whole.
+
+use super::*;
+
+impl World {
+    /// Closes the workspace cleanly (checkpoints) and opens it again.
+    pub(super) fn reopen_clean(&mut self) -> Result<(), String> {
+        self.boot()?;
+        let db =
+            self.ws()?.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        self.db = Some(db);
+        self.clear_fault_state();
+        Ok(())
+    }
+
+    /// After a reopen or recovery: nothing is poisoned, and the seed's faults are back on.
+    pub(super) fn clear_fault_state(&mut self) {
+        self.poisoned_by_fault = false;
+        self.sync_failure_armed = false;
+        self.sync_failures_base = self.fs.stats().sync_failures;
+        self.fs.set_faults(self.faults);
+    }
+
+    /// Whether this seed's disk may fail calls or rot bits (then a reopen may fail cleanly).
+    pub(super) fn call_errors(&self) -> bool {
+        self.faults.call_errors_on()
+    }
+
+    /// A reopen failed with a clean typed error on a failing disk. The operator replaces the
+    /// failing hardware ([`MemFs::repair`]) and reopens with call faults off; the data must
+    /// then be what it was: nothing acknowledged lost (or, if a sync failed, one allowed
+    /// state), every invariant holding — a failed open must not have destroyed anything.
+    ///
+    /// `base` is the failed-sync count when the reopen began (a reopen that succeeded before
+    /// its read failed has already moved [`World::sync_failures_base`] past a sync that failed
+    /// while it closed the engine).
+    pub(super) fn recover_quietly(&mut self, why: &str, base: u64) -> Result<String, String> {
+        let fired = self.fs.stats().sync_failures > base;
+        self.shutdown();
+        self.fs.repair();
+        self.fs.set_faults(self.faults.quiet());
+        // A power cut the workload armed may fire here too: a clean typed error then is the
+        // crash's, and the caller's crash check takes over from what this one observed.
+        let cut = |w: &World, e: &str| w.fs.is_dead() && is_typed(e);
+        if let Err(e) = self.boot() {
+            if cut(self, &e) {
+                return Ok(format!("{why}; power cut during the reopen on a repaired disk: {e}"));
+            }
+            return Err(format!("{why}; reopen on a repaired disk failed: {e}"));
+        }
+        let verdict = match self.check_invariants_or_quarantine(!fired) {
+            Ok(verdict) => verdict,
+            Err(e) if cut(self, &e) => {
+                return Ok(format!("{why}; power cut while checking the repaired disk: {e}"))
+            }
+            Err(e) => return Err(e),
+        };
+        self.clear_fault_state();
+        Ok(format!("{why}; repaired and reopened: {verdict}"))
+    }
+
+    /// The power went out: boot on the durable image and check every invariant. With some
+    /// probability the power fails again during recovery; then recovery runs once more and
+    /// must land on the same state.
+    pub fn crash_and_check(&mut self) -> Result<String, String> {
+        self.shutdown();
+        let image = self.fs.durable_image();
+        // Recovery runs on a disk whose crash-time faults stay on (a crash during recovery
+        // tears and drops its writes too) but whose calls do not fail: the invariants are
+        // checked on a healthy disk. A seed with a failing disk first tries to recover on
+        // it, which must end in a clean typed error or a correct recovery.
+        image.set_faults(self.faults.quiet());
+        let mut notes = String::new();
+        // Power loss during recovery, then recovery again.
+        if self.rng.random_bool(0.3) {
+            let again = image.durable_image();
+            again.cut_power_after(self.rng.random_range(0..4u64));
+            self.fs = again;
+            let _ = self.boot();
+            self.shutdown();
+            let image2 = self.fs.durable_image();
+            image2.set_faults(self.faults.quiet());
+            self.fs = image2;
+        } else {
+            self.fs = image;
+        }
+        if self.call_errors() && self.rng.random_bool(0.5) {
+            let mut failing = self.faults;
+            failing.fail_sync_after = None;
+            self.fs.set_faults(failing);
+            match self.boot() {
+                Ok(()) => notes.push_str("recovered on the failing disk; "),
+                Err(e) if is_typed(&e) => notes.push_str(&format!("recovery on the failing disk: {e}; ")),
+                Err(e) => {
+                    return Err(format!("recovery on a failing disk failed without a typed error: {e}"))
+                }
+            }
+            self.shutdown();
+            self.fs.set_faults(self.faults.quiet());
+        }
+        // Latent sector errors survive the crash; the checks run on repaired hardware.
+        self.fs.repair();
+        self.boot().map_err(|e| format!("recovery failed: {e}"))?;
+        let verdict = self.check_invariants_or_quarantine(false)?;
+        if self.finished.is_some() {
+            return Ok(format!("{notes}{verdict}"));
+        }
+        // Idempotent: recover the recovered disk again; the state must not change.
+        let rows = self.read_rows()?;
+        self.shutdown();
+        self.fs = self.fs.durable_image();
+        self.boot().map_err(|e| format!("second recovery failed: {e}"))?;
+        let again = self.read_rows()?;
+        if again != rows {
+            return Err("recovery is not idempotent: a second recovery changed the data".into());
+        }
+        self.clear_fault_state();
+        Ok(format!("{notes}recovered {} rows{}", rows.len(), verdict))
+    }
+
+    pub(super) fn read_rows(&mut self) -> Result<BTreeSet<i64>, String> {
+        if self.db.is_none() {
+            let db = self
+                .ws()?
+                .open_app(APP)
+                .map_err(|e| e.to_string())?
+                .open("main")
+                .map_err(|e| e.to_string())?;
+            self.db = Some(db);
+        }
+        let rows = self
+            .db()?
+            .query("SELECT k FROM kv ORDER BY k", &[])
+            .map_err(|e| format!("read after recovery: {e}"))?;
+        Ok(rows
+            .rows
+            .iter()
+            .filter_map(|r| match r.first() {
+                Some(Value::Integer(k)) => Some(*k),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Checks every invariant on a freshly booted workspace. `strict`: nothing crashed, so
+    /// the data must be the last acknowledged state up to keys of failed operations;
+    /// otherwise any state the history allows after a loss of unsynced data. A database
+    /// recovery reports damaged is accepted only where a checksummed record rotted, and then
+    /// it must refuse work with a typed error (quarantine); the seed ends there.
+    pub(super) fn check_invariants_or_quarantine(&mut self, strict: bool) -> Result<String, String> {
+        let ws = self.ws()?.clone();
+        let report = ws.recovery_report().clone();
+        if !report.damaged.is_empty() {
+            return self.quarantine(&ws, &report.damaged);
+        }
+        // 1. The pointer names a file that passes integrity_check.
+        let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        let ok =
+            db.query_value("PRAGMA integrity_check", &[]).map_err(|e| format!("integrity_check: {e}"))?;
+        if ok != Some(Value::Text("ok".into())) {
+            return Err(format!("integrity_check after recovery: {ok:?}"));
+        }
+        self.db = Some(db);
+        // 2, 3. Acknowledged data, all-or-nothing.
+        let rows = self.read_rows()?;
+        if strict {
+            let current = self.model.rows.clone();
+            if !self.model.allows_without_crash(&rows) {
+                return Err(format!(
+                    "reopen: {} rows, but {} were acknowledged and nothing crashed",
+                    rows.len(),
+                    current.len()
+                ));
+            }
+            self.model.rows = rows;
+            self.model.barrier();
+            self.model.in_flight.clear();
+        } else {
+            self.adopt(rows, "recovery")?;
+        }
+        self.model.schema = db_schema(self.db()?)?;
+        // 4. Snapshots in the manifest exist with their checksums, unless their bits rotted:
+        // then a restore must refuse them (the workload's restores check that).
+        let key = ws.db_key(APP, "main").map_err(|e| e.to_string())?;
+        let entries =
+            ws.with_store(|s| s.manifest(&key).map(|m| m.snapshots.clone())).map_err(|e| e.to_string())?;
+        let rotted = self.fs.rotted();
+        let mut notes = String::new();
+        let fs: &dyn Vfs = &self.fs;
+        for s in &entries {
+            let path = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, s.id));
+            match vfs::checksum_file(fs, &path) {
+                Ok((crc, size)) if crc == s.crc32c && size == s.size => {}
+                Ok(_) if rotted.contains(&path) => {
+                    notes.push_str(&format!(", snapshot {} rotted", short(s.id)))
+                }
+                other => return Err(format!("snapshot {} fails its checksum: {other:?}", s.id)),
+            }
+        }
+        // The model forgets snapshots the crash undid (not acknowledged) and keeps the rest.
+        // Snapshots on disk the model never saw acknowledged have unknown content; they are
+        // simply never restored by the workload.
+        let on_disk: BTreeSet<Uuid> = entries.iter().map(|s| s.id).collect();
+        self.model.snapshot_order.retain(|id| on_disk.contains(id));
+        self.model.snapshots.retain(|id, _| on_disk.contains(id));
+        // 6. Ledger equals disk; 5. one GC pass leaves exactly the reachable set.
+        self.check_ledger(&ws, &key)?;
+        ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
+        self.check_reachable(&ws, &key)?;
+        self.check_exports(&key)?;
+        Ok(notes)
+    }
+
+    /// Recovery reported damage. Legitimate only where bit rot hit a record of the damaged
+    /// directory (the engine refuses to guess, as DESIGN.md asks): then the database must
+    /// refuse work with a typed error, and the seed ends as quarantined.
+    pub(super) fn quarantine(
+        &mut self,
+        ws: &Workspace,
+        damaged: &[(PathBuf, sila_sqlite::Error)],
+    ) -> Result<String, String> {
+        let rotted = self.fs.rotted();
+        for (dir, e) in damaged {
+            let abs = Path::new(ROOT).join(dir);
+            let explained = rotted.iter().any(|r| {
+                r.starts_with(&abs) && rot_filter(r, false) && !r.to_string_lossy().contains("/snapshots/")
+            });
+            if !explained || e.code() != ErrorCode::Corrupt {
+                return Err(format!(
+                    "recovery reported damage no fault explains: {damaged:?} (rotted: {rotted:?})"
+                ));
+            }
+        }
+        match ws
+            .open_app(APP)
+            .and_then(|app| app.open("main"))
+            .and_then(|db| db.query("SELECT k FROM kv", &[]))
+        {
+            Ok(_) => Err(format!("recovery reported damage {damaged:?}, yet the database serves reads")),
+            Err(e) => {
+                let verdict = format!("quarantined after bit rot in a record: {}", e.code());
+                self.finished = Some(verdict.clone());
+                Ok(verdict)
+            }
+        }
+    }
+
+    /// Checks that `rows` is a state the acknowledged history allows after a loss of
+    /// unsynced data (FULL: the last acknowledged state or an unanswered operation's; NORMAL:
+    /// any state since the last durable point), then makes it the model's durable state.
+    pub(super) fn adopt(&mut self, rows: BTreeSet<i64>, when: &str) -> Result<(), String> {
+        if !self.model.allows(&rows) {
+            let last = self.model.rows.len();
+            let extra: Vec<i64> = rows.difference(&self.model.rows).copied().collect();
+            let missing: Vec<i64> = self.model.rows.difference(&rows).copied().collect();
+            return Err(format!(
+                "{when}: {} rows, which is no acknowledged state (model has {last}; {} states allowed; durability {}; \
+                 extra {extra:?}, missing {missing:?}, maybe {:?})",
+                rows.len(),
+                self.model.history.len(),
+                if self.full { "FULL" } else { "NORMAL" },
+                self.model.maybe
+            ));
+        }
+        self.model.rows = rows;
+        self.model.barrier();
+        self.model.in_flight.clear();
+        Ok(())
+    }
+
+    pub(super) fn data_files(&self, dir: &Path) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (sub, prefix) in
+            [(dir.to_path_buf(), String::new()), (dir.join(layout::SNAPSHOTS_DIR), "snapshots/".to_string())]
+        {
+            for e in self.fs.list_dir(&sub).unwrap_or_default() {
+                let rel = format!("{prefix}{}", e.name);
+                if e.is_dir
+                    || matches!(layout::classify(&rel), FileKind::Record | FileKind::Temp | FileKind::Unknown)
+                {
+                    continue;
+                }
+                let size = self.fs.file_len(&sub.join(&e.name)).ok().flatten().unwrap_or(0);
+                out.push((rel, size));
+            }
+        }
+        out
+    }
+
+    /// Invariant 10 after recovery and GC: every acknowledged export, and every backup that
+    /// must exist, is there with its rows; every file under a final name in the export and
+    /// backup areas is a whole database (with its rows, if known); no temporary is left.
+    pub(super) fn check_exports(&self, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
+        let backups = Path::new(ROOT).join(layout::backups_dir(key.app, &key.db));
+        for (path, (rows, gzip)) in &self.model.exports {
+            let must = path.parent() != Some(backups.as_path()) || self.model.backups_must.contains(path);
+            if !must && self.fs.read(path).is_none() {
+                continue;
+            }
+            let found = export_rows(&self.fs, path, *gzip, self.seed)
+                .map_err(|e| format!("acknowledged export {} after recovery: {e}", path.display()))?;
+            if &found != rows {
+                return Err(format!(
+                    "export {} changed: {} rows, {} when made",
+                    path.display(),
+                    found.len(),
+                    rows.len()
+                ));
+            }
+        }
+        let exports = Path::new(ROOT).join(layout::exports_dir(key.app));
+        for dir in [exports, backups] {
+            for path in final_files(&self.fs, &dir) {
+                if is_partial(&path) {
+                    return Err(format!("after GC a temporary remains: {}", path.display()));
+                }
+                if !self.model.exports.contains_key(&path) {
+                    let gzip = path.extension().is_some_and(|e| e == "gz");
+                    export_rows(&self.fs, &path, gzip, self.seed).map_err(|e| {
+                        format!("{} is under a final name but not whole: {e}", path.display())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_ledger(&self, ws: &Workspace, key: &sila_sqlite::store::DbKey) -> Result<(), String> {
+        let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
+        let disk: u64 = self.data_files(&dir).iter().map(|(_, s)| *s).sum();
+        let ledger = ws.ledger(APP).map_err(|e| e.to_string())?;
+        let counted = ledger.live_bytes + ledger.snapshot_bytes + ledger.garbage_bytes;
+        // The live WAL and SHM move under SQLite between the recovery scan and now, so only a
+        // mismatch on another file is a violation.
+        if counted != disk && ledger.in_flight_bytes == 0 {
+            let files = ws.with_store(|s| s.files(key).cloned()).map_err(|e| e.to_string())?;
+            let disk_files = self.data_files(&dir);
+            let mismatched: Vec<String> = disk_files
+                .iter()
+                .filter(|(n, s)| files.get(n) != Some(s))
+                .map(|(n, s)| format!("{n}: disk {s}, ledger {:?}", files.get(n)))
+                .collect();
+            if !mismatched.iter().all(|m| m.contains("-wal") || m.contains("-shm")) {
+                return Err(format!("ledger {counted} bytes, disk {disk} bytes: {mismatched:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_reachable(
+        &self,
+        ws: &Workspace,
+        key: &sila_sqlite::store::DbKey,
+    ) -> Result<(), String> {
+        let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
+        let pointer = ws.with_store(|s| s.pointer(key).map(|p| p.file)).map_err(|e| e.to_string())?;
+        let snaps: BTreeSet<Uuid> = ws
+            .with_store(|s| s.manifest(key).map(|m| m.snapshots.iter().map(|x| x.id).collect()))
+            .map_err(|e| e.to_string())?;
+        for (rel, _) in self.data_files(&dir) {
+            let reachable = match layout::classify(&rel) {
+                FileKind::Database(id) | FileKind::Side(id) => id == pointer,
+                FileKind::Snapshot(id) => snaps.contains(&id),
+                _ => true,
+            };
+            if !reachable {
+                return Err(format!("after GC, unreachable {rel} remains"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The files directly in `dir` on the simulated disk (none if it does not exist), sorted,
+/// read through the harness's view of the disk (no IO call of the engine's kind).
+pub(super) fn final_files(fs: &MemFs, dir: &Path) -> Vec<PathBuf> {
+    fs.files().into_keys().filter(|p| p.parent() == Some(dir)).collect()
+}
+
+pub(super) fn is_partial(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| layout::partial_of(n).is_some())
+}
+
+pub(super) fn db_schema(db: &Database) -> Result<u64, String> {
+    db.schema_version().map_err(|e| format!("schema version after recovery: {e}"))
+}

@@ -1,0 +1,488 @@
+//! Whole-engine simulation: one seed, one workload, crashes at any IO step.
+//!
+//! A [`World`] is a simulated machine: a [`MemFs`] disk, SQLite running on it through the
+//! engine's own SQLite VFS (the production code, over the simulated disk), a workspace whose
+//! broker runs on a deterministic [`Stepper`], and a clock that only moves when the simulation
+//! says so. A seeded workload drives the public API —
+//! exec, group-committed writes, transactions, queries, snapshots, restores, migrations,
+//! GC, clean reopens, cancellations — and keeps a reference model of what was acknowledged.
+//!
+//! At a seeded IO step the power is cut ([`MemFs::cut_power_after`]); the machine boots on
+//! the durable image, recovers (sometimes losing power again during recovery, then
+//! recovering again), and every invariant of DESIGN.md is checked:
+//!
+//! 1. `current` parses and names a file that passes `integrity_check`;
+//! 2. acknowledged commits survive with FULL; with NORMAL the data is one state the
+//!    acknowledged history passed through (never a mix);
+//! 3. operations are all-or-nothing (the recovered rows are a whole model state);
+//! 4. every snapshot in the manifest exists with its size and checksum;
+//! 5. after one GC pass the disk holds exactly the reachable set;
+//! 6. the quota ledger equals the bytes on disk;
+//! 7. after an fsync failure nothing is acknowledged until reopen (fail-stop);
+//! 8. recovery is idempotent (a crash during recovery changes nothing);
+//! 9. with faults off every operation succeeds, and a seed replays the same trace;
+//! 10. (profile `exports`) every export and backup is complete when it is acknowledged and
+//!     still there, whole, after any later crash; after GC no temporary is left in the
+//!     export and backup areas; backup retention keeps the newest backups.
+//!
+//! Where things are: this file holds the machine (boot, setup, drawing and applying
+//! operations, [`run_seed`]); [`profile`] the fault profiles; [`model`] the reference model;
+//! [`ops`] one function per operation; [`check`] crashes, reopens and the invariants.
+
+mod check;
+mod model;
+mod ops;
+mod profile;
+
+use check::{final_files, is_partial};
+use model::Model;
+use ops::export_rows;
+use profile::describe;
+pub use profile::Profile;
+
+use crate::memfs::{Faults, LatencySink, MemFs};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sila_sqlite::broker::executor::{Executor, Stepper};
+use sila_sqlite::store::layout::{self, FileKind};
+use sila_sqlite::store::Retention;
+use sila_sqlite::uuid::Uuid;
+use sila_sqlite::versions::{ExportFormat, ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
+use sila_sqlite::vfs::{self, Vfs};
+use sila_sqlite::workspace::Clock;
+use sila_sqlite::{BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The workspace root on the simulated disk.
+pub const ROOT: &str = "/ws";
+/// The `keep_last` of the workload's backups.
+pub const BACKUPS_KEPT: usize = 2;
+/// The app every world registers.
+pub const APP: &str = "com.example.sim";
+/// Work units the deterministic executor holds.
+pub const STEPPER_QUEUE_MAX: usize = 4096;
+
+/// Mixed into a seed for the disk's own fault generator.
+const DISK_SALT: u64 = 0x4449_534b_5f52_4e47;
+
+/// Files bit rot may touch in the whole-engine simulation: only those the engine checksums
+/// (pointer, manifest and app records; snapshots, whose CRC-32C is in the manifest).
+/// SQLite database and WAL pages carry no checksum, so rot there could surface as wrong
+/// rows that no layer can detect; the simulation does not pretend otherwise. A snapshot is
+/// checksummed only once it is sealed (`read_only`: the engine marks it after computing its
+/// CRC-32C); a bit that rots before would be checksummed with the file (the undo snapshot
+/// of a restore is the replaced live file, renamed into `snapshots/` and then read whole).
+pub fn rot_filter(path: &Path, read_only: bool) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let in_snapshots = path.parent().and_then(Path::file_name).is_some_and(|d| d == layout::SNAPSHOTS_DIR);
+    name == layout::CURRENT
+        || name == layout::MANIFEST
+        || name == layout::APP_RECORD
+        || (in_snapshots && read_only && name.ends_with(".sqlite"))
+}
+
+/// A clock that moves only when the simulation advances it.
+#[derive(Debug, Default)]
+pub struct SimClock(AtomicU64);
+
+impl SimClock {
+    /// Moves time forward.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        1_800_000_000_000 + self.0.load(Ordering::SeqCst)
+    }
+
+    /// The engine's deadlines, budgets and idle periods run on simulated time too, so a seed
+    /// times out the same statements on every run, whatever the machine's speed.
+    fn monotonic(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(Ordering::SeqCst))
+    }
+
+    /// SQLite's busy handler must not block the single-threaded stepper, nor move time.
+    fn sleep(&self, _duration: std::time::Duration) {
+        std::thread::yield_now();
+    }
+}
+
+/// One operation of a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert one row with `exec`.
+    Insert(i64),
+    /// Submit several inserts at once and step the executor in a seeded order (group commit).
+    GroupInsert(Vec<i64>, u64),
+    /// Insert several rows in one transaction; `fail` makes the body return an error.
+    Transaction(Vec<i64>, bool),
+    /// Delete one row.
+    Delete(i64),
+    /// Count rows and compare with the model.
+    Query,
+    /// Take a snapshot.
+    Snapshot,
+    /// Restore the n-th known snapshot (modulo the count).
+    Restore(usize),
+    /// Import the n-th known snapshot's file as the database's new version, gzip-compressed
+    /// first when the flag is set.
+    Import(usize, bool),
+    /// Migrate to the next schema version (adds an index).
+    Migrate,
+    /// Drop all but the newest snapshot, then GC.
+    RetentionGc,
+    /// Close the workspace cleanly and open it again.
+    Reopen,
+    /// Submit a query and cancel it before it runs.
+    Cancel,
+    /// Cut the power after this many more mutating IO calls.
+    CutPower(u64),
+    /// Fail the n-th next fsync (fail-stop check).
+    FailSync(u64),
+    /// Export into the app's export area (`false`) or back up into the backup area
+    /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
+    Export(bool, bool),
+}
+
+/// An invariant that broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which operation (index) was running or had just run.
+    pub op_index: usize,
+    /// What broke.
+    pub what: String,
+}
+
+/// What one seed did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The profile.
+    pub profile: Profile,
+    /// Operations run.
+    pub ops: Vec<Op>,
+    /// A readable trace of operations and their results.
+    pub trace: Vec<String>,
+    /// Hash of the trace (same seed, same hash).
+    pub trace_hash: u64,
+    /// The first violation, if any.
+    pub violation: Option<Violation>,
+}
+
+/// A simulated machine.
+pub struct World {
+    seed: u64,
+    rng: ChaCha8Rng,
+    fs: MemFs,
+    clock: Arc<SimClock>,
+    stepper: Arc<Stepper>,
+    ws: Option<Workspace>,
+    db: Option<Database>,
+    full: bool,
+    model: Model,
+    trace: Vec<String>,
+    boots: u64,
+    /// A sync failed (injected): nothing may be acknowledged until reopen.
+    poisoned_by_fault: bool,
+    /// A one-shot sync failure ([`Op::FailSync`]) is armed and has not been cleared.
+    sync_failure_armed: bool,
+    /// The disk's failed-sync count at the last reopen or recovery.
+    sync_failures_base: u64,
+    /// The faults this seed runs with between setup and the end (off during setup and while
+    /// the invariants are checked after a crash).
+    faults: Faults,
+    /// Set when the seed ends early for a legitimate reason (a quarantined database).
+    finished: Option<String>,
+    /// Exports made so far (each gets a new name).
+    exports_made: u64,
+    /// Checkpoint after every commit (`wal_checkpoint_bytes` = 1), so that the main file is
+    /// synced inside the commit path (profile `sqlite-sync`).
+    checkpoint_every_commit: bool,
+}
+
+fn manifest(full: bool) -> String {
+    let tier = if full { "premium" } else { "standard" };
+    format!(
+        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":4}}],"tier":"{tier}"}}}}}}"#
+    )
+}
+
+impl World {
+    /// A new machine for `seed`: an empty disk, nothing registered.
+    pub fn new(seed: u64) -> Result<World, String> {
+        let fs = MemFs::new();
+        fs.create_dir(Path::new(ROOT)).map_err(|e| e.to_string())?;
+        fs.sync_dir(Path::new("/")).map_err(|e| e.to_string())?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let full = rng.random_bool(0.5);
+        fs.set_seed(seed ^ DISK_SALT);
+        fs.set_rot_filter(Some(rot_filter));
+        Ok(World {
+            seed,
+            rng,
+            fs,
+            clock: Arc::new(SimClock::default()),
+            stepper: Arc::new(Stepper::new(STEPPER_QUEUE_MAX)),
+            ws: None,
+            db: None,
+            full,
+            model: Model::default(),
+            trace: Vec::new(),
+            boots: 0,
+            poisoned_by_fault: false,
+            sync_failure_armed: false,
+            sync_failures_base: 0,
+            faults: Faults::default(),
+            finished: None,
+            exports_made: 0,
+            checkpoint_every_commit: false,
+        })
+    }
+
+    fn log(&mut self, line: String) {
+        self.trace.push(line);
+    }
+
+    /// Boots on the current disk: opens the workspace (recovery), whose SQLite VFS runs
+    /// SQLite's IO on the same simulated disk.
+    fn boot(&mut self) -> Result<(), String> {
+        self.shutdown();
+        self.boots += 1;
+        let vfs: Arc<dyn Vfs> = Arc::new(self.fs.clone());
+        // A closed workspace shuts its executor down; every boot gets a fresh one.
+        self.stepper = Arc::new(Stepper::new(STEPPER_QUEUE_MAX));
+        let broker = BrokerOptions {
+            statement_timeout: std::time::Duration::from_secs(3600),
+            transaction_timeout: std::time::Duration::from_secs(3600),
+            max_concurrent_requests_per_app: 1024,
+            wal_checkpoint_bytes: if self.checkpoint_every_commit {
+                1
+            } else {
+                BrokerOptions::default().wal_checkpoint_bytes
+            },
+            ..BrokerOptions::default()
+        };
+        let options = WorkspaceOptions {
+            uuid_seed: Some(self.seed.wrapping_mul(1_000_003).wrapping_add(self.boots)),
+            clock: self.clock.clone(),
+            broker,
+            executor: Some(self.stepper.clone() as Arc<dyn Executor>),
+        };
+        let ws = Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| e.to_string())?;
+        self.ws = Some(ws);
+        Ok(())
+    }
+
+    /// Drops the engine (its connections close and its SQLite VFS is unregistered). Also run
+    /// when the world is dropped.
+    fn shutdown(&mut self) {
+        self.db = None;
+        self.ws = None;
+    }
+
+    fn ws(&self) -> Result<&Workspace, String> {
+        self.ws.as_ref().ok_or_else(|| "no workspace".to_string())
+    }
+
+    fn db(&self) -> Result<&Database, String> {
+        self.db.as_ref().ok_or_else(|| "no database".to_string())
+    }
+
+    /// Registers the app and creates the table (faults off).
+    pub fn setup(&mut self) -> Result<(), String> {
+        self.boot()?;
+        let full = self.full;
+        let ws = self.ws()?.clone();
+        ws.register_app(APP, &manifest(full)).map_err(|e| e.to_string())?;
+        let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
+        db.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)", &[])
+            .map_err(|e| e.to_string())?;
+        drop(ws);
+        self.db = Some(db);
+        // A clean close and reopen checkpoints the table into the database file: with
+        // synchronous=NORMAL it is durable only from here on.
+        self.reopen_clean()?;
+        self.model.barrier();
+        self.log(format!("setup tier={} ", if full { "premium(FULL)" } else { "standard(NORMAL)" }));
+        Ok(())
+    }
+
+    /// Draws the next operation.
+    pub fn draw(&mut self, profile: Profile, next_key: &mut i64) -> Op {
+        let roll = self.rng.random_range(0..100u32);
+        let mut key = || {
+            *next_key += 1;
+            *next_key
+        };
+        let fault_roll = self.rng.random_range(0..100u32);
+        match profile {
+            _ if profile.cuts_power() && fault_roll < 6 => {
+                return Op::CutPower(self.rng.random_range(0..60u64));
+            }
+            Profile::IoErrors | Profile::Eio | Profile::Exports | Profile::SqliteSync if fault_roll < 9 => {
+                return Op::FailSync(self.rng.random_range(0..6u64))
+            }
+            _ => {}
+        }
+        if profile == Profile::Exports && self.rng.random_bool(0.2) {
+            return Op::Export(self.rng.random_bool(0.5), self.rng.random_bool(0.5));
+        }
+        match roll {
+            0..=24 => Op::Insert(key()),
+            25..=39 => {
+                let n = self.rng.random_range(2..6usize);
+                Op::GroupInsert((0..n).map(|_| key()).collect(), self.rng.next_u64())
+            }
+            40..=52 => {
+                let n = self.rng.random_range(1..4usize);
+                let fail = self.rng.random_bool(0.2);
+                Op::Transaction((0..n).map(|_| key()).collect(), fail)
+            }
+            53..=59 => Op::Delete(self.rng.random_range(1..=(*next_key).max(1))),
+            60..=67 => Op::Query,
+            68..=76 => Op::Snapshot,
+            77..=80 => Op::Restore(self.rng.random_range(0..8usize)),
+            81..=82 => Op::Import(self.rng.random_range(0..8usize), self.rng.random_bool(0.5)),
+            83..=85 => Op::Migrate,
+            86..=90 => Op::RetentionGc,
+            91..=94 => Op::Reopen,
+            _ => Op::Cancel,
+        }
+    }
+
+    /// Runs one operation against the engine and the model. Engine errors are expected while
+    /// the power is off or after an injected fault; they must then be clean typed errors.
+    pub fn apply(&mut self, op: &Op) -> Result<String, String> {
+        if self.fs.is_dead() {
+            return Ok("skipped: power is off".into());
+        }
+        let full = self.full;
+        let failures_before = self.fs.stats().sync_failures;
+        let result = self.apply_inner(op, full);
+        // Fail-stop: if a sync failed during this operation, the operation itself must not
+        // have been acknowledged, and nothing is until a reopen or crash.
+        // A reopen starts a new fail-stop window (it resets the base itself).
+        let reopened = matches!(op, Op::Reopen) && result.is_ok();
+        if self.fs.stats().sync_failures > failures_before
+            && !self.poisoned_by_fault
+            && !self.fs.is_dead()
+            && !reopened
+        {
+            self.poisoned_by_fault = true;
+            if let Ok(text) = &result {
+                if is_ack(text) {
+                    return Err(format!(
+                        "fail-stop broken: {op:?} was acknowledged although an fsync failed during it"
+                    ));
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Whether an error text is one of the engine's typed errors (`error[CODE]: …`).
+fn is_typed(text: &str) -> bool {
+    text.contains("error[") && text.contains("]: ")
+}
+
+/// Whether a trace line says the operation was acknowledged.
+fn is_ack(text: &str) -> bool {
+    text == "acked"
+        || text.starts_with("exported ")
+        || text.starts_with("snapshot ")
+        || text.starts_with("restored ")
+        || text.starts_with("migrated ")
+        || (text.starts_with("acked [") && !text.starts_with("acked []"))
+}
+
+fn short(id: Uuid) -> String {
+    id.simple().to_string().chars().skip(20).collect()
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs one seed: setup, then `ops_max` operations; whenever the power goes out, crash,
+/// recover and check. Returns the outcome with its trace.
+pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
+    let mut ops = Vec::new();
+    let mut violation = None;
+    let mut trace = Vec::new();
+    match World::new(seed) {
+        Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
+        Ok(mut world) => {
+            world.checkpoint_every_commit = profile == Profile::SqliteSync;
+            if let Err(e) = world.setup() {
+                violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
+            }
+            let mut faults = profile.swarm(seed);
+            if profile == Profile::Enospc {
+                let used: u64 = world.fs.files().values().map(|v| v.len() as u64).sum();
+                let room = world.rng.random_range(64 * 1024..2 * 1024 * 1024u64);
+                faults.capacity_bytes = Some(used + room);
+                world.log(format!("disk capacity {} bytes", used + room));
+            }
+            world.log(format!("faults {}", describe(&faults)));
+            world.faults = faults;
+            world.clear_fault_state();
+            let clock = world.clock.clone();
+            world.fs.set_latency_sink(Some(LatencySink(Arc::new(move |ms| clock.advance(ms)))));
+            let mut next_key = 0i64;
+            for i in 0..ops_max {
+                if violation.is_some() || world.finished.is_some() {
+                    break;
+                }
+                world.clock.advance(1000);
+                let op = world.draw(profile, &mut next_key);
+                ops.push(op.clone());
+                let result = world.apply(&op);
+                match result {
+                    Ok(text) => world.log(format!("{i:4} {op:?} -> {text}")),
+                    Err(what) => {
+                        world.log(format!("{i:4} {op:?} -> VIOLATION {what}"));
+                        violation = Some(Violation { op_index: i, what });
+                        break;
+                    }
+                }
+                if profile == Profile::Faultless && world.trace.last().is_some_and(|l| l.contains("-> error"))
+                {
+                    let what = format!("with faults off, an operation failed: {:?}", world.trace.last());
+                    violation = Some(Violation { op_index: i, what });
+                    break;
+                }
+                if world.fs.is_dead() {
+                    match world.crash_and_check() {
+                        Ok(text) => world.log(format!("     crash -> {text}")),
+                        Err(what) => {
+                            world.log(format!("     crash -> VIOLATION {what}"));
+                            violation = Some(Violation { op_index: i, what });
+                        }
+                    }
+                }
+            }
+            if violation.is_none() && world.finished.is_none() {
+                // A final crash at the end checks durability of everything acknowledged.
+                world.fs.cut_power_after(0);
+                if let Err(what) = world.crash_and_check() {
+                    world.log(format!("final crash -> VIOLATION {what}"));
+                    violation = Some(Violation { op_index: ops.len(), what });
+                }
+            }
+            trace = std::mem::take(&mut world.trace);
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    trace.hash(&mut h);
+    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation }
+}

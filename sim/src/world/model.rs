@@ -1,0 +1,74 @@
+//! The reference model: what was acknowledged, the states the data may be in after a
+//! crash, and the keys of operations whose outcome is unknown.
+
+use super::*;
+
+/// The reference model: every state the data went through, and what is durable.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Model {
+    /// The rows acknowledged so far (the current state).
+    pub(super) rows: BTreeSet<i64>,
+    /// Every state since the last durable barrier, oldest first (the current one last).
+    pub(super) history: Vec<BTreeSet<i64>>,
+    /// Snapshot id → the rows it holds.
+    pub(super) snapshots: BTreeMap<Uuid, BTreeSet<i64>>,
+    /// Snapshots in manifest order.
+    pub(super) snapshot_order: Vec<Uuid>,
+    /// Schema version.
+    pub(super) schema: u64,
+    /// States an operation that did not answer (or failed) may still have produced.
+    pub(super) in_flight: Vec<BTreeSet<i64>>,
+    /// Keys written by operations that failed since the last durable point: a failed
+    /// operation may still have taken effect whole (SQLite can report a commit failed after
+    /// its commit frame reached the WAL), so these keys may be present or not.
+    pub(super) maybe: BTreeSet<i64>,
+    /// Acknowledged exports and backups: path → (its rows, gzip). An export must exist from
+    /// its acknowledgement on; a backup may be removed by retention (see `backups_must`).
+    pub(super) exports: BTreeMap<PathBuf, (BTreeSet<i64>, bool)>,
+    /// The backups that must exist: those listed after the last acknowledged backup. A backup
+    /// that failed may have removed any of them (it removes the oldest names once its own file
+    /// is complete), so a failure empties this set until the next acknowledged backup.
+    pub(super) backups_must: BTreeSet<PathBuf>,
+    /// Whole states a failed operation may have committed past its commit point (a restore
+    /// whose undo snapshot failed after the flip: the engine reports the error and poisons
+    /// the database). They stay possible until the next acknowledged write, which proves
+    /// the engine was not on one of them (it would have refused work), or a durable point.
+    pub(super) in_doubt: Vec<BTreeSet<i64>>,
+}
+
+impl Model {
+    pub(super) fn commit(&mut self, rows: BTreeSet<i64>, full: bool) {
+        self.rows = rows;
+        self.in_doubt.clear();
+        if full {
+            self.history = vec![self.rows.clone()];
+        } else {
+            self.history.push(self.rows.clone());
+        }
+    }
+
+    pub(super) fn barrier(&mut self) {
+        self.history = vec![self.rows.clone()];
+        self.maybe.clear();
+        self.in_doubt.clear();
+    }
+
+    /// Whether `rows` is what a reopen without a crash may show: the last acknowledged state
+    /// or the state of an operation that failed but took effect whole, up to keys of failed
+    /// operations.
+    pub(super) fn allows_without_crash(&self, rows: &BTreeSet<i64>) -> bool {
+        std::iter::once(&self.rows)
+            .chain(self.in_flight.iter())
+            .chain(self.in_doubt.iter())
+            .any(|s| s.symmetric_difference(rows).all(|k| self.maybe.contains(k)))
+    }
+
+    /// Whether `rows` is a state the history allows, up to keys of failed operations.
+    pub(super) fn allows(&self, rows: &BTreeSet<i64>) -> bool {
+        self.history
+            .iter()
+            .chain(self.in_flight.iter())
+            .chain(self.in_doubt.iter())
+            .any(|s| s.symmetric_difference(rows).all(|k| self.maybe.contains(k)))
+    }
+}

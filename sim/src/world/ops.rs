@@ -1,0 +1,538 @@
+//! The operations of a workload, one function each: run against the engine, settle the
+//! model by the answer.
+
+use super::*;
+
+impl World {
+    /// Runs `op` against the engine and the model (one function per operation below).
+    pub(super) fn apply_inner(&mut self, op: &Op, full: bool) -> Result<String, String> {
+        match op {
+            Op::Insert(k) => self.op_insert(k, full),
+            Op::GroupInsert(keys, order_seed) => self.op_group_insert(keys, order_seed, full),
+            Op::Transaction(keys, fail) => self.op_transaction(keys, fail, full),
+            Op::Delete(k) => self.op_delete(k, full),
+            Op::Query => self.op_query(),
+            Op::Snapshot => self.op_snapshot(),
+            Op::Restore(n) => self.op_restore(n),
+            Op::Import(n, gzip) => self.op_import(n, gzip),
+            Op::Migrate => self.op_migrate(),
+            Op::RetentionGc => self.op_retention_gc(),
+            Op::Reopen => self.op_reopen(),
+            Op::Cancel => self.op_cancel(),
+            Op::Export(backup, gzip) => self.op_export(backup, gzip),
+            Op::CutPower(n) => self.op_cut_power(n),
+            Op::FailSync(n) => self.op_fail_sync(n),
+        }
+    }
+
+    /// [`Op::Insert`].
+    pub(super) fn op_insert(&mut self, k: &i64, full: bool) -> Result<String, String> {
+        let mut next = self.model.rows.clone();
+        next.insert(*k);
+        self.model.in_flight = vec![next.clone()];
+        let r =
+            self.db()?.exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), Value::Integer(*k)]);
+        self.settle_write(r.map(|_| ()), next, full, self.poisoned_by_fault)
+    }
+
+    /// [`Op::GroupInsert`].
+    pub(super) fn op_group_insert(
+        &mut self,
+        keys: &[i64],
+        order_seed: &u64,
+        full: bool,
+    ) -> Result<String, String> {
+        let db = self.db()?.clone();
+        let mut all = self.model.rows.clone();
+        all.extend(keys.iter().copied());
+        self.model.in_flight = vec![all];
+        let pending: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                db.submit_exec(
+                    "INSERT INTO kv (k, v) VALUES (?, ?)",
+                    vec![Value::Integer(*k), Value::Integer(*k)],
+                )
+            })
+            .collect();
+        let mut order = ChaCha8Rng::seed_from_u64(*order_seed);
+        self.stepper.run_until_idle(10_000, || order.random_range(0..64usize));
+        let mut acked = Vec::new();
+        let mut failures = Vec::new();
+        for (k, p) in keys.iter().zip(pending) {
+            match p.try_take() {
+                Some(Ok(_)) => acked.push(*k),
+                Some(Err(e)) => failures.push(e.code().name()),
+                None => {
+                    return Err(
+                        "a group-committed write was never answered after the stepper went idle".into()
+                    )
+                }
+            }
+        }
+        if !acked.is_empty() && self.poisoned_by_fault {
+            return Err(format!(
+                "fail-stop broken: {} writes acknowledged after an fsync failure",
+                acked.len()
+            ));
+        }
+        let mut next = self.model.rows.clone();
+        next.extend(acked.iter().copied());
+        self.model.maybe.extend(keys.iter().filter(|k| !acked.contains(k)));
+        // Every request of a group either commits with it or fails alone; after a
+        // power cut the whole group may have committed unanswered.
+        self.model.in_flight.push(next.clone());
+        if !acked.is_empty() {
+            self.model.commit(next, full);
+        }
+        Ok(format!("acked {:?} failed {:?}", acked, failures))
+    }
+
+    /// [`Op::Transaction`].
+    pub(super) fn op_transaction(&mut self, keys: &[i64], fail: &bool, full: bool) -> Result<String, String> {
+        let mut next = self.model.rows.clone();
+        next.extend(keys.iter().copied());
+        self.model.in_flight = if *fail { Vec::new() } else { vec![next.clone()] };
+        let keys2 = keys.to_vec();
+        let fail = *fail;
+        let r = self.db()?.transaction(|tx| {
+            for k in &keys2 {
+                tx.exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), Value::Integer(*k)])?;
+            }
+            if fail {
+                return Err(sila_sqlite::Error::new(ErrorCode::InvalidArgument, "the body fails on purpose"));
+            }
+            Ok(())
+        });
+        if fail {
+            match r {
+                Err(e) if e.code() == ErrorCode::InvalidArgument => Ok("rolled back as asked".into()),
+                Err(e) => Ok(format!("error {}", e.code())),
+                Ok(()) => Err("a transaction whose body failed was committed".into()),
+            }
+        } else {
+            self.settle_write(r, next, full, self.poisoned_by_fault)
+        }
+    }
+
+    /// [`Op::Delete`].
+    pub(super) fn op_delete(&mut self, k: &i64, full: bool) -> Result<String, String> {
+        let mut next = self.model.rows.clone();
+        next.remove(k);
+        self.model.in_flight = vec![next.clone()];
+        let r = self.db()?.exec("DELETE FROM kv WHERE k = ?", &[Value::Integer(*k)]).map(|_| ());
+        self.settle_write(r, next, full, self.poisoned_by_fault)
+    }
+
+    /// [`Op::Query`].
+    pub(super) fn op_query(&mut self) -> Result<String, String> {
+        match self.db()?.query("SELECT k FROM kv ORDER BY k", &[]) {
+            Ok(rows) => {
+                let got: BTreeSet<i64> = rows
+                    .rows
+                    .iter()
+                    .filter_map(|r| match r.first() {
+                        Some(Value::Integer(k)) => Some(*k),
+                        _ => None,
+                    })
+                    .collect();
+                if got != self.model.rows {
+                    return Err(format!(
+                        "live read differs from the model: got {} rows, model {}",
+                        got.len(),
+                        self.model.rows.len()
+                    ));
+                }
+                Ok(format!("{} rows", got.len()))
+            }
+            Err(e) => Ok(format!("error {}", e.code())),
+        }
+    }
+
+    /// [`Op::Snapshot`].
+    pub(super) fn op_snapshot(&mut self) -> Result<String, String> {
+        let label = format!("s{}", self.trace.len());
+        match self.db()?.snapshot(&label) {
+            Ok(s) => {
+                if self.poisoned_by_fault {
+                    return Err("fail-stop broken: snapshot acknowledged after an fsync failure".into());
+                }
+                self.model.snapshots.insert(s.id, self.model.rows.clone());
+                self.model.snapshot_order.push(s.id);
+                Ok(format!("snapshot {}", short(s.id)))
+            }
+            Err(e) => Ok(format!("error {}", e.code())),
+        }
+    }
+
+    /// [`Op::Restore`].
+    pub(super) fn op_restore(&mut self, n: &usize) -> Result<String, String> {
+        if self.model.snapshot_order.is_empty() {
+            return Ok("no snapshot".into());
+        }
+        let Some(id) = self.model.snapshot_order.get(n % self.model.snapshot_order.len()).copied() else {
+            return Ok("no snapshot".into());
+        };
+        let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
+        self.model.in_flight = vec![target.clone()];
+        match self.db()?.restore(id, RestoreOptions { allow_schema_change: true }) {
+            Ok(undo) => {
+                if self.poisoned_by_fault {
+                    return Err("fail-stop broken: restore acknowledged after an fsync failure".into());
+                }
+                self.model.snapshots.insert(undo, self.model.rows.clone());
+                self.model.snapshot_order.push(undo);
+                self.model.rows = target;
+                self.model.barrier();
+                Ok(format!("restored {} (undo {})", short(id), short(undo)))
+            }
+            Err(e) => {
+                // Past the flip the restore took effect although it failed (its undo
+                // snapshot could not be kept); the engine then refuses all work until
+                // a reopen, which shows one state or the other.
+                self.model.in_doubt.push(target);
+                Ok(format!("error {}", e.code()))
+            }
+        }
+    }
+
+    /// [`Op::Import`].
+    pub(super) fn op_import(&mut self, n: &usize, gzip: &bool) -> Result<String, String> {
+        let Some(id) = self.model.snapshot_order.get(n % self.model.snapshot_order.len().max(1)).copied()
+        else {
+            return Ok("no snapshot".into());
+        };
+        let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
+        let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
+        let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
+        let source = if *gzip {
+            match self.write_gzip_copy(&snap) {
+                Ok(path) => path,
+                // The harness's own copy could not be written (a full or failing disk):
+                // nothing was asked of the engine.
+                Err(why) => return Ok(format!("no import source: {why}")),
+            }
+        } else {
+            snap
+        };
+        self.model.in_flight = vec![target.clone()];
+        let imported = self.db()?.import(&source, ImportOptions::default());
+        if *gzip {
+            // The harness's copy is not the engine's business once imported.
+            let _ = self.fs.remove_file(&source);
+        }
+        match imported {
+            Ok(report) => {
+                if self.poisoned_by_fault {
+                    return Err("fail-stop broken: import acknowledged after an fsync failure".into());
+                }
+                if *gzip && report.checks.first() != Some(&"gzip") {
+                    return Err(format!("a gzip import did not report its gzip check: {:?}", report.checks));
+                }
+                self.model.rows = target;
+                self.model.barrier();
+                Ok(format!("imported {}{}", short(id), if *gzip { " (gzip)" } else { "" }))
+            }
+            Err(e) => {
+                // As for a restore: an error after the flip leaves the database
+                // poisoned with the import in effect; a reopen shows one state or the
+                // other.
+                self.model.in_doubt.push(target);
+                Ok(format!("error {}", e.code()))
+            }
+        }
+    }
+
+    /// [`Op::Migrate`].
+    pub(super) fn op_migrate(&mut self) -> Result<String, String> {
+        let to = self.model.schema + 1;
+        let steps = (0..to)
+            .map(|v| MigrationStep {
+                from: v,
+                to: v + 1,
+                up: format!("CREATE INDEX IF NOT EXISTS kv_v{v} ON kv(v)"),
+                down: format!("DROP INDEX IF EXISTS kv_v{v}"),
+            })
+            .collect();
+        let plan = MigrationPlan { current_version: to, steps };
+        match self.db()?.migrate(&plan, false) {
+            Ok(report) => {
+                if self.poisoned_by_fault {
+                    return Err("fail-stop broken: migration acknowledged after an fsync failure".into());
+                }
+                if let Some(s) = report.snapshot {
+                    self.model.snapshots.insert(s, self.model.rows.clone());
+                    self.model.snapshot_order.push(s);
+                }
+                self.model.schema = report.to;
+                Ok(format!("migrated {} -> {}", report.from, report.to))
+            }
+            Err(e) => Ok(format!("error {}", e.code())),
+        }
+    }
+
+    /// [`Op::RetentionGc`].
+    pub(super) fn op_retention_gc(&mut self) -> Result<String, String> {
+        let policy = Retention { keep_last: Some(1), max_age_ms: None };
+        match self.db()?.apply_retention(policy) {
+            Ok(dropped) => {
+                for d in &dropped {
+                    self.model.snapshots.remove(d);
+                    self.model.snapshot_order.retain(|x| x != d);
+                }
+                let gc = self.ws()?.gc().map(|g| g.files.len()).map_err(|e| e.code().name().to_string());
+                Ok(format!("dropped {} gc {:?}", dropped.len(), gc))
+            }
+            Err(e) => Ok(format!("error {}", e.code())),
+        }
+    }
+
+    /// [`Op::Reopen`].
+    pub(super) fn op_reopen(&mut self) -> Result<String, String> {
+        let base = self.sync_failures_base;
+        // The engine stopped at a fault (a failed sync, or a write the disk failed with
+        // EIO): its close then writes nothing, so the reopen is no durable point.
+        let faulted = self.ws.as_ref().is_some_and(|ws| ws.fault().is_some());
+        match self.reopen_clean() {
+            Ok(()) => {
+                // A reopen shows the durable state: everything acknowledged, plus
+                // whatever failed operations took effect whole (a commit SQLite
+                // reported failed after its commit frame reached the WAL is replayed
+                // now). If a sync failed since the last reopen (its pending data was
+                // dropped), or the close's checkpoint lost its fsync, it is like a crash.
+                let fired = self.fs.stats().sync_failures > base || faulted;
+                let rows = match self.read_rows() {
+                    Ok(rows) => rows,
+                    Err(e) if self.fs.is_dead() => return Ok(format!("power cut after reopen: {e}")),
+                    Err(e) if self.call_errors() && is_typed(&e) => {
+                        return self.recover_quietly(&format!("read after reopen failed cleanly: {e}"), base);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let when = if fired { "reopen after a failed fsync" } else { "reopen" };
+                if fired {
+                    // Not a durable point: the close after a fault writes nothing (no
+                    // checkpoint), so what the reopen shows may still sit unsynced in
+                    // the WAL, and a later crash may take it back to any state since
+                    // the last durable point.
+                    if !self.model.allows(&rows) {
+                        return Err(format!("{when}: {} rows, which is no acknowledged state", rows.len()));
+                    }
+                    self.model.commit(rows, self.full);
+                    self.model.in_flight.clear();
+                } else {
+                    // Without a crash nothing acknowledged may be missing: only keys of
+                    // failed operations may differ from the last acknowledged state.
+                    let current = self.model.rows.clone();
+                    if !self.model.allows_without_crash(&rows) {
+                        return Err(format!(
+                            "{when}: {} rows, but {} were acknowledged and nothing crashed",
+                            rows.len(),
+                            current.len()
+                        ));
+                    }
+                    self.model.rows = rows;
+                    self.model.barrier();
+                    self.model.in_flight.clear();
+                }
+                Ok(if fired { "reopened after a failed fsync at close".into() } else { "reopened".into() })
+            }
+            Err(e) if self.fs.is_dead() => Ok(format!("power cut during reopen: {e}")),
+            Err(e) if self.call_errors() && is_typed(&e) => {
+                self.recover_quietly(&format!("reopen failed cleanly: {e}"), base)
+            }
+            Err(e) => Err(format!("reopen failed with the power on: {e}")),
+        }
+    }
+
+    /// [`Op::Cancel`].
+    pub(super) fn op_cancel(&mut self) -> Result<String, String> {
+        let p = self.db()?.submit_query("SELECT count(*) FROM kv", vec![]);
+        p.cancel();
+        self.stepper.run_until_idle(1000, || 0);
+        match p.try_take() {
+            Some(Err(e)) if e.code() == ErrorCode::Cancelled => Ok("cancelled".into()),
+            Some(Err(e)) if e.code() == ErrorCode::Poisoned => Ok("poisoned".into()),
+            Some(Err(e)) if self.fs.is_dead() => Ok(format!("power cut: {}", e.code())),
+            Some(other) => Err(format!("a cancelled query answered {other:?}")),
+            None => Err("a cancelled query was never answered".into()),
+        }
+    }
+
+    /// [`Op::Export`].
+    pub(super) fn op_export(&mut self, backup: &bool, gzip: &bool) -> Result<String, String> {
+        let format = if *gzip { ExportFormat::SqliteGzip } else { ExportFormat::Sqlite };
+        let n = self.exports_made;
+        self.exports_made += 1;
+        let made = if *backup {
+            self.db()?.backup_as(BACKUPS_KEPT, format).map(|(_, path)| path)
+        } else {
+            self.db()?.export_as(&format!("e{n}"), format)
+        };
+        let path = match made {
+            Ok(path) => path,
+            Err(e) => {
+                if *backup {
+                    self.model.backups_must.clear();
+                }
+                return Ok(format!("error {}", e.code()));
+            }
+        };
+        if self.poisoned_by_fault {
+            return Err("fail-stop broken: an export was acknowledged after an fsync failure".into());
+        }
+        let rows = export_rows(&self.fs, &path, *gzip, self.seed)
+            .map_err(|e| format!("acknowledged export {} is not whole: {e}", path.display()))?;
+        if !self.model.allows_without_crash(&rows) {
+            return Err(format!(
+                "export {} holds {} rows, not an acknowledged state ({} rows)",
+                path.display(),
+                rows.len(),
+                self.model.rows.len()
+            ));
+        }
+        let count = rows.len();
+        self.model.exports.insert(path.clone(), (rows, *gzip));
+        if *backup {
+            self.settle_backups(&path)?;
+        }
+        let what = if *backup { "backup" } else { "export" };
+        Ok(format!("exported {count} rows ({what}{})", if *gzip { ", gzip" } else { "" }))
+    }
+
+    /// [`Op::CutPower`].
+    pub(super) fn op_cut_power(&mut self, n: &u64) -> Result<String, String> {
+        self.fs.cut_power_after(*n);
+        Ok(format!("power cut armed after {n} IO calls"))
+    }
+
+    /// [`Op::FailSync`].
+    pub(super) fn op_fail_sync(&mut self, n: &u64) -> Result<String, String> {
+        if self.sync_failure_armed {
+            return Ok("an fsync failure is already armed".into());
+        }
+        let mut faults = self.fs.faults();
+        faults.fail_sync_after = Some(*n);
+        self.fs.set_faults(faults);
+        self.sync_failure_armed = true;
+        Ok(format!("fsync failure armed after {n} syncs"))
+    }
+}
+
+impl World {
+    /// After a write: acknowledged → the model moves; error → must be clean, model stays.
+    /// Writes a gzip copy of `file` (as the disk holds it now) under `/import` and returns its
+    /// path. Not synced: the import reads it at once, and a sync here could draw an injected
+    /// fsync failure that belongs to no engine operation.
+    pub(super) fn write_gzip_copy(&self, file: &Path) -> Result<PathBuf, String> {
+        use std::io::Write as _;
+        let bytes = self.fs.read(file).ok_or_else(|| format!("{} is missing", file.display()))?;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&bytes).map_err(|e| e.to_string())?;
+        let zipped = encoder.finish().map_err(|e| e.to_string())?;
+        let dir = Path::new("/import");
+        let fs: &dyn Vfs = &self.fs;
+        vfs::create_dir_all(fs, dir).map_err(|e| e.to_string())?;
+        let path =
+            dir.join(format!("{}.sqlite.gz", short(Uuid::from_u64_pair(self.seed, self.trace.len() as u64))));
+        vfs::write_file(fs, &path, &zipped).map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    pub(super) fn settle_write(
+        &mut self,
+        r: sila_sqlite::Result<()>,
+        next: BTreeSet<i64>,
+        full: bool,
+        poisoned_before: bool,
+    ) -> Result<String, String> {
+        match r {
+            Ok(()) => {
+                if poisoned_before {
+                    return Err("fail-stop broken: a write was acknowledged after an fsync failure".into());
+                }
+                self.model.commit(next, full);
+                Ok("acked".into())
+            }
+            Err(e) => {
+                let touched: Vec<i64> = next.symmetric_difference(&self.model.rows).copied().collect();
+                self.model.maybe.extend(touched);
+                Ok(format!("error {}", e.code()))
+            }
+        }
+    }
+
+    /// After an acknowledged backup at `new`: the backup directory holds at most
+    /// [`BACKUPS_KEPT`] complete backups, `new` among them, and every known backup that
+    /// retention removed is older (sorts before) every one kept. The listing is what must
+    /// exist from now on.
+    pub(super) fn settle_backups(&mut self, new: &Path) -> Result<(), String> {
+        let dir = new.parent().ok_or("a backup has no directory")?.to_path_buf();
+        let listed: BTreeSet<PathBuf> =
+            final_files(&self.fs, &dir).into_iter().filter(|p| !is_partial(p)).collect();
+        if listed.len() > BACKUPS_KEPT || !listed.contains(new) {
+            return Err(format!("after a backup with keep_last {BACKUPS_KEPT} the backups are {listed:?}"));
+        }
+        let removed: Vec<PathBuf> = self
+            .model
+            .exports
+            .keys()
+            .filter(|p| p.parent() == Some(dir.as_path()) && !listed.contains(*p))
+            .cloned()
+            .collect();
+        if let (Some(newest_removed), Some(oldest_kept)) = (removed.iter().max(), listed.iter().min()) {
+            if newest_removed > oldest_kept {
+                return Err(format!(
+                    "retention removed {} but kept the older {}",
+                    newest_removed.display(),
+                    oldest_kept.display()
+                ));
+            }
+        }
+        for p in &removed {
+            self.model.exports.remove(p);
+        }
+        self.model.backups_must = listed;
+        Ok(())
+    }
+}
+
+/// Counter for the scratch files of [`export_rows`].
+pub(super) static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Opens the export at `path` on the simulated disk with stock SQLite (through a scratch file
+/// on the real disk, gunzipped first when `gzip`) and returns its keys, after
+/// `integrity_check` passes.
+pub(super) fn export_rows(fs: &MemFs, path: &Path, gzip: bool, seed: u64) -> Result<BTreeSet<i64>, String> {
+    use std::io::Read as _;
+    let bytes = fs.read(path).ok_or("missing")?;
+    let plain = if gzip {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gunzip: {e}"))?;
+        out
+    } else {
+        bytes
+    };
+    let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
+    let scratch =
+        std::env::temp_dir().join(format!("sila-sim-export-{}-{seed}-{n}.sqlite", std::process::id()));
+    std::fs::write(&scratch, &plain).map_err(|e| format!("scratch file: {e}"))?;
+    let read = || -> rusqlite::Result<(String, BTreeSet<i64>)> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&scratch, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let mut stmt = conn.prepare("SELECT k FROM kv ORDER BY k")?;
+        let keys =
+            stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+        Ok((ok, keys))
+    };
+    let result = read();
+    let _ = std::fs::remove_file(&scratch);
+    match result {
+        Ok((ok, keys)) if ok == "ok" => Ok(keys),
+        Ok((ok, _)) => Err(format!("integrity_check: {ok}")),
+        Err(e) => Err(format!("{} bytes do not open as the exported database: {e}", plain.len())),
+    }
+}

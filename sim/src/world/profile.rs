@@ -1,0 +1,160 @@
+//! Fault profiles: which faults a seed may draw (swarm testing), and how a seed's faults
+//! are described in its trace.
+
+use super::*;
+
+/// Fault profiles: which faults a seed may draw ("swarm": each seed turns some off).
+///
+/// | profile | faults a seed may draw |
+/// |---|---|
+/// | `faultless` | short reads and writes, slow IO (legal behaviour, not faults): every operation must succeed |
+/// | `crash-heavy` | power cuts (also during recovery); at a crash pending writes applied, dropped, trashed or torn, any subset or a prefix; early write-back; dropped truncates; short and slow IO |
+/// | `io-errors` | one-shot fsync failures (fail-stop), power cuts with crash fates, short and slow IO |
+/// | `enospc` | a full disk, early write-back, power cuts with crash fates |
+/// | `torn` | power cuts with every crash fate on at high rates, prefix-only crashes, write-back, dropped truncates |
+/// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
+/// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
+/// | `sqlite-sync` | one-shot fsync failures aimed at SQLite's own syncs (the main file, which WAL mode syncs only in checkpoints, or the WAL), with a checkpoint after every commit, and power cuts with crash fates |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// No faults, no crashes: every operation must succeed.
+    Faultless,
+    /// Power cuts at random IO steps, including during recovery.
+    CrashHeavy,
+    /// Failed fsyncs (fail-stop) and power cuts.
+    IoErrors,
+    /// A full disk and power cuts.
+    Enospc,
+    /// Power cuts where pending writes tear, turn to garbage and reorder.
+    Torn,
+    /// Read and write errors, bad sectors and bit rot.
+    Eio,
+    /// Failed fsyncs and power cuts, with exports and backups in the workload.
+    Exports,
+    /// Failed fsyncs of SQLite's main files (in post-commit checkpoints) or WALs, power cuts.
+    SqliteSync,
+}
+
+impl Profile {
+    /// Every profile: what `--profile all` (and CI) runs.
+    pub const ALL: [Profile; 8] = [
+        Profile::Faultless,
+        Profile::CrashHeavy,
+        Profile::IoErrors,
+        Profile::Enospc,
+        Profile::Torn,
+        Profile::Eio,
+        Profile::Exports,
+        Profile::SqliteSync,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Faultless => "faultless",
+            Profile::CrashHeavy => "crash-heavy",
+            Profile::IoErrors => "io-errors",
+            Profile::Enospc => "enospc",
+            Profile::Torn => "torn",
+            Profile::Eio => "eio",
+            Profile::Exports => "exports",
+            Profile::SqliteSync => "sqlite-sync",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether the seed cuts the power at random IO steps.
+    pub(super) fn cuts_power(self) -> bool {
+        self != Profile::Faultless
+    }
+
+    /// The faults one seed runs with: each family is on or off by a coin of the seed's own
+    /// stream (swarm testing), with a seeded rate. Drawn from a stream separate from the
+    /// workload's, so the operations of a seed do not depend on its faults.
+    pub fn swarm(self, seed: u64) -> Faults {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SALT);
+        let mut on = |lo: u16, hi: u16| -> u16 {
+            if rng.random_bool(0.5) {
+                rng.random_range(lo..=hi)
+            } else {
+                0
+            }
+        };
+        let mut f = Faults { short_io_bp: on(50, 2_000), slow_io_bp: on(10, 300), ..Faults::default() };
+        let crash_fates = |f: &mut Faults, on: &mut dyn FnMut(u16, u16) -> u16, hard: bool| {
+            let (lo, hi) = if hard { (2_000, 10_000) } else { (1, 10_000) };
+            f.crash_keep_bp = on(lo, hi);
+            f.crash_trash_bp = on(if hard { 500 } else { 50 }, 3_000);
+            f.torn_bp = on(lo, hi);
+            f.drop_truncate_bp = on(lo, hi);
+            f.writeback_bp = on(10, 2_000);
+        };
+        match self {
+            Profile::Faultless => {}
+            Profile::CrashHeavy | Profile::Enospc => crash_fates(&mut f, &mut on, false),
+            Profile::IoErrors | Profile::Exports => crash_fates(&mut f, &mut on, false),
+            Profile::SqliteSync => {
+                crash_fates(&mut f, &mut on, false);
+                f.fail_sync_suffix = Some(if on(0, 1) == 1 { ".sqlite" } else { "-wal" });
+            }
+            Profile::Torn => {
+                crash_fates(&mut f, &mut on, true);
+                f.crash_prefix_only = on(0, 1) == 1;
+            }
+            Profile::Eio => {
+                crash_fates(&mut f, &mut on, false);
+                f.read_eio_bp = on(1, 40);
+                f.write_eio_bp = on(1, 40);
+                f.sync_eio_bp = on(2, 60);
+                f.bad_inode_bp = on(1, 20);
+                f.latent_sector_bp = on(1, 30);
+                f.bitrot_bp = on(10, 2_000);
+            }
+        }
+        if f.slow_io_bp > 0 {
+            f.slow_io_ms_max = 20;
+        }
+        f
+    }
+}
+
+/// Mixed into a seed for its fault stream.
+pub(super) const SWARM_SALT: u64 = 0x5741_524d_5f46_4c54;
+/// The faults that are on, for the trace.
+pub(super) fn describe(f: &Faults) -> String {
+    let rates = [
+        ("keep", f.crash_keep_bp),
+        ("trash", f.crash_trash_bp),
+        ("torn", f.torn_bp),
+        ("drop-truncate", f.drop_truncate_bp),
+        ("writeback", f.writeback_bp),
+        ("read-eio", f.read_eio_bp),
+        ("write-eio", f.write_eio_bp),
+        ("sync-eio", f.sync_eio_bp),
+        ("bad-inode", f.bad_inode_bp),
+        ("latent-sector", f.latent_sector_bp),
+        ("short-io", f.short_io_bp),
+        ("bitrot", f.bitrot_bp),
+        ("slow-io", f.slow_io_bp),
+    ];
+    let mut out: Vec<String> =
+        rates.iter().filter(|(_, bp)| *bp > 0).map(|(name, bp)| format!("{name}={bp}bp")).collect();
+    if f.crash_prefix_only {
+        out.push("prefix-only".into());
+    }
+    if let Some(cap) = f.capacity_bytes {
+        out.push(format!("capacity={cap}B"));
+    }
+    if let Some(suffix) = f.fail_sync_suffix {
+        out.push(format!("failed-syncs-only-on=*{suffix}"));
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(" ")
+    }
+}
