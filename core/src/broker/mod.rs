@@ -732,6 +732,24 @@ fn internal(conn: &Connection, sql: &str) -> Result<()> {
     r
 }
 
+/// [`internal`] for a statement the broker runs on every request (the savepoint around each
+/// request of a group): prepared once per connection and kept in its statement cache. One
+/// statement without parameters or rows.
+fn internal_cached(conn: &Connection, sql: &str) -> Result<()> {
+    INTERNAL.with(|f| f.set(true));
+    let r = conn.prepare_cached(sql).and_then(|mut stmt| stmt.raw_execute()).map(drop);
+    INTERNAL.with(|f| f.set(false));
+    r.map_err(|e| sqlite::map_error(e, None))
+}
+
+/// Reads a 0/1 setting of the connection with one of the broker's own (cached) statements.
+fn internal_flag(conn: &Connection, sql: &str) -> Result<bool> {
+    INTERNAL.with(|f| f.set(true));
+    let r = conn.prepare_cached(sql).and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)));
+    INTERNAL.with(|f| f.set(false));
+    r.map(|v| v != 0).map_err(|e| sqlite::map_error(e, None))
+}
+
 /// Installs the SQL security policy ([`sqlite::policy`]) on a connection that will run app
 /// SQL. Among much else it refuses BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE from app SQL:
 /// transactions go through the API (`transaction`), and a COMMIT inside a group-commit batch

@@ -449,19 +449,76 @@ pub(super) fn commit_group(
         .collect()
 }
 
+/// Runs one request of a group in its own savepoint, so that its outcome is the one it would
+/// have had alone (DESIGN.md invariant 11):
+///
+/// * an error rolls back to the savepoint: the request changed nothing, the others stand;
+/// * deferred constraints (`DEFERRABLE INITIALLY DEFERRED` foreign keys, or any foreign key
+///   under `PRAGMA defer_foreign_keys`) are checked at the request's own end, as its own
+///   COMMIT would have: if the request leaves a violation outstanding it fails with SQLite's
+///   `FOREIGN KEY constraint failed` and is rolled back, instead of failing the whole group at
+///   the group's COMMIT. Every request therefore starts with none outstanding;
+/// * `defer_foreign_keys`, which SQLite resets at COMMIT, is reset after a request that set
+///   it, so it does not change how the next one is checked.
 pub(super) fn run_in_savepoint(conn: &Connection, req: &ExecRequest) -> Result<ExecResult> {
     req.stop.check()?;
-    internal(conn, "SAVEPOINT sila_request")?;
-    let r = sqlite::execute(conn, &req.sql, &req.params, &req.stop);
+    debug_assert_eq!(
+        deferred_fk_violations(conn),
+        0,
+        "a request starts with a deferred violation outstanding"
+    );
+    internal_cached(conn, "SAVEPOINT sila_request")?;
+    let mut r = sqlite::execute(conn, &req.sql, &req.params, &req.stop);
     if conn.is_autocommit() {
         // SQLite already rolled back the whole transaction; the savepoint is gone.
         return r.map_err(transaction_refusal);
     }
-    if r.is_err() {
-        let _ = internal(conn, "ROLLBACK TO sila_request");
+    if r.is_ok() && deferred_fk_violations(conn) > 0 {
+        r = Err(deferred_fk_error());
     }
-    internal(conn, "RELEASE sila_request")?;
+    if r.is_err() {
+        let _ = internal_cached(conn, "ROLLBACK TO sila_request");
+    }
+    internal_cached(conn, "RELEASE sila_request")?;
+    // Only when set: setting a flag PRAGMA expires every prepared statement of the connection.
+    if internal_flag(conn, "PRAGMA defer_foreign_keys")? {
+        internal(conn, "PRAGMA defer_foreign_keys=OFF")?;
+    }
     r.map_err(transaction_refusal)
+}
+
+/// Whether the connection's transaction has deferred foreign-key violations outstanding
+/// (`SQLITE_DBSTATUS_DEFERRED_FKS`: non-zero if any).
+fn deferred_fk_violations(conn: &Connection) -> i32 {
+    let (mut current, mut high) = (0, 0);
+    // SAFETY: `conn.handle()` is the live sqlite3* owned by `conn`, valid for this call;
+    // sqlite3_db_status only reads the connection's counters and writes the two out-params,
+    // which live on this stack frame.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+            &mut current,
+            &mut high,
+            0,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        current
+    } else {
+        // Unknown: treat as a violation rather than let one through to the group's COMMIT.
+        1
+    }
+}
+
+/// The error SQLite gives a transaction whose COMMIT finds a deferred foreign key violated.
+fn deferred_fk_error() -> Error {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY);
+    sqlite::map_error(
+        rusqlite::Error::SqliteFailure(code, Some("FOREIGN KEY constraint failed".into())),
+        None,
+    )
 }
 
 /// Turns SQLite's "not authorized" for a transaction statement into a clear policy refusal.
