@@ -1254,3 +1254,60 @@ fn an_export_to_a_host_path_removes_the_leftovers_of_an_earlier_one_to_the_same_
     expected.sort();
     assert_eq!(files_below(&out), expected, "only the leftovers of nightly.sqlite are gone");
 }
+
+/// The engine's tables are the engine's (issue 15, item 8): an app reads `_sila_meta` but
+/// cannot write, alter, drop, index or trigger it, in any case of its name, through exec, a
+/// transaction, a migration step or a trigger of its own; the engine's migrations still record
+/// themselves there.
+#[test]
+fn apps_read_the_engine_tables_but_never_change_them() {
+    let (_d, _ws, db) = setup("reserved");
+    let plan = MigrationPlan {
+        current_version: 1,
+        steps: vec![MigrationStep {
+            from: 0,
+            to: 1,
+            up: "CREATE TABLE tags (x)".into(),
+            down: "DROP TABLE tags".into(),
+        }],
+    };
+    db.migrate(&plan, false).unwrap();
+    let meta = || db.query("SELECT version, direction FROM _sila_meta", &[]).unwrap().rows;
+    assert_eq!(meta(), vec![vec![Value::Integer(1), Value::Text("up".into())]], "reading is allowed");
+    for sql in [
+        "INSERT INTO _sila_meta (version, applied_at, step_from, step_to, direction, checksum) VALUES (9, 0, 0, 9, 'up', 'x')",
+        "UPDATE _sila_meta SET version = 9",
+        "DELETE FROM _sila_meta",
+        "DROP TABLE _sila_meta",
+        "ALTER TABLE _sila_meta ADD COLUMN y",
+        "ALTER TABLE _sila_meta RENAME TO mine",
+        "CREATE INDEX i ON _sila_meta(version)",
+        "CREATE TRIGGER tr AFTER INSERT ON _sila_meta BEGIN SELECT 1; END",
+        "UPDATE _SILA_META SET version = 9",
+        "CREATE TABLE _sila_other (x)",
+        "CREATE VIEW _sila_view AS SELECT 1",
+    ] {
+        let e = db.exec(sql, &[]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PolicyDenied, "{sql}: {e}");
+        assert!(e.message().contains("belongs to the engine"), "{sql}: {e}");
+        let e = db.transaction(|tx| tx.exec(sql, &[])).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PolicyDenied, "{sql} in a transaction: {e}");
+    }
+    // A trigger of the app's own that would write the engine's table cannot fire.
+    db.exec("CREATE TRIGGER sneaky AFTER INSERT ON notes BEGIN DELETE FROM _sila_meta; END", &[]).ok();
+    let e = db.exec("INSERT INTO notes(body) VALUES ('x')", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PolicyDenied, "{e}");
+    db.exec("DROP TRIGGER IF EXISTS sneaky", &[]).unwrap();
+    // A migration step that writes it fails as a migration, and changes nothing.
+    let bad = MigrationPlan {
+        current_version: 2,
+        steps: vec![
+            plan.steps[0].clone(),
+            MigrationStep { from: 1, to: 2, up: "DELETE FROM _sila_meta".into(), down: String::new() },
+        ],
+    };
+    let e = db.migrate(&bad, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MigrationFailed, "{e}");
+    assert_eq!(meta(), vec![vec![Value::Integer(1), Value::Text("up".into())]]);
+    assert_eq!(db.schema_version().unwrap(), 1);
+}

@@ -719,6 +719,15 @@ pub(crate) fn internal_int_row(conn: &Connection, sql: &str) -> Result<Vec<i64>>
     r.map_err(|e| sqlite::map_error(e, None))
 }
 
+/// Runs `f`, which prepares statements of the engine itself (not the app's), past the SQL
+/// policy (writing the engine's own tables, for one).
+pub(crate) fn as_internal<T>(f: impl FnOnce() -> T) -> T {
+    INTERNAL.with(|flag| flag.set(true));
+    let r = f();
+    INTERNAL.with(|flag| flag.set(false));
+    r
+}
+
 /// Runs SQL of the broker itself (not the app's) past the SQL policy.
 pub(crate) fn run_internal(conn: &Connection, sql: &str) -> Result<()> {
     internal(conn, sql)

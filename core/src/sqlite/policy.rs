@@ -27,6 +27,7 @@
 //! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction and export are API operations |
 //! | PRAGMA | by the allowlist in [`pragma_rule`] |
 //! | functions | all built-ins except [`FUNCTIONS_DENIED`] |
+//! | writing, creating, altering or dropping an engine table (`_sila_meta`, any name starting with [`RESERVED_TABLE_PREFIX`]), or indexing it or putting a trigger on it | denied; reading it is allowed |
 //! | anything else (an action code this table does not know) | denied |
 //!
 //! `ATTACH 'sila://db/<name>' AS <schema>` of a database the app's manifest lists, and
@@ -218,9 +219,54 @@ fn pragma_refusal_reason(name: &str) -> &'static str {
     }
 }
 
+/// Prefix of the tables (and other schema objects) the engine owns, like `_sila_meta` (the
+/// migrations' record). Compared without regard to ASCII case, as SQLite compares names.
+pub const RESERVED_TABLE_PREFIX: &str = "_sila_";
+
+/// Whether `name` is reserved for the engine ([`RESERVED_TABLE_PREFIX`]).
+pub fn is_reserved_name(name: &str) -> bool {
+    name.get(..RESERVED_TABLE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_TABLE_PREFIX))
+}
+
+/// The engine-owned object an action would write or change, if any (reading one is allowed).
+fn engine_table_written<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
+    let named = match *action {
+        AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+        | AuthAction::CreateTable { table_name }
+        | AuthAction::CreateTempTable { table_name }
+        | AuthAction::DropTable { table_name }
+        | AuthAction::DropTempTable { table_name }
+        | AuthAction::AlterTable { table_name, .. }
+        | AuthAction::CreateIndex { table_name, .. }
+        | AuthAction::CreateTempIndex { table_name, .. }
+        | AuthAction::DropIndex { table_name, .. }
+        | AuthAction::DropTempIndex { table_name, .. }
+        | AuthAction::CreateTrigger { table_name, .. }
+        | AuthAction::CreateTempTrigger { table_name, .. }
+        | AuthAction::DropTrigger { table_name, .. }
+        | AuthAction::DropTempTrigger { table_name, .. } => table_name,
+        AuthAction::CreateView { view_name }
+        | AuthAction::CreateTempView { view_name }
+        | AuthAction::DropView { view_name }
+        | AuthAction::DropTempView { view_name } => view_name,
+        AuthAction::CreateVtable { table_name, .. } | AuthAction::DropVtable { table_name, .. } => table_name,
+        _ => return None,
+    };
+    is_reserved_name(named).then_some(named)
+}
+
 /// The decision for one action of app SQL: `Ok` to allow, `Err(reason)` to refuse. The reason
 /// is a full sentence naming what was refused and why; it never quotes literals from the SQL.
 pub fn authorize(action: &AuthAction<'_>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
+    if let Some(table) = engine_table_written(action) {
+        return Err(format!(
+            "{} belongs to the engine (names starting with {RESERVED_TABLE_PREFIX} are reserved): apps may \
+             read it but not write, create, alter or drop it, or put an index or trigger on it",
+            identifier(table)
+        ));
+    }
     match *action {
         AuthAction::Select
         | AuthAction::Read { .. }
@@ -536,6 +582,32 @@ mod tests {
         assert!(authorize(&unknown, &strict()).unwrap_err().contains("ATTACH"));
         let unknown = AuthAction::Unknown { code: 99, arg1: None, arg2: None };
         assert!(authorize(&unknown, &strict()).unwrap_err().contains("99"));
+    }
+
+    #[test]
+    fn engine_tables_are_read_only_for_apps() {
+        assert!(
+            is_reserved_name("_sila_meta") && is_reserved_name("_SILA_Meta") && is_reserved_name("_sila_")
+        );
+        assert!(
+            !is_reserved_name("_sila") && !is_reserved_name("sila_meta") && !is_reserved_name("x_sila_meta")
+        );
+        assert_eq!(
+            authorize(&AuthAction::Read { table_name: "_sila_meta", column_name: "version" }, &strict()),
+            Ok(())
+        );
+        for action in [
+            AuthAction::Insert { table_name: "_sila_meta" },
+            AuthAction::Delete { table_name: "_Sila_Meta" },
+            AuthAction::DropTable { table_name: "_sila_meta" },
+            AuthAction::CreateTable { table_name: "_sila_new" },
+        ] {
+            assert!(
+                authorize(&action, &strict()).is_err_and(|r| r.contains("belongs to the engine")),
+                "{action:?}"
+            );
+        }
+        assert_eq!(authorize(&AuthAction::Insert { table_name: "notes" }, &strict()), Ok(()));
     }
 
     #[test]

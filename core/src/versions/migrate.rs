@@ -185,7 +185,8 @@ pub(super) fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], no
                 ),
             )
         })?;
-        conn.execute(
+        // The engine's own write: apps (and their steps) may not write `_sila_meta`.
+        crate::broker::as_internal(|| conn.execute(
             "INSERT INTO _sila_meta (version, applied_at, step_from, step_to, direction, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
                 i64::try_from(to).unwrap_or(i64::MAX),
@@ -195,7 +196,7 @@ pub(super) fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], no
                 if *up { "up" } else { "down" },
                 step_checksum(if *up { &step.up } else { &step.down }),
             ],
-        )
+        ))
         .map_err(|e| sqlite::map_error(e, None))?;
     }
     let mut stmt = conn.prepare("PRAGMA foreign_key_check").map_err(|e| sqlite::map_error(e, None))?;
