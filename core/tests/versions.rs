@@ -1311,3 +1311,63 @@ fn apps_read_the_engine_tables_but_never_change_them() {
     assert_eq!(meta(), vec![vec![Value::Integer(1), Value::Text("up".into())]]);
     assert_eq!(db.schema_version().unwrap(), 1);
 }
+
+/// SQLite's table-rebuild procedure (foreign keys off, new table, copy, drop, rename) works as
+/// a migration step: its children survive the DROP instead of cascading away, a step that
+/// leaves a violation fails the migration, and foreign keys are enforced again afterwards.
+/// Outside a migration, turning foreign keys off (which SQLite would silently ignore inside
+/// the request's transaction) is refused; setting them on, as they are, succeeds.
+#[test]
+fn the_table_rebuild_procedure_works_in_a_migration_and_nowhere_else() {
+    let (_d, _ws, db) = setup("rebuild");
+    let schema = [
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, pid INTEGER REFERENCES parent(id) ON DELETE CASCADE)",
+        "INSERT INTO parent(id) VALUES (1), (2)",
+        "INSERT INTO child(id, pid) VALUES (10, 1), (20, 2)",
+    ];
+    for sql in schema {
+        db.exec(sql, &[]).unwrap();
+    }
+    let e = db.exec("PRAGMA foreign_keys = OFF", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PolicyDenied, "{e}");
+    assert!(e.message().contains("migration"), "{e}");
+    db.exec("PRAGMA foreign_keys = ON", &[]).unwrap();
+    let rebuild = "PRAGMA foreign_keys=OFF;
+        CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT);
+        INSERT INTO parent_new(id) SELECT id FROM parent;
+        DROP TABLE parent;
+        ALTER TABLE parent_new RENAME TO parent;
+        PRAGMA foreign_key_check;
+        PRAGMA foreign_keys=ON;";
+    let plan = MigrationPlan {
+        current_version: 1,
+        steps: vec![MigrationStep { from: 0, to: 1, up: rebuild.into(), down: String::new() }],
+    };
+    db.migrate(&plan, true).unwrap();
+    db.migrate(&plan, false).unwrap();
+    let children = db.query_value("SELECT count(*) FROM child", &[]).unwrap();
+    assert_eq!(children, Some(Value::Integer(2)), "the DROP of the rebuild cascaded");
+    assert_eq!(db.query("SELECT name FROM parent", &[]).unwrap().rows.len(), 2);
+    // Foreign keys are on again.
+    let e = db.exec("INSERT INTO child(id, pid) VALUES (30, 99)", &[]).unwrap_err();
+    assert_eq!(e.sqlite_code(), Some(787), "{e}");
+    // A step that leaves a violation fails the migration and changes nothing.
+    let orphaning = MigrationPlan {
+        current_version: 2,
+        steps: vec![
+            plan.steps[0].clone(),
+            MigrationStep {
+                from: 1,
+                to: 2,
+                up: "DELETE FROM parent WHERE id = 1".into(),
+                down: String::new(),
+            },
+        ],
+    };
+    let e = db.migrate(&orphaning, false).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::MigrationFailed, "{e}");
+    assert!(e.message().contains("foreign key violation"), "{e}");
+    assert_eq!(db.query_value("SELECT count(*) FROM parent", &[]).unwrap(), Some(Value::Integer(2)));
+    assert_eq!(db.schema_version().unwrap(), 1);
+}

@@ -158,6 +158,40 @@ const ENGINE_SETTING: &str = "the engine sets it for every connection (durabilit
 const STICKY_SETTING: &str = "it would stick to one pooled connection, so results would depend on which \
      connection served the request";
 
+thread_local! {
+    static MIGRATION_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which prepares the SQL of a migration step, on this thread. Migration steps run
+/// with foreign keys off (the engine turns them off before the migration's transaction, checks
+/// `foreign_key_check` before it commits and turns them on after), so `PRAGMA foreign_keys`
+/// with any value is accepted there: OFF is what is in force, ON is what the end of the
+/// migration restores. SQLite's table-rebuild procedure for schema changes works as written.
+pub fn as_migration_step<T>(f: impl FnOnce() -> T) -> T {
+    MIGRATION_STEP.with(|m| m.set(true));
+    let r = f();
+    MIGRATION_STEP.with(|m| m.set(false));
+    r
+}
+
+/// `PRAGMA foreign_keys = <value>`. SQLite ignores it inside a transaction, and every request
+/// runs in one (a group commit, a transaction of the API): turning foreign keys off there would
+/// be accepted and do nothing, and the table-rebuild procedure would then cascade its deletes.
+/// So outside a migration step only the value in force (ON) is accepted.
+fn foreign_keys(value: &str) -> std::result::Result<(), String> {
+    if MIGRATION_STEP.with(|m| m.get()) {
+        return Ok(());
+    }
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Ok(()),
+        _ => Err("PRAGMA foreign_keys cannot be turned off here: every request runs inside a transaction, \
+                  where SQLite ignores it; schema changes that need foreign keys off (rebuilding a table) \
+                  belong in a migration, whose steps run with foreign keys off and are checked with \
+                  foreign_key_check before they commit"
+            .to_string()),
+    }
+}
+
 /// The PRAGMA allowlist: `None` means the PRAGMA is refused in every form.
 pub fn pragma_rule(name: &str) -> Option<PragmaRule> {
     use PragmaRule::{Any, ReadOnly, ReadWrite};
@@ -347,6 +381,11 @@ fn attach_refusal(empty_name: bool) -> String {
 
 fn pragma(name: &str, value: Option<&str>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
     let shown = identifier(name);
+    if name.eq_ignore_ascii_case("foreign_keys") {
+        if let Some(v) = value {
+            return foreign_keys(v);
+        }
+    }
     match pragma_rule(name) {
         Some(PragmaRule::Any | PragmaRule::ReadWrite) => Ok(()),
         Some(PragmaRule::ReadOnly(_)) if value.is_none() => Ok(()),
@@ -522,7 +561,8 @@ mod tests {
             ("user_version", Some("7")),
             ("user_version", None),
             ("application_id", Some("1")),
-            ("foreign_keys", Some("OFF")),
+            ("foreign_keys", Some("ON")),
+            ("foreign_keys", None),
             ("defer_foreign_keys", Some("ON")),
             ("journal_mode", None),
             ("schema_version", None),
@@ -533,7 +573,12 @@ mod tests {
         for (name, value) in allowed {
             assert_eq!(authorize(&pragma_action(name, value), &strict()), Ok(()), "{name} {value:?}");
         }
+        assert!(
+            as_migration_step(|| authorize(&pragma_action("foreign_keys", Some("OFF")), &strict())).is_ok()
+        );
         let refused = [
+            ("foreign_keys", Some("OFF"), "migration"),
+            ("foreign_keys", Some("0"), "migration"),
             ("journal_mode", Some("DELETE"), "may be read but not set"),
             ("Journal_Mode", Some("off"), "may be read but not set"),
             ("synchronous", Some("OFF"), "engine sets it"),

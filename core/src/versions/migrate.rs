@@ -174,7 +174,7 @@ pub(super) fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], no
         let (sql, from, to) =
             if *up { (&step.up, step.from, step.to) } else { (&step.down, step.to, step.from) };
         let stop = StopCheck::with_timeout(std::time::Duration::from_secs(3600), Default::default());
-        sqlite::execute_batch(conn, sql, &stop).map_err(|e| {
+        sqlite::policy::as_migration_step(|| sqlite::execute_batch(conn, sql, &stop)).map_err(|e| {
             Error::new(
                 ErrorCode::MigrationFailed,
                 format!(
@@ -247,6 +247,7 @@ impl Database {
                 .with_reader_conn(&stop, |conn| backup_to(self.vfs_name(), conn, &copy))
                 .and_then(|()| {
                     let conn = self.db.open_side_connection(&copy)?;
+                    crate::broker::run_internal(&conn, "PRAGMA foreign_keys=OFF")?;
                     crate::broker::run_internal(&conn, "BEGIN IMMEDIATE")?;
                     let r = apply_steps(&conn, &path, now);
                     let _ = crate::broker::run_internal(&conn, "ROLLBACK");
@@ -271,7 +272,13 @@ impl Database {
         let db = self.db.clone();
         self.exclusive(|conn| {
             let deadline = db.deadline_after(options.transaction_timeout);
-            db.run_transaction(conn, deadline, |conn| apply_steps(conn, &path, now))
+            // Foreign keys off for the steps (outside the transaction, where it takes effect):
+            // the table-rebuild procedure drops a parent table, which would cascade. Their
+            // integrity is checked with foreign_key_check before the commit (`apply_steps`).
+            crate::broker::run_internal(conn, "PRAGMA foreign_keys=OFF")?;
+            let result = db.run_transaction(conn, deadline, |conn| apply_steps(conn, &path, now));
+            let restored = crate::broker::run_internal(conn, "PRAGMA foreign_keys=ON");
+            result.and(restored)
         })?;
         Ok(MigrationReport {
             from,
