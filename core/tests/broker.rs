@@ -816,3 +816,18 @@ fn deadlines_are_measured_on_the_workspace_clock() {
     let e = db.transaction(|tx| tx.query_value(COUNT, &[])).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
 }
+
+/// TEXT that is not valid UTF-8 comes back as its exact bytes (never with U+FFFD), within the
+/// result caps, and writing those bytes back stores the same bytes.
+#[test]
+fn text_that_is_not_utf8_round_trips_as_bytes() {
+    let (_d, _ws, db) = setup("not-utf8", BrokerOptions::default());
+    db.exec("CREATE TABLE t2 (x)", &[]).unwrap();
+    db.exec("INSERT INTO t2 VALUES (CAST(x'41ff42' AS TEXT))", &[]).unwrap();
+    let v = db.query_value("SELECT x FROM t2", &[]).unwrap();
+    assert_eq!(v, Some(Value::Blob(vec![0x41, 0xff, 0x42])));
+    assert_eq!(db.query_value("SELECT typeof(x) FROM t2", &[]).unwrap(), Some(Value::Text("text".into())));
+    db.exec("INSERT INTO t2 VALUES (CAST(? AS TEXT))", &[v.clone().unwrap()]).unwrap();
+    let same = db.query_value("SELECT count(DISTINCT hex(x)) FROM t2", &[]).unwrap();
+    assert_eq!(same, Some(Value::Integer(1)), "the bytes written back are the bytes read");
+}

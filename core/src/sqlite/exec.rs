@@ -297,17 +297,19 @@ fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3).saturating_mul(4)
+}
+
 /// [`Value::json_len`] of the value this reference converts to, without copying text or blobs.
 fn value_ref_json_len(value: ValueRef<'_>) -> usize {
     match value {
         ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => string_json_len(text),
-            // Rare: invalid UTF-8 is replaced on conversion, which changes the length.
-            Err(_) => Value::from(value).json_len(),
+            // Rare: TEXT that is not UTF-8 is returned as a blob of its bytes.
+            Err(_) => Value::Blob(Vec::new()).json_len() + base64_len(bytes.len()),
         },
-        ValueRef::Blob(bytes) => {
-            Value::Blob(Vec::new()).json_len() + bytes.len().div_ceil(3).saturating_mul(4)
-        }
+        ValueRef::Blob(bytes) => Value::Blob(Vec::new()).json_len() + base64_len(bytes.len()),
         other => Value::from(other).json_len(),
     }
 }

@@ -22,8 +22,9 @@
 //! because SQLite has no boolean type.
 //!
 //! TEXT that is not valid UTF-8 (SQLite does not check, e.g. `CAST(x'ff' AS TEXT)`) is read
-//! with invalid sequences replaced by U+FFFD: JSON cannot carry it, and refusing would make
-//! such a row unreadable.
+//! as a [`Value::Blob`] of its exact bytes: a `String` (and JSON text) cannot carry it,
+//! refusing would make such a row unreadable, and replacing invalid sequences with U+FFFD
+//! would hand back something other than what is stored. Written back, the bytes are the same.
 //!
 //! [`Value::json_len`] gives the exact size of the compact JSON text of a value without
 //! building it; the result byte cap in [`super::query`] relies on it matching
@@ -243,12 +244,14 @@ impl From<ValueRef<'_>> for Value {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(i) => Value::Integer(i),
             ValueRef::Real(f) => Value::Real(f),
-            // Valid UTF-8 is the rule: checked with the fast validator, copied once. Invalid
-            // sequences (possible in a crafted file) become U+FFFD.
-            ValueRef::Text(t) => Value::Text(match std::str::from_utf8(t) {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(t).into_owned(),
-            }),
+            // Valid UTF-8 is the rule: checked with the fast validator, copied once. TEXT that
+            // is not valid UTF-8 (SQL can make it: `CAST(x'ff' AS TEXT)`, or a crafted file)
+            // cannot be a `String`; it comes back as its exact bytes, never with replacement
+            // characters that would change what was stored.
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(text) => Value::Text(text.to_owned()),
+                Err(_) => Value::Blob(t.to_vec()),
+            },
             ValueRef::Blob(b) => Value::Blob(b.to_vec()),
         }
     }
@@ -375,9 +378,9 @@ mod tests {
     }
 
     #[test]
-    fn text_that_is_not_utf8_is_read_with_replacement_characters() {
+    fn text_that_is_not_utf8_is_read_as_its_exact_bytes() {
         let v = Value::from(ValueRef::Text(b"ok \xff\xfe end"));
-        assert_eq!(v, Value::Text("ok \u{fffd}\u{fffd} end".into()));
+        assert_eq!(v, Value::Blob(b"ok \xff\xfe end".to_vec()));
         assert_eq!(Value::from(ValueRef::Text("é".as_bytes())), Value::Text("é".into()));
     }
 
@@ -468,6 +471,6 @@ mod tests {
         let inf: Value = conn.query_row("SELECT 1e999", [], |r| r.get(0)).unwrap();
         assert_eq!(inf, Value::Real(f64::INFINITY));
         let bad: Value = conn.query_row("SELECT CAST(x'ff41' AS TEXT)", [], |r| r.get(0)).unwrap();
-        assert_eq!(bad, Value::Text("\u{fffd}A".into()));
+        assert_eq!(bad, Value::Blob(vec![0xff, 0x41]), "its bytes, not a replacement character");
     }
 }
