@@ -63,12 +63,10 @@
 //! | `SQLITE_LIMIT_TRIGGER_DEPTH` | 1000 | 32 | nested trigger firing |
 //! | `SQLITE_LIMIT_WORKER_THREADS` | 0 | 0 | no helper threads: a statement runs on the thread the broker gave it |
 //!
-//! Temporary storage: `temp_store=MEMORY` (set in [`super::open`]); explicit temporary objects
+//! Temporary storage: `temp_store=FILE` (set in [`super::open`]); explicit temporary objects
 //! are refused above, so what remains is SQLite's own transient tables (sorting, DISTINCT,
-//! materialized subqueries). Their size is bounded by what one statement can produce before its
-//! deadline (`statement_timeout`) and by the per-value `SQLITE_LIMIT_LENGTH`; there is no
-//! per-connection byte cap in SQLite, and the process-wide `sqlite3_hard_heap_limit64` would
-//! make one app's statement fail another app's allocations, so it is left to the host.
+//! materialized subqueries). They spill to files in the workspace's `tmp/`, which the engine's
+//! SQLite VFS caps per file and per workspace ([`super::vfs::TempLimits`]).
 
 use std::cell::RefCell;
 
