@@ -270,6 +270,8 @@ pub struct MemStats {
     pub writebacks: u64,
     /// Pending writes torn or trashed at a crash.
     pub torn_writes: u64,
+    /// Writes and `set_len` calls refused for want of space ([`Faults::capacity_bytes`]).
+    pub no_space: u64,
 }
 
 /// A file change made since the inode's last successful sync, in the order issued.
@@ -710,7 +712,7 @@ impl State {
     }
 
     /// Checks that growing a file from `old_len` to `new_len` bytes fits the capacity.
-    fn check_growth(&self, old_len: u64, new_len: u64, op: &'static str, path: &Path) -> VfsResult<()> {
+    fn check_growth(&mut self, old_len: u64, new_len: u64, op: &'static str, path: &Path) -> VfsResult<()> {
         if new_len > FILE_BYTES_MAX {
             return Err(err(
                 VfsErrorKind::Other,
@@ -725,6 +727,7 @@ impl State {
         }
         let after = self.used_bytes().saturating_sub(old_len).saturating_add(new_len);
         if after > capacity {
+            self.stats.no_space = self.stats.no_space.saturating_add(1);
             return Err(err(
                 VfsErrorKind::NoSpace,
                 op,

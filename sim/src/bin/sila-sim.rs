@@ -10,7 +10,7 @@
 //! A failing seed prints a one-line command that replays it, the trace of operations up to
 //! the violation, and a shrunk operation count (the shortest prefix that still fails).
 
-use sila_sqlite_sim::world::{run_seed, Outcome, Profile};
+use sila_sqlite_sim::world::{run_seed, FaultTally, Outcome, Profile};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -18,6 +18,9 @@ use std::time::Instant;
 const OPS_DEFAULT: usize = 60;
 /// Most seeds one run accepts.
 const SEEDS_MAX: u64 = 10_000_000;
+/// Seeds of a profile from which a fault of it that never fired fails the run (fewer, as when
+/// one seed is replayed, only report).
+const FAULT_CHECK_SEEDS_MIN: u64 = 100;
 
 struct Args {
     seeds: Option<u64>,
@@ -199,8 +202,31 @@ fn main() -> ExitCode {
     }
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 { run as f64 / secs } else { 0.0 };
+    // How often each fault fired, per profile; a profile whose faults never fired over enough
+    // seeds tested nothing, and fails the run.
+    let mut silent = 0u64;
+    for profile in Profile::ALL {
+        let mut tally = FaultTally::default();
+        for o in outcomes.iter().filter(|o| o.profile == profile) {
+            tally.add(o);
+        }
+        if tally.seeds == 0 {
+            continue;
+        }
+        println!("  {:<12} {tally}", profile.name());
+        let missing = tally.missing(profile);
+        if tally.seeds >= FAULT_CHECK_SEEDS_MIN && !missing.is_empty() {
+            silent += 1;
+            println!(
+                "FAIL profile {}: never fired over {} seeds: {}",
+                profile.name(),
+                tally.seeds,
+                missing.join(", ")
+            );
+        }
+    }
     println!("sila-sim: {run} seeds run, {failed} failed, {rate:.1} seeds/s on {jobs} threads ({secs:.1} s)");
-    if failed > 0 {
+    if failed > 0 || silent > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

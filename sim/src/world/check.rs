@@ -65,6 +65,7 @@ impl World {
     /// probability the power fails again during recovery; then recovery runs once more and
     /// must land on the same state.
     pub fn crash_and_check(&mut self) -> Result<String, String> {
+        self.crashes += 1;
         self.shutdown();
         let image = self.fs.durable_image();
         // Recovery runs on a disk whose crash-time faults stay on (a crash during recovery

@@ -38,7 +38,7 @@ use check::{final_files, is_partial};
 use model::Model;
 use ops::export_rows;
 use profile::describe;
-pub use profile::Profile;
+pub use profile::{FaultTally, Profile};
 
 use crate::memfs::{Faults, LatencySink, MemFs};
 use rand::{Rng, RngExt, SeedableRng};
@@ -174,6 +174,10 @@ pub struct Outcome {
     pub trace_hash: u64,
     /// The first violation, if any.
     pub violation: Option<Violation>,
+    /// The disk's counters at the end (faults that fired, across crashes).
+    pub disk: crate::memfs::MemStats,
+    /// Power cuts the seed went through (crashes and the final one).
+    pub crashes: u64,
 }
 
 /// A simulated machine.
@@ -205,6 +209,8 @@ pub struct World {
     /// Checkpoint after every commit (`wal_checkpoint_bytes` = 1), so that the main file is
     /// synced inside the commit path (profile `sqlite-sync`).
     checkpoint_every_commit: bool,
+    /// Power cuts so far.
+    crashes: u64,
 }
 
 fn manifest(full: bool) -> String {
@@ -243,6 +249,7 @@ impl World {
             finished: None,
             exports_made: 0,
             checkpoint_every_commit: false,
+            crashes: 0,
         })
     }
 
@@ -419,6 +426,7 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
     let mut ops = Vec::new();
     let mut violation = None;
     let mut trace = Vec::new();
+    let (mut disk, mut crashes) = (crate::memfs::MemStats::default(), 0);
     match World::new(seed) {
         Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
         Ok(mut world) => {
@@ -480,9 +488,11 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
                 }
             }
             trace = std::mem::take(&mut world.trace);
+            disk = world.fs.stats();
+            crashes = world.crashes;
         }
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     trace.hash(&mut h);
-    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation }
+    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation, disk, crashes }
 }

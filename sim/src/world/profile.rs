@@ -158,3 +158,85 @@ pub(super) fn describe(f: &Faults) -> String {
         out.join(" ")
     }
 }
+
+/// How often each kind of fault fired across the seeds of one profile (the summary line of
+/// `sila-sim`). A profile whose faults never fire tests nothing; [`FaultTally::missing`]
+/// names them, and `sila-sim` fails the run when any is missing over enough seeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultTally {
+    /// Seeds counted.
+    pub seeds: u64,
+    /// Power cuts (including the final one of each seed).
+    pub crashes: u64,
+    /// Pending writes torn or trashed at a crash.
+    pub torn_writes: u64,
+    /// Pending operations written back early.
+    pub writebacks: u64,
+    /// Failed file and directory syncs.
+    pub sync_failures: u64,
+    /// Reads and writes failed with `EIO`.
+    pub io_errors: u64,
+    /// Writes refused for want of space.
+    pub no_space: u64,
+    /// Bits flipped by bit rot.
+    pub rot_flips: u64,
+    /// Short reads and writes.
+    pub short_ios: u64,
+    /// Slow calls.
+    pub slow_ios: u64,
+}
+
+impl FaultTally {
+    /// Adds one seed's outcome.
+    pub fn add(&mut self, o: &Outcome) {
+        let d = &o.disk;
+        self.seeds += 1;
+        self.crashes += o.crashes;
+        self.torn_writes += d.torn_writes;
+        self.writebacks += d.writebacks;
+        self.sync_failures += d.sync_failures;
+        self.io_errors += d.io_errors;
+        self.no_space += d.no_space;
+        self.rot_flips += d.rot_flips;
+        self.short_ios += d.short_ios;
+        self.slow_ios += d.slow_ios;
+    }
+
+    /// The faults `profile` exists to inject that never fired.
+    pub fn missing(&self, profile: Profile) -> Vec<&'static str> {
+        let expected: &[(&str, u64)] = match profile {
+            Profile::Faultless => &[("short IO", self.short_ios), ("slow IO", self.slow_ios)],
+            Profile::CrashHeavy => {
+                &[("crash", self.crashes), ("torn write", self.torn_writes), ("writeback", self.writebacks)]
+            }
+            Profile::IoErrors | Profile::Exports | Profile::SqliteSync => {
+                &[("crash", self.crashes), ("failed sync", self.sync_failures)]
+            }
+            Profile::Enospc => &[("crash", self.crashes), ("full disk", self.no_space)],
+            Profile::Torn => &[("crash", self.crashes), ("torn write", self.torn_writes)],
+            Profile::Eio => {
+                &[("failed sync", self.sync_failures), ("EIO", self.io_errors), ("bit rot", self.rot_flips)]
+            }
+        };
+        expected.iter().filter(|(_, n)| *n == 0).map(|(name, _)| *name).collect()
+    }
+}
+
+impl std::fmt::Display for FaultTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} seeds: crashes {}, torn {}, writebacks {}, failed syncs {}, EIO {}, full disk {}, bit rot {}, short IO {}, slow IO {}",
+            self.seeds,
+            self.crashes,
+            self.torn_writes,
+            self.writebacks,
+            self.sync_failures,
+            self.io_errors,
+            self.no_space,
+            self.rot_flips,
+            self.short_ios,
+            self.slow_ios
+        )
+    }
+}
