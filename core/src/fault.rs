@@ -65,6 +65,12 @@ pub enum IoOp {
 }
 
 impl IoOp {
+    /// The word with its article, for messages ("an fsync", "a write").
+    pub fn with_article(self) -> String {
+        let article = if matches!(self, IoOp::Open | IoOp::Sync) { "an" } else { "a" };
+        format!("{article} {}", self.as_str())
+    }
+
     /// A word for messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -185,7 +191,7 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a {} of a {} failed ({})", self.op.as_str(), self.file.as_str(), self.detail)
+        write!(f, "{} of a {} failed ({})", self.op.with_article(), self.file.as_str(), self.detail)
     }
 }
 
@@ -327,10 +333,13 @@ impl Vfs for FencedVfs {
         let mut mode = mode;
         if self.latch.is_set() && self.governs(path) && !is_scratch(path) {
             // After a fault nothing new is created, but reads go on: a reader connection opens
-            // an existing database file (SQLite asks for create-or-open).
+            // an existing database file (SQLite asks for create-or-open), and a read
+            // transaction in WAL mode opens the WAL, creating it empty if the database had
+            // none (an empty WAL holds nothing; every write to it is refused).
             match mode {
                 OpenMode::Read | OpenMode::ReadWrite => {}
                 OpenMode::CreateOrOpen if self.inner.exists(path)? => mode = OpenMode::ReadWrite,
+                OpenMode::CreateOrOpen if FileKind::of_path(path) == FileKind::Wal => {}
                 _ => self.admit("open", path)?,
             }
         }
@@ -512,7 +521,7 @@ mod tests {
         latch.record(Fault::at(IoOp::Write, FileKind::Database, "later".into(), Path::new("/ws/x.sqlite")));
         let err = latch.check().unwrap_err();
         assert_eq!(err.code(), ErrorCode::Poisoned);
-        assert!(err.message().contains("fsync of a write-ahead log failed (EIO)"), "{err}");
+        assert!(err.message().contains("an fsync of a write-ahead log failed (EIO)"), "{err}");
         assert_eq!(err.fault().map(|f| f.file), Some(FileKind::Wal));
         let fault = latch.fault().unwrap();
         assert!(fault.touches(Path::new("/ws/apps/a/db/m")), "its database");

@@ -308,3 +308,60 @@ fn a_full_disk_is_disk_full_for_sql_and_operations_alike_and_changes_nothing() {
     let ok = db.query_value("PRAGMA integrity_check", &[]).unwrap();
     assert_eq!(ok, Some(Value::Text("ok".into())));
 }
+
+/// After a fault in one database's file, the whole workspace stops taking writes, the
+/// database whose file failed stops answering reads, and every other database still answers
+/// reads, including one never opened before the fault (its WAL is created for the read).
+#[test]
+fn after_a_fault_other_databases_still_answer_reads_and_nothing_takes_writes() {
+    const TWO: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":8},{"name":"b","maxSizeMB":8},{"name":"c","maxSizeMB":8}],"tier":"premium"}}}"#;
+    let dir = TempDir::new("fault-reads");
+    let root = dir.0.join("ws");
+    {
+        let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+        ws.register_app(APP, TWO).unwrap();
+        for name in ["a", "b", "c"] {
+            let db = ws.open_app(APP).unwrap().open(name).unwrap();
+            db.exec("CREATE TABLE t (x)", &[]).unwrap();
+            db.exec("INSERT INTO t VALUES (1)", &[]).unwrap();
+        }
+    }
+    let root = root.canonicalize().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let on = armed.clone();
+    // Once armed, every sync of `a`'s WAL fails.
+    let a_dir = Arc::new(Mutex::new(PathBuf::new()));
+    let a_dir_rule = a_dir.clone();
+    let vfs = Arc::new(FaultyFs::failing(move |call| {
+        on.load(Ordering::SeqCst)
+            && call.op == "sync"
+            && call.path.to_string_lossy().ends_with("-wal")
+            && call.path.parent() == Some(a_dir_rule.lock().unwrap().as_path())
+    }));
+    let ws = Workspace::open_with(vfs, root, WorkspaceOptions::default()).unwrap();
+    let app = ws.open_app(APP).unwrap();
+    let (a, b) = (app.open("a").unwrap(), app.open("b").unwrap());
+    let key = ws.db_key(APP, "a").unwrap();
+    *a_dir.lock().unwrap() = ws.root().join(sila_sqlite::store::layout::db_dir(key.app, &key.db));
+    assert_eq!(b.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(1)));
+    armed.store(true, Ordering::SeqCst);
+    let e = a.exec("INSERT INTO t VALUES (2)", &[]).unwrap_err();
+    assert!(matches!(e.code(), ErrorCode::Io | ErrorCode::Poisoned), "{e}");
+    let fault = ws.fault().expect("the failed WAL sync is the workspace's fault");
+    assert_eq!(fault.file, sila_sqlite::fault::FileKind::Wal);
+    for db in [&a, &b] {
+        let e = db.exec("INSERT INTO t VALUES (3)", &[]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+        assert!(e.message().contains("write-ahead log") && !e.message().contains('/'), "{e}");
+    }
+    let e = a.query_value("SELECT count(*) FROM t", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Poisoned, "reads of the database whose file failed stop: {e}");
+    assert_eq!(b.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(1)));
+    let c = app.open("c").unwrap();
+    assert_eq!(
+        c.query_value("SELECT count(*) FROM t", &[]).unwrap(),
+        Some(Value::Integer(1)),
+        "never opened before"
+    );
+    assert_eq!(c.snapshot("no").unwrap_err().code(), ErrorCode::Poisoned);
+}

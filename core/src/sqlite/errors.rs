@@ -104,9 +104,9 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
             (None, Some(note)) if note.disk_full => (
                 ErrorCode::DiskFull,
                 format!(
-                    "the disk holding the workspace is full (a {} of a {} found no room: {}); \
+                    "the disk holding the workspace is full ({} of a {} found no room: {}); \
                      nothing was written; free space and retry",
-                    note.op.as_str(),
+                    note.op.with_article(),
                     note.file.as_str(),
                     note.detail
                 ),
@@ -127,8 +127,8 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
             (Some(reason), _) => (ErrorCode::PolicyDenied, reason),
             (None, Some(note)) => {
                 let message = format!(
-                    "a {} of a {} failed ({}): {text}",
-                    note.op.as_str(),
+                    "{} of a {} failed ({}): {text}",
+                    note.op.with_article(),
                     note.file.as_str(),
                     note.detail
                 );
