@@ -90,12 +90,22 @@ impl Database {
             // Quiesce: every queued write before us is committed; fold the WAL into the old
             // file so nothing is orphaned. (busy, log, checkpointed) = (0, 0, 0) when the WAL
             // was folded whole and truncated; a reader still on the WAL makes it partial.
+            // No checkpoint result is dropped: an IO failure stops the flip before its commit
+            // (a failed sync or write is also the workspace's fault); anything else (the WAL
+            // was busy) leaves the WAL unfolded, which the undo snapshot then copies around.
             let folded = match crate::broker::internal_int_row(conn, "PRAGMA wal_checkpoint(TRUNCATE)") {
                 Ok(row) => {
                     db.metrics.record_checkpoint();
                     row == [0, 0, 0]
                 }
-                Err(_) => false,
+                Err(e) if matches!(e.code(), ErrorCode::Io | ErrorCode::DiskFull | ErrorCode::Poisoned) => {
+                    db.metrics.record_checkpoint_failed();
+                    return Err(e.context("checkpointing the replaced file before the flip"));
+                }
+                Err(_) => {
+                    db.metrics.record_checkpoint_failed();
+                    false
+                }
             };
             // Under the writer: no commit can follow before the switch.
             let (replaced_generation, replaced_commits) = (db.current_version(), db.commits());

@@ -137,7 +137,8 @@ impl Database {
         self.db.with_versioned_reader(stop, |reader, version| {
             let _pin = self.db.pin();
             let live = self.exclusive(|writer| {
-                let row = crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(PASSIVE)")?;
+                let row = crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(PASSIVE)")
+                    .inspect_err(|_| self.db.metrics.record_checkpoint_failed())?;
                 self.db.metrics.record_checkpoint();
                 // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
                 let complete = matches!(row.as_slice(), [0, log, done] if *log >= 0 && log == done);
