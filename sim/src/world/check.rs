@@ -50,7 +50,16 @@ impl World {
             }
             return Err(format!("{why}; reopen on a repaired disk failed: {e}"));
         }
-        let verdict = match self.check_invariants_or_quarantine(!fired) {
+        // After a fault the engine's close writes nothing: the reopen on the repaired disk
+        // (no crash) is no durable point either (`shutdown` noted the fault).
+        let settle = if fired {
+            Settle::AfterCrash
+        } else if self.fault_unsettled {
+            Settle::NotDurable
+        } else {
+            Settle::Clean
+        };
+        let verdict = match self.check_invariants_or_quarantine(settle) {
             Ok(verdict) => verdict,
             Err(e) if cut(self, &e) => {
                 return Ok(format!("{why}; power cut while checking the repaired disk: {e}"))
@@ -58,6 +67,7 @@ impl World {
             Err(e) => return Err(e),
         };
         self.clear_fault_state();
+        self.fault_unsettled = false;
         Ok(format!("{why}; repaired and reopened: {verdict}"))
     }
 
@@ -67,6 +77,8 @@ impl World {
     pub fn crash_and_check(&mut self) -> Result<String, String> {
         self.crashes += 1;
         self.shutdown();
+        // The crash leaves the durable image: whatever a fault left unsynced is gone now.
+        self.fault_unsettled = false;
         let image = self.fs.durable_image();
         // Recovery runs on a disk whose crash-time faults stay on (a crash during recovery
         // tears and drops its writes too) but whose calls do not fail: the invariants are
@@ -104,7 +116,7 @@ impl World {
         // Latent sector errors survive the crash; the checks run on repaired hardware.
         self.fs.repair();
         self.boot().map_err(|e| format!("recovery failed: {e}"))?;
-        let verdict = self.check_invariants_or_quarantine(false)?;
+        let verdict = self.check_invariants_or_quarantine(Settle::AfterCrash)?;
         if self.finished.is_some() {
             return Ok(format!("{notes}{verdict}"));
         }
@@ -150,7 +162,7 @@ impl World {
     /// otherwise any state the history allows after a loss of unsynced data. A database
     /// recovery reports damaged is accepted only where a checksummed record rotted, and then
     /// it must refuse work with a typed error (quarantine); the seed ends there.
-    pub(super) fn check_invariants_or_quarantine(&mut self, strict: bool) -> Result<String, String> {
+    pub(super) fn check_invariants_or_quarantine(&mut self, settle: Settle) -> Result<String, String> {
         let ws = self.ws()?.clone();
         let report = ws.recovery_report().clone();
         if !report.damaged.is_empty() {
@@ -166,20 +178,31 @@ impl World {
         self.db = Some(db);
         // 2, 3. Acknowledged data, all-or-nothing.
         let rows = self.read_rows()?;
-        if strict {
-            let current = self.model.rows.clone();
-            if !self.model.allows_without_crash(&rows) {
-                return Err(format!(
-                    "reopen: {} rows, but {} were acknowledged and nothing crashed",
-                    rows.len(),
-                    current.len()
-                ));
+        match settle {
+            Settle::Clean => {
+                let current = self.model.rows.clone();
+                if !self.model.allows_without_crash(&rows) {
+                    return Err(format!(
+                        "reopen: {} rows, but {} were acknowledged and nothing crashed",
+                        rows.len(),
+                        current.len()
+                    ));
+                }
+                self.model.rows = rows;
+                self.model.barrier();
+                self.model.in_flight.clear();
             }
-            self.model.rows = rows;
-            self.model.barrier();
-            self.model.in_flight.clear();
-        } else {
-            self.adopt(rows, "recovery")?;
+            Settle::NotDurable => {
+                if !self.model.allows(&rows) {
+                    return Err(format!(
+                        "reopen after a fault: {} rows, which is no acknowledged state",
+                        rows.len()
+                    ));
+                }
+                self.model.commit(rows, self.full);
+                self.model.in_flight.clear();
+            }
+            Settle::AfterCrash => self.adopt(rows, "recovery")?,
         }
         self.model.schema = db_schema(self.db()?)?;
         // 4. Snapshots in the manifest exist with their checksums, unless their bits rotted:
@@ -386,4 +409,17 @@ pub(super) fn is_partial(path: &Path) -> bool {
 
 pub(super) fn db_schema(db: &Database) -> Result<u64, String> {
     db.schema_version().map_err(|e| format!("schema version after recovery: {e}"))
+}
+
+/// How a reopen settles the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settle {
+    /// A clean reopen: nothing acknowledged may be missing, and what it shows is durable.
+    Clean,
+    /// A reopen after the engine's fault, without a crash: what it shows must be an
+    /// acknowledged state, but may still be unsynced (the close wrote nothing).
+    NotDurable,
+    /// After a crash (or a failed sync that dropped pending data): a state since the last
+    /// durable point, now durable.
+    AfterCrash,
 }

@@ -211,6 +211,9 @@ pub struct World {
     checkpoint_every_commit: bool,
     /// Power cuts so far.
     crashes: u64,
+    /// A workspace shut down since the last settle had a fault: its close wrote nothing, so
+    /// the next reopen (without a crash) is no durable point.
+    fault_unsettled: bool,
 }
 
 fn manifest(full: bool) -> String {
@@ -250,6 +253,7 @@ impl World {
             exports_made: 0,
             checkpoint_every_commit: false,
             crashes: 0,
+            fault_unsettled: false,
         })
     }
 
@@ -291,6 +295,9 @@ impl World {
     /// when the world is dropped.
     fn shutdown(&mut self) {
         self.db = None;
+        if self.ws.as_ref().is_some_and(|ws| ws.fault().is_some()) {
+            self.fault_unsettled = true;
+        }
         self.ws = None;
     }
 

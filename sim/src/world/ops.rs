@@ -292,7 +292,7 @@ impl World {
         let base = self.sync_failures_base;
         // The engine stopped at a fault (a failed sync, or a write the disk failed with
         // EIO): its close then writes nothing, so the reopen is no durable point.
-        let faulted = self.ws.as_ref().is_some_and(|ws| ws.fault().is_some());
+        let faulted = self.ws.as_ref().is_some_and(|ws| ws.fault().is_some()) || self.fault_unsettled;
         match self.reopen_clean() {
             Ok(()) => {
                 // A reopen shows the durable state: everything acknowledged, plus
@@ -335,6 +335,7 @@ impl World {
                     self.model.barrier();
                     self.model.in_flight.clear();
                 }
+                self.fault_unsettled = false;
                 Ok(if fired { "reopened after a failed fsync at close".into() } else { "reopened".into() })
             }
             Err(e) if self.fs.is_dead() => Ok(format!("power cut during reopen: {e}")),
