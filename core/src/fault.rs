@@ -30,6 +30,14 @@
 //!   the workspace recovers each database to its last durable state (SQLite replays or
 //!   discards the WAL), and only then are writes taken again.
 //!
+//! A limit of reopening in the same process, stated plainly: after a failed writeback Linux
+//! may keep the pages it could not write in its page cache, marked clean, so a workspace
+//! reopened by the same running host can read data that never reached the disk, until the
+//! kernel evicts those pages (a new boot never sees them). Acknowledged data is not at risk
+//! (nothing unacknowledged was ever answered as durable), but a database may show commits
+//! that a later power cut takes back. Dropping the cached pages of the failed file at reopen
+//! (`posix_fadvise(DONTNEED)`) would close this; it is not done yet.
+//!
 //! What counts as a fault: a failed `sync` of a file, a failed `sync_dir`, a failed
 //! writeback wait (the kernel reports a writeback error to one waiter only), and a failed
 //! write or truncate other than "no space" — of any file under the workspace root. A full disk
