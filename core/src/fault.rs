@@ -30,13 +30,16 @@
 //!   the workspace recovers each database to its last durable state (SQLite replays or
 //!   discards the WAL), and only then are writes taken again.
 //!
-//! A limit of reopening in the same process, stated plainly: after a failed writeback Linux
+//! Reopening in the same process: after a failed writeback Linux
 //! may keep the pages it could not write in its page cache, marked clean, so a workspace
 //! reopened by the same running host can read data that never reached the disk, until the
 //! kernel evicts those pages (a new boot never sees them). Acknowledged data is not at risk
 //! (nothing unacknowledged was ever answered as durable), but a database may show commits
-//! that a later power cut takes back. Dropping the cached pages of the failed file at reopen
-//! (`posix_fadvise(DONTNEED)`) would close this; it is not done yet.
+//! that a later power cut takes back. So the process remembers every workspace file whose
+//! sync or write failed ([`take_untrusted_cache`]), and the next open of that workspace in
+//! the process drops their cached pages first ([`Vfs::drop_cache`]: `posix_fadvise(DONTNEED)`)
+//! before recovery reads them. A different process cannot know; the kernel's own eviction is
+//! all it has.
 //!
 //! What counts as a fault: a failed `sync` of a file, a failed `sync_dir`, a failed
 //! writeback wait (the kernel reports a writeback error to one waiter only), and a failed
@@ -46,9 +49,10 @@
 //! (an import source, an operator's export destination) never trip the latch: their failures
 //! say nothing about the workspace's device.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::vfs::{DirEntry, LockGuard, OpenMode, Vfs, VfsError, VfsErrorKind, VfsFile, VfsResult};
 use crate::{Error, ErrorCode};
@@ -201,6 +205,25 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} of a {} failed ({})", self.op.with_article(), self.file.as_str(), self.detail)
     }
+}
+
+/// Files of any workspace of this process whose sync or write failed: their cached pages may
+/// hold data the disk does not (see the module doc).
+static UNTRUSTED_CACHE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Takes the files under `root` whose cached pages are not to be trusted (a sync or write of
+/// them failed in this process), forgetting them: the caller drops their cache.
+pub fn take_untrusted_cache(root: &Path) -> Vec<PathBuf> {
+    let mut set = UNTRUSTED_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let taken: Vec<PathBuf> = set.iter().filter(|p| p.starts_with(root)).cloned().collect();
+    for p in &taken {
+        set.remove(p);
+    }
+    taken
+}
+
+fn distrust_cache(path: &Path) {
+    UNTRUSTED_CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_path_buf());
 }
 
 /// Holds a workspace's first fault. Set once, never cleared: a reopen makes a new one.
@@ -416,6 +439,9 @@ impl Vfs for FencedVfs {
     fn free_bytes(&self, path: &Path) -> VfsResult<Option<u64>> {
         self.inner.free_bytes(path)
     }
+    fn drop_cache(&self, path: &Path) -> VfsResult<()> {
+        self.inner.drop_cache(path)
+    }
     fn clone_file(&self, from: &Path, to: &Path) -> VfsResult<bool> {
         self.admit("clone", to)?;
         self.inner.clone_file(from, to)
@@ -447,6 +473,7 @@ impl FencedFile {
         }
         if let Err(e) = &result {
             if is_fault(op, e.kind) {
+                distrust_cache(&self.path);
                 self.latch.record(Fault::at(op, self.kind, e.detail.clone(), &self.path));
             }
         }

@@ -213,6 +213,13 @@ pub trait Vfs: Send + Sync {
     fn set_read_only(&self, _path: &Path, _read_only: bool) -> VfsResult<()> {
         Ok(())
     }
+    /// Asks the operating system to drop the cached pages of the file at `path`, so later
+    /// reads come from the disk. Used after a failed sync: the kernel may keep pages it could
+    /// not write, marked clean, and serve them as if they were on the disk. A hint: doing
+    /// nothing is valid (the default), and a missing file is not an error.
+    fn drop_cache(&self, _path: &Path) -> VfsResult<()> {
+        Ok(())
+    }
     /// Bytes free for unprivileged writes on the filesystem holding `path`, if known.
     fn free_bytes(&self, _path: &Path) -> VfsResult<Option<u64>> {
         Ok(None)
@@ -693,6 +700,24 @@ impl Vfs for RealFs {
         std::fs::set_permissions(path, perms).map_err(|e| VfsError::from_io("chmod", path, &e))
     }
 
+    fn drop_cache(&self, path: &Path) -> VfsResult<()> {
+        use std::os::fd::AsRawFd;
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(VfsError::from_io("open", path, &e)),
+        };
+        // SAFETY: posix_fadvise only reads its integer arguments; the fd is open and owned by
+        // `file` for the whole call.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(VfsError::from_io("fadvise", path, &io::Error::from_raw_os_error(rc)))
+        }
+    }
+
     fn clone_file(&self, from: &Path, to: &Path) -> VfsResult<bool> {
         use std::os::fd::AsRawFd;
         let src = File::open(from).map_err(|e| VfsError::from_io("open", from, &e))?;
@@ -993,6 +1018,19 @@ mod tests {
         assert_eq!(fs.sync_failures(), 0);
         drop(file);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn dropping_the_cache_of_a_file_keeps_its_data_and_a_missing_file_is_fine() {
+        let dir = std::env::temp_dir().join(format!("sila-vfs-drop-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = RealFs::new();
+        let path = dir.join("f");
+        drop(write_file(&fs, &path, b"kept").unwrap());
+        fs.drop_cache(&path).unwrap();
+        assert_eq!(read_file(&fs, &path).unwrap(), b"kept");
+        fs.drop_cache(&dir.join("missing")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

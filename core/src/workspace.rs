@@ -218,6 +218,11 @@ impl Workspace {
                 Error::from(e)
             }
         })?;
+        // Pages a failed sync of this workspace left in the cache (earlier in this process)
+        // are dropped before recovery reads anything (see crate::fault).
+        for path in crate::fault::take_untrusted_cache(&root) {
+            let _ = vfs.drop_cache(&path);
+        }
         let driver = Driver::new(vfs.clone(), root.clone());
         let apps = driver.abs(&layout::apps_dir());
         if !vfs.exists(&apps)? {

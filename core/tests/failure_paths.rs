@@ -311,7 +311,8 @@ fn a_full_disk_is_disk_full_for_sql_and_operations_alike_and_changes_nothing() {
 
 /// After a fault in one database's file, the whole workspace stops taking writes, the
 /// database whose file failed stops answering reads, and every other database still answers
-/// reads, including one never opened before the fault (its WAL is created for the read).
+/// reads, including one never opened before the fault (its WAL is created for the read). The
+/// next open in this process drops the cached pages of the file that failed, and writes again.
 #[test]
 fn after_a_fault_other_databases_still_answer_reads_and_nothing_takes_writes() {
     const TWO: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":8},{"name":"b","maxSizeMB":8},{"name":"c","maxSizeMB":8}],"tier":"premium"}}}"#;
@@ -364,4 +365,26 @@ fn after_a_fault_other_databases_still_answer_reads_and_nothing_takes_writes() {
         "never opened before"
     );
     assert_eq!(c.snapshot("no").unwrap_err().code(), ErrorCode::Poisoned);
+    let a_wal: Vec<PathBuf> = {
+        let dir = a_dir.lock().unwrap().clone();
+        let mut wal: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+        wal.retain(|p| p.to_string_lossy().ends_with("-wal"));
+        wal
+    };
+    let root = ws.root().to_path_buf();
+    drop((a, b, c, app, ws));
+    // The next open of the workspace in this process drops the cached pages of the file whose
+    // sync failed before recovery reads it (the kernel may keep pages it could not write).
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let seen = dropped.clone();
+    let vfs = Arc::new(FaultyFs::failing(move |call| {
+        if call.op == "drop_cache" {
+            seen.lock().unwrap().push(call.path.to_path_buf());
+        }
+        false
+    }));
+    let ws = Workspace::open_with(vfs, root, WorkspaceOptions::default()).unwrap();
+    assert_eq!(*dropped.lock().unwrap(), a_wal, "the failed WAL's cache is dropped, and nothing else");
+    let a = ws.open_app(APP).unwrap().open("a").unwrap();
+    a.exec("INSERT INTO t VALUES (4)", &[]).unwrap();
 }

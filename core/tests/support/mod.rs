@@ -173,6 +173,10 @@ impl sila_sqlite::vfs::Vfs for FaultyFs {
         check(&*self.fails, "set_read_only", path, 0)?;
         self.inner.set_read_only(path, read_only)
     }
+    fn drop_cache(&self, path: &Path) -> sila_sqlite::vfs::VfsResult<()> {
+        check(&*self.fails, "drop_cache", path, 0)?;
+        self.inner.drop_cache(path)
+    }
     fn sync_failures(&self) -> u64 {
         self.inner.sync_failures()
     }
