@@ -358,6 +358,11 @@ fn after_a_fault_other_databases_still_answer_reads_and_nothing_takes_writes() {
     let e = a.query_value("SELECT count(*) FROM t", &[]).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Poisoned, "reads of the database whose file failed stop: {e}");
     assert_eq!(b.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(1)));
+    // A read whose sort spills to a temporary file still answers.
+    let spill =
+        "SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 30000) \
+                 SELECT DISTINCT randomblob(200) FROM c)";
+    assert_eq!(b.query_value(spill, &[]).unwrap(), Some(Value::Integer(30000)));
     let c = app.open("c").unwrap();
     assert_eq!(
         c.query_value("SELECT count(*) FROM t", &[]).unwrap(),
