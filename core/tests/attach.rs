@@ -6,8 +6,9 @@
 use sila_sqlite::attach::ATTACHMENTS_MAX;
 use sila_sqlite::versions::RestoreOptions;
 use sila_sqlite::{Database, ErrorCode, Value, Workspace, WorkspaceOptions};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod support;
+use support::TempDir;
 
 const APP: &str = "com.example.attach";
 const MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"tier":"premium","dbs":[
@@ -16,28 +17,6 @@ const MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"tier":"prem
 const OTHER: &str = "com.example.other";
 const OTHER_MANIFEST: &str =
     r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"shared","maxSizeMB":4}]}}}"#;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sila-attach-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn setup(name: &str) -> (TempDir, Workspace, Database, Database) {
     let dir = TempDir::new(name);

@@ -9,35 +9,15 @@
 use sila_sqlite::{BrokerOptions, Database, Error, ErrorCode, Value, Workspace, WorkspaceOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
+
+mod support;
+use support::TempDir;
 
 const ATTACKER: &str = "com.example.attacker";
 const VICTIM: &str = "com.example.victim";
 const ATTACKER_MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":4},{"name":"shared","maxSizeMB":4},{"name":"ro","readOnly":true}],"tier":"standard"}}}"#;
 const VICTIM_MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":4},{"name":"shared","maxSizeMB":4}],"tier":"standard"}}}"#;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sila-attacks-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// How an attack reaches the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -178,32 +178,7 @@ impl World {
         self.db = Some(db);
         // 2, 3. Acknowledged data, all-or-nothing.
         let rows = self.read_rows()?;
-        match settle {
-            Settle::Clean => {
-                let current = self.model.rows.clone();
-                if !self.model.allows_without_crash(&rows) {
-                    return Err(format!(
-                        "reopen: {} rows, but {} were acknowledged and nothing crashed",
-                        rows.len(),
-                        current.len()
-                    ));
-                }
-                self.model.rows = rows;
-                self.model.barrier();
-                self.model.in_flight.clear();
-            }
-            Settle::NotDurable => {
-                if !self.model.allows(&rows) {
-                    return Err(format!(
-                        "reopen after a fault: {} rows, which is no acknowledged state",
-                        rows.len()
-                    ));
-                }
-                self.model.commit(rows, self.full);
-                self.model.in_flight.clear();
-            }
-            Settle::AfterCrash => self.adopt(rows, "recovery")?,
-        }
+        self.settle(rows, settle)?;
         self.model.schema = db_schema(self.db()?)?;
         // 4. Snapshots in the manifest exist with their checksums, unless their bits rotted:
         // then a restore must refuse them (the workload's restores check that).
@@ -409,6 +384,38 @@ pub(super) fn is_partial(path: &Path) -> bool {
 
 pub(super) fn db_schema(db: &Database) -> Result<u64, String> {
     db.schema_version().map_err(|e| format!("schema version after recovery: {e}"))
+}
+
+impl World {
+    /// Settles the model on the rows a reopen (or a recovery) shows, as `settle` says.
+    pub(super) fn settle(&mut self, rows: BTreeSet<i64>, settle: Settle) -> Result<(), String> {
+        match settle {
+            Settle::Clean => {
+                let current = self.model.rows.len();
+                if !self.model.allows_without_crash(&rows) {
+                    return Err(format!(
+                        "reopen: {} rows, but {current} were acknowledged and nothing crashed",
+                        rows.len()
+                    ));
+                }
+                self.model.rows = rows;
+                self.model.barrier();
+                self.model.in_flight.clear();
+            }
+            Settle::NotDurable => {
+                if !self.model.allows(&rows) {
+                    return Err(format!(
+                        "reopen after a fault: {} rows, which is no acknowledged state",
+                        rows.len()
+                    ));
+                }
+                self.model.commit(rows, self.full);
+                self.model.in_flight.clear();
+            }
+            Settle::AfterCrash => self.adopt(rows, "recovery")?,
+        }
+        Ok(())
+    }
 }
 
 /// How a reopen settles the model.

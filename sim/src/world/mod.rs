@@ -34,7 +34,7 @@ mod model;
 mod ops;
 mod profile;
 
-use check::{final_files, is_partial};
+use check::{final_files, is_partial, Settle};
 use model::Model;
 use ops::export_rows;
 use profile::describe;

@@ -309,32 +309,7 @@ impl World {
                     }
                     Err(e) => return Err(e),
                 };
-                let when = if fired { "reopen after a failed fsync" } else { "reopen" };
-                if fired {
-                    // Not a durable point: the close after a fault writes nothing (no
-                    // checkpoint), so what the reopen shows may still sit unsynced in
-                    // the WAL, and a later crash may take it back to any state since
-                    // the last durable point.
-                    if !self.model.allows(&rows) {
-                        return Err(format!("{when}: {} rows, which is no acknowledged state", rows.len()));
-                    }
-                    self.model.commit(rows, self.full);
-                    self.model.in_flight.clear();
-                } else {
-                    // Without a crash nothing acknowledged may be missing: only keys of
-                    // failed operations may differ from the last acknowledged state.
-                    let current = self.model.rows.clone();
-                    if !self.model.allows_without_crash(&rows) {
-                        return Err(format!(
-                            "{when}: {} rows, but {} were acknowledged and nothing crashed",
-                            rows.len(),
-                            current.len()
-                        ));
-                    }
-                    self.model.rows = rows;
-                    self.model.barrier();
-                    self.model.in_flight.clear();
-                }
+                self.settle(rows, if fired { Settle::NotDurable } else { Settle::Clean })?;
                 self.fault_unsettled = false;
                 Ok(if fired { "reopened after a failed fsync at close".into() } else { "reopened".into() })
             }
