@@ -114,6 +114,9 @@ enum sila_status
   // The filesystem holding the workspace is full: nothing was written; free space and
   // retry. (The app's own quota is `SILA_QUOTA_EXCEEDED`.)
   SILA_DISK_FULL = 23,
+  // A query was given a statement that writes (SQLite says so): nothing ran; run it with
+  // `sila_db_exec`, which returns its rows too.
+  SILA_WRITE_IN_QUERY = 24,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -164,7 +167,8 @@ typedef struct sila_database sila_database;
 // it exclusively.
 typedef struct sila_request sila_request;
 
-// The outcome of a query (columns and rows) or an exec (changes and last insert rowid).
+// The outcome of a query (columns and rows) or an exec (changes, last insert rowid, and the
+// rows the statement returned: `INSERT … RETURNING`, or a SELECT).
 // Opaque; free with `sila_result_free`. Immutable: a `const sila_result *` may be read from
 // many threads at once.
 typedef struct sila_result sila_result;
@@ -243,8 +247,10 @@ const char *sila_version(void);
 // with `SILA_VERSION_NUMBER`.
 uint32_t sila_version_number(void);
 
-// Runs one statement that reads (SELECT, or a read-only PRAGMA/WITH/VALUES) and returns its
-// rows, blocking the calling thread.
+// Runs one statement that reads and returns its rows, blocking the calling thread. SQLite
+// decides what reads: a statement it says writes (INSERT/UPDATE/DELETE, also with
+// RETURNING; DDL; a PRAGMA that sets) is `SILA_WRITE_IN_QUERY` and nothing runs; give it to
+// `sila_database_exec`, which returns its rows too.
 //
 // `sql` is UTF-8 of `sql_len` bytes (or `SILA_NUL_TERMINATED`) holding exactly one
 // statement. `params_json` is NULL (no parameters) or a JSON array of positional
@@ -264,12 +270,13 @@ sila_status sila_database_query(const struct sila_database *database,
                                 size_t params_json_len,
                                 struct sila_result **result_out);
 
-// Runs one statement that writes (INSERT, UPDATE, DELETE, DDL), blocking until its group
-// commit is durable. Arguments as `sila_database_query`. On success, if `result_out` is not
-// NULL, it receives a result whose `sila_result_changes` / `sila_result_last_insert_rowid`
-// tell what happened. Transaction control in SQL (BEGIN, COMMIT…) is `SILA_POLICY_DENIED`:
-// use `sila_database_begin`. A read-only database is `SILA_READ_ONLY`. Thread-safe on a
-// const database.
+// Runs one statement on the writer (usually one that writes: INSERT, UPDATE, DELETE, DDL, a
+// PRAGMA that sets), blocking until its group commit is durable. Arguments as
+// `sila_database_query`. On success, if `result_out` is not NULL, it receives a result whose
+// `sila_result_changes` / `sila_result_last_insert_rowid` tell what happened and whose rows
+// are the ones the statement returned (`INSERT … RETURNING`). BEGIN, COMMIT and ROLLBACK in
+// SQL are `SILA_POLICY_DENIED` (use `sila_database_begin`); SAVEPOINT nests. A read-only
+// database is `SILA_READ_ONLY`. Thread-safe on a const database.
 //
 // # Safety
 // As `sila_database_query`; `result_out` may be NULL.
@@ -279,6 +286,21 @@ sila_status sila_database_exec(const struct sila_database *database,
                                const char *params_json,
                                size_t params_json_len,
                                struct sila_result **result_out);
+
+// Runs a script: any number of statements without parameters, as one atomic request on the
+// writer (all of them are applied, or none), blocking until it is durable. `sql` as for
+// `sila_database_query`. On success, if `result_out` is not NULL, it receives a result whose
+// `sila_result_changes` is the sum over the statements (rows they return are discarded). An
+// error's message (`sila_last_error_message`) names the statement's number and its line and
+// column in the script. A script with no statement is `SILA_INVALID_ARGUMENT`. Thread-safe on
+// a const database.
+//
+// # Safety
+// As `sila_database_query`; `result_out` may be NULL.
+sila_status sila_database_execute_script(const struct sila_database *database,
+                                         const char *sql,
+                                         size_t sql_len,
+                                         struct sila_result **result_out);
 
 // Frees a database handle. NULL is allowed and does nothing; freeing a handle whose
 // workspace was closed is safe. Requests and transactions started through it keep running
@@ -542,7 +564,9 @@ void sila_result_free(struct sila_result *result);
 
 // The result as compact JSON, UTF-8 and NUL-terminated: a query gives
 // `{"columns":["id",…],"rows":[[1,"a",null,1.5,{"$blob":"<base64>"}],…]}`, an exec gives
-// `{"changes":1,"last_insert_rowid":7}`. Non-finite reals are `{"$real":"Infinity"}`.
+// `{"changes":1,"columns":[…],"last_insert_rowid":7,"rows":[…],"statements":1}` (the columns
+// and rows it returned, empty for a statement without RETURNING). Non-finite reals are
+// `{"$real":"Infinity"}`.
 //
 // `*json_out` and `*json_len_out` (bytes, without the NUL) are written on success. The text
 // is owned by the result and valid until `sila_result_free`. Thread-safe on a const result.

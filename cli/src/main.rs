@@ -7,14 +7,15 @@
 
 mod check;
 mod demo;
-mod sqlkind;
 mod versions;
 
 use clap::{Parser, Subcommand};
 use sila_sqlite::manifest::MIB;
 use sila_sqlite::sqlite::policy::SQL_LENGTH_BYTES_MAX;
 use sila_sqlite::versions::ExportFormat;
-use sila_sqlite::{AppInfo, BrokerOptions, Error, ErrorCode, Result, Value, Workspace, WorkspaceOptions};
+use sila_sqlite::{
+    AppInfo, BrokerOptions, Error, ErrorCode, ExecResult, Result, Value, Workspace, WorkspaceOptions,
+};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -87,23 +88,32 @@ enum Command {
     #[command(subcommand)]
     App(AppCommand),
 
-    /// Run one SQL statement; print {"columns":[…],"rows":[[…]…],"changes":N} on one line.
+    /// Run one SQL statement, or a script with -f; print the outcome as JSON on one line.
     ///
-    /// Statements whose first keyword is SELECT, VALUES, PRAGMA or EXPLAIN (or WITH leading
-    /// into a SELECT) run as queries (changes is 0); anything else runs as a write (columns and
-    /// rows are empty). Values map to JSON as the engine's API does: blobs are
-    /// {"$blob":"<base64>"}, non-finite reals {"$real":"Infinity"}.
+    /// One statement prints {"columns":[…],"rows":[[…]…],"changes":N,"last_insert_rowid":R}.
+    /// SQLite decides how it runs: a statement that only reads runs as a query on a reader
+    /// (on a read-only database too); one that writes runs on the writer, and its rows
+    /// (INSERT … RETURNING) are printed as well. Values map to JSON as the engine's API does:
+    /// blobs are {"$blob":"<base64>"}, non-finite reals {"$real":"Infinity"}.
+    ///
+    /// A script (-f FILE, or -f - for standard input) runs any number of statements as one
+    /// atomic request: all or nothing. It prints {"statements":N,"changes":N,"last_insert_rowid":R};
+    /// an error names the statement and its line and column.
     Sql {
         /// The app id (e.g. com.example.analytics).
         app: String,
         /// The database name from the app's manifest (e.g. analytics), or sila://db/<name>.
         db: String,
         /// The statement, or `-` to read it from standard input (at most the engine's SQL
-        /// length limit, 1,000,000 bytes). Must be UTF-8.
-        sql: OsString,
+        /// length limit, 1,000,000 bytes). Must be UTF-8. Not given with -f.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<OsString>,
+        /// Run the script in FILE (`-` for standard input) instead of one statement.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<OsString>,
         /// A parameter for the next `?`, as a JSON value: null, true, 42, 1.5, "text",
-        /// {"$blob":"<base64>"}. Repeat for more.
-        #[arg(long = "param", value_name = "JSON", allow_hyphen_values = true)]
+        /// {"$blob":"<base64>"}. Repeat for more. Not with -f (scripts take no parameters).
+        #[arg(long = "param", value_name = "JSON", allow_hyphen_values = true, conflicts_with = "file")]
         params: Vec<String>,
     },
 
@@ -296,7 +306,8 @@ const STATEMENT_TIMEOUT_MS_MAX: u64 = 86_400_000;
 fn run(cli: Cli) -> Result<()> {
     // Read before the workspace is locked: waiting on standard input must not hold it.
     let statement = match &cli.command {
-        Command::Sql { sql, .. } => sql_text(sql)?,
+        Command::Sql { sql: Some(sql), .. } => sql_text(sql)?,
+        Command::Sql { file: Some(file), .. } => script_text(file)?,
         _ => String::new(),
     };
     let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms)?;
@@ -304,6 +315,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
         Command::App(AppCommand::List) => app_list(&ws),
+        Command::Sql { app, db, file: Some(_), .. } => run_script(&ws, &app, &db, &statement),
         Command::Sql { app, db, params, .. } => run_sql(&ws, &app, &db, &statement, &params),
         Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
         Command::Check => check::run(&ws),
@@ -345,24 +357,43 @@ fn open_workspace(dir: &Path, statement_timeout_ms: Option<u64>) -> Result<Works
 /// The statement of `sql`: the argument itself, or standard input for `-`, read up to one
 /// byte past the engine's length limit (so a longer input is refused without reading it all).
 fn sql_text(arg: &OsStr) -> Result<String> {
-    let not_utf8 =
-        |from: &str| Error::new(ErrorCode::InvalidArgument, format!("the SQL {from} is not valid UTF-8"));
     if arg != "-" {
         return arg.to_str().map(str::to_owned).ok_or_else(|| not_utf8("argument"));
     }
+    read_limited(std::io::stdin(), "on standard input")
+}
+
+/// The text of `-f FILE` (`-` is standard input), at most the SQL length limit.
+fn script_text(file: &OsStr) -> Result<String> {
+    if file == "-" {
+        return read_limited(std::io::stdin(), "on standard input");
+    }
+    let path = Path::new(file);
+    let opened = std::fs::File::open(path)
+        .map_err(|e| Error::new(ErrorCode::Io, format!("opening the script {}: {e}", path.display())))?;
+    read_limited(opened, &format!("in the script {}", path.display()))
+}
+
+fn not_utf8(from: &str) -> Error {
+    Error::new(ErrorCode::InvalidArgument, format!("the SQL {from} is not valid UTF-8"))
+}
+
+/// Reads UTF-8 SQL of at most `SQL_LENGTH_BYTES_MAX` bytes; `from` says where it came from in
+/// errors ("on standard input").
+fn read_limited(source: impl std::io::Read, from: &str) -> Result<String> {
     let limit = u64::try_from(SQL_LENGTH_BYTES_MAX).unwrap_or(u64::MAX);
     let mut bytes = Vec::new();
-    std::io::stdin()
+    source
         .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|e| Error::new(ErrorCode::Io, format!("reading the SQL from standard input: {e}")))?;
+        .map_err(|e| Error::new(ErrorCode::Io, format!("reading the SQL {from}: {e}")))?;
     if bytes.len() as u64 > limit {
         return Err(Error::new(
             ErrorCode::InvalidArgument,
-            format!("the SQL on standard input is longer than SQL_LENGTH_BYTES_MAX ({limit} bytes)"),
+            format!("the SQL {from} is longer than SQL_LENGTH_BYTES_MAX ({limit} bytes)"),
         ));
     }
-    String::from_utf8(bytes).map_err(|_| not_utf8("on standard input"))
+    String::from_utf8(bytes).map_err(|_| not_utf8(from))
 }
 
 /// `analytics:256MB,logs:64MB:ro`.
@@ -415,20 +446,37 @@ fn parse_param(text: &str) -> Result<Value> {
 fn run_sql(ws: &Workspace, app: &str, db: &str, sql: &str, params: &[String]) -> Result<()> {
     let params = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<Value>>>()?;
     let db = ws.open_app(app)?.open(db)?;
-    let (columns, rows, changes) = if sqlkind::is_read(sql) {
-        let rows = db.query(sql, &params)?;
-        let json_rows: Vec<serde_json::Value> = rows
-            .rows
-            .iter()
-            .map(|row| serde_json::Value::Array(row.iter().map(Value::to_json).collect()))
-            .collect();
-        (serde_json::json!(rows.columns), serde_json::Value::Array(json_rows), 0)
-    } else {
-        let done = db.exec(sql, &params)?;
-        (serde_json::json!([]), serde_json::json!([]), done.changes)
+    // SQLite decides: a query refuses a statement that writes (before anything runs), and the
+    // writer runs it instead.
+    let done = match db.query(sql, &params) {
+        Ok(rows) => ExecResult { rows, ..Default::default() },
+        Err(e) if e.code() == ErrorCode::WriteInQuery => db.exec(sql, &params)?,
+        Err(e) => return Err(e),
     };
+    let json_rows: Vec<serde_json::Value> = done
+        .rows
+        .rows
+        .iter()
+        .map(|row| serde_json::Value::Array(row.iter().map(Value::to_json).collect()))
+        .collect();
+    let columns = serde_json::json!(done.rows.columns);
+    let rows = serde_json::Value::Array(json_rows);
     // Built by hand so the keys keep this order whatever serde_json features are enabled.
-    outln!("{{\"columns\":{columns},\"rows\":{rows},\"changes\":{changes}}}")
+    outln!(
+        "{{\"columns\":{columns},\"rows\":{rows},\"changes\":{},\"last_insert_rowid\":{}}}",
+        done.changes,
+        done.last_insert_rowid
+    )
+}
+
+fn run_script(ws: &Workspace, app: &str, db: &str, script: &str) -> Result<()> {
+    let done = ws.open_app(app)?.open(db)?.execute_script(script)?;
+    outln!(
+        "{{\"statements\":{},\"changes\":{},\"last_insert_rowid\":{}}}",
+        done.statements,
+        done.changes,
+        done.last_insert_rowid
+    )
 }
 
 fn stats(ws: &Workspace, app: Option<&str>, db: Option<&str>) -> Result<()> {

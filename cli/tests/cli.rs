@@ -141,7 +141,10 @@ fn demo_runs_twice_and_prints_results_and_metrics() {
     assert_eq!(demo_metrics(&second.stdout)["metrics"]["errors_total"], 0);
 
     let count = t.sql("com.example.analytics", "analytics", "SELECT count(*) AS n FROM events", &[]).ok();
-    assert_eq!(count.stdout, "{\"columns\":[\"n\"],\"rows\":[[2000]],\"changes\":0}\n");
+    assert_eq!(
+        count.stdout,
+        "{\"columns\":[\"n\"],\"rows\":[[2000]],\"changes\":0,\"last_insert_rowid\":0}\n"
+    );
 }
 
 #[test]
@@ -184,7 +187,7 @@ fn sql_prints_one_json_line_of_the_exact_shape() {
     t.register("com.test.small", SMALL_MANIFEST);
     let create =
         t.sql("com.test.small", "main", "CREATE TABLE t (i INTEGER, r REAL, s TEXT, b BLOB, n)", &[]).ok();
-    assert_eq!(create.stdout, "{\"columns\":[],\"rows\":[],\"changes\":0}\n");
+    assert_eq!(create.stdout, "{\"columns\":[],\"rows\":[],\"changes\":0,\"last_insert_rowid\":0}\n");
     let insert = t
         .sql(
             "com.test.small",
@@ -193,12 +196,12 @@ fn sql_prints_one_json_line_of_the_exact_shape() {
             &["42", "-1.5", "\"héllo \\\"q\\\"\"", r#"{"$blob":"aGkh"}"#, "null", "true"],
         )
         .ok();
-    assert_eq!(insert.stdout, "{\"columns\":[],\"rows\":[],\"changes\":2}\n");
+    assert_eq!(insert.stdout, "{\"columns\":[],\"rows\":[],\"changes\":2,\"last_insert_rowid\":2}\n");
     let select =
         t.sql("com.test.small", "main", "SELECT i, r, s, b, n FROM t WHERE i > ? ORDER BY i", &["-100"]).ok();
     assert_eq!(
         select.stdout,
-        "{\"columns\":[\"i\",\"r\",\"s\",\"b\",\"n\"],\"rows\":[[-7,0.5,\"two\",null,1],[42,-1.5,\"héllo \\\"q\\\"\",{\"$blob\":\"aGkh\"},null]],\"changes\":0}\n"
+        "{\"columns\":[\"i\",\"r\",\"s\",\"b\",\"n\"],\"rows\":[[-7,0.5,\"two\",null,1],[42,-1.5,\"héllo \\\"q\\\"\",{\"$blob\":\"aGkh\"},null]],\"changes\":0,\"last_insert_rowid\":0}\n"
     );
     let cte = t
         .sql(
@@ -210,10 +213,61 @@ fn sql_prints_one_json_line_of_the_exact_shape() {
         .ok();
     assert_eq!(
         cte.stdout,
-        "{\"columns\":[\"x\",\"inf\"],\"rows\":[[1,{\"$real\":\"Infinity\"}],[2,{\"$real\":\"Infinity\"}],[3,{\"$real\":\"Infinity\"}]],\"changes\":0}\n"
+        "{\"columns\":[\"x\",\"inf\"],\"rows\":[[1,{\"$real\":\"Infinity\"}],[2,{\"$real\":\"Infinity\"}],[3,{\"$real\":\"Infinity\"}]],\"changes\":0,\"last_insert_rowid\":0}\n"
     );
     let update = t.sql("com.test.small", "main", "UPDATE t SET n = ? WHERE i = ?", &["\"x\"", "42"]).ok();
-    assert_eq!(update.stdout, "{\"columns\":[],\"rows\":[],\"changes\":1}\n");
+    assert_eq!(update.stdout, "{\"columns\":[],\"rows\":[],\"changes\":1,\"last_insert_rowid\":0}\n");
+    // SQLite decides where a statement runs: RETURNING rows and a PRAGMA that sets come back
+    // from the writer; a PRAGMA that reads is a query.
+    let returning = t
+        .sql("com.test.small", "main", "INSERT INTO t(i) VALUES (7), (8) RETURNING i * 2 AS twice", &[])
+        .ok();
+    assert_eq!(
+        returning.stdout,
+        "{\"columns\":[\"twice\"],\"rows\":[[14],[16]],\"changes\":2,\"last_insert_rowid\":4}\n"
+    );
+    t.sql("com.test.small", "main", "PRAGMA user_version = 3", &[]).ok();
+    let version = t.sql("com.test.small", "main", "PRAGMA user_version", &[]).ok();
+    assert_eq!(
+        version.stdout,
+        "{\"columns\":[\"user_version\"],\"rows\":[[3]],\"changes\":0,\"last_insert_rowid\":0}\n"
+    );
+}
+
+#[test]
+fn scripts_run_from_a_file_or_stdin_as_one_atomic_request() {
+    let t = TempWs::new("script");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let file = t.dir.join("schema.sql");
+    std::fs::write(
+        &file,
+        "-- the schema\nCREATE TABLE a (x INTEGER PRIMARY KEY, y TEXT);\nCREATE INDEX a_y ON a(y);\n\
+         INSERT INTO a(y) VALUES ('p'), ('q');\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = t.run(&["sql", "com.test.small", "main", "-f", path]).ok();
+    assert_eq!(out.stdout, "{\"statements\":3,\"changes\":2,\"last_insert_rowid\":2}\n");
+    // All or nothing: the third statement fails, the first two are gone with it.
+    let broken = "INSERT INTO a(y) VALUES ('r');\nCREATE TABLE b (z);\n  INSERT INTO a(x) VALUES (1);\n";
+    let args = ["sql", "com.test.small", "main", "--file", "-"].map(OsStr::new);
+    let out = t.run_with_stdin(&args, broken.as_bytes());
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.lines().next().unwrap_or_default(),
+        "error[SQLITE]: statement 3 of the script (line 3, column 3): UNIQUE constraint failed: a.x (sqlite code 1555)"
+    );
+    let count = t.sql("com.test.small", "main", "SELECT count(*) AS n FROM a", &[]).ok();
+    assert_eq!(count.stdout, "{\"columns\":[\"n\"],\"rows\":[[2]],\"changes\":0,\"last_insert_rowid\":0}\n");
+    let missing = t.sql("com.test.small", "main", "SELECT count(*) FROM b", &[]);
+    assert_eq!(missing.code, 1, "CREATE TABLE b was rolled back");
+    // Scripts take no parameters, and a script is not given with a statement.
+    let out = t.run(&["sql", "com.test.small", "main", "-f", path, "--param", "1"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = t.run(&["sql", "com.test.small", "main", "SELECT 1", "-f", path]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = t.run(&["sql", "com.test.small", "main", "-f", "/no/such/script.sql"]);
+    assert!(out.stderr.starts_with("error[IO]: opening the script /no/such/script.sql"), "{}", out.stderr);
 }
 
 #[test]
@@ -301,7 +355,7 @@ fn sql_on_standard_input_at_the_length_limit() {
     };
     let args = ["sql", "com.test.small", "main", "-"].map(OsStr::new);
     let out = t.run_with_stdin(&args, &statement(limit)).ok();
-    assert_eq!(out.stdout.trim_end(), r#"{"columns":["v"],"rows":[[42]],"changes":0}"#);
+    assert_eq!(out.stdout.trim_end(), r#"{"columns":["v"],"rows":[[42]],"changes":0,"last_insert_rowid":0}"#);
     let out = t.run_with_stdin(&args, &statement(limit + 1));
     assert_eq!(
         out.failed(),
@@ -375,7 +429,7 @@ fn waiting_for_sql_on_stdin_does_not_hold_the_workspace() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim_end(),
-        r#"{"columns":["seven"],"rows":[[7]],"changes":0}"#
+        r#"{"columns":["seven"],"rows":[[7]],"changes":0,"last_insert_rowid":0}"#
     );
 }
 

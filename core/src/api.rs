@@ -264,8 +264,10 @@ impl Database {
         self.db.query_first_at(sql, params, &stop, now)
     }
 
-    /// Runs one statement that writes (blocking). Group-committed with concurrent writes;
-    /// answered once its batch is committed.
+    /// Runs one statement on the writer (blocking): any statement, usually one that writes.
+    /// Group-committed with concurrent writes; answered once its batch is committed, with the
+    /// rows changed, the rowid of its last insert, and the rows it returned (`INSERT …
+    /// RETURNING`, or a SELECT).
     pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
         self.exec_with(sql, params, &CancelToken::new())
     }
@@ -273,9 +275,37 @@ impl Database {
     /// [`Database::exec`] with a cancellation token.
     pub fn exec_with(&self, sql: &str, params: &[Value], cancel: &CancelToken) -> Result<ExecResult> {
         if let Some(answer) = self.attach_statement(sql, params) {
-            return answer.map(|()| ExecResult::default());
+            return answer.map(|()| ExecResult { statements: 1, ..Default::default() });
         }
-        self.exec_pending(sql, params.to_vec(), cancel.clone(), true)?.wait()
+        self.exec_pending(sql, params.to_vec(), false, cancel.clone(), true)?.wait()
+    }
+
+    /// Runs a script (a schema file, a migration written as one text): any number of
+    /// statements without parameters, as one atomic request on the writer. Either every
+    /// statement is applied or none is; an error names the statement's number and its line
+    /// and column in the script. Rows the statements return are discarded; the result counts
+    /// the statements and sums their changes. ATTACH and DETACH are not allowed in scripts.
+    pub fn execute_script(&self, sql: &str) -> Result<ExecResult> {
+        self.execute_script_with(sql, &CancelToken::new())
+    }
+
+    /// [`Database::execute_script`] with a cancellation token.
+    pub fn execute_script_with(&self, sql: &str, cancel: &CancelToken) -> Result<ExecResult> {
+        self.exec_pending(sql, Vec::new(), true, cancel.clone(), true)?.wait()
+    }
+
+    /// Submits a script ([`Database::execute_script`]); the handle answers once it is
+    /// committed.
+    pub fn submit_script(&self, sql: &str) -> Pending<ExecResult> {
+        let cancel = CancelToken::new();
+        match self.exec_pending(sql, Vec::new(), true, cancel.clone(), false) {
+            Ok(p) => p,
+            Err(e) => {
+                let (p, c) = pending::pending(cancel);
+                c.complete(Err(e));
+                p
+            }
+        }
     }
 
     /// Submits a query; the returned handle answers when it finishes.
@@ -323,10 +353,10 @@ impl Database {
         let cancel = CancelToken::new();
         if let Some(answer) = self.attach_statement(sql, &params) {
             let (p, c) = pending::pending(cancel);
-            c.complete(answer.map(|()| ExecResult::default()));
+            c.complete(answer.map(|()| ExecResult { statements: 1, ..Default::default() }));
             return p;
         }
-        match self.exec_pending(sql, params, cancel.clone(), false) {
+        match self.exec_pending(sql, params, false, cancel.clone(), false) {
             Ok(p) => p,
             Err(e) => {
                 let (p, c) = pending::pending(cancel);
@@ -340,6 +370,7 @@ impl Database {
         &self,
         sql: &str,
         params: Vec<Value>,
+        script: bool,
         cancel: CancelToken,
         inline: bool,
     ) -> Result<Pending<ExecResult>> {
@@ -350,6 +381,7 @@ impl Database {
         let (pending, reply) = pending::pending(cancel.clone());
         let req = ExecRequest {
             sql: sql.to_string(),
+            script,
             params,
             stop: self.ws.broker().stop_for(&cancel),
             submitted: self.ws.broker().now(),
@@ -537,13 +569,26 @@ impl Tx<'_> {
         r
     }
 
-    /// Runs one writing statement inside the transaction.
+    /// Runs one statement inside the transaction (any statement: its rows come back as with
+    /// [`Database::exec`]).
     pub fn exec(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
         self.still_open()?;
         refuse_attach_in_transaction(sql).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
         let started = self.db.clock().monotonic();
         let stop = self.stop();
-        let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, &stop));
+        let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, self.db.query_limits(), &stop));
+        let outcome = r.as_ref().map(|x| (x.rows.rows.len() as u64, x.changes)).map_err(|e| e.code());
+        self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
+        r
+    }
+
+    /// Runs a script inside the transaction ([`Database::execute_script`]): all of it or,
+    /// on an error, none of it (the transaction stays open and usable).
+    pub fn execute_script(&self, sql: &str) -> Result<ExecResult> {
+        self.still_open()?;
+        let started = self.db.clock().monotonic();
+        let stop = self.stop();
+        let r = self.finish(&stop, crate::broker::run_script_in_savepoint(self.conn, sql, &stop));
         let outcome = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
         self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
         r

@@ -65,11 +65,15 @@ pub enum ErrorCode {
     /// statement or operation was rolled back. Distinct from [`ErrorCode::QuotaExceeded`] (the
     /// app's own quota): here the device is out of room for everyone.
     DiskFull = 23,
+    /// `query` was given a statement that writes (SQLite's `sqlite3_stmt_readonly` says so:
+    /// INSERT/UPDATE/DELETE with or without RETURNING, DDL, a PRAGMA that sets): nothing ran.
+    /// Run it with exec, which returns its rows too.
+    WriteInQuery = 24,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidName,
         ErrorCode::InvalidArgument,
@@ -93,6 +97,7 @@ impl ErrorCode {
         ErrorCode::Panic,
         ErrorCode::Internal,
         ErrorCode::DiskFull,
+        ErrorCode::WriteInQuery,
     ];
 
     /// The stable numeric value.
@@ -126,6 +131,7 @@ impl ErrorCode {
             ErrorCode::Panic => "PANIC",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::DiskFull => "DISK_FULL",
+            ErrorCode::WriteInQuery => "WRITE_IN_QUERY",
         }
     }
 
@@ -311,7 +317,8 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_u32(0), None);
         assert_eq!(ErrorCode::DiskFull.as_u32(), 23);
-        assert_eq!(ErrorCode::from_u32(24), None);
+        assert_eq!(ErrorCode::WriteInQuery.as_u32(), 24);
+        assert_eq!(ErrorCode::from_u32(25), None);
     }
 
     #[test]

@@ -210,10 +210,11 @@ fn attach_attacks(h: &Harness) -> Vec<Attack> {
         attack(Via::Exec, format!("ATTACH '{own}' AS own"), P),
         attack(Via::Exec, "DETACH main", P),
         attack(Via::Exec, "DETACH DATABASE temp", P),
-        attack(Via::Query, format!("VACUUM INTO '{outside}'"), P),
+        // A query is refused before anything runs: SQLite says VACUUM writes.
+        attack(Via::Query, format!("VACUUM INTO '{outside}'"), ErrorCode::WriteInQuery),
         attack(Via::Exec, format!("VACUUM INTO '{outside}'"), P),
         attack(Via::Tx, format!("VACUUM INTO '{own}'"), P),
-        attack(Via::Query, "VACUUM", P),
+        attack(Via::Query, "VACUUM", ErrorCode::WriteInQuery),
         attack(Via::Exec, "VACUUM", P),
     ]
 }
@@ -225,14 +226,21 @@ fn attach_detach_and_vacuum_into_are_refused() {
     for a in &attacks {
         let err = h.refused(a);
         let m = err.message();
-        assert!(m.contains("ATTACH") || m.contains("VACUUM") || m.contains("DETACH"), "{}: {err}", a.sql);
+        assert!(
+            m.contains("ATTACH")
+                || m.contains("VACUUM")
+                || m.contains("DETACH")
+                || m.contains("run it with exec"),
+            "{}: {err}",
+            a.sql
+        );
         // The message never echoes the path the attack named.
         assert!(!m.contains("passwd") && !m.contains("stolen"), "{err}");
     }
     // The name may also arrive as a parameter, where the authorizer sees no literal.
     let a = attack(Via::Exec, "ATTACH ? AS x", ErrorCode::PolicyDenied);
     h.refused_with(&a, &[Value::Text(h.outside.join("p.sqlite").display().to_string())]);
-    let a = attack(Via::Query, "VACUUM INTO ?", ErrorCode::PolicyDenied);
+    let a = attack(Via::Exec, "VACUUM INTO ?", ErrorCode::PolicyDenied);
     h.refused_with(&a, &[Value::Text(h.outside.join("p.sqlite").display().to_string())]);
     assert_eq!(std::fs::read_dir(&h.outside).unwrap().count(), 0, "nothing was written outside");
 }
@@ -297,15 +305,26 @@ fn schema_tampering_is_refused() {
         attack(Via::Exec, "UPDATE sqlite_schema SET sql = 'CREATE TABLE t(x)' WHERE name = 't'", S),
         attack(Via::Exec, "INSERT INTO sqlite_master VALUES ('table','x','x',2,'CREATE TABLE x(y)')", S),
         attack(Via::Exec, "DELETE FROM sqlite_master", S),
-        attack(Via::Exec, "CREATE TEMP TABLE shadow(x)", P),
-        attack(Via::Exec, "CREATE TEMP TRIGGER tt AFTER INSERT ON main.t BEGIN SELECT 1; END", P),
-        attack(Via::Exec, "CREATE TEMP VIEW tv AS SELECT 1", P),
+        // Temporary objects: refused in a query; elsewhere they end with their request (below).
+        attack(Via::Query, "CREATE TEMP TABLE shadow(x)", P),
+        attack(Via::Query, "CREATE TEMP VIEW tv AS SELECT 1", P),
         attack(Via::Exec, "CREATE VIRTUAL TABLE tok USING fts3tokenize(simple)", P),
         attack(Via::Exec, "CREATE VIRTUAL TABLE st USING dbstat", P),
     ];
     for a in &attacks {
         h.refused(a);
     }
+    // A temporary table that shadows a main one, or a temporary trigger on a main table, lives
+    // only for the request that made it: the next request sees the main schema.
+    h.db.exec("CREATE TEMP TABLE t(v)", &[]).unwrap();
+    h.db.exec(
+        "CREATE TEMP TRIGGER tt AFTER INSERT ON main.t BEGIN SELECT RAISE(ABORT, 'hijacked'); END",
+        &[],
+    )
+    .unwrap();
+    h.db.exec("INSERT INTO t(v) VALUES ('main')", &[]).unwrap();
+    h.db.exec("DELETE FROM t WHERE v = 'main'", &[]).unwrap();
+    h.still_works();
     // Triggers and views that call refused functions: they may be created, but a statement
     // that would run them is refused while it is prepared, so nothing runs.
     h.db.exec("CREATE TABLE log(x)", &[]).unwrap();
@@ -337,7 +356,7 @@ const DENIED_PRAGMAS: &[&str] = &[
     "PRAGMA page_size=65536",
     "PRAGMA cache_size=-2000000",
     "PRAGMA cache_spill=0",
-    "PRAGMA temp_store=FILE",
+    "PRAGMA temp_store=MEMORY",
     "PRAGMA temp_store_directory='/tmp'",
     "PRAGMA temp_store_directory",
     "PRAGMA data_store_directory='/tmp'",
@@ -346,7 +365,7 @@ const DENIED_PRAGMAS: &[&str] = &[
     "PRAGMA wal_checkpoint",
     "PRAGMA journal_size_limit=-1",
     "PRAGMA trusted_schema=ON",
-    "PRAGMA cell_size_check=OFF",
+    "PRAGMA cell_size_check=ON",
     "PRAGMA query_only=OFF",
     "PRAGMA busy_timeout=0",
     "PRAGMA soft_heap_limit=1",
@@ -391,12 +410,16 @@ fn each_denied_pragma_is_refused_on_every_path() {
     assert!(refused >= DENIED_PRAGMAS.len() as u64, "{refused} refusals counted");
     // The settings are unchanged on the connections the app uses.
     assert_eq!(h.db.query_value("PRAGMA journal_mode", &[]).unwrap(), Some(Value::Text("wal".into())));
+    assert_eq!(
+        h.db.exec("PRAGMA journal_mode", &[]).unwrap().rows.rows,
+        vec![vec![Value::Text("wal".into())]]
+    );
     // The engine's VFS offers no memory mapping at all: SQLite answers no row.
     let mmap = h.db.query_value("PRAGMA mmap_size", &[]).unwrap();
     assert!(matches!(mmap, None | Some(Value::Integer(0))), "{mmap:?}");
     assert_eq!(h.db.query_value("PRAGMA trusted_schema", &[]).unwrap(), Some(Value::Integer(0)));
-    // A query still cannot write: query_only held.
-    assert_eq!(h.db.query("INSERT INTO t(v) VALUES ('x')", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
+    // A query still cannot write: refused before it runs.
+    assert_eq!(h.db.query("INSERT INTO t(v) VALUES ('x')", &[]).unwrap_err().code(), ErrorCode::WriteInQuery);
     // The allowlist works.
     for sql in [
         "PRAGMA table_info(t)",
@@ -405,10 +428,22 @@ fn each_denied_pragma_is_refused_on_every_path() {
         "PRAGMA foreign_key_check",
         "PRAGMA user_version",
         "PRAGMA page_count",
-        "PRAGMA journal_mode",
         "SELECT * FROM pragma_table_info('t')",
     ] {
         h.db.query(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // Setting an engine's PRAGMA to the value it has changes nothing and is accepted, as
+    // migration tools and ORMs send it.
+    for sql in [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA temp_store=FILE",
+        "PRAGMA busy_timeout=5000",
+        "PRAGMA trusted_schema=OFF",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA cell_size_check=OFF",
+    ] {
+        h.db.exec(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        h.db.transaction(|tx| tx.exec(sql, &[])).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     h.db.exec("PRAGMA user_version=7", &[]).unwrap();
     assert_eq!(h.db.query_value("PRAGMA user_version", &[]).unwrap(), Some(Value::Integer(7)));
@@ -450,14 +485,40 @@ fn dangerous_functions_are_refused() {
 #[test]
 fn transaction_control_in_sql_is_refused() {
     let h = harness("txcontrol");
-    for sql in
-        ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "END", "ROLLBACK", "SAVEPOINT s", "RELEASE s", "ROLLBACK TO s"]
-    {
+    for sql in ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "END", "ROLLBACK"] {
         for via in [Via::Exec, Via::Tx, Via::Query] {
             let err = h.refused(&attack(via, sql, ErrorCode::PolicyDenied));
             assert!(err.message().contains("transaction API"), "{sql}: {err}");
         }
     }
+    // Savepoints nest inside a request or transaction, never in a query (autocommit on a
+    // reader) and never under the engine's own names.
+    for sql in ["SAVEPOINT s", "RELEASE s", "ROLLBACK TO s"] {
+        let err = h.refused(&attack(Via::Query, sql, ErrorCode::PolicyDenied));
+        assert!(err.message().contains("refused in a query"), "{sql}: {err}");
+    }
+    for sql in ["SAVEPOINT _sila_request", "RELEASE _sila_request", "ROLLBACK TO _SILA_request"] {
+        for via in [Via::Exec, Via::Tx] {
+            let err = h.refused(&attack(via, sql, ErrorCode::PolicyDenied));
+            assert!(err.message().contains("engine's"), "{sql}: {err}");
+        }
+    }
+    // The engine's own statements sit in the statement cache, where SQLite does not ask the
+    // authorizer again: app SQL never reaches them, whatever its text.
+    for sql in [
+        "/* sila internal */ SAVEPOINT _sila_request",
+        "  /* sila internal */ RELEASE _sila_request",
+        "/* sila internal */ PRAGMA defer_foreign_keys",
+    ] {
+        for via in [Via::Exec, Via::Query] {
+            let err = h.refused(&attack(via, sql, ErrorCode::PolicyDenied));
+            assert!(err.message().contains("marker"), "{sql}: {err}");
+        }
+    }
+    // A savepoint the app leaves open ends with its request: nothing leaks into the next one.
+    h.db.exec("SAVEPOINT s", &[]).unwrap();
+    let err = h.db.exec("RELEASE s", &[]).unwrap_err();
+    assert!(err.message().contains("no such savepoint"), "{err}");
 }
 
 // ----- Resource bombs -----------------------------------------------------------------------
@@ -681,10 +742,10 @@ fn two_apps_racing_on_the_same_logical_name_stay_apart() {
 #[test]
 fn writes_through_reads_and_read_only_databases_are_refused() {
     let h = harness("readonly");
-    use ErrorCode::{PolicyDenied as P, ReadOnly as R, Sqlite as S};
+    use ErrorCode::{PolicyDenied as P, Sqlite as S};
     let attacks = [
-        attack(Via::Query, "INSERT INTO t(v) VALUES ('via query')", R),
-        attack(Via::Query, "DELETE FROM t", R),
+        attack(Via::Query, "INSERT INTO t(v) VALUES ('via query')", ErrorCode::WriteInQuery),
+        attack(Via::Query, "DELETE FROM t", ErrorCode::WriteInQuery),
         attack(Via::Query, "PRAGMA query_only=0", P),
         attack(Via::Query, "SELECT * FROM secrets", S),
         attack(Via::Query, "SELECT * FROM main.secrets", S),

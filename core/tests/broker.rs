@@ -93,8 +93,11 @@ fn bad_sql_gets_typed_errors_and_changes_nothing() {
     assert_eq!(ro.exec("CREATE TABLE t(x)", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
     assert_eq!(ro.transaction(|_| Ok(())).unwrap_err().code(), ErrorCode::ReadOnly);
     assert_eq!(ro.query_value("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)));
-    // A query cannot write.
-    assert_eq!(db.query("INSERT INTO events(id) VALUES ('q')", &[]).unwrap_err().code(), ErrorCode::ReadOnly);
+    // A query cannot write: SQLite says the statement writes, so nothing runs, and the error
+    // names exec.
+    let err = db.query("INSERT INTO events(id) VALUES ('q') RETURNING id", &[]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WriteInQuery, "{err}");
+    assert!(err.message().contains("exec"), "{err}");
 }
 
 /// SQL text is accepted up to `SQL_LENGTH_BYTES_MAX` bytes and refused one byte past it with
@@ -427,7 +430,8 @@ fn threads_and_descriptors_stay_bounded_across_many_databases() {
     let _ = Arc::new(());
 }
 
-/// The manifest's `policy` relaxes a documented subset of the SQL policy, per app, and the
+/// Temporary objects live for the transaction (or request) that creates them, then are
+/// dropped; the manifest's `tempObjects` relaxation keeps them on their connection. The
 /// relaxation survives a reopen (it is part of the app record).
 #[test]
 fn manifest_policy_relaxations_apply_per_app() {
@@ -446,9 +450,23 @@ fn manifest_policy_relaxations_apply_per_app() {
         ws.register_app("strict.app", strict).unwrap();
         ws.register_app("relaxed.app", relaxed).unwrap();
         let s = ws.open_app("strict.app").unwrap().open("main").unwrap();
-        assert_eq!(temp_table(&s).unwrap_err().code(), ErrorCode::PolicyDenied);
+        assert_eq!(temp_table(&s).unwrap(), Some(Value::Integer(1)));
+        let gone = s.exec("SELECT count(*) FROM temp.scratch", &[]).unwrap_err();
+        assert!(gone.message().contains("no such table"), "{gone}");
+        assert_eq!(temp_table(&s).unwrap(), Some(Value::Integer(1)), "dropped, so it can be made again");
+        let in_query = s.query("CREATE TEMP TABLE q(x)", &[]).unwrap_err();
+        assert_eq!(in_query.code(), ErrorCode::PolicyDenied, "{in_query}");
+        // A rolled-back transaction takes its temporary objects with it.
+        let r = s.transaction(|tx| {
+            tx.exec("CREATE TEMP TABLE scratch (x)", &[])?;
+            Err::<(), _>(sila_sqlite::Error::new(ErrorCode::InvalidArgument, "changed my mind"))
+        });
+        assert_eq!(r.unwrap_err().code(), ErrorCode::InvalidArgument);
+        assert_eq!(temp_table(&s).unwrap(), Some(Value::Integer(1)));
         let r = ws.open_app("relaxed.app").unwrap().open("main").unwrap();
         assert_eq!(temp_table(&r).unwrap(), Some(Value::Integer(1)));
+        let kept = r.exec("SELECT count(*) FROM temp.scratch", &[]).unwrap();
+        assert_eq!(kept.rows.rows, vec![vec![Value::Integer(1)]], "kept on the writer connection");
     }
     let ws = Workspace::open(&dir.0, WorkspaceOptions::default()).unwrap();
     let r = ws.open_app("relaxed.app").unwrap().open("main").unwrap();

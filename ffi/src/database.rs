@@ -93,8 +93,10 @@ pub(crate) unsafe fn params_arg(ptr: *const c_char, len: usize) -> Result<Vec<Va
         .collect()
 }
 
-/// Runs one statement that reads (SELECT, or a read-only PRAGMA/WITH/VALUES) and returns its
-/// rows, blocking the calling thread.
+/// Runs one statement that reads and returns its rows, blocking the calling thread. SQLite
+/// decides what reads: a statement it says writes (INSERT/UPDATE/DELETE, also with
+/// RETURNING; DDL; a PRAGMA that sets) is `SILA_WRITE_IN_QUERY` and nothing runs; give it to
+/// `sila_database_exec`, which returns its rows too.
 ///
 /// `sql` is UTF-8 of `sql_len` bytes (or `SILA_NUL_TERMINATED`) holding exactly one
 /// statement. `params_json` is NULL (no parameters) or a JSON array of positional
@@ -135,12 +137,13 @@ pub unsafe extern "C" fn sila_database_query(
     })
 }
 
-/// Runs one statement that writes (INSERT, UPDATE, DELETE, DDL), blocking until its group
-/// commit is durable. Arguments as `sila_database_query`. On success, if `result_out` is not
-/// NULL, it receives a result whose `sila_result_changes` / `sila_result_last_insert_rowid`
-/// tell what happened. Transaction control in SQL (BEGIN, COMMIT…) is `SILA_POLICY_DENIED`:
-/// use `sila_database_begin`. A read-only database is `SILA_READ_ONLY`. Thread-safe on a
-/// const database.
+/// Runs one statement on the writer (usually one that writes: INSERT, UPDATE, DELETE, DDL, a
+/// PRAGMA that sets), blocking until its group commit is durable. Arguments as
+/// `sila_database_query`. On success, if `result_out` is not NULL, it receives a result whose
+/// `sila_result_changes` / `sila_result_last_insert_rowid` tell what happened and whose rows
+/// are the ones the statement returned (`INSERT … RETURNING`). BEGIN, COMMIT and ROLLBACK in
+/// SQL are `SILA_POLICY_DENIED` (use `sila_database_begin`); SAVEPOINT nests. A read-only
+/// database is `SILA_READ_ONLY`. Thread-safe on a const database.
 ///
 /// # Safety
 /// As `sila_database_query`; `result_out` may be NULL.
@@ -164,6 +167,37 @@ pub unsafe extern "C" fn sila_database_exec(
         };
         let (db, _) = database.get()?;
         let exec = db.exec(sql, &params)?;
+        if !result_out.is_null() {
+            let result = Box::into_raw(Box::new(sila_result::from_exec(exec)));
+            // SAFETY: non-NULL and writable (caller's contract).
+            unsafe { write_out(result_out, result) };
+        }
+        Ok(())
+    })
+}
+
+/// Runs a script: any number of statements without parameters, as one atomic request on the
+/// writer (all of them are applied, or none), blocking until it is durable. `sql` as for
+/// `sila_database_query`. On success, if `result_out` is not NULL, it receives a result whose
+/// `sila_result_changes` is the sum over the statements (rows they return are discarded). An
+/// error's message (`sila_last_error_message`) names the statement's number and its line and
+/// column in the script. A script with no statement is `SILA_INVALID_ARGUMENT`. Thread-safe on
+/// a const database.
+///
+/// # Safety
+/// As `sila_database_query`; `result_out` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn sila_database_execute_script(
+    database: *const sila_database,
+    sql: *const c_char,
+    sql_len: usize,
+    result_out: *mut *mut sila_result,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: pointer arguments are NULL or valid (caller's contract).
+        let (database, sql) = unsafe { (handle(database, "database")?, str_arg(sql, sql_len, "sql")?) };
+        let (db, _) = database.get()?;
+        let exec = db.execute_script(sql)?;
         if !result_out.is_null() {
             let result = Box::into_raw(Box::new(sila_result::from_exec(exec)));
             // SAFETY: non-NULL and writable (caller's contract).

@@ -77,7 +77,8 @@ impl Cell {
     }
 }
 
-/// The outcome of a query (columns and rows) or an exec (changes and last insert rowid).
+/// The outcome of a query (columns and rows) or an exec (changes, last insert rowid, and the
+/// rows the statement returned: `INSERT … RETURNING`, or a SELECT).
 /// Opaque; free with `sila_result_free`. Immutable: a `const sila_result *` may be read from
 /// many threads at once.
 pub struct sila_result {
@@ -88,51 +89,64 @@ pub struct sila_result {
     rows: usize,
     changes: u64,
     last_insert_rowid: i64,
+    statements: u64,
     json: OnceLock<CString>,
 }
 
 impl sila_result {
     pub(crate) fn from_rows(rows: Rows) -> sila_result {
+        sila_result::build(true, rows, 0, 0, 0)
+    }
+
+    pub(crate) fn from_exec(exec: ExecResult) -> sila_result {
+        sila_result::build(false, exec.rows, exec.changes, exec.last_insert_rowid, exec.statements)
+    }
+
+    fn build(
+        is_query: bool,
+        rows: Rows,
+        changes: u64,
+        last_insert_rowid: i64,
+        statements: u64,
+    ) -> sila_result {
         let columns: Vec<CString> = rows.columns.iter().map(|c| c_string(c)).collect();
         let count = rows.rows.len();
         let cells = rows.rows.into_iter().flat_map(|row| row.into_iter().map(Cell::from_value)).collect();
         sila_result {
-            is_query: true,
+            is_query,
             columns,
             cells,
             rows: count,
-            changes: 0,
-            last_insert_rowid: 0,
+            changes,
+            last_insert_rowid,
+            statements,
             json: OnceLock::new(),
         }
     }
 
-    pub(crate) fn from_exec(exec: ExecResult) -> sila_result {
-        sila_result {
-            is_query: false,
-            columns: Vec::new(),
-            cells: Vec::new(),
-            rows: 0,
-            changes: exec.changes,
-            last_insert_rowid: exec.last_insert_rowid,
-            json: OnceLock::new(),
-        }
+    fn rows(&self) -> Rows {
+        let columns: Vec<String> = self.columns.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+        let width = columns.len().max(1);
+        let rows: Vec<Vec<Value>> = if columns.is_empty() {
+            Vec::new()
+        } else {
+            self.cells.chunks(width).map(|row| row.iter().map(Cell::to_value).collect()).collect()
+        };
+        Rows { columns, rows }
     }
 
     fn json(&self) -> &CString {
         self.json.get_or_init(|| {
             let value = if self.is_query {
-                let columns: Vec<String> =
-                    self.columns.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-                let width = columns.len().max(1);
-                let rows: Vec<Vec<Value>> = if columns.is_empty() {
-                    Vec::new()
-                } else {
-                    self.cells.chunks(width).map(|row| row.iter().map(Cell::to_value).collect()).collect()
-                };
-                Rows { columns, rows }.to_json()
+                self.rows().to_json()
             } else {
-                serde_json::json!({ "changes": self.changes, "last_insert_rowid": self.last_insert_rowid })
+                ExecResult {
+                    changes: self.changes,
+                    last_insert_rowid: self.last_insert_rowid,
+                    rows: self.rows(),
+                    statements: self.statements,
+                }
+                .to_json()
             };
             c_string(&value.to_string())
         })
@@ -178,7 +192,9 @@ pub unsafe extern "C" fn sila_result_free(result: *mut sila_result) {
 
 /// The result as compact JSON, UTF-8 and NUL-terminated: a query gives
 /// `{"columns":["id",…],"rows":[[1,"a",null,1.5,{"$blob":"<base64>"}],…]}`, an exec gives
-/// `{"changes":1,"last_insert_rowid":7}`. Non-finite reals are `{"$real":"Infinity"}`.
+/// `{"changes":1,"columns":[…],"last_insert_rowid":7,"rows":[…],"statements":1}` (the columns
+/// and rows it returned, empty for a statement without RETURNING). Non-finite reals are
+/// `{"$real":"Infinity"}`.
 ///
 /// `*json_out` and `*json_len_out` (bytes, without the NUL) are written on success. The text
 /// is owned by the result and valid until `sila_result_free`. Thread-safe on a const result.
@@ -467,7 +483,27 @@ mod tests {
         assert_eq!(result.json().to_str().ok(), Some(expected.as_str()));
         assert!(matches!(result.cell(0, 1), Ok(Cell::Text(t)) if Cell::text_bytes(t) == b"x\0y"));
         assert!(result.cell(2, 0).is_err() && result.cell(0, 2).is_err());
-        let exec = sila_result::from_exec(ExecResult { changes: 2, last_insert_rowid: 9 });
-        assert_eq!(exec.json().to_str().ok(), Some(r#"{"changes":2,"last_insert_rowid":9}"#));
+        let exec = sila_result::from_exec(ExecResult {
+            changes: 2,
+            last_insert_rowid: 9,
+            statements: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            exec.json().to_str().ok(),
+            Some(r#"{"changes":2,"columns":[],"last_insert_rowid":9,"rows":[],"statements":1}"#)
+        );
+        let returning = ExecResult {
+            changes: 1,
+            last_insert_rowid: 4,
+            rows: Rows { columns: vec!["id".into()], rows: vec![vec![Value::Integer(4)]] },
+            statements: 1,
+        };
+        let exec = sila_result::from_exec(returning);
+        assert_eq!(
+            exec.json().to_str().ok(),
+            Some(r#"{"changes":1,"columns":["id"],"last_insert_rowid":4,"rows":[[4]],"statements":1}"#)
+        );
+        assert!(matches!(exec.cell(0, 0), Ok(Cell::Integer(4))));
     }
 }

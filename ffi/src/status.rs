@@ -66,6 +66,9 @@ pub enum sila_status {
     /// The filesystem holding the workspace is full: nothing was written; free space and
     /// retry. (The app's own quota is `SILA_QUOTA_EXCEEDED`.)
     SILA_DISK_FULL = 23,
+    /// A query was given a statement that writes (SQLite says so): nothing ran; run it with
+    /// `sila_db_exec`, which returns its rows too.
+    SILA_WRITE_IN_QUERY = 24,
 }
 
 /// The status of an error code. Codes added to the Rust type after this list map to
@@ -95,6 +98,7 @@ pub(crate) fn status_of(code: ErrorCode) -> sila_status {
         ErrorCode::Panic => sila_status::SILA_PANIC,
         ErrorCode::Internal => sila_status::SILA_INTERNAL,
         ErrorCode::DiskFull => sila_status::SILA_DISK_FULL,
+        ErrorCode::WriteInQuery => sila_status::SILA_WRITE_IN_QUERY,
         _ => sila_status::SILA_INTERNAL,
     }
 }
@@ -125,6 +129,7 @@ fn name_of(status: u32) -> &'static CStr {
         21 => c"PANIC",
         22 => c"INTERNAL",
         23 => c"DISK_FULL",
+        24 => c"WRITE_IN_QUERY",
         _ => c"UNKNOWN",
     }
 }

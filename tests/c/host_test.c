@@ -229,7 +229,41 @@ static void test_exec_and_query(const sila_database *db, const sila_database *ro
     CHECK(sila_result_changes(r) == 1 && sila_result_last_insert_rowid(r) == 1);
     CHECK(sila_result_row_count(r) == 0 && sila_result_column_count(r) == 0);
     OK(sila_result_json(r, &json, &len));
-    CHECK(strcmp(json, "{\"changes\":1,\"last_insert_rowid\":1}") == 0 && len == strlen(json));
+    CHECK(strcmp(json, "{\"changes\":1,\"columns\":[],\"last_insert_rowid\":1,\"rows\":[],\"statements\":1}") == 0
+          && len == strlen(json));
+    sila_result_free(r);
+    r = NULL;
+    /* RETURNING rows come back from exec, cell by cell; query refuses a statement that writes. */
+    OK(sila_database_exec(db, "INSERT INTO t (name, score) VALUES ('ret', 0.25) RETURNING id, name", NUL, NULL, 0,
+                          &r));
+    CHECK(sila_result_changes(r) == 1 && sila_result_last_insert_rowid(r) == 2);
+    CHECK(sila_result_row_count(r) == 1 && sila_result_column_count(r) == 2);
+    {
+        int64_t id = 0;
+        OK(sila_result_int64(r, 0, 0, &id));
+        CHECK(id == 2);
+    }
+    sila_result_free(r);
+    r = NULL;
+    CHECK(sila_database_query(db, "DELETE FROM t WHERE name = 'ret' RETURNING id", NUL, NULL, 0, &r)
+          == SILA_WRITE_IN_QUERY);
+    CHECK(r == NULL);
+    OK(sila_database_exec(db, "DELETE FROM t WHERE name = 'ret'", NUL, NULL, 0, NULL));
+    /* A script: all of it, or (on an error, which names the statement) none of it. */
+    OK(sila_database_execute_script(db, "CREATE TABLE s1 (x);\nINSERT INTO s1 VALUES (1), (2);\n", NUL, &r));
+    CHECK(sila_result_changes(r) == 2);
+    sila_result_free(r);
+    r = NULL;
+    CHECK(sila_database_execute_script(db, "INSERT INTO s1 VALUES (3);\nINSERT INTO nope VALUES (1);", NUL, &r)
+          == SILA_SQLITE);
+    CHECK(r == NULL);
+    CHECK(strstr(sila_last_error_message(), "statement 2 of the script (line 2, column 1)") != NULL);
+    OK(sila_database_query(db, "SELECT count(*) FROM s1", NUL, NULL, 0, &r));
+    {
+        int64_t n = 0;
+        OK(sila_result_int64(r, 0, 0, &n));
+        CHECK(n == 2);
+    }
     sila_result_free(r);
     r = NULL;
     /* Parameters given by length, not NUL-terminated. */

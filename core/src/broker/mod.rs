@@ -44,6 +44,7 @@ pub use admission::{Admission, AppShared, BorrowedAdmission};
 use attachments::AttachedHere;
 pub use options::BrokerOptions;
 use pool::ReaderState;
+pub(crate) use writer::run_script_in_savepoint;
 use writer::WriterState;
 pub use writer::{transaction_refusal, ExecRequest, WriteJob};
 
@@ -742,11 +743,13 @@ fn internal(conn: &Connection, sql: &str) -> Result<()> {
 }
 
 /// [`internal`] for a statement the broker runs on every request (the savepoint around each
-/// request of a group): prepared once per connection and kept in its statement cache. One
+/// request of a group): prepared once per connection and kept in its statement cache, under
+/// [`sqlite::exec::INTERNAL_MARK`] so that app SQL never reuses it past the policy. One
 /// statement without parameters or rows.
 fn internal_cached(conn: &Connection, sql: &str) -> Result<()> {
     INTERNAL.with(|f| f.set(true));
-    let r = conn.prepare_cached(sql).and_then(|mut stmt| stmt.raw_execute()).map(drop);
+    let marked = format!("{}{sql}", sqlite::exec::INTERNAL_MARK);
+    let r = conn.prepare_cached(&marked).and_then(|mut stmt| stmt.raw_execute()).map(drop);
     INTERNAL.with(|f| f.set(false));
     r.map_err(|e| sqlite::map_error(e, None))
 }
@@ -754,7 +757,8 @@ fn internal_cached(conn: &Connection, sql: &str) -> Result<()> {
 /// Reads a 0/1 setting of the connection with one of the broker's own (cached) statements.
 fn internal_flag(conn: &Connection, sql: &str) -> Result<bool> {
     INTERNAL.with(|f| f.set(true));
-    let r = conn.prepare_cached(sql).and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)));
+    let marked = format!("{}{sql}", sqlite::exec::INTERNAL_MARK);
+    let r = conn.prepare_cached(&marked).and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)));
     INTERNAL.with(|f| f.set(false));
     r.map(|v| v != 0).map_err(|e| sqlite::map_error(e, None))
 }

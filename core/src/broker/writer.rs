@@ -15,10 +15,13 @@ pub enum WriteJob {
     Gate(Arc<crate::api::Gate>),
 }
 
-/// One `exec` in the write queue.
+/// One `exec` (or script) in the write queue.
 pub struct ExecRequest {
-    /// The statement.
+    /// The statement, or the statements of a script.
     pub sql: String,
+    /// Whether `sql` is a script ([`sqlite::execute_script`]): any number of statements, no
+    /// parameters, run as one atomic request.
+    pub script: bool,
     /// Its parameters.
     pub params: Vec<Value>,
     /// Deadline and cancellation.
@@ -245,18 +248,18 @@ impl DbShared {
             // Broken on purpose: answer first, commit later.
             let mut answered = Vec::new();
             for req in execs {
-                let ExecRequest { sql, params, stop, submitted, reply, admission } = req;
-                reply.complete(Ok(ExecResult { changes: 1, last_insert_rowid: 0 }));
+                let ExecRequest { sql, script, params, stop, submitted, reply, admission } = req;
+                reply.complete(Ok(ExecResult { changes: 1, statements: 1, ..Default::default() }));
                 // The real caller is answered; the work still needs a completer to answer.
                 let (_, reply) = pending::pending::<ExecResult>(CancelToken::new());
-                answered.push(ExecRequest { sql, params, stop, submitted, reply, admission });
+                answered.push(ExecRequest { sql, script, params, stop, submitted, reply, admission });
             }
             execs = answered;
         }
         let mut results = if let Err(e) = self.check_writable() {
             execs.into_iter().map(|r| (r, Err(e.clone()))).collect()
         } else {
-            commit_group(conn, execs)
+            commit_group(conn, &self.hot.query_limits, execs)
         };
         // A checkpoint the commit triggers belongs to it: it runs before anyone is answered.
         self.after_commit(broker, conn);
@@ -334,7 +337,18 @@ impl DbShared {
         body: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         internal(conn, "BEGIN IMMEDIATE")?;
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(conn)));
+        // `last_insert_rowid()` and exec's rowid see the transaction's own inserts only.
+        set_last_insert_rowid(conn, 0);
+        let _ = sqlite::policy::take_temp_created();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let value = sqlite::policy::in_scope(sqlite::policy::Scope::Transaction, || body(conn))?;
+            // Temporary objects live for the transaction (unless the manifest keeps them on
+            // the connection): dropped inside it, so the commit (or the rollback) is their end.
+            if !self.config.policy.temp_objects {
+                drop_temp_objects(conn, true)?;
+            }
+            Ok(value)
+        }));
         match outcome {
             Ok(Ok(value)) => {
                 if conn.is_autocommit() {
@@ -398,6 +412,7 @@ impl DbShared {
 /// the loop is bounded by the group's size.
 pub(super) fn commit_group(
     conn: &Connection,
+    limits: &sqlite::QueryLimits,
     execs: Vec<ExecRequest>,
 ) -> Vec<(ExecRequest, Result<ExecResult>)> {
     let mut results: Vec<Option<Result<ExecResult>>> = execs.iter().map(|_| None).collect();
@@ -414,7 +429,7 @@ pub(super) fn commit_group(
                 }
                 continue;
             }
-            let r = run_in_savepoint(conn, req);
+            let r = run_in_savepoint(conn, limits, req);
             if r.is_err() && conn.is_autocommit() {
                 // SQLite rolled the transaction back: rerun the group without this request.
                 if let (Some(f), Err(e)) = (failed.get_mut(i), r) {
@@ -460,31 +475,111 @@ pub(super) fn commit_group(
 ///   the group's COMMIT. Every request therefore starts with none outstanding;
 /// * `defer_foreign_keys`, which SQLite resets at COMMIT, is reset after a request that set
 ///   it, so it does not change how the next one is checked.
-pub(super) fn run_in_savepoint(conn: &Connection, req: &ExecRequest) -> Result<ExecResult> {
+/// * `last_insert_rowid()` starts at 0 (a neighbour's insert never shows), and temporary
+///   objects the request created are dropped when it ends.
+pub(super) fn run_in_savepoint(
+    conn: &Connection,
+    limits: &sqlite::QueryLimits,
+    req: &ExecRequest,
+) -> Result<ExecResult> {
     req.stop.check()?;
     debug_assert_eq!(
         deferred_fk_violations(conn),
         0,
         "a request starts with a deferred violation outstanding"
     );
-    internal_cached(conn, "SAVEPOINT sila_request")?;
-    let mut r = sqlite::execute(conn, &req.sql, &req.params, &req.stop);
+    internal_cached(conn, "SAVEPOINT _sila_request")?;
+    set_last_insert_rowid(conn, 0);
+    let _ = sqlite::policy::take_temp_created();
+    let mut r = sqlite::policy::in_scope(sqlite::policy::Scope::Request, || {
+        if req.script {
+            sqlite::execute_script(conn, &req.sql, &req.stop)
+        } else {
+            sqlite::execute(conn, &req.sql, &req.params, limits, &req.stop)
+        }
+    });
     if conn.is_autocommit() {
         // SQLite already rolled back the whole transaction; the savepoint is gone.
+        let _ = sqlite::policy::take_temp_created();
         return r.map_err(transaction_refusal);
     }
     if r.is_ok() && deferred_fk_violations(conn) > 0 {
         r = Err(deferred_fk_error());
     }
-    if r.is_err() {
-        let _ = internal_cached(conn, "ROLLBACK TO sila_request");
+    if r.is_ok() {
+        if let Err(e) = drop_temp_objects(conn, false) {
+            r = Err(e);
+        }
     }
-    internal_cached(conn, "RELEASE sila_request")?;
+    if r.is_err() {
+        let _ = internal_cached(conn, "ROLLBACK TO _sila_request");
+        let _ = sqlite::policy::take_temp_created();
+    }
+    internal_cached(conn, "RELEASE _sila_request")?;
     // Only when set: setting a flag PRAGMA expires every prepared statement of the connection.
     if internal_flag(conn, "PRAGMA defer_foreign_keys")? {
         internal(conn, "PRAGMA defer_foreign_keys=OFF")?;
     }
     r.map_err(transaction_refusal)
+}
+
+/// Runs a script inside an open transaction as one unit: in its own savepoint, rolled back to
+/// it on an error, so the transaction stays usable and the script left nothing behind.
+pub(crate) fn run_script_in_savepoint(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<ExecResult> {
+    internal(conn, "SAVEPOINT _sila_script")?;
+    let r = sqlite::execute_script(conn, sql, stop);
+    if conn.is_autocommit() {
+        // SQLite rolled the whole transaction back; the savepoint is gone with it.
+        return r;
+    }
+    if r.is_err() {
+        let _ = internal(conn, "ROLLBACK TO _sila_script");
+    }
+    internal(conn, "RELEASE _sila_script")?;
+    r
+}
+
+/// Sets what `last_insert_rowid()` answers on `conn` (the broker sets 0 at the start of every
+/// request and transaction).
+fn set_last_insert_rowid(conn: &Connection, rowid: i64) {
+    // SAFETY: `conn.handle()` is the live sqlite3* owned by `conn`, used on this thread while
+    // `conn` is borrowed; the call only stores the integer in the connection.
+    #[allow(unsafe_code)]
+    unsafe {
+        rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid);
+    }
+}
+
+/// Drops the temporary objects app SQL created in the request or transaction that is ending:
+/// outside the `tempObjects` relaxation they live only that long. `always` looks even when the
+/// policy saw no CREATE TEMP on this thread (a transaction, once; a request of a group relies
+/// on the policy's note, so the common request pays nothing).
+fn drop_temp_objects(conn: &Connection, always: bool) -> Result<()> {
+    if !sqlite::policy::take_temp_created() && !always {
+        return Ok(());
+    }
+    // Triggers first (one may sit on a main table), then views, then tables (their indexes
+    // go with them).
+    let objects: Vec<(String, String)> = as_internal(|| {
+        conn.prepare_cached(&format!(
+            "{}SELECT type, name FROM temp.sqlite_schema WHERE type IN ('trigger', 'view', 'table') \
+             ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 ELSE 2 END",
+            sqlite::exec::INTERNAL_MARK
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()
+        })
+    })
+    .map_err(|e| sqlite::map_error(e, None))?;
+    for (kind, name) in objects {
+        let kind = match kind.as_str() {
+            "trigger" => "TRIGGER",
+            "view" => "VIEW",
+            _ => "TABLE",
+        };
+        internal(conn, &format!("DROP {kind} IF EXISTS temp.\"{}\"", name.replace('"', "\"\"")))?;
+    }
+    Ok(())
 }
 
 /// Whether the connection's transaction has deferred foreign-key violations outstanding
@@ -521,14 +616,11 @@ fn deferred_fk_error() -> Error {
     )
 }
 
-/// Turns SQLite's "not authorized" for a transaction statement into a clear policy refusal.
+/// Turns SQLite's bare "not authorized" for a transaction statement into a clear policy
+/// refusal.
 pub fn transaction_refusal(e: Error) -> Error {
     if e.code() == ErrorCode::PolicyDenied && e.message().contains("not authorized") {
-        return Error::new(
-            ErrorCode::PolicyDenied,
-            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed in SQL: \
-             use the transaction API",
-        );
+        return Error::new(ErrorCode::PolicyDenied, sqlite::policy::TRANSACTION_CONTROL_REFUSED);
     }
     e
 }

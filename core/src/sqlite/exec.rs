@@ -1,14 +1,19 @@
 //! Running statements under limits: deadlines, cancellation, and result caps.
 //!
 //! [`query`] and [`execute`] run exactly one statement through the connection's prepared
-//! statement cache; [`execute_batch`] runs a parameterless script. All three install the
-//! request's [`StopCheck`] as the progress handler for their duration and check it before they
-//! start and between rows. [`query`] counts the compact JSON size of the result as it steps and
-//! stops at the first row that would break a cap, so a result is never built past its limits
-//! (a single oversized value is refused before it is copied).
+//! statement cache; [`execute_script`] runs a parameterless script of any number of
+//! statements. All of them install the request's [`StopCheck`] as the progress handler for
+//! their duration and check it before they start and between rows. [`query`] and [`execute`]
+//! count the compact JSON size of the result as they step and stop at the first row that would
+//! break a cap, so a result is never built past its limits (a single oversized value is
+//! refused before it is copied).
 //!
-//! Every stepping loop ends: `query` at `rows_max + 1` rows or the byte cap, `execute` (which
-//! discards rows of `… RETURNING` or a SELECT) at the request's deadline.
+//! SQLite decides what a statement is: [`query`] refuses a statement `sqlite3_stmt_readonly`
+//! says writes ([`ErrorCode::WriteInQuery`], naming exec); [`execute`] runs any statement and
+//! returns its rows (`INSERT … RETURNING`, or a SELECT), its changes and the rowid.
+//!
+//! Every stepping loop ends: `query` and `execute` at `rows_max + 1` rows or the byte cap, a
+//! script's statements at the request's deadline.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -61,6 +66,7 @@ pub fn query(
     // (which may load the schema) and every step.
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "query", stop)?;
+    refuse_writes(&stmt)?;
     bind(&mut stmt, params, stop)?;
     let columns = column_names(&stmt)?;
     let mut collector = Collector::new(columns.len(), rows_doc_base_len(&columns), limits);
@@ -115,6 +121,7 @@ pub fn query_first(
     super::confine::clear_refusal();
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "query", stop)?;
+    refuse_writes(&stmt)?;
     bind(&mut stmt, params, stop)?;
     if stmt.column_count() == 0 {
         // Stepped to the end like `query`, so a statement without columns still runs whole.
@@ -141,43 +148,236 @@ pub fn query_first(
     collector.take(value, 0).map(Some)
 }
 
-/// Runs exactly one statement with positional `params` and reports its changes.
+/// Runs exactly one statement with positional `params` and reports its changes, the rowid
+/// and the rows it returned (`INSERT … RETURNING`, a SELECT), under `limits` like a query's.
 ///
-/// Rows the statement returns (`INSERT … RETURNING`, a SELECT) are stepped through and
-/// discarded. SQL that continues after the first statement (other than whitespace and
-/// comments) is refused with [`ErrorCode::InvalidArgument`]: `exec` runs one statement.
-pub fn execute(conn: &Connection, sql: &str, params: &[Value], stop: &StopCheck) -> Result<ExecResult> {
+/// SQL that continues after the first statement (other than whitespace and comments) is
+/// refused with [`ErrorCode::InvalidArgument`]: `exec` runs one statement; scripts go through
+/// [`execute_script`].
+pub fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    limits: &QueryLimits,
+    stop: &StopCheck,
+) -> Result<ExecResult> {
     stop.check()?;
     super::confine::clear_refusal();
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "exec", stop)?;
     bind(&mut stmt, params, stop)?;
+    let columns = if stmt.column_count() == 0 { Vec::new() } else { column_names(&stmt)? };
+    let mut collector = Collector::new(columns.len(), rows_doc_base_len(&columns), limits);
+    if !columns.is_empty() {
+        collector.check_bytes()?;
+    }
     let total_changes_before = conn.total_changes();
     let mut rows = stmt.raw_query();
     loop {
-        match rows.next() {
-            Ok(Some(_)) => stop.check()?,
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => return Err(map_error(e, Some(stop))),
+        };
+        collector.start_row()?;
+        for index in 0..columns.len() {
+            let value = row.get_ref(index).map_err(|e| map_error(e, Some(stop)))?;
+            collector.push(value)?;
         }
+        collector.finish_row();
+        between_rows(stop, collector.rows.len())?;
     }
     drop(rows);
     // `sqlite3_changes` keeps the count of the last INSERT/UPDATE/DELETE, even when this
     // statement was DDL; the total moves only when this statement changed rows.
     let changes = if conn.total_changes() == total_changes_before { 0 } else { conn.changes() };
-    Ok(ExecResult { changes, last_insert_rowid: conn.last_insert_rowid() })
+    Ok(ExecResult {
+        changes,
+        last_insert_rowid: conn.last_insert_rowid(),
+        rows: Rows { columns, rows: collector.rows },
+        statements: 1,
+    })
 }
 
-/// Runs a parameterless script of any number of statements (migrations), within `stop`.
-///
-/// Statements run in order; the first error stops the script, and earlier statements stay
-/// applied unless the script wraps itself in a transaction or the caller rolls back.
-pub fn execute_batch(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<()> {
+/// Runs a parameterless script of any number of statements, in order, within `stop`; rows
+/// the statements return are stepped through and discarded. The first error stops the script
+/// and is returned with the statement's number (from 1) and its line and column in the
+/// script; earlier statements stay applied, so callers run scripts inside a savepoint or
+/// transaction (the broker does) to make them atomic. A script with no statement is
+/// [`ErrorCode::InvalidArgument`].
+pub fn execute_script(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<ExecResult> {
     stop.check()?;
     super::confine::clear_refusal();
     let _guard = ProgressGuard::install(conn, stop);
-    conn.execute_batch(sql).map_err(|e| map_error(e, Some(stop)))
+    let mut result = ExecResult::default();
+    let mut offset = 0;
+    // Each turn consumes at least one byte of the script (SQLite's tail moves forward, or the
+    // loop ends), so the loop is bounded by the script's length.
+    while offset < sql.len() {
+        let rest = sql.get(offset..).unwrap_or_default();
+        let number = result.statements + 1;
+        let start = offset + leading_blank_len(rest);
+        let at = |e: Error| {
+            let (line, column) = line_and_column(sql, start);
+            e.context(format_args!("statement {number} of the script (line {line}, column {column})"))
+        };
+        let (stmt, consumed) = raw::prepare(conn, rest).map_err(|e| at(map_error(e, Some(stop))))?;
+        if consumed == 0 {
+            break;
+        }
+        offset += consumed;
+        let Some(stmt) = stmt else { continue };
+        let before = conn.total_changes();
+        stmt.run(conn, stop).map_err(at)?;
+        if conn.total_changes() != before {
+            result.changes = result.changes.saturating_add(conn.changes());
+        }
+        result.statements = number;
+    }
+    if result.statements == 0 {
+        return Err(Error::invalid_argument("the script holds no statement"));
+    }
+    result.last_insert_rowid = conn.last_insert_rowid();
+    Ok(result)
 }
+
+/// Bytes of whitespace and comments at the start of `sql` (where a statement's first token
+/// begins, for error positions).
+fn leading_blank_len(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    // Bounded: every turn moves `i` forward or returns.
+    loop {
+        match bytes.get(i..) {
+            Some([c, ..]) if c.is_ascii_whitespace() => i += 1,
+            Some([b'-', b'-', ..]) => {
+                i += bytes
+                    .get(i..)
+                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                    .unwrap_or(bytes.len() - i);
+            }
+            Some([b'/', b'*', ..]) => {
+                let body = bytes.get(i + 2..).unwrap_or_default();
+                i += 2 + body.windows(2).position(|w| w == b"*/").map_or(body.len(), |p| p + 2);
+            }
+            _ => return i.min(sql.len()),
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The statements of a script, prepared one at a time with SQLite's own tokenizer: rusqlite's
+/// batch API does not say where a statement ends, and an error must say where it is.
+mod raw {
+    use std::os::raw::{c_char, c_int};
+
+    use rusqlite::{ffi, Connection};
+
+    use crate::sqlite::errors::map_error;
+    use crate::sqlite::stop::StopCheck;
+    use crate::Result;
+
+    /// One prepared statement, finalized when dropped.
+    pub(super) struct Stmt(*mut ffi::sqlite3_stmt);
+
+    impl Drop for Stmt {
+        fn drop(&mut self) {
+            // SAFETY: `self.0` came from a successful sqlite3_prepare_v3 and is finalized
+            // exactly once, here.
+            #[allow(unsafe_code)]
+            unsafe {
+                ffi::sqlite3_finalize(self.0);
+            }
+        }
+    }
+
+    fn failure(conn: &Connection, rc: c_int) -> rusqlite::Error {
+        // SAFETY: `conn.handle()` is the live sqlite3* of `conn`; sqlite3_errmsg returns a
+        // NUL-terminated string owned by SQLite, valid until the next call on the connection,
+        // and copied out before anything else runs on it.
+        #[allow(unsafe_code)]
+        let (code, message) = unsafe {
+            let msg = ffi::sqlite3_errmsg(conn.handle());
+            let text = if msg.is_null() {
+                None
+            } else {
+                Some(std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned())
+            };
+            (ffi::sqlite3_extended_errcode(conn.handle()), text)
+        };
+        let code = if code == ffi::SQLITE_OK { rc } else { code };
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), message)
+    }
+
+    /// Prepares the first statement of `sql`: the statement (`None` for one that is only
+    /// whitespace, comments or `;`) and how many bytes of `sql` it took.
+    pub(super) fn prepare(
+        conn: &Connection,
+        sql: &str,
+    ) -> std::result::Result<(Option<Stmt>, usize), rusqlite::Error> {
+        let len = c_int::try_from(sql.len()).map_err(|_| {
+            rusqlite::Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_TOOBIG),
+                Some("the script is too long".into()),
+            )
+        })?;
+        let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
+        let mut tail: *const c_char = std::ptr::null();
+        let start = sql.as_ptr().cast::<c_char>();
+        // SAFETY: `start` and `len` describe the live UTF-8 bytes of `sql` (SQLite reads at
+        // most `len` bytes, no terminator needed); `stmt` and `tail` are out-params on this
+        // frame. SQLite sets `tail` to a point inside those bytes (or their end).
+        #[allow(unsafe_code)]
+        let rc = unsafe { ffi::sqlite3_prepare_v3(conn.handle(), start, len, 0, &mut stmt, &mut tail) };
+        if rc != ffi::SQLITE_OK {
+            if !stmt.is_null() {
+                drop(Stmt(stmt));
+            }
+            return Err(failure(conn, rc));
+        }
+        let consumed = if tail.is_null() {
+            sql.len()
+        } else {
+            // SAFETY: both pointers are into (or one past) the same allocation, `sql`'s bytes.
+            #[allow(unsafe_code)]
+            let d = unsafe { tail.offset_from(start) };
+            usize::try_from(d).unwrap_or(sql.len()).min(sql.len())
+        };
+        Ok(((!stmt.is_null()).then_some(Stmt(stmt)), consumed))
+    }
+
+    impl Stmt {
+        /// Steps the statement to its end, discarding rows; `stop` is checked between rows.
+        pub(super) fn run(&self, conn: &Connection, stop: &StopCheck) -> Result<()> {
+            // Bounded by the statement: every SQLITE_ROW is a row of a finite result or the
+            // deadline ends it (the progress handler interrupts the step).
+            loop {
+                // SAFETY: `self.0` is a live prepared statement of `conn`, used on this
+                // thread only while `conn` is borrowed.
+                #[allow(unsafe_code)]
+                let rc = unsafe { ffi::sqlite3_step(self.0) };
+                match rc {
+                    ffi::SQLITE_ROW => stop.check()?,
+                    ffi::SQLITE_DONE => return Ok(()),
+                    _ => return Err(map_error(failure(conn, rc), Some(stop))),
+                }
+            }
+        }
+    }
+}
+
+/// The comment every statement of the engine's own that sits in a connection's statement cache
+/// begins with. SQLite's authorizer runs when a statement is prepared, not when a cached one is
+/// reused, so app SQL with the same text as a cached statement of the engine would run it past
+/// the policy; app SQL that begins with this mark is refused instead ([`prepare_one`]).
+pub const INTERNAL_MARK: &str = "/* sila internal */ ";
 
 /// Prepares (or takes from the cache) exactly one statement; `what` names the operation in
 /// errors.
@@ -187,16 +387,45 @@ fn prepare_one<'c>(
     what: &str,
     stop: &StopCheck,
 ) -> Result<CachedStatement<'c>> {
+    if sql.trim_start().starts_with(INTERNAL_MARK.trim_end()) {
+        return Err(Error::new(
+            ErrorCode::PolicyDenied,
+            format!("`{what}` refuses SQL that begins with the engine's own marker comment"),
+        ));
+    }
     conn.prepare_cached(sql).map_err(|e| match e {
         rusqlite::Error::MultipleStatement => Error::invalid_argument(format!(
             "`{what}` runs exactly one statement, but the SQL continues after the first one; \
-             run scripts with execute_batch"
+             run scripts with execute_script"
         )),
         rusqlite::Error::Empty => {
             Error::invalid_argument(format!("`{what}` needs one statement, but the SQL holds none"))
         }
         other => map_error(other, Some(stop)),
     })
+}
+
+/// Refuses a statement SQLite says writes (`sqlite3_stmt_readonly`) unless it is an EXPLAIN
+/// (`sqlite3_stmt_isexplain`: it only describes the statement): a query runs on a reader.
+///
+/// One exception: SQLite counts `PRAGMA journal_mode` among the writers even without an
+/// argument (its opcode may change the mode). A statement whose one result column is
+/// `journal_mode` is let through: the authorizer has already refused any change of the mode
+/// (it accepts only the value in force), and the reader's `query_only` stops anything else
+/// that would answer under that name.
+fn refuse_writes(stmt: &CachedStatement<'_>) -> Result<()> {
+    if stmt.readonly() || stmt.is_explain() > 0 {
+        return Ok(());
+    }
+    if stmt.column_count() == 1 && stmt.column_name(0).is_ok_and(|c| c == "journal_mode") {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::WriteInQuery,
+        "query runs statements that only read, and SQLite says this one writes (an INSERT, UPDATE or \
+         DELETE, also with RETURNING; DDL; a PRAGMA that sets something): run it with exec, which \
+         returns its rows, changes and last_insert_rowid",
+    ))
 }
 
 fn bind(stmt: &mut CachedStatement<'_>, params: &[Value], stop: &StopCheck) -> Result<()> {
@@ -543,10 +772,10 @@ mod tests {
         let token = CancelToken::new();
         token.cancel();
         let check = StopCheck::with_timeout(Duration::from_secs(60), token);
-        let err = execute(&conn, "DELETE FROM t", &[], &check).unwrap_err();
+        let err = execute(&conn, "DELETE FROM t", &[], &QueryLimits::default(), &check).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Cancelled);
         let expired = StopCheck::with_timeout(Duration::ZERO, CancelToken::new());
-        assert_eq!(execute_batch(&conn, "DELETE FROM t", &expired).unwrap_err().code(), ErrorCode::Timeout);
+        assert_eq!(execute_script(&conn, "DELETE FROM t", &expired).unwrap_err().code(), ErrorCode::Timeout);
         let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1, "nothing ran");
     }
@@ -555,7 +784,7 @@ mod tests {
     fn batch_timeout_maps_to_timeout() {
         let conn = Connection::open_in_memory().unwrap();
         let check = StopCheck::with_timeout(Duration::from_millis(50), CancelToken::new());
-        let err = execute_batch(&conn, &format!("CREATE TABLE x(a); {COUNT_FOREVER};"), &check).unwrap_err();
+        let err = execute_script(&conn, &format!("CREATE TABLE x(a); {COUNT_FOREVER};"), &check).unwrap_err();
         assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
     }
 
@@ -566,34 +795,128 @@ mod tests {
             &conn,
             "UPDATE t SET name = ?1 WHERE id <= ?2",
             &[Value::Text("x".into()), Value::Integer(2)],
+            &QueryLimits::default(),
             &stop(),
         )
         .unwrap();
         assert_eq!(res.changes, 2);
-        let res = execute(&conn, "INSERT INTO t(name) VALUES ('new')", &[], &stop()).unwrap();
-        assert_eq!(res, ExecResult { changes: 1, last_insert_rowid: 4 });
+        let res = execute(&conn, "INSERT INTO t(name) VALUES ('new')", &[], &QueryLimits::default(), &stop())
+            .unwrap();
+        assert_eq!(res, ExecResult { changes: 1, last_insert_rowid: 4, statements: 1, ..Default::default() });
         // DDL changes no rows, whatever the previous statement did.
-        let res = execute(&conn, "CREATE TABLE other(x)", &[], &stop()).unwrap();
+        let res = execute(&conn, "CREATE TABLE other(x)", &[], &QueryLimits::default(), &stop()).unwrap();
         assert_eq!(res.changes, 0);
-        // RETURNING rows are discarded; the insert happens.
-        let res = execute(&conn, "INSERT INTO t(name) VALUES ('r') RETURNING id", &[], &stop()).unwrap();
-        assert_eq!(res, ExecResult { changes: 1, last_insert_rowid: 5 });
+        // RETURNING rows come back with the changes.
+        let res = execute(
+            &conn,
+            "INSERT INTO t(name) VALUES ('r'), ('s') RETURNING id, name AS n",
+            &[],
+            &QueryLimits::default(),
+            &stop(),
+        )
+        .unwrap();
+        assert_eq!((res.changes, res.last_insert_rowid), (2, 6));
+        assert_eq!(res.rows.columns, ["id", "n"]);
+        assert_eq!(
+            res.rows.rows,
+            vec![
+                vec![Value::Integer(5), Value::Text("r".into())],
+                vec![Value::Integer(6), Value::Text("s".into())]
+            ]
+        );
+        // Under the caps of a query: a RETURNING past rows_max fails (the caller rolls back).
+        let one = QueryLimits { rows_max: 1, ..Default::default() };
+        let err = execute(&conn, "UPDATE t SET name = name RETURNING id", &[], &one, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ResultTooLarge);
+        // A SELECT given to exec returns its rows and changes nothing.
+        let res =
+            execute(&conn, "SELECT count(*) AS n FROM t", &[], &QueryLimits::default(), &stop()).unwrap();
+        assert_eq!((res.changes, res.rows.rows.clone()), (0, vec![vec![Value::Integer(6)]]));
         // Trailing whitespace and comments are fine.
-        execute(&conn, "DELETE FROM t WHERE id = 5; -- done\n /* really */ ", &[], &stop()).unwrap();
+        execute(
+            &conn,
+            "DELETE FROM t WHERE id = 5; -- done\n /* really */ ",
+            &[],
+            &QueryLimits::default(),
+            &stop(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn execute_runs_exactly_one_statement() {
         let conn = conn_with_rows(1);
-        let err = execute(&conn, "DELETE FROM t; DELETE FROM t", &[], &stop()).unwrap_err();
+        let err = execute(&conn, "DELETE FROM t; DELETE FROM t", &[], &QueryLimits::default(), &stop())
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert!(err.message().contains("`exec` runs exactly one statement"), "{err}");
         let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1, "nothing ran");
-        let err = execute(&conn, "  -- nothing\n", &[], &stop()).unwrap_err();
+        let err = execute(&conn, "  -- nothing\n", &[], &QueryLimits::default(), &stop()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         let err = query(&conn, "SELECT 1; SELECT 2", &[], &QueryLimits::default(), &stop()).unwrap_err();
         assert!(err.message().contains("`query` runs exactly one statement"), "{err}");
+    }
+
+    #[test]
+    fn query_refuses_what_sqlite_says_writes() {
+        let conn = conn_with_rows(1);
+        let limits = QueryLimits::default();
+        for sql in [
+            "INSERT INTO t(name) VALUES ('x') RETURNING id",
+            "UPDATE t SET name = 'y'",
+            "DELETE FROM t RETURNING *",
+            "CREATE TABLE u(x)",
+            "PRAGMA user_version = 3",
+            "WITH x AS (SELECT 1) INSERT INTO t(name) SELECT 'z' FROM x",
+        ] {
+            let err = query(&conn, sql, &[], &limits, &stop()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::WriteInQuery, "{sql}: {err}");
+            assert!(err.message().contains("run it with exec"), "{err}");
+            let err = query_first(&conn, sql, &[], &limits, &stop()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::WriteInQuery, "{sql}: {err}");
+        }
+        let n = query_first(&conn, "SELECT count(*) FROM t", &[], &limits, &stop()).unwrap();
+        assert_eq!(n, Some(Value::Integer(1)), "nothing ran");
+        // Reading PRAGMAs, EXPLAIN and CTEs that read are queries.
+        for sql in [
+            "PRAGMA user_version",
+            "PRAGMA journal_mode",
+            "EXPLAIN INSERT INTO t(name) VALUES (1)",
+            "EXPLAIN QUERY PLAN DELETE FROM t",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+        ] {
+            query(&conn, sql, &[], &limits, &stop()).unwrap();
+        }
+    }
+
+    #[test]
+    fn scripts_run_every_statement_and_say_where_one_failed() {
+        let conn = Connection::open_in_memory().unwrap();
+        let script = "-- schema\nCREATE TABLE a(x INTEGER PRIMARY KEY, y TEXT);;\n\
+                      /* seed */ INSERT INTO a(y) VALUES ('p'), ('q');\n\
+                      SELECT * FROM a;\nUPDATE a SET y = 'r' WHERE x = 1;   ";
+        let res = execute_script(&conn, script, &stop()).unwrap();
+        assert_eq!((res.statements, res.changes, res.last_insert_rowid), (4, 3, 2));
+        assert!(res.rows.columns.is_empty(), "a script's rows are discarded");
+        let bad =
+            "INSERT INTO a(y) VALUES ('s');\n  INSERT INTO a(x) VALUES (1);\nINSERT INTO a(y) VALUES ('t')";
+        let err = execute_script(&conn, bad, &stop()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Sqlite);
+        assert_eq!(err.sqlite_code(), Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY));
+        assert!(err.message().starts_with("statement 2 of the script (line 2, column 3): "), "{err}");
+        assert!(err.message().contains("UNIQUE constraint failed"), "{err}");
+        let n: i64 = conn.query_row("SELECT count(*) FROM a", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3, "the first statement ran and the third did not (atomicity is the caller's)");
+        let err = execute_script(&conn, "SELECT 1;\nSELEC 2", &stop()).unwrap_err();
+        assert!(err.message().starts_with("statement 2 of the script (line 2, column 1): "), "{err}");
+        assert!(err.message().contains("syntax error"), "{err}");
+        for empty in ["", "  ;; -- nothing\n", "/* only */"] {
+            assert_eq!(execute_script(&conn, empty, &stop()).unwrap_err().code(), ErrorCode::InvalidArgument);
+        }
+        assert_eq!(line_and_column("ab\ncdé\nf", 7), (2, 4));
+        assert_eq!(leading_blank_len(" -- a\n /* b */ x"), 15);
+        assert_eq!(leading_blank_len("/* open"), 7);
     }
 
     #[test]
@@ -603,7 +926,8 @@ mod tests {
             query(&conn, "SELECT ?1, ?2", &[Value::Null], &QueryLimits::default(), &stop()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         assert_eq!(err.message(), "statement expects 2 parameters, got 1");
-        let err = execute(&conn, "DELETE FROM t", &[Value::Integer(1)], &stop()).unwrap_err();
+        let err = execute(&conn, "DELETE FROM t", &[Value::Integer(1)], &QueryLimits::default(), &stop())
+            .unwrap_err();
         assert_eq!(err.message(), "statement expects 0 parameters, got 1");
         // A failed bind leaves nothing behind in the cached statement.
         let rows = query(
@@ -624,7 +948,8 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::Sqlite);
         assert_eq!(err.sqlite_code(), Some(1));
         assert!(err.message().contains("near \"SELEC\": syntax error"), "{err}");
-        let err = execute(&conn, "INSERT INTO missing VALUES (1)", &[], &stop()).unwrap_err();
+        let err = execute(&conn, "INSERT INTO missing VALUES (1)", &[], &QueryLimits::default(), &stop())
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Sqlite);
         assert!(err.message().contains("no such table: missing"), "{err}");
     }
@@ -632,7 +957,8 @@ mod tests {
     #[test]
     fn constraint_violation_has_extended_code() {
         let conn = conn_with_rows(1);
-        let err = execute(&conn, "INSERT INTO t(id) VALUES (1)", &[], &stop()).unwrap_err();
+        let err = execute(&conn, "INSERT INTO t(id) VALUES (1)", &[], &QueryLimits::default(), &stop())
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Sqlite);
         assert_eq!(err.sqlite_code(), Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY));
     }
@@ -642,13 +968,17 @@ mod tests {
         let dir = TempDir::new("full");
         let opts = ConnectionOptions { max_page_count: Some(8), ..Default::default() };
         let conn = open_connection(&dir.0.join("db.sqlite"), &opts).unwrap();
-        execute(&conn, "CREATE TABLE big(v BLOB)", &[], &stop()).unwrap();
+        execute(&conn, "CREATE TABLE big(v BLOB)", &[], &QueryLimits::default(), &stop()).unwrap();
         let blob = Value::Blob(vec![7; 4096]);
         let mut last = None;
         for _ in 0..64 {
-            if let Err(e) =
-                execute(&conn, "INSERT INTO big VALUES (?1)", std::slice::from_ref(&blob), &stop())
-            {
+            if let Err(e) = execute(
+                &conn,
+                "INSERT INTO big VALUES (?1)",
+                std::slice::from_ref(&blob),
+                &QueryLimits::default(),
+                &stop(),
+            ) {
                 last = Some(e);
                 break;
             }
@@ -660,8 +990,8 @@ mod tests {
         // Still usable: reads work, and a delete frees room for a small write.
         let before = query(&conn, "SELECT count(*) FROM big", &[], &QueryLimits::default(), &stop()).unwrap();
         assert!(matches!(before.rows[0][0], Value::Integer(n) if n >= 1));
-        execute(&conn, "DELETE FROM big", &[], &stop()).unwrap();
-        execute(&conn, "INSERT INTO big VALUES (x'01')", &[], &stop()).unwrap();
+        execute(&conn, "DELETE FROM big", &[], &QueryLimits::default(), &stop()).unwrap();
+        execute(&conn, "INSERT INTO big VALUES (x'01')", &[], &QueryLimits::default(), &stop()).unwrap();
         assert!(conn.is_autocommit(), "no transaction left open");
     }
 }

@@ -20,13 +20,14 @@
 //! |---|---|
 //! | SELECT, INSERT, UPDATE, DELETE, reads, recursive CTEs | allowed |
 //! | CREATE/DROP/ALTER of tables, indexes, views, triggers; ANALYZE; REINDEX | allowed |
-//! | CREATE TEMP table/index/view/trigger | denied (unless relaxed): temporary objects live on one pooled connection, are invisible to the app's other requests, and hold memory outside the quota |
+//! | CREATE TEMP table/index/view/trigger | allowed in exec, scripts, transactions and migration steps, where they live until the request or transaction ends (the broker then drops them, see [`take_temp_created`]); denied in a query. With the `tempObjects` relaxation: allowed everywhere, and they live on their connection |
 //! | CREATE VIRTUAL TABLE | only modules in [`VTABLE_MODULES_ALLOWED`] |
-//! | BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE | denied: transactions go through the API (a COMMIT inside a group commit would break the other requests' atomicity) |
+//! | BEGIN, COMMIT, ROLLBACK | denied: transactions go through the API (a COMMIT inside a group commit would break the other requests' atomicity) |
+//! | SAVEPOINT, RELEASE, ROLLBACK TO | allowed in exec, scripts, transactions and migration steps (they nest inside the request's or transaction's own savepoint or transaction, whose end releases whatever the app left open); denied in a query and for names starting with [`RESERVED_TABLE_PREFIX`] |
 //! | ATTACH, DETACH | denied in SQL that reaches SQLite; `ATTACH 'sila://db/<name>' AS s` and `DETACH s` are answered by the broker (see below) |
 //! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction and export are API operations |
 //! | PRAGMA | by the allowlist in [`pragma_rule`] |
-//! | functions | all built-ins except [`FUNCTIONS_DENIED`] |
+//! | functions | all built-ins except [`FUNCTIONS_DENIED`]; in a query also [`FUNCTIONS_OF_THE_WRITER`] (on a reader they would always answer 0) |
 //! | writing, creating, altering or dropping an engine table (`_sila_meta`, any name starting with [`RESERVED_TABLE_PREFIX`]), or indexing it or putting a trigger on it | denied; reading it is allowed |
 //! | anything else (an action code this table does not know) | denied |
 //!
@@ -40,11 +41,14 @@
 //!
 //! # PRAGMAs
 //!
-//! Introspection PRAGMAs are allowed with any argument (the argument names a table or index,
-//! or bounds a check). Settings are readable but only [`PragmaRule::ReadWrite`] ones may be
-//! set; the rest belong to the engine (durability, locking, memory, file layout) or would stick
-//! to one pooled connection and make answers depend on which connection served a request.
-//! `database_list` is refused because it reveals host file paths.
+//! By the allowlist in [`super::pragma`]: introspection allowed, engine settings readable and
+//! settable only to the value they have, `foreign_keys=OFF` only in a migration step.
+//!
+//! # Scopes
+//!
+//! Where a statement runs ([`Scope`]: a query on a reader, a request of a group commit, an
+//! interactive transaction, a migration step) is set by the broker on the preparing thread
+//! ([`in_scope`]); the rules above differ by scope only where SQLite's behaviour differs.
 //!
 //! # Run-time limits ([`LIMITS`])
 //!
@@ -76,6 +80,7 @@ use rusqlite::limits::Limit;
 use rusqlite::{ffi, Connection};
 
 use super::errors::map_error;
+pub use super::pragma::{pragma_rule, CurrentSettings, PragmaRule};
 use crate::manifest::PolicyRelaxations;
 use crate::{Error, ErrorCode, Result};
 
@@ -139,118 +144,6 @@ pub const FUNCTIONS_DENIED: [(&str, &str); 7] = [
     ("fsdir", "it lists host directories"),
 ];
 
-/// What an app may do with a PRAGMA on the allowlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PragmaRule {
-    /// Introspection or a bounded check: allowed with or without an argument (the argument
-    /// names a table or index, or bounds the check).
-    Any,
-    /// A setting the app may read but not set; setting it is refused with this reason.
-    ReadOnly(&'static str),
-    /// A setting the app may read and set.
-    ReadWrite,
-}
-
-const ENGINE_SETTING: &str = "the engine sets it for every connection (durability, locking, memory and \
-     file layout are not the app's to change)";
-const STICKY_SETTING: &str = "it would stick to one pooled connection, so results would depend on which \
-     connection served the request";
-
-thread_local! {
-    static MIGRATION_STEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`, which prepares the SQL of a migration step, on this thread. Migration steps run
-/// with foreign keys off (the engine turns them off before the migration's transaction, checks
-/// `foreign_key_check` before it commits and turns them on after), so `PRAGMA foreign_keys`
-/// with any value is accepted there: OFF is what is in force, ON is what the end of the
-/// migration restores. SQLite's table-rebuild procedure for schema changes works as written.
-pub fn as_migration_step<T>(f: impl FnOnce() -> T) -> T {
-    MIGRATION_STEP.with(|m| m.set(true));
-    let r = f();
-    MIGRATION_STEP.with(|m| m.set(false));
-    r
-}
-
-/// `PRAGMA foreign_keys = <value>`. SQLite ignores it inside a transaction, and every request
-/// runs in one (a group commit, a transaction of the API): turning foreign keys off there would
-/// be accepted and do nothing, and the table-rebuild procedure would then cascade its deletes.
-/// So outside a migration step only the value in force (ON) is accepted.
-fn foreign_keys(value: &str) -> std::result::Result<(), String> {
-    if MIGRATION_STEP.with(|m| m.get()) {
-        return Ok(());
-    }
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "on" | "true" | "yes" => Ok(()),
-        _ => Err("PRAGMA foreign_keys cannot be turned off here: every request runs inside a transaction, \
-                  where SQLite ignores it; schema changes that need foreign keys off (rebuilding a table) \
-                  belong in a migration, whose steps run with foreign keys off and are checked with \
-                  foreign_key_check before they commit"
-            .to_string()),
-    }
-}
-
-/// The PRAGMA allowlist: `None` means the PRAGMA is refused in every form.
-pub fn pragma_rule(name: &str) -> Option<PragmaRule> {
-    use PragmaRule::{Any, ReadOnly, ReadWrite};
-    let rule = match name.to_ascii_lowercase().as_str() {
-        "table_info" | "table_xinfo" | "table_list" | "index_list" | "index_info" | "index_xinfo"
-        | "foreign_key_list" | "foreign_key_check" | "integrity_check" | "quick_check" | "collation_list"
-        | "function_list" | "module_list" | "pragma_list" | "compile_options" | "optimize" => Any,
-        "user_version" | "application_id" | "foreign_keys" | "defer_foreign_keys" => ReadWrite,
-        "schema_version" => {
-            ReadOnly("writing it makes SQLite misread the schema and can corrupt the database")
-        }
-        "page_count" | "freelist_count" | "data_version" | "encoding" => {
-            ReadOnly("it is a property of the database file")
-        }
-        "page_size" | "auto_vacuum" => ReadOnly("it changes the file layout; compaction is an API operation"),
-        "max_page_count" => ReadOnly("it is the database's size quota, set from the manifest"),
-        "cache_size" | "cache_spill" | "mmap_size" => ReadOnly(ENGINE_SETTING),
-        "journal_mode"
-        | "synchronous"
-        | "locking_mode"
-        | "journal_size_limit"
-        | "wal_autocheckpoint"
-        | "temp_store"
-        | "busy_timeout"
-        | "fullfsync"
-        | "checkpoint_fullfsync" => ReadOnly(ENGINE_SETTING),
-        "query_only" => ReadOnly("it is how the engine keeps read requests from writing"),
-        "trusted_schema" => {
-            ReadOnly("turning it on would let triggers and views call functions with side effects")
-        }
-        "writable_schema" => {
-            ReadOnly("it would let SQL edit sqlite_schema directly and corrupt the database")
-        }
-        "cell_size_check"
-        | "secure_delete"
-        | "recursive_triggers"
-        | "automatic_index"
-        | "ignore_check_constraints"
-        | "legacy_alter_table"
-        | "reverse_unordered_selects"
-        | "analysis_limit" => ReadOnly(STICKY_SETTING),
-        _ => return None,
-    };
-    Some(rule)
-}
-
-/// Why a PRAGMA outside the allowlist is refused (for the error message).
-fn pragma_refusal_reason(name: &str) -> &'static str {
-    match name.to_ascii_lowercase().as_str() {
-        "database_list" => "it reveals host file paths",
-        "wal_checkpoint" => "checkpoints are the engine's (on WAL size thresholds)",
-        "shrink_memory" | "soft_heap_limit" | "hard_heap_limit" | "threads" => {
-            "it changes process-wide memory or thread settings shared with other apps"
-        }
-        "temp_store_directory" | "data_store_directory" => "it points SQLite at a host directory",
-        "incremental_vacuum" => "compaction is an API operation",
-        "case_sensitive_like" => STICKY_SETTING,
-        _ => "it is not on the PRAGMA allowlist",
-    }
-}
-
 /// Prefix of the tables (and other schema objects) the engine owns, like `_sila_meta` (the
 /// migrations' record). Compared without regard to ASCII case, as SQLite compares names.
 pub const RESERVED_TABLE_PREFIX: &str = "_sila_";
@@ -289,9 +182,79 @@ fn engine_table_written<'a>(action: &AuthAction<'a>) -> Option<&'a str> {
     is_reserved_name(named).then_some(named)
 }
 
-/// The decision for one action of app SQL: `Ok` to allow, `Err(reason)` to refuse. The reason
-/// is a full sentence naming what was refused and why; it never quotes literals from the SQL.
-pub fn authorize(action: &AuthAction<'_>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
+/// Where the statement being prepared runs. The broker sets it ([`in_scope`]) around app SQL;
+/// what is allowed differs only where SQLite's behaviour differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// A query on a reader connection: autocommit, never writes. The default, so SQL prepared
+    /// outside any scope gets the strictest rules.
+    #[default]
+    Read,
+    /// A request of a group commit (`exec`, a script): its own savepoint inside the group's
+    /// transaction.
+    Request,
+    /// A statement of an interactive transaction (the transaction API).
+    Transaction,
+    /// A step of a migration: foreign keys are off for the step (see [`super::pragma`]).
+    Migration,
+}
+
+thread_local! {
+    static SCOPE: std::cell::Cell<Scope> = const { std::cell::Cell::new(Scope::Read) };
+    /// Set when the policy allowed a temporary object outside the `tempObjects` relaxation:
+    /// the broker drops temporary objects when the request or transaction ends.
+    static TEMP_CREATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which prepares app SQL on this thread, in `scope`; the previous scope is back
+/// afterwards, also when `f` panics.
+pub fn in_scope<T>(scope: Scope, f: impl FnOnce() -> T) -> T {
+    struct Restore(Scope);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPE.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPE.with(|s| s.replace(scope)));
+    f()
+}
+
+/// The scope of the statement being prepared on this thread.
+pub fn current_scope() -> Scope {
+    SCOPE.with(|s| s.get())
+}
+
+/// Whether the policy allowed a temporary object on this thread since the last call (the
+/// flag is cleared). The broker then drops the temporary objects at the end of the request or
+/// transaction.
+pub fn take_temp_created() -> bool {
+    TEMP_CREATED.with(|t| t.replace(false))
+}
+
+/// Runs `f`, which prepares a migration step's SQL on this thread, in [`Scope::Migration`].
+pub fn as_migration_step<T>(f: impl FnOnce() -> T) -> T {
+    in_scope(Scope::Migration, f)
+}
+
+/// The policy of one connection: the app's relaxations and the connection's settings (for
+/// "set a PRAGMA to the value it has").
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// What the app's manifest relaxes.
+    pub relax: PolicyRelaxations,
+    /// The connection's engine-owned settings.
+    pub current: CurrentSettings,
+}
+
+/// Functions whose answer is the state of the connection that runs them: on a reader, which
+/// never writes, they would always answer 0.
+pub const FUNCTIONS_OF_THE_WRITER: [&str; 3] = ["last_insert_rowid", "changes", "total_changes"];
+
+/// The decision for one action of app SQL in `scope`: `Ok` to allow, `Err(reason)` to refuse.
+/// The reason is a full sentence naming what was refused and why; it never quotes literals
+/// from the SQL.
+pub fn authorize(action: &AuthAction<'_>, policy: &Policy, scope: Scope) -> std::result::Result<(), String> {
+    let relax = &policy.relax;
     if let Some(table) = engine_table_written(action) {
         return Err(format!(
             "{} belongs to the engine (names starting with {RESERVED_TABLE_PREFIX} are reserved): apps may \
@@ -325,16 +288,7 @@ pub fn authorize(action: &AuthAction<'_>, relax: &PolicyRelaxations) -> std::res
         AuthAction::CreateTempTable { .. }
         | AuthAction::CreateTempIndex { .. }
         | AuthAction::CreateTempView { .. }
-        | AuthAction::CreateTempTrigger { .. } => {
-            if relax.temp_objects {
-                Ok(())
-            } else {
-                Err("CREATE TEMP (table, index, view or trigger) is refused: temporary objects live on one \
-                     pooled connection, are invisible to the app's other requests and hold memory outside \
-                     the quota; use a regular table"
-                    .to_string())
-            }
-        }
+        | AuthAction::CreateTempTrigger { .. } => temp_object(relax, scope),
         AuthAction::CreateVtable { module_name, .. } => {
             if VTABLE_MODULES_ALLOWED.iter().any(|m| m.eq_ignore_ascii_case(module_name)) {
                 Ok(())
@@ -346,21 +300,55 @@ pub fn authorize(action: &AuthAction<'_>, relax: &PolicyRelaxations) -> std::res
                 ))
             }
         }
-        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => Err(
-            "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) is not allowed in SQL: use \
-             the transaction API"
-                .to_string(),
-        ),
+        AuthAction::Transaction { .. } => Err(TRANSACTION_CONTROL_REFUSED.to_string()),
+        AuthAction::Savepoint { savepoint_name, .. } => savepoint(savepoint_name, scope),
         AuthAction::Attach { filename } => Err(attach_refusal(filename.is_empty())),
         AuthAction::Detach { .. } => Err("DETACH is refused: ATTACH is not offered to apps, so there is \
                                           nothing to detach"
             .to_string()),
-        AuthAction::Pragma { pragma_name, pragma_value } => pragma(pragma_name, pragma_value, relax),
-        AuthAction::Function { function_name } => function(function_name),
+        AuthAction::Pragma { pragma_name, pragma_value } => {
+            super::pragma::decide(pragma_name, pragma_value, relax, &policy.current, scope)
+        }
+        AuthAction::Function { function_name } => function(function_name, scope),
         AuthAction::Unknown { code, .. } => Err(unknown_action(code)),
         // `AuthAction` is non-exhaustive: an action added by a newer rusqlite is refused until
         // this policy decides about it.
         _ => Err("the statement uses an action the security policy does not know; it is refused".to_string()),
+    }
+}
+
+/// Why BEGIN, COMMIT and ROLLBACK are refused in app SQL.
+pub const TRANSACTION_CONTROL_REFUSED: &str = "BEGIN, COMMIT and ROLLBACK are not allowed in SQL: use the \
+     transaction API (inside it, and in exec and scripts, SAVEPOINT, RELEASE and ROLLBACK TO nest as in SQLite)";
+
+fn savepoint(name: &str, scope: Scope) -> std::result::Result<(), String> {
+    if is_reserved_name(name) {
+        return Err(format!(
+            "savepoint {} is refused: names starting with {RESERVED_TABLE_PREFIX} are the engine's",
+            identifier(name)
+        ));
+    }
+    match scope {
+        Scope::Read => Err("SAVEPOINT, RELEASE and ROLLBACK TO are refused in a query, which runs in \
+                            autocommit on a reader: use them in exec, a script or a transaction"
+            .to_string()),
+        Scope::Request | Scope::Transaction | Scope::Migration => Ok(()),
+    }
+}
+
+fn temp_object(relax: &PolicyRelaxations, scope: Scope) -> std::result::Result<(), String> {
+    if relax.temp_objects {
+        return Ok(());
+    }
+    match scope {
+        Scope::Request | Scope::Transaction | Scope::Migration => {
+            TEMP_CREATED.with(|t| t.set(true));
+            Ok(())
+        }
+        Scope::Read => Err("CREATE TEMP (table, index, view or trigger) is refused in a query: temporary \
+                            objects live for the request or transaction that creates them (exec, a script, \
+                            the transaction API) and are dropped when it ends"
+            .to_string()),
     }
 }
 
@@ -377,33 +365,20 @@ fn attach_refusal(empty_name: bool) -> String {
     }
 }
 
-fn pragma(name: &str, value: Option<&str>, relax: &PolicyRelaxations) -> std::result::Result<(), String> {
-    let shown = identifier(name);
-    if name.eq_ignore_ascii_case("foreign_keys") {
-        if let Some(v) = value {
-            return foreign_keys(v);
+fn function(name: &str, scope: Scope) -> std::result::Result<(), String> {
+    if let Some((f, why)) = FUNCTIONS_DENIED.iter().find(|(f, _)| f.eq_ignore_ascii_case(name)) {
+        return Err(format!("the SQL function {f}() is refused: {why}"));
+    }
+    if scope == Scope::Read {
+        if let Some(f) = FUNCTIONS_OF_THE_WRITER.iter().find(|f| f.eq_ignore_ascii_case(name)) {
+            return Err(format!(
+                "{f}() is refused in a query: a query runs on a reader connection, which never writes, \
+                 so it would always answer 0; read it with exec or inside the transaction that wrote \
+                 (or use exec's changes and last_insert_rowid, or RETURNING)"
+            ));
         }
     }
-    match pragma_rule(name) {
-        Some(PragmaRule::Any | PragmaRule::ReadWrite) => Ok(()),
-        Some(PragmaRule::ReadOnly(_)) if value.is_none() => Ok(()),
-        Some(PragmaRule::ReadOnly(_))
-            if relax.recursive_triggers && name.eq_ignore_ascii_case("recursive_triggers") =>
-        {
-            Ok(())
-        }
-        Some(PragmaRule::ReadOnly(why)) => {
-            Err(format!("PRAGMA {shown} may be read but not set by apps: {why}"))
-        }
-        None => Err(format!("PRAGMA {shown} is refused: {}", pragma_refusal_reason(name))),
-    }
-}
-
-fn function(name: &str) -> std::result::Result<(), String> {
-    match FUNCTIONS_DENIED.iter().find(|(f, _)| f.eq_ignore_ascii_case(name)) {
-        Some((f, why)) => Err(format!("the SQL function {f}() is refused: {why}")),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 fn unknown_action(code: i32) -> String {
@@ -422,7 +397,7 @@ fn unknown_action(code: i32) -> String {
 }
 
 /// An identifier from the SQL, shown safely: printable ASCII only, at most 64 characters.
-fn identifier(name: &str) -> String {
+pub(crate) fn identifier(name: &str) -> String {
     let clean: String = name.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
     if clean.is_empty() {
         "(unprintable name)".to_string()
@@ -471,12 +446,14 @@ pub fn install_authorizer(
     relax: PolicyRelaxations,
     internal: fn() -> bool,
 ) -> Result<()> {
+    // Read before the authorizer exists: these PRAGMAs are the engine's own statements.
+    let policy = Policy { relax, current: CurrentSettings::read(conn) };
     // rusqlite runs the callback inside a panic boundary (a panic becomes SQLITE_ERROR).
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
         if internal() {
             return Authorization::Allow;
         }
-        match authorize(&ctx.action, &relax) {
+        match authorize(&ctx.action, &policy, current_scope()) {
             Ok(()) => Authorization::Allow,
             Err(reason) => {
                 note_denial(reason);
@@ -538,8 +515,17 @@ fn disable_load_extension(conn: &Connection) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn strict() -> PolicyRelaxations {
-        PolicyRelaxations::default()
+    fn strict() -> Policy {
+        Policy::default()
+    }
+
+    fn relaxed(relax: PolicyRelaxations) -> Policy {
+        Policy { relax, ..Default::default() }
+    }
+
+    /// The decision in a request of a group commit (exec), the usual scope.
+    fn authorize_exec(action: &AuthAction<'_>, policy: &Policy) -> std::result::Result<(), String> {
+        authorize(action, policy, Scope::Request)
     }
 
     fn pragma_action<'a>(name: &'a str, value: Option<&'a str>) -> AuthAction<'a> {
@@ -569,11 +555,9 @@ mod tests {
             ("compile_options", None),
         ];
         for (name, value) in allowed {
-            assert_eq!(authorize(&pragma_action(name, value), &strict()), Ok(()), "{name} {value:?}");
+            assert_eq!(authorize_exec(&pragma_action(name, value), &strict()), Ok(()), "{name} {value:?}");
         }
-        assert!(
-            as_migration_step(|| authorize(&pragma_action("foreign_keys", Some("OFF")), &strict())).is_ok()
-        );
+        assert!(authorize(&pragma_action("foreign_keys", Some("OFF")), &strict(), Scope::Migration).is_ok());
         let refused = [
             ("foreign_keys", Some("OFF"), "migration"),
             ("foreign_keys", Some("0"), "migration"),
@@ -595,36 +579,39 @@ mod tests {
             ("case_sensitive_like", Some("1"), "pooled connection"),
         ];
         for (name, value, why) in refused {
-            let reason = authorize(&pragma_action(name, value), &strict()).unwrap_err();
+            let reason = authorize_exec(&pragma_action(name, value), &strict()).unwrap_err();
             assert!(reason.contains(why), "{name}: {reason}");
             assert!(reason.to_ascii_lowercase().contains(&name.to_ascii_lowercase()), "{reason}");
         }
         // Nothing in a value ever reaches the message.
-        let reason = authorize(&pragma_action("journal_mode", Some("secret-value")), &strict()).unwrap_err();
+        let reason =
+            authorize_exec(&pragma_action("journal_mode", Some("secret-value")), &strict()).unwrap_err();
         assert!(!reason.contains("secret"), "{reason}");
     }
 
     #[test]
     fn functions_modules_and_control() {
         for f in ["load_extension", "LOAD_EXTENSION", "fts3_tokenizer", "readfile", "writefile"] {
-            let reason = authorize(&AuthAction::Function { function_name: f }, &strict()).unwrap_err();
+            let reason = authorize_exec(&AuthAction::Function { function_name: f }, &strict()).unwrap_err();
             assert!(reason.contains("is refused"), "{reason}");
         }
         for f in ["abs", "json_extract", "randomblob", "sqlite_version"] {
-            assert_eq!(authorize(&AuthAction::Function { function_name: f }, &strict()), Ok(()));
+            assert_eq!(authorize_exec(&AuthAction::Function { function_name: f }, &strict()), Ok(()));
         }
         let fts = AuthAction::CreateVtable { table_name: "docs", module_name: "fts5" };
-        assert_eq!(authorize(&fts, &strict()), Ok(()));
+        assert_eq!(authorize_exec(&fts, &strict()), Ok(()));
         let other = AuthAction::CreateVtable { table_name: "x", module_name: "fts3tokenize" };
-        assert!(authorize(&other, &strict()).unwrap_err().contains("only these modules"));
+        assert!(authorize_exec(&other, &strict()).unwrap_err().contains("only these modules"));
         let attach = AuthAction::Attach { filename: "/etc/passwd" };
-        let reason = authorize(&attach, &strict()).unwrap_err();
+        let reason = authorize_exec(&attach, &strict()).unwrap_err();
         assert!(reason.contains("ATTACH") && !reason.contains("passwd"), "{reason}");
-        assert!(authorize(&AuthAction::Attach { filename: "" }, &strict()).unwrap_err().contains("VACUUM"));
+        assert!(authorize_exec(&AuthAction::Attach { filename: "" }, &strict())
+            .unwrap_err()
+            .contains("VACUUM"));
         let unknown = AuthAction::Unknown { code: ffi::SQLITE_ATTACH, arg1: None, arg2: None };
-        assert!(authorize(&unknown, &strict()).unwrap_err().contains("ATTACH"));
+        assert!(authorize_exec(&unknown, &strict()).unwrap_err().contains("ATTACH"));
         let unknown = AuthAction::Unknown { code: 99, arg1: None, arg2: None };
-        assert!(authorize(&unknown, &strict()).unwrap_err().contains("99"));
+        assert!(authorize_exec(&unknown, &strict()).unwrap_err().contains("99"));
     }
 
     #[test]
@@ -636,7 +623,7 @@ mod tests {
             !is_reserved_name("_sila") && !is_reserved_name("sila_meta") && !is_reserved_name("x_sila_meta")
         );
         assert_eq!(
-            authorize(&AuthAction::Read { table_name: "_sila_meta", column_name: "version" }, &strict()),
+            authorize_exec(&AuthAction::Read { table_name: "_sila_meta", column_name: "version" }, &strict()),
             Ok(())
         );
         for action in [
@@ -646,25 +633,61 @@ mod tests {
             AuthAction::CreateTable { table_name: "_sila_new" },
         ] {
             assert!(
-                authorize(&action, &strict()).is_err_and(|r| r.contains("belongs to the engine")),
+                authorize_exec(&action, &strict()).is_err_and(|r| r.contains("belongs to the engine")),
                 "{action:?}"
             );
         }
-        assert_eq!(authorize(&AuthAction::Insert { table_name: "notes" }, &strict()), Ok(()));
+        assert_eq!(authorize_exec(&AuthAction::Insert { table_name: "notes" }, &strict()), Ok(()));
     }
 
     #[test]
     fn relaxations_open_only_their_subset() {
         let temp = AuthAction::CreateTempTable { table_name: "t" };
-        assert!(authorize(&temp, &strict()).is_err());
-        let relaxed = PolicyRelaxations { temp_objects: true, ..Default::default() };
-        assert_eq!(authorize(&temp, &relaxed), Ok(()));
+        assert!(authorize(&temp, &strict(), Scope::Read).is_err());
+        let temps = relaxed(PolicyRelaxations { temp_objects: true, ..Default::default() });
+        assert_eq!(authorize(&temp, &temps, Scope::Read), Ok(()));
         let rt = pragma_action("recursive_triggers", Some("ON"));
-        assert!(authorize(&rt, &relaxed).is_err());
-        let relaxed = PolicyRelaxations { recursive_triggers: true, ..Default::default() };
-        assert_eq!(authorize(&rt, &relaxed), Ok(()));
+        assert!(authorize_exec(&rt, &temps).is_err());
+        let triggers = relaxed(PolicyRelaxations { recursive_triggers: true, ..Default::default() });
+        assert_eq!(authorize_exec(&rt, &triggers), Ok(()));
         // A relaxation never opens anything outside its subset.
-        assert!(authorize(&pragma_action("journal_mode", Some("off")), &relaxed).is_err());
+        assert!(authorize_exec(&pragma_action("journal_mode", Some("off")), &triggers).is_err());
+    }
+
+    #[test]
+    fn scopes_decide_savepoints_temp_objects_and_writer_functions() {
+        let sp = |name| AuthAction::Savepoint {
+            operation: rusqlite::hooks::TransactionOperation::Begin,
+            savepoint_name: name,
+        };
+        for scope in [Scope::Request, Scope::Transaction, Scope::Migration] {
+            assert_eq!(authorize(&sp("orm_1"), &strict(), scope), Ok(()));
+            let reserved = authorize(&sp("_SILA_request"), &strict(), scope).unwrap_err();
+            assert!(reserved.contains("are the engine's"), "{reserved}");
+            let _ = take_temp_created();
+            assert_eq!(authorize(&AuthAction::CreateTempTable { table_name: "t" }, &strict(), scope), Ok(()));
+            assert!(take_temp_created(), "the broker is told to drop it");
+            assert!(!take_temp_created());
+            let f = AuthAction::Function { function_name: "last_insert_rowid" };
+            assert_eq!(authorize(&f, &strict(), scope), Ok(()));
+        }
+        let in_query = authorize(&sp("orm_1"), &strict(), Scope::Read).unwrap_err();
+        assert!(in_query.contains("refused in a query"), "{in_query}");
+        assert!(authorize(&AuthAction::CreateTempTable { table_name: "t" }, &strict(), Scope::Read).is_err());
+        assert!(!take_temp_created());
+        for f in FUNCTIONS_OF_THE_WRITER {
+            let why =
+                authorize(&AuthAction::Function { function_name: f }, &strict(), Scope::Read).unwrap_err();
+            assert!(why.contains("always answer 0"), "{why}");
+        }
+        let begin = AuthAction::Transaction { operation: rusqlite::hooks::TransactionOperation::Begin };
+        for scope in [Scope::Read, Scope::Request, Scope::Transaction, Scope::Migration] {
+            assert_eq!(authorize(&begin, &strict(), scope), Err(TRANSACTION_CONTROL_REFUSED.to_string()));
+        }
+        assert_eq!(current_scope(), Scope::Read);
+        let inner = in_scope(Scope::Transaction, || in_scope(Scope::Request, current_scope));
+        assert_eq!(inner, Scope::Request);
+        assert_eq!(current_scope(), Scope::Read, "restored");
     }
 
     #[test]

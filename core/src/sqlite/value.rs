@@ -313,15 +313,37 @@ pub(crate) fn row_json_len(row: &[Value]) -> usize {
     2 + values + row.len().saturating_sub(1)
 }
 
-/// What a successful `exec` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a successful `exec` (or script) did.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExecResult {
     /// Rows inserted, updated or deleted by the statement itself (not by triggers); 0 for
-    /// statements that change no rows (DDL, SELECT).
+    /// statements that change no rows (DDL, SELECT). For a script, the sum over its statements.
     pub changes: u64,
-    /// The connection's last inserted rowid after the statement (SQLite's
-    /// `sqlite3_last_insert_rowid`: unchanged when the statement inserted nothing).
+    /// The rowid of the last row this request (or, inside a transaction, the transaction)
+    /// inserted, as SQLite's `last_insert_rowid()` reads it at the end of the statement; 0 when
+    /// nothing was inserted. A neighbour in the same group commit never shows here.
     pub last_insert_rowid: i64,
+    /// The rows the statement returned: `INSERT … RETURNING`, or a SELECT given to exec, with
+    /// their column names, under the same caps as a query's result. Empty (no columns) for a
+    /// statement that returns none, and for a script.
+    pub rows: Rows,
+    /// Statements that ran: 1 for exec, the count of a script's statements (empty ones, like
+    /// a lone `;`, are not counted).
+    pub statements: u64,
+}
+
+impl ExecResult {
+    /// `{"changes":…,"last_insert_rowid":…,"statements":…,"columns":[…],"rows":[…]}`
+    /// (the columns and rows as in [`Rows::to_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = self.rows.to_json();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("changes".into(), self.changes.into());
+            obj.insert("last_insert_rowid".into(), self.last_insert_rowid.into());
+            obj.insert("statements".into(), self.statements.into());
+        }
+        doc
+    }
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ pub(super) fn apply_steps(conn: &Connection, path: &[(&MigrationStep, bool)], no
         let (sql, from, to) =
             if *up { (&step.up, step.from, step.to) } else { (&step.down, step.to, step.from) };
         let stop = StopCheck::with_timeout(std::time::Duration::from_secs(3600), Default::default());
-        sqlite::policy::as_migration_step(|| sqlite::execute_batch(conn, sql, &stop)).map_err(|e| {
+        sqlite::policy::as_migration_step(|| sqlite::execute_script(conn, sql, &stop)).map_err(|e| {
             Error::new(
                 ErrorCode::MigrationFailed,
                 format!(
