@@ -173,6 +173,14 @@ typedef struct sila_request sila_request;
 // many threads at once.
 typedef struct sila_result sila_result;
 
+// A prepared statement with its bound values. Opaque; made by `sila_database_prepare`,
+// released by `sila_statement_free`.
+//
+// Thread-safety: the bind functions take it exclusively; `sila_statement_query` and
+// `sila_statement_exec` take a const pointer and may run on many threads at once when no
+// thread binds.
+typedef struct sila_statement sila_statement;
+
 // An open transaction. Opaque; made by `sila_database_begin`, released by
 // `sila_transaction_free`.
 //
@@ -669,6 +677,116 @@ sila_status sila_result_blob(const struct sila_result *result,
 // # Safety
 // `s` is NULL or a string from this library not yet freed.
 void sila_string_free(char *s);
+
+// Prepares one statement for typed binds. `sql` as for `sila_database_query` (exactly one
+// statement). SQLite checks it now: a syntax error, an unknown table or a statement the
+// policy refuses fails here (`SILA_SQLITE`, `SILA_POLICY_DENIED`…). On success
+// `*statement_out` is a new statement the caller owns (`sila_statement_free`), every
+// parameter NULL. Thread-safe on a const database.
+//
+// # Safety
+// `database` is NULL or live; `sql` as described; `statement_out` is NULL or writable.
+sila_status sila_database_prepare(const struct sila_database *database,
+                                  const char *sql,
+                                  size_t sql_len,
+                                  struct sila_statement **statement_out);
+
+// The number of parameters (the highest `?NNN`); 0 for NULL.
+//
+// # Safety
+// `statement` is NULL or live.
+size_t sila_statement_parameter_count(const struct sila_statement *statement);
+
+// Whether SQLite says the statement writes (run it with `sila_statement_exec`;
+// `sila_statement_query` refuses it with `SILA_WRITE_IN_QUERY`). False for NULL.
+//
+// # Safety
+// `statement` is NULL or live.
+bool sila_statement_writes(const struct sila_statement *statement);
+
+// The position (from 1) of the parameter named `name`, written as in the SQL with its
+// prefix (`":id"`, `"@id"`, `"$id"`, `"?3"`), in `*index_out`. A name the statement does not
+// have is `SILA_NOT_FOUND`.
+//
+// # Safety
+// `statement` is NULL or live; `name` is NULL or a NUL-terminated string; `index_out` is NULL
+// or writable.
+sila_status sila_statement_parameter_index(const struct sila_statement *statement,
+                                           const char *name,
+                                           size_t *index_out);
+
+// Binds NULL to parameter `index` (from 1). Exclusive.
+//
+// # Safety
+// `statement` is NULL or live and used by no other thread.
+sila_status sila_statement_bind_null(struct sila_statement *statement,
+                                     size_t index);
+
+// Binds a 64-bit integer to parameter `index` (from 1). Exclusive.
+//
+// # Safety
+// As `sila_statement_bind_null`.
+sila_status sila_statement_bind_int64(struct sila_statement *statement,
+                                      size_t index,
+                                      int64_t value);
+
+// Binds a double to parameter `index` (from 1), bit for bit; infinities are kept, and NaN is
+// stored by SQLite as NULL. Exclusive.
+//
+// # Safety
+// As `sila_statement_bind_null`.
+sila_status sila_statement_bind_double(struct sila_statement *statement,
+                                       size_t index,
+                                       double value);
+
+// Binds UTF-8 text of `len` bytes (or `SILA_NUL_TERMINATED`) to parameter `index` (from 1);
+// the text is copied. Text that is not UTF-8 is `SILA_INVALID_ARGUMENT` (bind it as a blob).
+// Exclusive.
+//
+// # Safety
+// As `sila_statement_bind_null`; `text` is NULL or valid for `len` bytes.
+sila_status sila_statement_bind_text(struct sila_statement *statement,
+                                     size_t index,
+                                     const char *text,
+                                     size_t len);
+
+// Binds `len` bytes to parameter `index` (from 1); the bytes are copied. `data` may be NULL
+// only when `len` is 0 (an empty blob). Exclusive.
+//
+// # Safety
+// As `sila_statement_bind_null`; `data` is NULL or valid for `len` bytes.
+sila_status sila_statement_bind_blob(struct sila_statement *statement,
+                                     size_t index,
+                                     const void *data,
+                                     size_t len);
+
+// Sets every parameter back to NULL. Exclusive.
+//
+// # Safety
+// As `sila_statement_bind_null`.
+sila_status sila_statement_clear_bindings(struct sila_statement *statement);
+
+// Runs the statement as a query with its bound values; as `sila_database_query`
+// (`SILA_WRITE_IN_QUERY` for a statement that writes). `*result_out` receives the rows.
+//
+// # Safety
+// `statement` is NULL or live; `result_out` is NULL or writable.
+sila_status sila_statement_query(const struct sila_statement *statement,
+                                 struct sila_result **result_out);
+
+// Runs the statement on the writer with its bound values; as `sila_database_exec`
+// (`result_out` may be NULL; it receives changes, the rowid and any RETURNING rows).
+//
+// # Safety
+// `statement` is NULL or live; `result_out` is NULL or writable.
+sila_status sila_statement_exec(const struct sila_statement *statement,
+                                struct sila_result **result_out);
+
+// Frees a statement. NULL is allowed and does nothing. Freeing twice is undefined.
+//
+// # Safety
+// `statement` is NULL or a live statement used by no other thread.
+void sila_statement_free(struct sila_statement *statement);
 
 // The stable upper-snake-case name of a status ("OK", "NOT_FOUND", "QUOTA_EXCEEDED"…), the
 // same names the CLI prints; "UNKNOWN" for a value this library does not know.

@@ -234,6 +234,36 @@ fn sql_prints_one_json_line_of_the_exact_shape() {
     );
 }
 
+/// Doubles go in as JSON text and come out as JSON text bit for bit; an integer just outside
+/// the 64-bit range is refused on either side, as at the C ABI.
+#[test]
+fn values_cross_the_cli_exactly() {
+    let t = TempWs::new("exact");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut tried = 0;
+    while tried < 24 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let d = f64::from_bits(state);
+        if !d.is_finite() {
+            continue;
+        }
+        tried += 1;
+        let param = format!("{d:e}");
+        let out = t.sql("com.test.small", "main", "SELECT ? AS d", &[&param]).ok();
+        let printed = out.stdout.split("[[").nth(1).and_then(|r| r.split("]]").next()).unwrap_or_default();
+        let back: f64 = printed.parse().unwrap_or_else(|e| panic!("{printed}: {e}"));
+        assert_eq!(back.to_bits(), d.to_bits(), "{param} came back as {printed}");
+    }
+    for big in ["9223372036854775808", "-9223372036854775809"] {
+        let out = t.sql("com.test.small", "main", "SELECT ?", &[big]);
+        assert!(out.failed().starts_with("error[INVALID_ARGUMENT]: "), "{big}: {}", out.stderr);
+        assert!(out.stderr.contains("outside SQLite's 64-bit range"), "{}", out.stderr);
+    }
+}
+
 #[test]
 fn scripts_run_from_a_file_or_stdin_as_one_atomic_request() {
     let t = TempWs::new("script");

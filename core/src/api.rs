@@ -264,6 +264,27 @@ impl Database {
         self.db.query_first_at(sql, params, &stop, now)
     }
 
+    /// What SQLite says about one statement without running it: whether it writes (then it
+    /// belongs to exec, and a query refuses it), its result columns, and its parameters by
+    /// position with their names (`:id`, `@id`, `$id`, `?3`; `None` for a bare `?`). Prepared on
+    /// a reader under the rules of a request (a statement that only a write request may run,
+    /// like `SAVEPOINT` or `CREATE TEMP TABLE`, is described, not refused).
+    pub fn describe(&self, sql: &str) -> Result<sqlite::StatementInfo> {
+        let broker = self.ws.broker();
+        let now = broker.now();
+        let _slot =
+            broker.admit_borrowed(&self.app, now).inspect_err(|e| self.db.metrics.record_error(e.code()))?;
+        let stop = broker.stop_for_at(&CancelToken::new(), now);
+        self.db.with_reader_conn(&stop, |conn| {
+            let info = sqlite::policy::in_scope(sqlite::policy::Scope::Request, || {
+                sqlite::describe(conn, sql, &stop)
+            });
+            // Nothing ran: a CREATE TEMP it prepared left nothing for the broker to drop.
+            let _ = sqlite::policy::take_temp_created();
+            info
+        })
+    }
+
     /// Runs one statement on the writer (blocking): any statement, usually one that writes.
     /// Group-committed with concurrent writes; answered once its batch is committed, with the
     /// rows changed, the rowid of its last insert, and the rows it returned (`INSERT …

@@ -37,7 +37,7 @@ pub use api::{App, Database, DbStats, Tx};
 pub use broker::pending::Pending;
 pub use broker::BrokerOptions;
 pub use error::{Error, ErrorCode, QuotaDetail, Result};
-pub use sqlite::{CancelToken, ExecResult, Rows, Value};
+pub use sqlite::{CancelToken, ExecResult, Rows, StatementInfo, Value};
 pub use workspace::{AppInfo, Workspace, WorkspaceOptions};
 
 /// The UUID type used throughout the API.

@@ -32,6 +32,13 @@ impl DbSlot {
     pub(crate) fn close(&self) {
         self.open.write().unwrap_or_else(|p| p.into_inner()).take();
     }
+
+    /// The open database and its workspace, or `InvalidArgument` once the workspace closed.
+    pub(crate) fn get(&self) -> Result<(Database, Workspace)> {
+        self.open.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
+            Error::new(ErrorCode::InvalidArgument, "the workspace of this database handle was closed")
+        })
+    }
 }
 
 /// An open database of an app. Opaque; made by `sila_workspace_open_database`, released by
@@ -61,9 +68,12 @@ impl sila_database {
 
     /// The open database and its workspace, or `InvalidArgument` once the workspace closed.
     pub(crate) fn get(&self) -> Result<(Database, Workspace)> {
-        self.slot.open.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
-            Error::new(ErrorCode::InvalidArgument, "the workspace of this database handle was closed")
-        })
+        self.slot.get()
+    }
+
+    /// What a statement prepared on this handle keeps: closing the workspace empties it.
+    pub(crate) fn slot(&self) -> Arc<DbSlot> {
+        self.slot.clone()
     }
 }
 

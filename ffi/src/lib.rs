@@ -33,6 +33,7 @@ pub mod boundary;
 pub mod database;
 pub mod request;
 pub mod result;
+pub mod statement;
 pub mod status;
 pub mod transaction;
 pub mod workspace;

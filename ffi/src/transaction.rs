@@ -53,6 +53,9 @@ enum Event {
 /// roll back at once).
 pub(crate) struct TxLink {
     commands: Mutex<Option<Sender<Command>>>,
+    /// Set when the workspace's close ended the transaction: later calls on it are the host's
+    /// misuse (`SILA_INVALID_ARGUMENT`), not a cancellation.
+    workspace_closed: AtomicBool,
 }
 
 impl TxLink {
@@ -63,6 +66,13 @@ impl TxLink {
     /// Makes the worker roll back and finish (its next receive sees the channel closed).
     pub(crate) fn abandon(&self) {
         self.lock().take();
+    }
+
+    /// The workspace is closing: the transaction rolls back, and calls made on it afterwards
+    /// are told the workspace was closed.
+    pub(crate) fn close_workspace(&self) {
+        self.workspace_closed.store(true, Ordering::Release);
+        self.abandon();
     }
 
     fn send(&self, command: Command) -> bool {
@@ -179,7 +189,10 @@ pub unsafe extern "C" fn sila_database_begin(
         pending.on_complete(move |outcome| {
             let _ = event_tx.send(Event::Finished(outcome));
         });
-        let link = Arc::new(TxLink { commands: Mutex::new(Some(command_tx)) });
+        let link = Arc::new(TxLink {
+            commands: Mutex::new(Some(command_tx)),
+            workspace_closed: AtomicBool::new(false),
+        });
         match event_rx.recv_timeout(timeout) {
             Ok(Event::Started) => {}
             Ok(Event::Finished(outcome)) => {
@@ -229,6 +242,15 @@ impl sila_transaction {
             }
         };
         self.link.abandon();
+        let outcome = if self.link.workspace_closed.load(Ordering::Acquire) {
+            Err(Error::new(
+                ErrorCode::InvalidArgument,
+                "the workspace of this transaction was closed (sila_workspace_close), which rolled the \
+                 transaction back; free it with sila_transaction_free",
+            ))
+        } else {
+            outcome
+        };
         let host_rollback = self.host_rollback.load(Ordering::Acquire);
         self.state = State::Finished(match (&outcome, host_rollback) {
             (Ok(()), _) => "committed".to_string(),

@@ -78,7 +78,7 @@ impl WsShared {
             }
         }
         for tx in children.transactions.iter().filter_map(Weak::upgrade) {
-            tx.abandon();
+            tx.close_workspace();
         }
         for db in children.databases.iter().filter_map(Weak::upgrade) {
             db.close();

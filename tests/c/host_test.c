@@ -372,6 +372,106 @@ static void test_exec_and_query(const sila_database *db, const sila_database *ro
 
 /* ------------------------------------------------------------------------------------- */
 
+/* A small deterministic generator for random bit patterns (xorshift64*). */
+static uint64_t next_bits(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return *state * 2685821657736338717ULL;
+}
+
+/* Typed binds and getters, and exact values through both the typed and the JSON paths. */
+static void test_statements_and_exact_values(const sila_database *db) {
+    sila_statement *ins = NULL, *sel = NULL;
+    sila_result *r = NULL;
+    size_t index = 0;
+    uint64_t state = 0x9e3779b97f4a7c15ULL;
+    int exact_typed = 0, exact_json = 0, tried = 0;
+
+    OK(sila_database_exec(db, "CREATE TABLE vals (i INTEGER, r REAL, t TEXT, b BLOB)", NUL, NULL, 0, NULL));
+    OK(sila_database_prepare(db, "INSERT INTO vals (i, r, t, b) VALUES (:i, ?2, $t, @b) RETURNING rowid", NUL, &ins));
+    CHECK(sila_statement_parameter_count(ins) == 4 && sila_statement_writes(ins));
+    OK(sila_statement_parameter_index(ins, ":i", &index));
+    CHECK(index == 1);
+    OK(sila_statement_parameter_index(ins, "@b", &index));
+    CHECK(index == 4);
+    EXPECT(sila_statement_parameter_index(ins, "i", &index), SILA_NOT_FOUND);
+    EXPECT(sila_statement_bind_int64(ins, 0, 1), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_statement_bind_int64(ins, 5, 1), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_statement_query(ins, &r), SILA_WRITE_IN_QUERY);
+    EXPECT(sila_database_prepare(db, "SELECT 1; SELECT 2", NUL, &sel), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_database_prepare(db, "SELEC 1", NUL, &sel), SILA_SQLITE);
+    CHECK(sel == NULL);
+
+    /* Every storage class, at its edges: INT64_MIN, a subnormal, text with a NUL, bytes with zeros. */
+    OK(sila_statement_bind_int64(ins, 1, INT64_MIN));
+    OK(sila_statement_bind_double(ins, 2, 5e-324));
+    OK(sila_statement_bind_text(ins, 3, "a\0b", 3));
+    OK(sila_statement_bind_blob(ins, 4, "\0\1\0", 3));
+    OK(sila_statement_exec(ins, &r));
+    CHECK(sila_result_changes(r) == 1 && sila_result_row_count(r) == 1);
+    sila_result_free(r);
+    r = NULL;
+    OK(sila_database_prepare(db, "SELECT i, r, t, b, typeof(i) FROM vals WHERE rowid = ?", NUL, &sel));
+    CHECK(!sila_statement_writes(sel));
+    OK(sila_statement_bind_int64(sel, 1, 1));
+    OK(sila_statement_query(sel, &r));
+    {
+        int64_t i = 0;
+        double d = 0;
+        const char *t = NULL;
+        const uint8_t *b = NULL;
+        size_t tlen = 0, blen = 0;
+        double want = 5e-324;
+        OK(sila_result_int64(r, 0, 0, &i));
+        OK(sila_result_double(r, 0, 1, &d));
+        OK(sila_result_text(r, 0, 2, &t, &tlen));
+        OK(sila_result_blob(r, 0, 3, &b, &blen));
+        CHECK(i == INT64_MIN && memcmp(&d, &want, sizeof d) == 0);
+        CHECK(tlen == 3 && memcmp(t, "a\0b", 3) == 0);
+        CHECK(blen == 3 && memcmp(b, "\0\1\0", 3) == 0);
+    }
+    sila_result_free(r);
+    r = NULL;
+    OK(sila_statement_clear_bindings(ins));
+    OK(sila_statement_exec(ins, NULL));
+    CHECK(query_int(db, "SELECT count(*) FROM vals WHERE i IS NULL AND r IS NULL AND t IS NULL AND b IS NULL") == 1);
+
+    /* Random doubles come back bit for bit, typed and as JSON text (%.17g round-trips). */
+    sila_statement_free(sel);
+    sel = NULL;
+    OK(sila_database_prepare(db, "SELECT ?", NUL, &sel));
+    for (int k = 0; k < 2000; k++) {
+        uint64_t bits = next_bits(&state);
+        double d, back = 0;
+        char json[64];
+        memcpy(&d, &bits, sizeof d);
+        if (d != d || d - d != 0) continue; /* NaN and infinities travel tagged; see value.rs */
+        tried++;
+        OK(sila_statement_bind_double(sel, 1, d));
+        OK(sila_statement_query(sel, &r));
+        OK(sila_result_double(r, 0, 0, &back));
+        exact_typed += memcmp(&d, &back, sizeof d) == 0;
+        sila_result_free(r);
+        r = NULL;
+        snprintf(json, sizeof json, "[%.17g]", d);
+        OK(sila_database_query(db, "SELECT ?", NUL, json, NUL, &r));
+        OK(sila_result_double(r, 0, 0, &back));
+        exact_json += memcmp(&d, &back, sizeof d) == 0;
+        sila_result_free(r);
+        r = NULL;
+    }
+    CHECK(tried > 1000 && exact_typed == tried && exact_json == tried);
+    /* An integer just outside the 64-bit range is refused the same way on either side. */
+    EXPECT(sila_database_query(db, "SELECT ?", NUL, "[9223372036854775808]", NUL, &r), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_database_query(db, "SELECT ?", NUL, "[-9223372036854775809]", NUL, &r), SILA_INVALID_ARGUMENT);
+    CHECK(strstr(sila_last_error_message(), "outside SQLite's 64-bit range") != NULL);
+    CHECK(r == NULL);
+    sila_statement_free(sel);
+    sila_statement_free(ins);
+    sila_statement_free(NULL);
+}
+
 static void test_transactions(const sila_database *db, const sila_database *ro) {
     sila_transaction *tx = NULL;
     sila_result *r = NULL;
@@ -937,6 +1037,8 @@ static void test_close(sila_workspace *ws, sila_database *db, sila_database *ro,
     sila_result *r = NULL;
     sila_status st;
 
+    sila_statement *stmt = NULL;
+    OK(sila_database_prepare(db, "SELECT 1", NUL, &stmt));
     /* Work in flight when the workspace closes. */
     OK(sila_database_submit_query(db, SLOW_SQL, NUL, NULL, 0, NULL, NULL, &req));
     OK(sila_database_begin(db, &tx));
@@ -950,11 +1052,16 @@ static void test_close(sila_workspace *ws, sila_database *db, sila_database *ro,
     EXPECT(sila_database_submit_query(db, "SELECT 1", NUL, NULL, 0, NULL, NULL, &req), SILA_INVALID_ARGUMENT);
     EXPECT(sila_workspace_register_app(ws, "a.b", MANIFEST, NUL, NULL, NULL), SILA_INVALID_ARGUMENT);
     EXPECT(sila_workspace_gc(ws, NULL, NULL), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_statement_query(stmt, &r), SILA_INVALID_ARGUMENT);
+    CHECK(strstr(sila_last_error_message(), "closed") != NULL);
+    sila_statement_free(stmt);
     st = sila_request_take_result(req, NULL);
     CHECK(st == SILA_CANCELLED || st == SILA_INTERNAL);
     sila_request_free(req);
-    st = sila_transaction_commit(tx);
-    CHECK(st != SILA_OK);
+    /* The host's misuse, not a cancellation: the workspace it closed rolled the transaction back. */
+    EXPECT(sila_transaction_commit(tx), SILA_INVALID_ARGUMENT);
+    CHECK(strstr(sila_last_error_message(), "workspace of this transaction was closed") != NULL);
+    EXPECT(sila_transaction_exec(tx, "INSERT INTO acct (v) VALUES (1)", NUL, NULL, 0, NULL), SILA_INVALID_ARGUMENT);
     sila_transaction_free(tx);
 
     /* Free after close is safe, in any order. */
@@ -999,6 +1106,7 @@ int main(int argc, char **argv) {
     test_register_and_open(ws, &db, &ro);
     if (db == NULL || ro == NULL) return 1;
     test_exec_and_query(db, ro);
+    test_statements_and_exact_values(db);
     test_transactions(db, ro);
     test_async(db, ro);
     test_versions(ws, db);

@@ -199,6 +199,52 @@ pub fn execute(
     })
 }
 
+/// What SQLite says about one statement, without running it ([`describe`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatementInfo {
+    /// Whether SQLite says it writes (`sqlite3_stmt_readonly` is false and it is no EXPLAIN):
+    /// run it with exec; a query refuses it with [`ErrorCode::WriteInQuery`].
+    pub writes: bool,
+    /// Its result columns; empty for a statement that returns none.
+    pub columns: Vec<String>,
+    /// Its parameters by position (the first is `?1`): the name as written (`:id`, `@id`,
+    /// `$id`, `?3`), or `None` for a bare `?`. Parameters are bound by position.
+    pub parameters: Vec<Option<String>>,
+}
+
+/// Prepares exactly one statement and reports what SQLite says about it; nothing runs.
+///
+/// The statement is prepared outside the statement cache: it is prepared in the caller's
+/// policy scope, which may allow what the connection's usual requests may not (a reader
+/// describing a write), and a cached copy would be reused past the authorizer.
+pub fn describe(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<StatementInfo> {
+    stop.check()?;
+    super::confine::clear_refusal();
+    let _guard = ProgressGuard::install(conn, stop);
+    if sql.trim_start().starts_with(INTERNAL_MARK.trim_end()) {
+        return Err(Error::new(
+            ErrorCode::PolicyDenied,
+            "SQL that begins with the engine's own marker comment is refused",
+        ));
+    }
+    let stmt = conn.prepare(sql).map_err(|e| match e {
+        rusqlite::Error::MultipleStatement => Error::invalid_argument(
+            "a prepared statement holds exactly one statement, but the SQL continues after the first one",
+        ),
+        rusqlite::Error::Empty => Error::invalid_argument("the SQL holds no statement"),
+        other => map_error(other, Some(stop)),
+    })?;
+    let columns = if stmt.column_count() == 0 {
+        Vec::new()
+    } else {
+        catch_unwind(AssertUnwindSafe(|| stmt.column_names().map(str::to_owned).collect()))
+            .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))?
+    };
+    let parameters =
+        (1..=stmt.parameter_count()).map(|i| stmt.parameter_name(i).map(str::to_owned)).collect();
+    Ok(StatementInfo { writes: !stmt.readonly() && stmt.is_explain() == 0, columns, parameters })
+}
+
 /// Runs a parameterless script of any number of statements, in order, within `stop`; rows
 /// the statements return are stepped through and discarded. The first error stops the script
 /// and is returned with the statement's number (from 1) and its line and column in the

@@ -28,7 +28,8 @@ pub mod vfs;
 
 pub use errors::map_error;
 pub use exec::{
-    execute, execute_script, query, query_first, QueryLimits, QUERY_BYTES_MAX_DEFAULT, QUERY_ROWS_MAX_DEFAULT,
+    describe, execute, execute_script, query, query_first, QueryLimits, StatementInfo,
+    QUERY_BYTES_MAX_DEFAULT, QUERY_ROWS_MAX_DEFAULT,
 };
 pub use open::{open_connection, optimize_on_close, ConnectionOptions, Synchronous};
 pub use stop::{CancelToken, StopCheck, StopReason, PROGRESS_HANDLER_OPS};

@@ -43,7 +43,8 @@ const BLOB_TAG: &str = "$blob";
 /// The JSON key of a tagged non-finite real value.
 const REAL_TAG: &str = "$real";
 /// What parameters accept, quoted in every refusal.
-const ACCEPTED_JSON: &str = "null, a boolean, an integer in i64 range, a finite number, a string, \
+const ACCEPTED_JSON: &str = "null, a boolean, an integer from -9223372036854775808 to 9223372036854775807, \
+     a finite number, a string, \
      {\"$blob\":\"<base64>\"} or {\"$real\":\"Infinity\"|\"-Infinity\"|\"NaN\"}";
 
 /// One SQLite value: a parameter to bind or a cell of a result row.
@@ -64,8 +65,11 @@ pub enum Value {
 impl Value {
     /// Parses a parameter from JSON (see the module doc for the mapping).
     ///
-    /// Booleans become 1 and 0. Integers above `i64::MAX`, arrays and objects other than the
-    /// `$blob` / `$real` tags are refused with [`crate::ErrorCode::InvalidArgument`].
+    /// Booleans become 1 and 0. A number with a fraction or an exponent is a REAL, parsed with
+    /// correct rounding (the double printed by [`Value::to_json`] comes back bit for bit); one
+    /// without is an INTEGER. Integers outside the i64 range (either side), numbers beyond a
+    /// double's range, arrays and objects other than the `$blob` / `$real` tags are refused
+    /// with [`crate::ErrorCode::InvalidArgument`].
     pub fn from_json(json: &serde_json::Value) -> Result<Value> {
         match json {
             serde_json::Value::Null => Ok(Value::Null),
@@ -83,16 +87,19 @@ impl Value {
         if let Some(i) = n.as_i64() {
             return Ok(Value::Integer(i));
         }
-        if n.is_u64() {
+        // The number's text as written (serde_json keeps it: `arbitrary_precision`).
+        let text = n.to_string();
+        if !text.contains(['.', 'e', 'E']) {
             return Err(Error::invalid_argument(format!(
-                "integer parameter {n} is above the largest SQLite integer {}; accepted: {ACCEPTED_JSON}",
+                "integer parameter {text} is outside SQLite's 64-bit range [{}, {}]; accepted: {ACCEPTED_JSON}",
+                i64::MIN,
                 i64::MAX
             )));
         }
         match n.as_f64() {
-            Some(f) => Ok(Value::Real(f)),
-            None => Err(Error::invalid_argument(format!(
-                "number parameter {n} is not representable; accepted: {ACCEPTED_JSON}"
+            Some(f) if f.is_finite() => Ok(Value::Real(f)),
+            _ => Err(Error::invalid_argument(format!(
+                "number parameter {text} is beyond the range of a double; accepted: {ACCEPTED_JSON}"
             ))),
         }
     }
@@ -350,6 +357,55 @@ impl ExecResult {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+    use rand::{RngExt as _, SeedableRng as _};
+
+    /// Every double (random bit patterns, and the awkward ones) goes to JSON text and back bit
+    /// for bit; NaN comes back as NaN (SQLite stores none: it binds NaN as NULL).
+    #[test]
+    fn doubles_round_trip_bit_exactly_through_json_text() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut samples: Vec<f64> = (0..200_000).map(|_| f64::from_bits(rng.random::<u64>())).collect();
+        samples.extend([
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            5e-324,
+            0.1,
+            1.0 / 3.0,
+            9007199254740993.0,
+        ]);
+        for f in samples {
+            let text = serde_json::to_string(&Value::Real(f).to_json()).unwrap();
+            assert_eq!(text.len(), Value::Real(f).json_len(), "{text}");
+            let back = Value::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
+            match back {
+                Value::Real(b) if f.is_nan() => assert!(b.is_nan()),
+                Value::Real(b) => assert_eq!(b.to_bits(), f.to_bits(), "{f:e} via {text}"),
+                other => panic!("{f:e} came back as {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn integers_outside_i64_are_refused_on_both_sides_and_doubles_stay_doubles() {
+        let parse = |t: &str| Value::from_json(&serde_json::from_str(t).unwrap());
+        assert_eq!(parse("9223372036854775807").unwrap(), Value::Integer(i64::MAX));
+        assert_eq!(parse("-9223372036854775808").unwrap(), Value::Integer(i64::MIN));
+        for t in
+            ["9223372036854775808", "-9223372036854775809", "18446744073709551616", "-100000000000000000000"]
+        {
+            let err = parse(t).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidArgument, "{t}");
+            assert!(err.message().contains("outside SQLite's 64-bit range"), "{err}");
+        }
+        assert_eq!(parse("1.0").unwrap(), Value::Real(1.0));
+        assert_eq!(parse("-0.0").unwrap(), Value::Real(-0.0));
+        assert_eq!(parse("1e3").unwrap(), Value::Real(1000.0));
+        assert_eq!(parse("9.3e18").unwrap(), Value::Real(9.3e18));
+        assert!(parse("1e400").unwrap_err().message().contains("beyond the range of a double"));
+    }
 
     fn compact(v: &serde_json::Value) -> String {
         serde_json::to_string(v).unwrap()
