@@ -234,7 +234,8 @@ typedef struct sila_workspace_options {
   uint32_t busy_timeout_ms;
   // Most rows one query may return (default 100000) → `SILA_RESULT_TOO_LARGE`.
   uint64_t query_rows_max;
-  // Most bytes of JSON one query result may take (default 1 MiB) →
+  // Most bytes one query result may hold (default 32 MiB: column names, text and blob bytes,
+  // 8 per number) →
   // `SILA_RESULT_TOO_LARGE`.
   uint64_t query_bytes_max;
   // Databases unused this long close their connections, in milliseconds (default 30000).
@@ -805,6 +806,11 @@ sila_status sila_last_error_status(void);
 // SQLite's extended result code of the calling thread's last error (for example 2067,
 // SQLITE_CONSTRAINT_UNIQUE), or 0 when the error did not come from SQLite or there is none.
 int32_t sila_last_error_sqlite_code(void);
+
+// For the calling thread's last error, when it is a refusal that passes with time
+// (`SILA_BUDGET_EXCEEDED`): the milliseconds until the same request would be admitted. -1 when
+// the error says nothing about retrying, or there is none.
+int64_t sila_last_error_retry_after_ms(void);
 
 // The message of the calling thread's last error, UTF-8 and NUL-terminated; "" when the
 // last call succeeded. Never NULL.

@@ -172,6 +172,8 @@ pub struct Error {
     outside_workspace: bool,
     /// The workspace fault behind a [`ErrorCode::Poisoned`] or [`ErrorCode::Io`] error.
     fault: Option<Box<Fault>>,
+    /// How long until the refused request may succeed (a budget that refills).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -184,6 +186,7 @@ impl Error {
             quota: None,
             outside_workspace: false,
             fault: None,
+            retry_after: None,
         }
     }
 
@@ -200,6 +203,7 @@ impl Error {
             quota: Some(Box::new(detail)),
             outside_workspace: false,
             fault: None,
+            retry_after: None,
         }
     }
 
@@ -207,6 +211,18 @@ impl Error {
     pub fn with_sqlite_code(mut self, code: i32) -> Error {
         self.sqlite_code = Some(code);
         self
+    }
+
+    /// Says when the refused request may be retried with success in view.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Error {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// For a refusal that passes with time ([`ErrorCode::BudgetExceeded`]): how long until
+    /// the same request would be admitted, if nothing else is spent meanwhile.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Prefixes the message with context (what was being done when the error happened).

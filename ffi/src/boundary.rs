@@ -28,6 +28,8 @@ pub(crate) struct LastError {
     pub(crate) status: sila_status,
     pub(crate) sqlite_code: i32,
     pub(crate) message: CString,
+    /// Milliseconds until a retry may succeed; -1 when the error says nothing about it.
+    pub(crate) retry_after_ms: i64,
 }
 
 thread_local! {
@@ -47,6 +49,7 @@ fn record(outcome: Option<&Error>) {
         status: status_of(e.code()),
         sqlite_code: e.sqlite_code().unwrap_or(0),
         message: c_string(e.message()),
+        retry_after_ms: e.retry_after().map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     });
     // `try_with` fails only while the thread is being torn down; there is nobody to tell then.
     let _ = LAST_ERROR.try_with(|slot| {

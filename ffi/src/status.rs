@@ -163,6 +163,14 @@ pub extern "C" fn sila_last_error_sqlite_code() -> i32 {
     guard_value(0, || with_last_error(|e| e.map(|e| e.sqlite_code)).flatten().unwrap_or(0))
 }
 
+/// For the calling thread's last error, when it is a refusal that passes with time
+/// (`SILA_BUDGET_EXCEEDED`): the milliseconds until the same request would be admitted. -1 when
+/// the error says nothing about retrying, or there is none.
+#[no_mangle]
+pub extern "C" fn sila_last_error_retry_after_ms() -> i64 {
+    guard_value(-1, || with_last_error(|e| e.map(|e| e.retry_after_ms)).flatten().unwrap_or(-1))
+}
+
 /// The message of the calling thread's last error, UTF-8 and NUL-terminated; "" when the
 /// last call succeeded. Never NULL.
 ///

@@ -128,7 +128,8 @@ pub struct sila_workspace_options {
     pub busy_timeout_ms: u32,
     /// Most rows one query may return (default 100000) → `SILA_RESULT_TOO_LARGE`.
     pub query_rows_max: u64,
-    /// Most bytes of JSON one query result may take (default 1 MiB) →
+    /// Most bytes one query result may hold (default 32 MiB: column names, text and blob bytes,
+    /// 8 per number) →
     /// `SILA_RESULT_TOO_LARGE`.
     pub query_bytes_max: u64,
     /// Databases unused this long close their connections, in milliseconds (default 30000).

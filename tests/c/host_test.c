@@ -121,6 +121,7 @@ static void test_last_error(void) {
     CHECK(ws == NULL);
     CHECK(sila_last_error_status() == SILA_INVALID_ARGUMENT);
     CHECK(sila_last_error_sqlite_code() == 0);
+    CHECK(sila_last_error_retry_after_ms() == -1); /* only a budget refusal says when to retry */
     CHECK(strstr(sila_last_error_message(), "`dir` is NULL") != NULL);
     len = sila_last_error_message_copy(NULL, 0);
     CHECK(len == strlen(sila_last_error_message()));

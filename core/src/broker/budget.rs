@@ -201,7 +201,7 @@ impl AppBudget {
 }
 
 fn exceeded(kind: BudgetKind, limit: u64, wait_ms: u64) -> Error {
-    Error::new(
+    let error = Error::new(
         ErrorCode::BudgetExceeded,
         format!(
             "the app's {} budget is used up ({} is {limit}); it refills enough for the next request in {wait_ms} ms",
@@ -212,7 +212,8 @@ fn exceeded(kind: BudgetKind, limit: u64, wait_ms: u64) -> Error {
             },
             kind.option_name(),
         ),
-    )
+    );
+    error.with_retry_after(std::time::Duration::from_millis(wait_ms))
 }
 
 #[cfg(test)]
@@ -253,6 +254,7 @@ mod tests {
         // 60 a minute is one per second: the next one is 1000 ms away.
         assert!(err.message().contains("statements_per_minute is 60"), "{err}");
         assert!(err.message().contains("in 1000 ms"), "{err}");
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_millis(1000)), "structured, too");
         assert!(budget.check(&LIMITS, t0 + 999).is_err(), "one millisecond short");
         budget.check(&LIMITS, t0 + 1000).unwrap();
         budget.charge(&LIMITS, t0 + 1000, 0, 0);
@@ -284,6 +286,25 @@ mod tests {
         let err = budget.check(&LIMITS, 0).unwrap_err();
         assert!(err.message().contains("rows_written_per_minute is 60"), "{err}");
         assert!(err.message().contains("in 1000 ms"), "one row of debt is 1 s at 60 rows/min: {err}");
+    }
+
+    /// One large legitimate write is refused afterwards only for as long as its overspend
+    /// takes to refill at the limit's rate, not for a minute; the refusal says how long.
+    #[test]
+    fn a_large_write_locks_out_only_for_what_it_overspent() {
+        let budget = AppBudget::default();
+        budget.check(&LIMITS, 0).unwrap();
+        // A full bucket of 60 rows, and a write of 75: 15 rows over, at 1 row a second.
+        budget.charge(&LIMITS, 0, 0, 75);
+        let err = budget.check(&LIMITS, 0).unwrap_err();
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_millis(15_000)), "{err}");
+        assert!(budget.check(&LIMITS, 14_999).is_err());
+        budget.check(&LIMITS, 15_000).unwrap();
+        // A write within the allowance is never refused afterwards.
+        let budget = AppBudget::default();
+        budget.charge(&LIMITS, 0, 0, 60);
+        budget.check(&LIMITS, 0).unwrap();
+        assert_eq!(Error::new(ErrorCode::Busy, "x").retry_after(), None);
     }
 
     #[test]

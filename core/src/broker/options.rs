@@ -23,7 +23,7 @@ pub struct BrokerOptions {
     pub statement_timeout: Duration,
     /// Longest a transaction may hold the writer (default 10 s) → `Timeout` and rollback.
     pub transaction_timeout: Duration,
-    /// Result caps per query (defaults 100 000 rows, 1 MiB of JSON) → `ResultTooLarge`.
+    /// Result caps per query (defaults 100 000 rows, 32 MiB of values) → `ResultTooLarge`.
     pub query_limits: QueryLimits,
     /// Requests an app may have in flight at once (default 64) → `Busy`.
     pub max_concurrent_requests_per_app: usize,

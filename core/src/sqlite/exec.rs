@@ -4,8 +4,8 @@
 //! statement cache; [`execute_script`] runs a parameterless script of any number of
 //! statements. All of them install the request's [`StopCheck`] as the progress handler for
 //! their duration and check it before they start and between rows. [`query`] and [`execute`]
-//! count the compact JSON size of the result as they step and stop at the first row that would
-//! break a cap, so a result is never built past its limits (a single oversized value is
+//! count the size of the result as they step ([`result_bytes`]) and stop at the first row that
+//! would break a cap, so a result is never built past its limits (a single oversized value is
 //! refused before it is copied).
 //!
 //! SQLite decides what a statement is: [`query`] refuses a statement `sqlite3_stmt_readonly`
@@ -21,23 +21,36 @@ use rusqlite::types::ValueRef;
 use rusqlite::{CachedStatement, Connection};
 
 use super::errors::map_error;
+use super::policy::LENGTH_BYTES_MAX;
 use super::stop::{ProgressGuard, StopCheck};
-use super::value::{rows_doc_base_len, string_json_len, ExecResult, Rows, Value};
+use super::value::{ExecResult, Rows, Value};
 use crate::{Error, ErrorCode, Result};
 
 /// Default [`QueryLimits::rows_max`].
 pub const QUERY_ROWS_MAX_DEFAULT: u64 = 100_000;
-/// Default [`QueryLimits::bytes_max`]: 1 MiB.
-pub const QUERY_BYTES_MAX_DEFAULT: u64 = 1_048_576;
+/// Default [`QueryLimits::bytes_max`]: 32 MiB, twice `SQLITE_LIMIT_LENGTH` (the largest value
+/// or row an app may store), so whatever an app may store it can read back, with its column
+/// names, under the default caps.
+pub const QUERY_BYTES_MAX_DEFAULT: u64 = 2 * LENGTH_BYTES_MAX as u64;
 
 /// Caps on one query's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryLimits {
     /// The most rows a result may hold; exactly `rows_max` rows is allowed.
     pub rows_max: u64,
-    /// The most bytes the compact JSON text of the result (`{"columns":…,"rows":…}`, see
-    /// [`Rows::to_json`]) may take; exactly `bytes_max` bytes is allowed.
+    /// The most bytes the result may hold in memory, counted as [`result_bytes`] does: the
+    /// column names' bytes, and per cell its text or blob bytes, 8 for a number, 0 for NULL.
+    /// Exactly `bytes_max` is allowed. (Counted on the values, not on a JSON encoding: JSON of
+    /// a text full of control characters is six times its size, and a cap on that would make
+    /// values an app may store unreadable.)
     pub bytes_max: u64,
+}
+
+/// What [`QueryLimits::bytes_max`] counts for a result: column names plus every cell.
+pub fn result_bytes(rows: &Rows) -> u64 {
+    let names: usize = rows.columns.iter().map(String::len).sum();
+    let cells: usize = rows.rows.iter().flatten().map(Value::size_bytes).sum();
+    to_u64(names.saturating_add(cells))
 }
 
 impl Default for QueryLimits {
@@ -69,7 +82,7 @@ pub fn query(
     refuse_writes(&stmt)?;
     bind(&mut stmt, params, stop)?;
     let columns = column_names(&stmt)?;
-    let mut collector = Collector::new(columns.len(), rows_doc_base_len(&columns), limits);
+    let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
     collector.check_bytes()?;
     let mut rows = stmt.raw_query();
     loop {
@@ -131,10 +144,9 @@ pub fn query_first(
         }
         return Ok(None);
     }
-    let base_len =
-        catch_unwind(AssertUnwindSafe(|| stmt.column_name(0).map(|name| rows_doc_base_len(&[name]))))
-            .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))?
-            .map_err(|e| map_error(e, Some(stop)))?;
+    let base_len = catch_unwind(AssertUnwindSafe(|| stmt.column_name(0).map(str::len)))
+        .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))?
+        .map_err(|e| map_error(e, Some(stop)))?;
     let mut collector = Collector::new(1, base_len, limits);
     collector.check_bytes()?;
     let mut rows = stmt.raw_query();
@@ -145,7 +157,7 @@ pub fn query_first(
     };
     collector.count_row_start()?;
     let value = row.get_ref(0).map_err(|e| map_error(e, Some(stop)))?;
-    collector.take(value, 0).map(Some)
+    collector.take(value).map(Some)
 }
 
 /// Runs exactly one statement with positional `params` and reports its changes, the rowid
@@ -167,7 +179,7 @@ pub fn execute(
     let mut stmt = prepare_one(conn, sql, "exec", stop)?;
     bind(&mut stmt, params, stop)?;
     let columns = if stmt.column_count() == 0 { Vec::new() } else { column_names(&stmt)? };
-    let mut collector = Collector::new(columns.len(), rows_doc_base_len(&columns), limits);
+    let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
     if !columns.is_empty() {
         collector.check_bytes()?;
     }
@@ -495,18 +507,22 @@ fn column_names(stmt: &CachedStatement<'_>) -> Result<Vec<String>> {
         .map_err(|_| Error::corrupt("a result column name is not valid UTF-8"))
 }
 
-/// Accumulates rows while keeping the exact compact-JSON size of the result document.
+fn names_len(columns: &[String]) -> usize {
+    columns.iter().map(String::len).sum()
+}
+
+/// Accumulates rows while keeping the exact [`result_bytes`] of what it holds.
 struct Collector<'l> {
     limits: &'l QueryLimits,
     column_count: usize,
-    doc_bytes: u64,
+    bytes: u64,
     rows: Vec<Vec<Value>>,
     row: Vec<Value>,
 }
 
 impl<'l> Collector<'l> {
-    fn new(column_count: usize, base_bytes: usize, limits: &'l QueryLimits) -> Collector<'l> {
-        Collector { limits, column_count, doc_bytes: to_u64(base_bytes), rows: Vec::new(), row: Vec::new() }
+    fn new(column_count: usize, names_bytes: usize, limits: &'l QueryLimits) -> Collector<'l> {
+        Collector { limits, column_count, bytes: to_u64(names_bytes), rows: Vec::new(), row: Vec::new() }
     }
 
     fn start_row(&mut self) -> Result<()> {
@@ -515,7 +531,7 @@ impl<'l> Collector<'l> {
         Ok(())
     }
 
-    /// The checks and bytes of a new row, without making room for its values.
+    /// The row cap, checked before a new row is taken.
     fn count_row_start(&mut self) -> Result<()> {
         if to_u64(self.rows.len()) >= self.limits.rows_max {
             return Err(Error::new(
@@ -523,28 +539,19 @@ impl<'l> Collector<'l> {
                 format!("result exceeds rows_max of {} rows", self.limits.rows_max),
             ));
         }
-        // `[` and `]`, plus the comma before every row but the first.
-        self.add_bytes(2 + usize::from(!self.rows.is_empty()))
+        Ok(())
     }
 
     fn push(&mut self, value: ValueRef<'_>) -> Result<()> {
-        let comma = usize::from(!self.row.is_empty());
-        let value = self.take(value, comma)?;
+        let value = self.take(value)?;
         self.row.push(value);
         Ok(())
     }
 
-    /// Adds the JSON size of `value` and `separator` bytes to the document, then copies the
-    /// value out. Sized before it is copied, so an oversized value is never materialized.
-    fn take(&mut self, value: ValueRef<'_>, separator: usize) -> Result<Value> {
-        if let ValueRef::Text(bytes) = value {
-            // UTF-8 checked once, for both the size and the copy.
-            if let Ok(text) = std::str::from_utf8(bytes) {
-                self.add_bytes(string_json_len(text) + separator)?;
-                return Ok(Value::Text(text.to_owned()));
-            }
-        }
-        self.add_bytes(value_ref_json_len(value) + separator)?;
+    /// Adds the size of `value`, then copies it out. Sized before it is copied, so an
+    /// oversized value is never materialized.
+    fn take(&mut self, value: ValueRef<'_>) -> Result<Value> {
+        self.add_bytes(value_ref_bytes(value))?;
         Ok(Value::from(value))
     }
 
@@ -553,15 +560,18 @@ impl<'l> Collector<'l> {
     }
 
     fn add_bytes(&mut self, bytes: usize) -> Result<()> {
-        self.doc_bytes = self.doc_bytes.saturating_add(to_u64(bytes));
+        self.bytes = self.bytes.saturating_add(to_u64(bytes));
         self.check_bytes()
     }
 
     fn check_bytes(&self) -> Result<()> {
-        if self.doc_bytes > self.limits.bytes_max {
+        if self.bytes > self.limits.bytes_max {
             return Err(Error::new(
                 ErrorCode::ResultTooLarge,
-                format!("result exceeds bytes_max of {} bytes of JSON", self.limits.bytes_max),
+                format!(
+                    "result exceeds bytes_max of {} bytes (column names, and text and blob bytes, 8 per number)",
+                    self.limits.bytes_max
+                ),
             ));
         }
         Ok(())
@@ -572,20 +582,12 @@ fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-fn base64_len(n: usize) -> usize {
-    n.div_ceil(3).saturating_mul(4)
-}
-
-/// [`Value::json_len`] of the value this reference converts to, without copying text or blobs.
-fn value_ref_json_len(value: ValueRef<'_>) -> usize {
+/// [`Value::size_bytes`] of the value this reference converts to, without copying it.
+fn value_ref_bytes(value: ValueRef<'_>) -> usize {
     match value {
-        ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => string_json_len(text),
-            // Rare: TEXT that is not UTF-8 is returned as a blob of its bytes.
-            Err(_) => Value::Blob(Vec::new()).json_len() + base64_len(bytes.len()),
-        },
-        ValueRef::Blob(bytes) => Value::Blob(Vec::new()).json_len() + base64_len(bytes.len()),
-        other => Value::from(other).json_len(),
+        ValueRef::Null => 0,
+        ValueRef::Integer(_) | ValueRef::Real(_) => 8,
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => bytes.len(),
     }
 }
 
@@ -680,26 +682,66 @@ mod tests {
     }
 
     #[test]
-    fn byte_cap_boundary_is_the_exact_json_size() {
+    fn byte_cap_boundary_is_the_exact_result_size() {
         let conn = conn_with_rows(20);
-        let sql = "SELECT id, name, data, 0.25 AS r, 1e999 AS inf FROM t ORDER BY id";
+        let sql = "SELECT id, name, data, 0.25 AS r, NULL AS z FROM t ORDER BY id";
         let all = query(&conn, sql, &[], &QueryLimits::default(), &stop()).unwrap();
-        let exact = serde_json::to_string(&all.to_json()).unwrap().len() as u64;
+        let exact = result_bytes(&all);
+        // Names "id","name","data","r","z" (12) + per row 8 + len("nN") + 2 + 8 + 0.
+        let names = 12;
+        let per_row = |i: u64| 8 + 1 + i.to_string().len() as u64 + 2 + 8;
+        assert_eq!(exact, names + (1..=20).map(per_row).sum::<u64>());
         let limits = QueryLimits { bytes_max: exact, ..Default::default() };
         assert_eq!(query(&conn, sql, &[], &limits, &stop()).unwrap(), all);
         let limits = QueryLimits { bytes_max: exact - 1, ..Default::default() };
         let err = query(&conn, sql, &[], &limits, &stop()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ResultTooLarge);
-        assert_eq!(err.message(), format!("result exceeds bytes_max of {} bytes of JSON", exact - 1));
-        // Even an empty result has a document size.
-        let empty = r#"{"columns":["id"],"rows":[]}"#.len() as u64;
-        let limits = QueryLimits { bytes_max: empty, ..Default::default() };
+        assert!(
+            err.message().starts_with(&format!("result exceeds bytes_max of {} bytes", exact - 1)),
+            "{err}"
+        );
+        // Even an empty result has its column names.
+        let limits = QueryLimits { bytes_max: 2, ..Default::default() };
         assert!(query(&conn, "SELECT id FROM t WHERE 0", &[], &limits, &stop()).unwrap().rows.is_empty());
-        let limits = QueryLimits { bytes_max: empty - 1, ..Default::default() };
+        let limits = QueryLimits { bytes_max: 1, ..Default::default() };
         assert_eq!(
             query(&conn, "SELECT id FROM t WHERE 0", &[], &limits, &stop()).unwrap_err().code(),
             ErrorCode::ResultTooLarge
         );
+    }
+
+    /// Whatever an app may store it can read back under the default caps: the largest value
+    /// SQLite accepts (`SQLITE_LIMIT_LENGTH`), as a blob and as a text that would be six times
+    /// its size in JSON.
+    #[test]
+    fn the_largest_storable_value_reads_back_under_the_default_caps() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::policy::harden(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE big(b BLOB, t TEXT)").unwrap();
+        let max = usize::try_from(LENGTH_BYTES_MAX).unwrap();
+        // A row is limited too: one value per row, the rest of the row's room for its header.
+        let blob = Value::Blob(vec![0xab; max - 64]);
+        let text = Value::Text("\u{1}".repeat(max - 64));
+        let limits = QueryLimits::default();
+        execute(&conn, "INSERT INTO big(b) VALUES (?1)", std::slice::from_ref(&blob), &limits, &stop())
+            .unwrap();
+        execute(&conn, "INSERT INTO big(t) VALUES (?1)", std::slice::from_ref(&text), &limits, &stop())
+            .unwrap();
+        let err = execute(
+            &conn,
+            "INSERT INTO big(b) VALUES (zeroblob(?1))",
+            &[Value::Integer(i64::from(LENGTH_BYTES_MAX) + 1)],
+            &limits,
+            &stop(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "past the write cap: {err}");
+        assert_eq!(
+            query_first(&conn, "SELECT b FROM big WHERE b IS NOT NULL", &[], &limits, &stop()).unwrap(),
+            Some(blob)
+        );
+        let rows = query(&conn, "SELECT t FROM big WHERE t IS NOT NULL", &[], &limits, &stop()).unwrap();
+        assert_eq!(rows.rows, vec![vec![text]]);
     }
 
     #[test]
@@ -743,17 +785,19 @@ mod tests {
     }
 
     #[test]
-    fn query_first_byte_cap_is_the_one_row_document_at_the_byte() {
+    fn query_first_byte_cap_is_the_one_row_size_at_the_byte() {
         let conn = conn_with_rows(2);
         let sql = "SELECT name AS \"nä\\me\" FROM t ORDER BY id";
-        let one_row = query(&conn, &format!("{sql} LIMIT 1"), &[], &QueryLimits::default(), &stop()).unwrap();
-        let exact = serde_json::to_string(&one_row.to_json()).unwrap().len() as u64;
+        let exact = "nä\\me".len() as u64 + 2;
         let at = QueryLimits { bytes_max: exact, ..Default::default() };
         assert_eq!(query_first(&conn, sql, &[], &at, &stop()).unwrap(), Some(Value::Text("n1".into())));
         let under = QueryLimits { bytes_max: exact - 1, ..Default::default() };
         let err = query_first(&conn, sql, &[], &under, &stop()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ResultTooLarge);
-        assert_eq!(err.message(), format!("result exceeds bytes_max of {} bytes of JSON", exact - 1));
+        assert!(
+            err.message().starts_with(&format!("result exceeds bytes_max of {} bytes", exact - 1)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@
 //!
 //! | limit | SQLite default | ours | why |
 //! |---|---|---|---|
-//! | `SQLITE_LIMIT_LENGTH` | 1 000 000 000 | 16 MiB | largest string, blob or row; bounds `zeroblob`/`randomblob`/`printf` bombs (results are capped at 1 MiB of JSON anyway) |
+//! | `SQLITE_LIMIT_LENGTH` | 1 000 000 000 | 16 MiB | largest string, blob or row; bounds `zeroblob`/`randomblob`/`printf` bombs (results are capped at twice this, so anything stored reads back) |
 //! | `SQLITE_LIMIT_SQL_LENGTH` | 1 000 000 000 | 1 000 000 bytes | bind data as parameters; bounds huge literal `IN` lists |
 //! | `SQLITE_LIMIT_COLUMN` | 2000 | 500 | columns in a table, index, result, ORDER BY or GROUP BY |
 //! | `SQLITE_LIMIT_EXPR_DEPTH` | 1000 | 256 | recursion in the parser and code generator; worker threads have 2 MiB stacks |

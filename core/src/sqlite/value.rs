@@ -27,8 +27,8 @@
 //! would hand back something other than what is stored. Written back, the bytes are the same.
 //!
 //! [`Value::json_len`] gives the exact size of the compact JSON text of a value without
-//! building it; the result byte cap in [`super::query`] relies on it matching
-//! `serde_json::to_string(&value.to_json())` byte for byte (the tests pin this).
+//! building it, matching `serde_json::to_string(&value.to_json())` byte for byte (the tests pin
+//! this). The result byte cap counts [`Value::size_bytes`] instead: what the value holds.
 
 use std::io;
 
@@ -143,6 +143,18 @@ impl Value {
             },
             Value::Text(s) => serde_json::Value::String(s.clone()),
             Value::Blob(b) => json!({ BLOB_TAG: base64::engine::general_purpose::STANDARD.encode(b) }),
+        }
+    }
+
+    /// What the value holds in memory, as the result cap counts it
+    /// ([`super::exec::QueryLimits::bytes_max`]): text and blob bytes, 8 for a number, 0 for
+    /// NULL.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Value::Null => 0,
+            Value::Integer(_) | Value::Real(_) => 8,
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len(),
         }
     }
 
