@@ -23,6 +23,9 @@ pub enum Sabotage {
     /// The workspace's fault latch never records a failure: a failed fsync (of a main file
     /// in a checkpoint, say) goes unnoticed and writes go on being acknowledged.
     FaultLatchBlind,
+    /// A snapshot is acknowledged before the manifest that lists it is durable (the
+    /// directory of the renamed manifest is never synced).
+    SnapshotManifestNotDurable,
 }
 
 #[cfg(feature = "sabotage")]

@@ -1,7 +1,8 @@
 //! Group commit is invisible (DESIGN.md invariant 11): a request's outcome never depends on
 //! what else was in its group. Random groups mixing requests that succeed with requests that
 //! fail (immediate and deferred foreign keys, `PRAGMA defer_foreign_keys`, UNIQUE and CHECK
-//! constraints, RAISE in a trigger, a runtime error, a multi-row insert failing half-way) run
+//! constraints, RAISE in a trigger, a runtime error, a multi-row insert failing half-way, a
+//! script whose second statement fails) run
 //! as one group on a deterministic executor; the same requests run one by one, in the same
 //! order, each in its own transaction, on plain SQLite (rusqlite, same version, foreign keys
 //! on). Every outcome (changes, or SQLite's extended code) and the final contents must be
@@ -38,7 +39,7 @@ type Request = (String, Vec<Value>);
 
 fn request(rng: &mut ChaCha8Rng) -> Request {
     let id = Value::Integer(rng.random_range(1..40i64));
-    match rng.random_range(0..9u32) {
+    match rng.random_range(0..10u32) {
         0 => ("INSERT INTO parent(id) VALUES (?)".into(), vec![id]),
         1 => ("INSERT INTO child(pid) VALUES (?)".into(), vec![id]),
         2 => ("INSERT INTO imm(pid) VALUES (?)".into(), vec![id]),
@@ -49,9 +50,17 @@ fn request(rng: &mut ChaCha8Rng) -> Request {
             ("INSERT INTO t(x) VALUES (1), (2), (?)".into(), vec![Value::Integer(rng.random_range(-1..2i64))])
         }
         7 => ("DELETE FROM parent WHERE id = ?".into(), vec![id]),
+        8 => {
+            // A script: atomic as a whole, its second statement sometimes failing.
+            let (a, b) = (rng.random_range(0..5i64), rng.random_range(12..15i64));
+            (format!("{SCRIPT}INSERT INTO t(x) VALUES ({a});\nINSERT INTO t2(x) VALUES ({b});"), vec![])
+        }
         _ => ("PRAGMA defer_foreign_keys = ON".into(), vec![]),
     }
 }
+
+/// The first line of a request that is a script (`execute_script`).
+const SCRIPT: &str = "-- script\n";
 
 /// What a request's answer says, comparable with plain SQLite: changes, or SQLite's extended
 /// result code.
@@ -64,6 +73,21 @@ fn outcome(r: sila_sqlite::Result<sila_sqlite::ExecResult>) -> Result<u64, Optio
 
 /// The same request on plain SQLite, alone in its own (autocommit) transaction.
 fn alone(conn: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<u64, Option<i32>> {
+    if sql.starts_with(SCRIPT) {
+        // A script alone: all of it in one transaction, or none of it.
+        let before = conn.total_changes();
+        conn.execute_batch("BEGIN").unwrap();
+        return match conn.execute_batch(sql) {
+            Ok(()) => {
+                conn.execute_batch("COMMIT").unwrap();
+                Ok(conn.total_changes() - before)
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK").unwrap();
+                Err(e.sqlite_error().map(|f| f.extended_code))
+            }
+        };
+    }
     let params: Vec<rusqlite::types::Value> = params
         .iter()
         .map(|v| match v {
@@ -133,11 +157,20 @@ fn every_request_of_a_group_gets_the_outcome_it_would_have_alone() {
         raw.execute_batch(sql).unwrap();
     }
     let mut rng = ChaCha8Rng::seed_from_u64(15);
-    let (mut failures, mut deferred) = (0usize, 0usize);
+    let (mut failures, mut deferred, mut failed_scripts) = (0usize, 0usize, 0usize);
     for g in 0..GROUPS {
         let n = rng.random_range(2..=GROUP_MAX);
         let requests: Vec<Request> = (0..n).map(|_| request(&mut rng)).collect();
-        let pending: Vec<_> = requests.iter().map(|(sql, p)| grouped.submit_exec(sql, p.clone())).collect();
+        let pending: Vec<_> = requests
+            .iter()
+            .map(|(sql, p)| {
+                if sql.starts_with(SCRIPT) {
+                    grouped.submit_script(sql)
+                } else {
+                    grouped.submit_exec(sql, p.clone())
+                }
+            })
+            .collect();
         stepper.run_until_idle(100_000, || 0);
         for (i, ((sql, params), p)) in requests.iter().zip(pending).enumerate() {
             let mut got = outcome(p.try_take().expect("every request is answered"));
@@ -155,10 +188,14 @@ fn every_request_of_a_group_gets_the_outcome_it_would_have_alone() {
             if want == Err(Some(787)) {
                 deferred += 1;
             }
+            if sql.starts_with(SCRIPT) && want.is_err() {
+                failed_scripts += 1;
+            }
         }
         assert_eq!(contents(&grouped), raw_contents(&raw), "after group {g}: {requests:?}");
     }
     // The mix really mixed: failing requests and deferred violations among them.
     assert!(failures > GROUPS, "{failures} failing requests");
     assert!(deferred > 10, "{deferred} deferred foreign key violations");
+    assert!(failed_scripts > 10, "{failed_scripts} scripts failing half-way");
 }

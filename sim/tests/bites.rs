@@ -84,6 +84,13 @@ fn a_failed_fsync_in_a_checkpoint_that_goes_unnoticed_is_caught() {
 
 /// Same seed, same trace.
 #[test]
+fn an_acknowledged_snapshot_that_is_not_durable_is_caught() {
+    let found = first_failing_seed(Sabotage::SnapshotManifestNotDurable);
+    let (seed, what) = found.expect("a snapshot acknowledged before its manifest is durable must be caught");
+    assert!(what.contains("acknowledged snapshot"), "seed {seed}: {what}");
+}
+
+#[test]
 fn a_seed_replays_the_same_trace() {
     for profile in Profile::ALL {
         let a = run_seed(7, profile, OPS);

@@ -759,6 +759,10 @@ impl Store {
         ];
         let commit = steps.len() + 2;
         steps.extend(manifest_steps(&key, &manifest));
+        if sabotage::active(Sabotage::SnapshotManifestNotDurable) {
+            // Broken on purpose: the rename of the manifest is never made durable.
+            steps.pop();
+        }
         if let Some(OpKind::AddSnapshot { manifest: m, .. }) = self.ops.get_mut(&op) {
             *m = Some(manifest);
         }

@@ -198,10 +198,19 @@ impl World {
                 other => return Err(format!("snapshot {} fails its checksum: {other:?}", s.id)),
             }
         }
-        // The model forgets snapshots the crash undid (not acknowledged) and keeps the rest.
-        // Snapshots on disk the model never saw acknowledged have unknown content; they are
-        // simply never restored by the workload.
+        // Every acknowledged snapshot survives (a snapshot, a restore's undo, a migration's
+        // safety net), unless a failed retention may have dropped it. Snapshots on disk the
+        // model never saw acknowledged have unknown content; the workload never restores them.
         let on_disk: BTreeSet<Uuid> = entries.iter().map(|s| s.id).collect();
+        if let Some(lost) = self
+            .model
+            .snapshot_order
+            .iter()
+            .find(|id| !on_disk.contains(id) && !self.model.snapshots_maybe_gone.contains(id))
+        {
+            return Err(format!("acknowledged snapshot {} is gone after recovery", short(*lost)));
+        }
+        self.model.snapshots_maybe_gone.clear();
         self.model.snapshot_order.retain(|id| on_disk.contains(id));
         self.model.snapshots.retain(|id, _| on_disk.contains(id));
         // 6. Ledger equals disk; 5. one GC pass leaves exactly the reachable set.

@@ -14,6 +14,9 @@ pub(super) struct Model {
     pub(super) snapshots: BTreeMap<Uuid, BTreeSet<i64>>,
     /// Snapshots in manifest order.
     pub(super) snapshot_order: Vec<Uuid>,
+    /// Acknowledged snapshots a failed operation may have dropped (a retention that failed
+    /// after its manifest was replaced): gone after a crash is allowed for these only.
+    pub(super) snapshots_maybe_gone: BTreeSet<Uuid>,
     /// Schema version.
     pub(super) schema: u64,
     /// States an operation that did not answer (or failed) may still have produced.

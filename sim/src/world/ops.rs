@@ -283,7 +283,11 @@ impl World {
                 let gc = self.ws()?.gc().map(|g| g.files.len()).map_err(|e| e.code().name().to_string());
                 Ok(format!("dropped {} gc {:?}", dropped.len(), gc))
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => {
+                // It may have dropped any of them before it failed.
+                self.model.snapshots_maybe_gone.extend(self.model.snapshot_order.iter().copied());
+                Ok(format!("error {}", e.code()))
+            }
         }
     }
 
