@@ -26,6 +26,9 @@ pub enum Sabotage {
     /// A snapshot is acknowledged before the manifest that lists it is durable (the
     /// directory of the renamed manifest is never synced).
     SnapshotManifestNotDurable,
+    /// A snapshot whose copy failed leaves its store operation open: its byte reservation and
+    /// the database's busy mark leak.
+    SnapshotFailureLeaksReservation,
 }
 
 #[cfg(feature = "sabotage")]

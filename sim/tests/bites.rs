@@ -91,6 +91,13 @@ fn an_acknowledged_snapshot_that_is_not_durable_is_caught() {
 }
 
 #[test]
+fn a_failure_path_that_leaks_a_reservation_is_caught_at_once() {
+    let found = first_failing_seed_in(Sabotage::SnapshotFailureLeaksReservation, Profile::IoErrors);
+    let (seed, what) = found.expect("a leaked reservation must be caught");
+    assert!(what.contains("between operations"), "seed {seed}: {what}");
+}
+
+#[test]
 fn a_seed_replays_the_same_trace() {
     for profile in Profile::ALL {
         let a = run_seed(7, profile, OPS);

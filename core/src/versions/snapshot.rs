@@ -37,7 +37,9 @@ impl Database {
             Ok(x) => x,
             Err(e) => {
                 let _ = self.fs().set_read_only(&abs, false);
-                self.ws.abort_op(op);
+                if !crate::sabotage::active(crate::sabotage::Sabotage::SnapshotFailureLeaksReservation) {
+                    self.ws.abort_op(op);
+                }
                 return Err(e.context("snapshot"));
             }
         };

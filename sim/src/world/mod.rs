@@ -476,6 +476,13 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
                     violation = Some(Violation { op_index: i, what });
                     break;
                 }
+                if !world.fs.is_dead() && world.finished.is_none() {
+                    if let Err(what) = world.check_between_operations() {
+                        world.log(format!("     invariants -> VIOLATION {what}"));
+                        violation = Some(Violation { op_index: i, what });
+                        break;
+                    }
+                }
                 if world.fs.is_dead() {
                     match world.crash_and_check() {
                         Ok(text) => world.log(format!("     crash -> {text}")),
