@@ -29,6 +29,14 @@ pub enum Sabotage {
     /// A snapshot whose copy failed leaves its store operation open: its byte reservation and
     /// the database's busy mark leak.
     SnapshotFailureLeaksReservation,
+    /// One failing request of a group commit fails its neighbours too (their writes commit,
+    /// they are told they failed): a request's outcome depends on its group.
+    GroupFailureSpreads,
+    /// A restore makes the snapshot's copy live without verifying its checksum.
+    RestoreSkipsChecksum,
+    /// When SQLite rolls back a whole group (SQLITE_FULL…), the requests not yet run are
+    /// answered as committed instead of being run again.
+    GroupAbortSkipsRerun,
 }
 
 #[cfg(feature = "sabotage")]

@@ -98,6 +98,27 @@ fn a_failure_path_that_leaks_a_reservation_is_caught_at_once() {
 }
 
 #[test]
+fn a_group_where_one_failure_fails_the_neighbours_is_caught() {
+    let found = first_failing_seed_in(Sabotage::GroupFailureSpreads, Profile::Faultless);
+    let (seed, what) = found.expect("a failure spreading through a group must be caught");
+    assert!(what.contains("did not break"), "seed {seed}: {what}");
+}
+
+#[test]
+fn a_restore_that_skips_the_checksum_is_caught() {
+    let found = first_failing_seed_in(Sabotage::RestoreSkipsChecksum, Profile::Eio);
+    let (seed, what) = found.expect("a restore of a rotted snapshot must be caught");
+    assert!(what.contains("rotted"), "seed {seed}: {what}");
+}
+
+#[test]
+fn a_group_abort_that_answers_without_rerunning_is_caught() {
+    let found = first_failing_seed_in(Sabotage::GroupAbortSkipsRerun, Profile::Quota);
+    let (seed, what) = found.expect("requests answered without being committed must be caught");
+    assert!(!what.is_empty(), "seed {seed}");
+}
+
+#[test]
 fn a_seed_replays_the_same_trace() {
     for profile in Profile::ALL {
         let a = run_seed(7, profile, OPS);

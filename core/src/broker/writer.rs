@@ -443,6 +443,20 @@ pub(super) fn commit_group(
             }
         }
         if aborted {
+            if crate::sabotage::active(crate::sabotage::Sabotage::GroupAbortSkipsRerun) {
+                // Broken on purpose: the rest of the group is "answered" without running.
+                for (i, slot) in results.iter_mut().enumerate() {
+                    if slot.is_none() || failed.get(i).is_some_and(Option::is_none) {
+                        *slot = Some(Ok(ExecResult { changes: 1, statements: 1, ..Default::default() }));
+                    }
+                }
+                if let Some((slot, Some(e))) =
+                    results.iter_mut().zip(failed.iter()).find(|(_, f)| f.is_some())
+                {
+                    *slot = Some(Err(e.clone()));
+                }
+                break;
+            }
             continue;
         }
         if let Err(e) = internal(conn, "COMMIT") {
@@ -451,6 +465,12 @@ pub(super) fn commit_group(
                 if r.is_ok() {
                     *r = Err(e.clone());
                 }
+            }
+        }
+        if crate::sabotage::active(crate::sabotage::Sabotage::GroupFailureSpreads) {
+            // Broken on purpose: the first failure is everyone's answer.
+            if let Some(e) = results.iter().flatten().find_map(|r| r.as_ref().err().cloned()) {
+                results.iter_mut().flatten().for_each(|r| *r = Err(e.clone()));
             }
         }
         break;

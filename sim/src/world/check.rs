@@ -145,16 +145,9 @@ impl World {
         }
         let rows = self
             .db()?
-            .query("SELECT k FROM kv ORDER BY k", &[])
+            .query("SELECT k, v FROM kv ORDER BY k", &[])
             .map_err(|e| format!("read after recovery: {e}"))?;
-        Ok(rows
-            .rows
-            .iter()
-            .filter_map(|r| match r.first() {
-                Some(Value::Integer(k)) => Some(*k),
-                _ => None,
-            })
-            .collect())
+        model::keys_of(&rows).map_err(|e| format!("after recovery: {e}"))
     }
 
     /// Checks every invariant on a freshly booted workspace. `strict`: nothing crashed, so

@@ -178,11 +178,18 @@ pub struct Outcome {
     pub disk: crate::memfs::MemStats,
     /// Power cuts the seed went through (crashes and the final one).
     pub crashes: u64,
+    /// Requests and operations refused with QUOTA_EXCEEDED (the app's quota was reached).
+    pub quota_refusals: u64,
 }
 
 /// A simulated machine.
 pub struct World {
     seed: u64,
+    /// The database's `maxSizeMB` (1 in the `quota` profile, where it fills).
+    quota_mb: u64,
+    /// Keys are drawn above this: [`model::BIG_KEYS`] in the `quota` profile, whose values
+    /// are large.
+    key_base: i64,
     rng: ChaCha8Rng,
     fs: MemFs,
     clock: Arc<SimClock>,
@@ -216,10 +223,10 @@ pub struct World {
     fault_unsettled: bool,
 }
 
-fn manifest(full: bool) -> String {
+fn manifest(full: bool, max_mb: u64) -> String {
     let tier = if full { "premium" } else { "standard" };
     format!(
-        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":4}}],"tier":"{tier}"}}}}}}"#
+        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":{max_mb}}}],"tier":"{tier}"}}}}}}"#
     )
 }
 
@@ -235,6 +242,8 @@ impl World {
         fs.set_rot_filter(Some(rot_filter));
         Ok(World {
             seed,
+            quota_mb: 4,
+            key_base: 0,
             rng,
             fs,
             clock: Arc::new(SimClock::default()),
@@ -314,10 +323,10 @@ impl World {
         self.boot()?;
         let full = self.full;
         let ws = self.ws()?.clone();
-        ws.register_app(APP, &manifest(full)).map_err(|e| e.to_string())?;
+        ws.register_app(APP, &manifest(full, self.quota_mb)).map_err(|e| e.to_string())?;
         let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
-        db.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)", &[])
-            .map_err(|e| e.to_string())?;
+        // `v` has no declared type, so it keeps the storage class it was written with.
+        db.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v NOT NULL)", &[]).map_err(|e| e.to_string())?;
         drop(ws);
         self.db = Some(db);
         // A clean close and reopen checkpoints the table into the database file: with
@@ -352,14 +361,24 @@ impl World {
             0..=24 => Op::Insert(key()),
             25..=39 => {
                 let n = self.rng.random_range(2..6usize);
-                Op::GroupInsert((0..n).map(|_| key()).collect(), self.rng.next_u64())
+                let mut keys: Vec<i64> = (0..n).map(|_| key()).collect();
+                // Sometimes an older key too: if it is still there, that request must fail
+                // alone with a constraint error while its neighbours commit.
+                if self.rng.random_bool(0.3) && *next_key > self.key_base + n as i64 {
+                    let old = self.rng.random_range(self.key_base + 1..=*next_key - n as i64);
+                    let at = self.rng.random_range(0..=keys.len());
+                    keys.insert(at, old);
+                }
+                Op::GroupInsert(keys, self.rng.next_u64())
             }
             40..=52 => {
                 let n = self.rng.random_range(1..4usize);
                 let fail = self.rng.random_bool(0.2);
                 Op::Transaction((0..n).map(|_| key()).collect(), fail)
             }
-            53..=59 => Op::Delete(self.rng.random_range(1..=(*next_key).max(1))),
+            53..=59 => {
+                Op::Delete(self.rng.random_range(self.key_base + 1..=(*next_key).max(self.key_base + 1)))
+            }
             60..=67 => Op::Query,
             68..=76 => Op::Snapshot,
             77..=80 => Op::Restore(self.rng.random_range(0..8usize)),
@@ -438,6 +457,10 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
         Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
         Ok(mut world) => {
             world.checkpoint_every_commit = profile == Profile::SqliteSync;
+            if profile == Profile::Quota {
+                world.quota_mb = 1;
+                world.key_base = model::BIG_KEYS;
+            }
             if let Err(e) = world.setup() {
                 violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
             }
@@ -453,7 +476,7 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
             world.clear_fault_state();
             let clock = world.clock.clone();
             world.fs.set_latency_sink(Some(LatencySink(Arc::new(move |ms| clock.advance(ms)))));
-            let mut next_key = 0i64;
+            let mut next_key = world.key_base;
             for i in 0..ops_max {
                 if violation.is_some() || world.finished.is_some() {
                     break;
@@ -508,5 +531,6 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     trace.hash(&mut h);
-    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation, disk, crashes }
+    let quota_refusals = trace.iter().map(|l| l.matches("QUOTA_EXCEEDED").count() as u64).sum();
+    Outcome { seed, profile, ops, trace, trace_hash: h.finish(), violation, disk, crashes, quota_refusals }
 }

@@ -39,6 +39,52 @@ pub(super) struct Model {
     pub(super) in_doubt: Vec<BTreeSet<i64>>,
 }
 
+/// Keys above this carry large values (the `quota` profile draws its keys here, so that a
+/// 1 MB database fills within a seed).
+pub(super) const BIG_KEYS: i64 = 1 << 40;
+/// Bytes of a large value.
+const BIG_VALUE_BYTES: usize = 6 * 1024;
+
+/// The value written with key `k`: every storage class in turn, so a read that returns
+/// another value, or the same value in another class, is caught.
+pub(super) fn value_of(k: i64) -> Value {
+    if k > BIG_KEYS {
+        return Value::Blob(k.to_le_bytes().iter().copied().cycle().take(BIG_VALUE_BYTES).collect());
+    }
+    match k.rem_euclid(4) {
+        0 => Value::Integer(k.wrapping_mul(1_000_003)),
+        1 => Value::Real(k as f64 / 7.0),
+        2 => Value::Text(format!("v{k}-é")),
+        _ => Value::Blob(k.to_le_bytes().repeat(3)),
+    }
+}
+
+/// Whether `v` is exactly what [`value_of`] wrote (reals bit for bit).
+pub(super) fn holds_value_of(k: i64, v: &Value) -> bool {
+    match (value_of(k), v) {
+        (Value::Real(a), Value::Real(b)) => a.to_bits() == b.to_bits(),
+        (want, got) => &want == got,
+    }
+}
+
+/// Keys and values read back, checked: every row's key is an integer and its value is the one
+/// written with it.
+pub(super) fn keys_of(rows: &sila_sqlite::Rows) -> Result<BTreeSet<i64>, String> {
+    let mut keys = BTreeSet::new();
+    for row in &rows.rows {
+        match (row.first(), row.get(1)) {
+            (Some(Value::Integer(k)), Some(v)) if holds_value_of(*k, v) => {
+                keys.insert(*k);
+            }
+            (Some(Value::Integer(k)), Some(v)) => {
+                return Err(format!("row {k} holds {v:?}, but {:?} was written", value_of(*k)))
+            }
+            other => return Err(format!("a row that is no (key, value) pair: {other:?}")),
+        }
+    }
+    Ok(keys)
+}
+
 impl Model {
     pub(super) fn commit(&mut self, rows: BTreeSet<i64>, full: bool) {
         self.rows = rows;

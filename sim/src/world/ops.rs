@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// Error codes that say the disk, the engine's state or a resource stopped an operation,
+/// rather than the operation's own SQL.
+pub(super) fn is_fault_code(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Io
+            | ErrorCode::Poisoned
+            | ErrorCode::DiskFull
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::Busy
+            | ErrorCode::Timeout
+            | ErrorCode::Cancelled
+            | ErrorCode::Corrupt
+    )
+}
+
 impl World {
     /// Runs `op` against the engine and the model (one function per operation below).
     pub(super) fn apply_inner(&mut self, op: &Op, full: bool) -> Result<String, String> {
@@ -30,8 +46,9 @@ impl World {
         let mut next = self.model.rows.clone();
         next.insert(*k);
         self.model.in_flight = vec![next.clone()];
-        let r =
-            self.db()?.exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), Value::Integer(*k)]);
+        let r = self
+            .db()?
+            .exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), model::value_of(*k)]);
         self.settle_write(r.map(|_| ()), next, full, self.poisoned_by_fault)
     }
 
@@ -51,7 +68,7 @@ impl World {
             .map(|k| {
                 db.submit_exec(
                     "INSERT INTO kv (k, v) VALUES (?, ?)",
-                    vec![Value::Integer(*k), Value::Integer(*k)],
+                    vec![Value::Integer(*k), model::value_of(*k)],
                 )
             })
             .collect();
@@ -60,9 +77,30 @@ impl World {
         let mut acked = Vec::new();
         let mut failures = Vec::new();
         for (k, p) in keys.iter().zip(pending) {
+            // A key certainly present must be refused with a constraint error (or a fault's);
+            // any other key must not be, whatever its neighbours did.
+            let m = &self.model;
+            let present =
+                m.rows.contains(k) && !m.maybe.contains(k) && m.in_doubt.iter().all(|s| s.contains(k));
+            let absent =
+                !m.rows.contains(k) && !m.maybe.contains(k) && m.in_doubt.iter().all(|s| !s.contains(k));
             match p.try_take() {
+                Some(Ok(_)) if present => return Err(format!("key {k} was inserted twice")),
                 Some(Ok(_)) => acked.push(*k),
-                Some(Err(e)) => failures.push(e.code().name()),
+                Some(Err(e)) => {
+                    let constraint =
+                        e.code() == ErrorCode::Sqlite && e.sqlite_code().is_some_and(|c| c & 0xff == 19);
+                    if present && !(constraint || is_fault_code(e.code())) {
+                        return Err(format!(
+                            "a duplicate key {k} failed with {} instead of a constraint error: {e}",
+                            e.code().name()
+                        ));
+                    }
+                    if absent && constraint {
+                        return Err(format!("key {k} failed with a constraint error it did not break: {e}"));
+                    }
+                    failures.push(e.code().name())
+                }
                 None => {
                     return Err(
                         "a group-committed write was never answered after the stepper went idle".into()
@@ -97,7 +135,7 @@ impl World {
         let fail = *fail;
         let r = self.db()?.transaction(|tx| {
             for k in &keys2 {
-                tx.exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), Value::Integer(*k)])?;
+                tx.exec("INSERT INTO kv (k, v) VALUES (?, ?)", &[Value::Integer(*k), model::value_of(*k)])?;
             }
             if fail {
                 return Err(sila_sqlite::Error::new(ErrorCode::InvalidArgument, "the body fails on purpose"));
@@ -126,16 +164,9 @@ impl World {
 
     /// [`Op::Query`].
     pub(super) fn op_query(&mut self) -> Result<String, String> {
-        match self.db()?.query("SELECT k FROM kv ORDER BY k", &[]) {
+        match self.db()?.query("SELECT k, v FROM kv ORDER BY k", &[]) {
             Ok(rows) => {
-                let got: BTreeSet<i64> = rows
-                    .rows
-                    .iter()
-                    .filter_map(|r| match r.first() {
-                        Some(Value::Integer(k)) => Some(*k),
-                        _ => None,
-                    })
-                    .collect();
+                let got = model::keys_of(&rows)?;
                 if got != self.model.rows {
                     return Err(format!(
                         "live read differs from the model: got {} rows, model {}",
@@ -175,10 +206,16 @@ impl World {
         };
         let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
         self.model.in_flight = vec![target.clone()];
+        let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
+        let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
+        let rotted = self.fs.rotted().contains(&snap);
         match self.db()?.restore(id, RestoreOptions { allow_schema_change: true }) {
             Ok(undo) => {
                 if self.poisoned_by_fault {
                     return Err("fail-stop broken: restore acknowledged after an fsync failure".into());
+                }
+                if rotted {
+                    return Err(format!("a restore accepted snapshot {} whose bits rotted", short(id)));
                 }
                 self.model.snapshots.insert(undo, self.model.rows.clone());
                 self.model.snapshot_order.push(undo);
@@ -499,19 +536,20 @@ pub(super) fn export_rows(fs: &MemFs, path: &Path, gzip: bool, seed: u64) -> Res
     let scratch =
         std::env::temp_dir().join(format!("sila-sim-export-{}-{seed}-{n}.sqlite", std::process::id()));
     std::fs::write(&scratch, &plain).map_err(|e| format!("scratch file: {e}"))?;
-    let read = || -> rusqlite::Result<(String, BTreeSet<i64>)> {
+    let read = || -> rusqlite::Result<(String, sila_sqlite::Rows)> {
         let conn =
             rusqlite::Connection::open_with_flags(&scratch, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        let mut stmt = conn.prepare("SELECT k FROM kv ORDER BY k")?;
-        let keys =
-            stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<BTreeSet<i64>>>()?;
-        Ok((ok, keys))
+        let mut stmt = conn.prepare("SELECT k, v FROM kv ORDER BY k")?;
+        let rows = stmt
+            .query_map([], |r| Ok(vec![Value::from(r.get_ref(0)?), Value::from(r.get_ref(1)?)]))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok((ok, sila_sqlite::Rows { columns: vec!["k".into(), "v".into()], rows }))
     };
     let result = read();
     let _ = std::fs::remove_file(&scratch);
     match result {
-        Ok((ok, keys)) if ok == "ok" => Ok(keys),
+        Ok((ok, rows)) if ok == "ok" => model::keys_of(&rows).map_err(|e| format!("in the export: {e}")),
         Ok((ok, _)) => Err(format!("integrity_check: {ok}")),
         Err(e) => Err(format!("{} bytes do not open as the exported database: {e}", plain.len())),
     }

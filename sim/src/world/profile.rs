@@ -14,6 +14,7 @@ use super::*;
 /// | `torn` | power cuts with every crash fate on at high rates, prefix-only crashes, write-back, dropped truncates |
 /// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
 /// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
+/// | `quota` | a 1 MB database written with 6 KiB values, so the app's quota (SQLite's `max_page_count`, and the ledger for snapshots) fills within a seed; power cuts with crash fates |
 /// | `sqlite-sync` | one-shot fsync failures aimed at SQLite's own syncs (the main file, which WAL mode syncs only in checkpoints, or the WAL), with a checkpoint after every commit, and power cuts with crash fates |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -33,11 +34,13 @@ pub enum Profile {
     Exports,
     /// Failed fsyncs of SQLite's main files (in post-commit checkpoints) or WALs, power cuts.
     SqliteSync,
+    /// The app's quota fills (a 1 MB database, large values), power cuts.
+    Quota,
 }
 
 impl Profile {
     /// Every profile: what `--profile all` (and CI) runs.
-    pub const ALL: [Profile; 8] = [
+    pub const ALL: [Profile; 9] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
@@ -46,6 +49,7 @@ impl Profile {
         Profile::Eio,
         Profile::Exports,
         Profile::SqliteSync,
+        Profile::Quota,
     ];
 
     /// The command-line name.
@@ -59,6 +63,7 @@ impl Profile {
             Profile::Eio => "eio",
             Profile::Exports => "exports",
             Profile::SqliteSync => "sqlite-sync",
+            Profile::Quota => "quota",
         }
     }
 
@@ -95,7 +100,7 @@ impl Profile {
         };
         match self {
             Profile::Faultless => {}
-            Profile::CrashHeavy | Profile::Enospc => crash_fates(&mut f, &mut on, false),
+            Profile::CrashHeavy | Profile::Enospc | Profile::Quota => crash_fates(&mut f, &mut on, false),
             Profile::IoErrors | Profile::Exports => crash_fates(&mut f, &mut on, false),
             Profile::SqliteSync => {
                 crash_fates(&mut f, &mut on, false);
@@ -184,6 +189,8 @@ pub struct FaultTally {
     pub short_ios: u64,
     /// Slow calls.
     pub slow_ios: u64,
+    /// Refusals with QUOTA_EXCEEDED.
+    pub quota_refusals: u64,
 }
 
 impl FaultTally {
@@ -200,6 +207,7 @@ impl FaultTally {
         self.rot_flips += d.rot_flips;
         self.short_ios += d.short_ios;
         self.slow_ios += d.slow_ios;
+        self.quota_refusals += o.quota_refusals;
     }
 
     /// The faults `profile` exists to inject that never fired.
@@ -217,6 +225,7 @@ impl FaultTally {
             Profile::Eio => {
                 &[("failed sync", self.sync_failures), ("EIO", self.io_errors), ("bit rot", self.rot_flips)]
             }
+            Profile::Quota => &[("crash", self.crashes), ("quota refusal", self.quota_refusals)],
         };
         expected.iter().filter(|(_, n)| *n == 0).map(|(name, _)| *name).collect()
     }
@@ -226,7 +235,7 @@ impl std::fmt::Display for FaultTally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} seeds: crashes {}, torn {}, writebacks {}, failed syncs {}, EIO {}, full disk {}, bit rot {}, short IO {}, slow IO {}",
+            "{} seeds: crashes {}, torn {}, writebacks {}, failed syncs {}, EIO {}, full disk {}, quota {}, bit rot {}, short IO {}, slow IO {}",
             self.seeds,
             self.crashes,
             self.torn_writes,
@@ -234,6 +243,7 @@ impl std::fmt::Display for FaultTally {
             self.sync_failures,
             self.io_errors,
             self.no_space,
+            self.quota_refusals,
             self.rot_flips,
             self.short_ios,
             self.slow_ios
