@@ -205,3 +205,37 @@ fn describe_asks_sqlite_and_leaves_nothing_behind() {
     assert_eq!(db.describe("SELEC 1").unwrap_err().code(), ErrorCode::Sqlite);
     assert_eq!(db.describe("SELECT load_extension('x')").unwrap_err().code(), ErrorCode::PolicyDenied);
 }
+
+/// A reader that has not run anything since the writer changed the schema still holds the old
+/// schema, and SQLite checks it only when a statement runs: the engine refreshes it when a
+/// prepare fails, and takes a cached statement's columns from the statement as it ran.
+#[test]
+fn readers_follow_schema_changes_made_by_the_writer() {
+    let (_d, _ws, db) = setup("schema");
+    db.exec("CREATE TABLE wide (id INTEGER PRIMARY KEY, a, b, c)", &[]).unwrap();
+    db.exec("INSERT INTO wide VALUES (1, 'a', 'b', 'c')", &[]).unwrap();
+    assert_eq!(db.query("SELECT * FROM wide", &[]).unwrap().columns, ["id", "a", "b", "c"]);
+    assert_eq!(db.query("SELECT * FROM wide WHERE 0", &[]).unwrap().columns, ["id", "a", "b", "c"]);
+    db.exec("ALTER TABLE wide DROP COLUMN b", &[]).unwrap();
+    let rows = db.query("SELECT * FROM wide", &[]).unwrap();
+    assert_eq!(rows.columns, ["id", "a", "c"]);
+    assert_eq!(rows.rows, vec![vec![Value::Integer(1), text("a"), text("c")]]);
+    assert_eq!(db.query("SELECT * FROM wide WHERE 0", &[]).unwrap().columns, ["id", "a", "c"]);
+    // An INSTEAD OF trigger made on the writer is seen by describe on a reader.
+    db.exec("CREATE VIEW names AS SELECT id, body FROM notes", &[]).unwrap();
+    db.query("SELECT count(*) FROM names", &[]).unwrap();
+    db.exec(
+        "CREATE TRIGGER names_ins INSTEAD OF INSERT ON names BEGIN INSERT INTO notes(body) VALUES (new.body); END",
+        &[],
+    )
+    .unwrap();
+    let info = db.describe("INSERT INTO names(body) VALUES ('via view')").unwrap();
+    assert!(info.writes);
+    db.exec("INSERT INTO names(body) VALUES ('via view')", &[]).unwrap();
+    assert_eq!(count(&db), Some(Value::Integer(1)));
+    // A table dropped and its name reused: an ALTER … RENAME prepared on a reader.
+    db.exec("CREATE TABLE t_new (x)", &[]).unwrap();
+    db.describe("SELECT * FROM wide").unwrap();
+    db.exec("DROP TABLE wide", &[]).unwrap();
+    db.describe("ALTER TABLE t_new RENAME TO wide").unwrap();
+}

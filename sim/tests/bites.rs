@@ -5,6 +5,8 @@
 //! version is opened by SQLite for its checks before the flip, and SQLite syncs it then, so
 //! the flaw is masked here; the exhaustive crash points of the flip plan alone expose it.
 
+#![allow(clippy::panic)]
+
 use sila_sqlite::sabotage::{self, Sabotage};
 use sila_sqlite_sim::world::{run_seed, Profile};
 
@@ -86,35 +88,45 @@ fn a_failed_fsync_in_a_checkpoint_that_goes_unnoticed_is_caught() {
 #[test]
 fn an_acknowledged_snapshot_that_is_not_durable_is_caught() {
     let found = first_failing_seed(Sabotage::SnapshotManifestNotDurable);
-    let (seed, what) = found.expect("a snapshot acknowledged before its manifest is durable must be caught");
+    let Some((seed, what)) = found else {
+        panic!("a snapshot acknowledged before its manifest is durable must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
     assert!(what.contains("acknowledged snapshot"), "seed {seed}: {what}");
 }
 
 #[test]
 fn a_failure_path_that_leaks_a_reservation_is_caught_at_once() {
     let found = first_failing_seed_in(Sabotage::SnapshotFailureLeaksReservation, Profile::IoErrors);
-    let (seed, what) = found.expect("a leaked reservation must be caught");
+    let Some((seed, what)) = found else {
+        panic!("a leaked reservation must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
     assert!(what.contains("between operations"), "seed {seed}: {what}");
 }
 
 #[test]
 fn a_group_where_one_failure_fails_the_neighbours_is_caught() {
     let found = first_failing_seed_in(Sabotage::GroupFailureSpreads, Profile::Faultless);
-    let (seed, what) = found.expect("a failure spreading through a group must be caught");
+    let Some((seed, what)) = found else {
+        panic!("a failure spreading through a group must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
     assert!(what.contains("did not break"), "seed {seed}: {what}");
 }
 
 #[test]
 fn a_restore_that_skips_the_checksum_is_caught() {
     let found = first_failing_seed_in(Sabotage::RestoreSkipsChecksum, Profile::Eio);
-    let (seed, what) = found.expect("a restore of a rotted snapshot must be caught");
+    let Some((seed, what)) = found else {
+        panic!("a restore of a rotted snapshot must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
     assert!(what.contains("rotted"), "seed {seed}: {what}");
 }
 
 #[test]
 fn a_group_abort_that_answers_without_rerunning_is_caught() {
     let found = first_failing_seed_in(Sabotage::GroupAbortSkipsRerun, Profile::Quota);
-    let (seed, what) = found.expect("requests answered without being committed must be caught");
+    let Some((seed, what)) = found else {
+        panic!("requests answered without being committed must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
     assert!(!what.is_empty(), "seed {seed}");
 }
 

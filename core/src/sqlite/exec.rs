@@ -81,16 +81,27 @@ pub fn query(
     let mut stmt = prepare_one(conn, sql, "query", stop)?;
     refuse_writes(&stmt)?;
     bind(&mut stmt, params, stop)?;
-    let columns = column_names(&stmt)?;
+    let mut columns = column_names(&stmt)?;
     let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
     collector.check_bytes()?;
     let mut rows = stmt.raw_query();
+    let mut first = true;
     loop {
         let row = match rows.next() {
             Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => return Err(map_error(e, Some(stop))),
         };
+        if std::mem::take(&mut first) {
+            // The first step may have prepared the statement again (the schema changed since
+            // it was cached, an ALTER TABLE … DROP COLUMN say): its columns are the new ones.
+            let now = column_names(row.as_ref())?;
+            if now != columns {
+                columns = now;
+                collector = Collector::new(columns.len(), names_len(&columns), limits);
+                collector.check_bytes()?;
+            }
+        }
         collector.start_row()?;
         for index in 0..columns.len() {
             let value = row.get_ref(index).map_err(|e| map_error(e, Some(stop)))?;
@@ -98,6 +109,11 @@ pub fn query(
         }
         collector.finish_row();
         between_rows(stop, collector.rows.len())?;
+    }
+    drop(rows);
+    if first {
+        // No row: the names of the statement as it ran (it may have been prepared again).
+        columns = column_names(&stmt)?;
     }
     Ok(Rows { columns, rows: collector.rows })
 }
@@ -178,19 +194,29 @@ pub fn execute(
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "exec", stop)?;
     bind(&mut stmt, params, stop)?;
-    let columns = if stmt.column_count() == 0 { Vec::new() } else { column_names(&stmt)? };
+    let mut columns = if stmt.column_count() == 0 { Vec::new() } else { column_names(&stmt)? };
     let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
     if !columns.is_empty() {
         collector.check_bytes()?;
     }
     let total_changes_before = conn.total_changes();
     let mut rows = stmt.raw_query();
+    let mut first = true;
     loop {
         let row = match rows.next() {
             Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => return Err(map_error(e, Some(stop))),
         };
+        if std::mem::take(&mut first) {
+            // As in `query`: the first step may have prepared the statement again.
+            let now = column_names(row.as_ref())?;
+            if now != columns {
+                columns = now;
+                collector = Collector::new(columns.len(), names_len(&columns), limits);
+                collector.check_bytes()?;
+            }
+        }
         collector.start_row()?;
         for index in 0..columns.len() {
             let value = row.get_ref(index).map_err(|e| map_error(e, Some(stop)))?;
@@ -200,6 +226,9 @@ pub fn execute(
         between_rows(stop, collector.rows.len())?;
     }
     drop(rows);
+    if first && !columns.is_empty() {
+        columns = column_names(&stmt)?;
+    }
     // `sqlite3_changes` keeps the count of the last INSERT/UPDATE/DELETE, even when this
     // statement was DDL; the total moves only when this statement changed rows.
     let changes = if conn.total_changes() == total_changes_before { 0 } else { conn.changes() };
@@ -239,7 +268,14 @@ pub fn describe(conn: &Connection, sql: &str, stop: &StopCheck) -> Result<Statem
             "SQL that begins with the engine's own marker comment is refused",
         ));
     }
-    let stmt = conn.prepare(sql).map_err(|e| match e {
+    let prepared = match conn.prepare(sql) {
+        Err(e) if stale_schema_suspect(conn, &e) => {
+            refresh_schema(conn);
+            conn.prepare(sql)
+        }
+        other => other,
+    };
+    let stmt = prepared.map_err(|e| match e {
         rusqlite::Error::MultipleStatement => Error::invalid_argument(
             "a prepared statement holds exactly one statement, but the SQL continues after the first one",
         ),
@@ -451,7 +487,14 @@ fn prepare_one<'c>(
             format!("`{what}` refuses SQL that begins with the engine's own marker comment"),
         ));
     }
-    conn.prepare_cached(sql).map_err(|e| match e {
+    let prepared = match conn.prepare_cached(sql) {
+        Err(e) if stale_schema_suspect(conn, &e) => {
+            refresh_schema(conn);
+            conn.prepare_cached(sql)
+        }
+        other => other,
+    };
+    prepared.map_err(|e| match e {
         rusqlite::Error::MultipleStatement => Error::invalid_argument(format!(
             "`{what}` runs exactly one statement, but the SQL continues after the first one; \
              run scripts with execute_script"
@@ -461,6 +504,28 @@ fn prepare_one<'c>(
         }
         other => map_error(other, Some(stop)),
     })
+}
+
+/// Whether a failed prepare may have failed on a stale copy of the schema: a plain SQL error
+/// (not a refusal) on a connection outside a transaction. SQLite checks the schema cookie
+/// when a statement runs, not when it is prepared, and only some prepare errors make it look
+/// again: a reader that has not run anything since another connection's DDL still has the old
+/// schema, and refuses an INSERT into a view whose INSTEAD OF trigger is new, an ON CONFLICT
+/// target whose index is new, or an ALTER … RENAME to a name just dropped.
+fn stale_schema_suspect(conn: &Connection, e: &rusqlite::Error) -> bool {
+    let code = match e {
+        rusqlite::Error::SqliteFailure(f, _) | rusqlite::Error::SqlInputError { error: f, .. } => {
+            f.extended_code
+        }
+        _ => return false,
+    };
+    code & 0xff == rusqlite::ffi::SQLITE_ERROR && conn.is_autocommit()
+}
+
+/// Brings the connection's copy of the schema up to date: a statement that reads the schema
+/// table makes SQLite compare the schema cookie and reload a stale schema before it runs.
+fn refresh_schema(conn: &Connection) {
+    let _ = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()));
 }
 
 /// Refuses a statement SQLite says writes (`sqlite3_stmt_readonly`) unless it is an EXPLAIN
@@ -500,7 +565,7 @@ fn bind(stmt: &mut CachedStatement<'_>, params: &[Value], stop: &StopCheck) -> R
     Ok(())
 }
 
-fn column_names(stmt: &CachedStatement<'_>) -> Result<Vec<String>> {
+fn column_names(stmt: &rusqlite::Statement<'_>) -> Result<Vec<String>> {
     // rusqlite panics on a column name that is not UTF-8 (possible with a crafted schema);
     // turn that into an error instead of unwinding through the caller.
     catch_unwind(AssertUnwindSafe(|| stmt.column_names().map(str::to_owned).collect()))
