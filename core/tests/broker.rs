@@ -196,7 +196,6 @@ fn transaction_timeout_rolls_back() {
     let options =
         BrokerOptions { transaction_timeout: Duration::from_millis(200), ..BrokerOptions::default() };
     let (_d, _ws, db) = setup("txtimeout", options);
-    let started = Instant::now();
     let e = db
         .transaction(|tx| {
             tx.exec("INSERT INTO events(id) VALUES ('a')", &[])?;
@@ -205,7 +204,6 @@ fn transaction_timeout_rolls_back() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
     assert!(e.message().contains("transaction_timeout"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(0)));
     // A body that returns Ok after the deadline is rolled back too.
     let e = db
@@ -223,10 +221,11 @@ fn transaction_timeout_rolls_back() {
 fn statement_timeout_and_cancellation() {
     let options = BrokerOptions { statement_timeout: Duration::from_millis(300), ..BrokerOptions::default() };
     let (_d, _ws, db) = setup("timeout", options);
-    let started = Instant::now();
     let e = db.query(FOREVER, &[]).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "stopped within the timeout plus slack");
+    // (No bound on the wall time: a loaded machine may be slow; an endless statement whose
+    // deadline did not fire would never return. deadlines_are_measured_on_the_workspace_clock
+    // pins the deadline itself on a simulated clock.)
     let endless_insert =
         "INSERT INTO events(ts) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c WHERE x < 0)";
     let e = db.exec(endless_insert, &[]).unwrap_err();
