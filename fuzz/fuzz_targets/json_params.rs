@@ -1,0 +1,7 @@
+#![no_main]
+//! cargo-fuzz target `json_params`: the body is shared with the stable replay test (see targets.rs).
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::json_params(data));
