@@ -37,6 +37,8 @@ pub enum Sabotage {
     /// When SQLite rolls back a whole group (SQLITE_FULL…), the requests not yet run are
     /// answered as committed instead of being run again.
     GroupAbortSkipsRerun,
+    /// A migration is reported done, but its transaction is rolled back.
+    MigrationNeverCommits,
 }
 
 #[cfg(feature = "sabotage")]

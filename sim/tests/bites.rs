@@ -131,6 +131,16 @@ fn a_group_abort_that_answers_without_rerunning_is_caught() {
 }
 
 #[test]
+fn a_migration_acknowledged_but_never_committed_is_caught() {
+    let found = first_failing_seed(Sabotage::MigrationNeverCommits);
+    let Some((seed, what)) = found else {
+        panic!("a lost migration must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
+    assert!(!what.is_empty(), "seed {seed}");
+    println!("caught at seed {seed}: {what}");
+}
+
+#[test]
 fn a_seed_replays_the_same_trace() {
     for profile in Profile::ALL {
         let a = run_seed(7, profile, OPS);

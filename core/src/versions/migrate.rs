@@ -276,7 +276,14 @@ impl Database {
             // the table-rebuild procedure drops a parent table, which would cascade. Their
             // integrity is checked with foreign_key_check before the commit (`apply_steps`).
             crate::broker::run_internal(conn, "PRAGMA foreign_keys=OFF")?;
-            let result = db.run_transaction(conn, deadline, |conn| apply_steps(conn, &path, now));
+            let result = db.run_transaction(conn, deadline, |conn| {
+                apply_steps(conn, &path, now)?;
+                if crate::sabotage::active(crate::sabotage::Sabotage::MigrationNeverCommits) {
+                    // Broken on purpose: undo the steps, then let the transaction "commit".
+                    crate::broker::run_internal(conn, "ROLLBACK; BEGIN IMMEDIATE")?;
+                }
+                Ok(())
+            });
             let restored = crate::broker::run_internal(conn, "PRAGMA foreign_keys=ON");
             result.and(restored)
         })?;

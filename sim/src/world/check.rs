@@ -147,7 +147,8 @@ impl World {
             .db()?
             .query("SELECT k, v FROM kv ORDER BY k", &[])
             .map_err(|e| format!("read after recovery: {e}"))?;
-        model::keys_of(&rows).map_err(|e| format!("after recovery: {e}"))
+        let keys = model::keys_of(&rows).map_err(|e| format!("after recovery: {e}"))?;
+        Ok(model::with_schema(keys, db_schema(self.db()?)?))
     }
 
     /// Checks every invariant on a freshly booted workspace. `strict`: nothing crashed, so
@@ -172,7 +173,6 @@ impl World {
         // 2, 3. Acknowledged data, all-or-nothing.
         let rows = self.read_rows()?;
         self.settle(rows, settle)?;
-        self.model.schema = db_schema(self.db()?)?;
         // 4. Snapshots in the manifest exist with their checksums, unless their bits rotted:
         // then a restore must refuse them (the workload's restores check that).
         let key = ws.db_key(APP, "main").map_err(|e| e.to_string())?;
@@ -416,8 +416,11 @@ impl World {
             Settle::Clean => {
                 let current = self.model.rows.len();
                 if !self.model.allows_without_crash(&rows) {
+                    let extra: Vec<i64> = rows.difference(&self.model.rows).copied().collect();
+                    let missing: Vec<i64> = self.model.rows.difference(&rows).copied().collect();
                     return Err(format!(
-                        "reopen: {} rows, but {current} were acknowledged and nothing crashed",
+                        "reopen: {} rows, but {current} were acknowledged and nothing crashed \
+                         (extra {extra:?}, missing {missing:?}; keys below 0 are schema versions)",
                         rows.len()
                     ));
                 }

@@ -332,6 +332,7 @@ impl World {
         // A clean close and reopen checkpoints the table into the database file: with
         // synchronous=NORMAL it is durable only from here on.
         self.reopen_clean()?;
+        self.model.rows = model::with_schema(BTreeSet::new(), 0);
         self.model.barrier();
         self.log(format!("setup tier={} ", if full { "premium(FULL)" } else { "standard(NORMAL)" }));
         Ok(())

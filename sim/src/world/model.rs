@@ -17,8 +17,6 @@ pub(super) struct Model {
     /// Acknowledged snapshots a failed operation may have dropped (a retention that failed
     /// after its manifest was replaced): gone after a crash is allowed for these only.
     pub(super) snapshots_maybe_gone: BTreeSet<Uuid>,
-    /// Schema version.
-    pub(super) schema: u64,
     /// States an operation that did not answer (or failed) may still have produced.
     pub(super) in_flight: Vec<BTreeSet<i64>>,
     /// Keys written by operations that failed since the last durable point: a failed
@@ -37,6 +35,23 @@ pub(super) struct Model {
     /// the database). They stay possible until the next acknowledged write, which proves
     /// the engine was not on one of them (it would have refused work), or a durable point.
     pub(super) in_doubt: Vec<BTreeSet<i64>>,
+}
+
+/// The schema version rides in the model's rows as a key of its own, far below every real
+/// key: a migration is then a write like any other (acknowledged, durable as the tier makes
+/// it, in snapshots, restored and imported with them), and the checks that hold for rows hold
+/// for it. A read adds the database's version as that key ([`with_schema`]).
+pub(super) const SCHEMA_KEY_BASE: i64 = i64::MIN / 2;
+
+/// The pseudo-key of schema version `v`.
+pub(super) fn schema_key(v: u64) -> i64 {
+    SCHEMA_KEY_BASE.saturating_add(i64::try_from(v).unwrap_or(i64::MAX / 4))
+}
+
+/// `keys` (read from `kv`) with the pseudo-key of schema version `v`.
+pub(super) fn with_schema(mut keys: BTreeSet<i64>, v: u64) -> BTreeSet<i64> {
+    keys.insert(schema_key(v));
+    keys
 }
 
 /// Keys above this carry large values (the `quota` profile draws its keys here, so that a

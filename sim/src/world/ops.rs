@@ -31,7 +31,7 @@ impl World {
             Op::Snapshot => self.op_snapshot(),
             Op::Restore(n) => self.op_restore(n),
             Op::Import(n, gzip) => self.op_import(n, gzip),
-            Op::Migrate => self.op_migrate(),
+            Op::Migrate => self.op_migrate(full),
             Op::RetentionGc => self.op_retention_gc(),
             Op::Reopen => self.op_reopen(),
             Op::Cancel => self.op_cancel(),
@@ -166,7 +166,8 @@ impl World {
     pub(super) fn op_query(&mut self) -> Result<String, String> {
         match self.db()?.query("SELECT k, v FROM kv ORDER BY k", &[]) {
             Ok(rows) => {
-                let got = model::keys_of(&rows)?;
+                let schema = self.db()?.schema_version().map_err(|e| format!("schema version: {e}"))?;
+                let got = model::with_schema(model::keys_of(&rows)?, schema);
                 if got != self.model.rows {
                     return Err(format!(
                         "live read differs from the model: got {} rows, model {}",
@@ -281,8 +282,13 @@ impl World {
     }
 
     /// [`Op::Migrate`].
-    pub(super) fn op_migrate(&mut self) -> Result<String, String> {
-        let to = self.model.schema + 1;
+    pub(super) fn op_migrate(&mut self, full: bool) -> Result<String, String> {
+        // The version the model holds (its schema key); unknown while a failed operation may
+        // have changed it.
+        let schema_keys: Vec<i64> = self.model.rows.iter().copied().filter(|k| *k < 0).collect();
+        let certain = !self.model.maybe.iter().any(|k| *k < 0) && self.model.in_doubt.is_empty();
+        let from = schema_keys.first().map_or(0, |k| u64::try_from(k - model::SCHEMA_KEY_BASE).unwrap_or(0));
+        let to = from + 1;
         let steps = (0..to)
             .map(|v| MigrationStep {
                 from: v,
@@ -292,20 +298,31 @@ impl World {
             })
             .collect();
         let plan = MigrationPlan { current_version: to, steps };
-        match self.db()?.migrate(&plan, false) {
+        let before = self.model.rows.clone();
+        let mut next: BTreeSet<i64> = before.iter().copied().filter(|k| *k >= 0).collect();
+        next = model::with_schema(next, to);
+        self.model.in_flight = vec![next.clone()];
+        let poisoned = self.poisoned_by_fault;
+        let r = self.db()?.migrate(&plan, false);
+        let text = match &r {
             Ok(report) => {
-                if self.poisoned_by_fault {
-                    return Err("fail-stop broken: migration acknowledged after an fsync failure".into());
-                }
                 if let Some(s) = report.snapshot {
-                    self.model.snapshots.insert(s, self.model.rows.clone());
+                    self.model.snapshots.insert(s, before);
                     self.model.snapshot_order.push(s);
                 }
-                self.model.schema = report.to;
-                Ok(format!("migrated {} -> {}", report.from, report.to))
+                if report.to != to || (certain && report.from != from) {
+                    return Err(format!(
+                        "migrated {} -> {}, the model expected {from} -> {to}",
+                        report.from, report.to
+                    ));
+                }
+                format!("migrated {} -> {}", report.from, report.to)
             }
-            Err(e) => Ok(format!("error {}", e.code())),
-        }
+            Err(e) => format!("error {}", e.code()),
+        };
+        // A migration is a write of the schema version: acknowledged, it must last as the
+        // tier makes writes last; failed, either version may show.
+        self.settle_write(r.map(|_| ()), next, full, poisoned).map(|_| text)
     }
 
     /// [`Op::RetentionGc`].
@@ -536,7 +553,7 @@ pub(super) fn export_rows(fs: &MemFs, path: &Path, gzip: bool, seed: u64) -> Res
     let scratch =
         std::env::temp_dir().join(format!("sila-sim-export-{}-{seed}-{n}.sqlite", std::process::id()));
     std::fs::write(&scratch, &plain).map_err(|e| format!("scratch file: {e}"))?;
-    let read = || -> rusqlite::Result<(String, sila_sqlite::Rows)> {
+    let read = || -> rusqlite::Result<(String, sila_sqlite::Rows, u64)> {
         let conn =
             rusqlite::Connection::open_with_flags(&scratch, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -544,13 +561,16 @@ pub(super) fn export_rows(fs: &MemFs, path: &Path, gzip: bool, seed: u64) -> Res
         let rows = stmt
             .query_map([], |r| Ok(vec![Value::from(r.get_ref(0)?), Value::from(r.get_ref(1)?)]))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((ok, sila_sqlite::Rows { columns: vec!["k".into(), "v".into()], rows }))
+        let schema = sila_sqlite::versions::read_schema_version(&conn).unwrap_or(u64::MAX);
+        Ok((ok, sila_sqlite::Rows { columns: vec!["k".into(), "v".into()], rows }, schema))
     };
     let result = read();
     let _ = std::fs::remove_file(&scratch);
     match result {
-        Ok((ok, rows)) if ok == "ok" => model::keys_of(&rows).map_err(|e| format!("in the export: {e}")),
-        Ok((ok, _)) => Err(format!("integrity_check: {ok}")),
+        Ok((ok, rows, schema)) if ok == "ok" => model::keys_of(&rows)
+            .map(|k| model::with_schema(k, schema))
+            .map_err(|e| format!("in the export: {e}")),
+        Ok((ok, _, _)) => Err(format!("integrity_check: {ok}")),
         Err(e) => Err(format!("{} bytes do not open as the exported database: {e}", plain.len())),
     }
 }
