@@ -82,6 +82,15 @@ pub(super) fn holds_value_of(k: i64, v: &Value) -> bool {
     }
 }
 
+/// A value for a message: its class and, for text and blobs, length and first bytes.
+fn brief(v: &Value) -> String {
+    match v {
+        Value::Text(t) => format!("text of {} bytes {:?}", t.len(), t.chars().take(16).collect::<String>()),
+        Value::Blob(b) => format!("blob of {} bytes {:02x?}", b.len(), b.iter().take(16).collect::<Vec<_>>()),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Keys and values read back, checked: every row's key is an integer and its value is the one
 /// written with it.
 pub(super) fn keys_of(rows: &sila_sqlite::Rows) -> Result<BTreeSet<i64>, String> {
@@ -92,7 +101,7 @@ pub(super) fn keys_of(rows: &sila_sqlite::Rows) -> Result<BTreeSet<i64>, String>
                 keys.insert(*k);
             }
             (Some(Value::Integer(k)), Some(v)) => {
-                return Err(format!("row {k} holds {v:?}, but {:?} was written", value_of(*k)))
+                return Err(format!("row {k} holds {}, but {} was written", brief(v), brief(&value_of(*k))))
             }
             other => return Err(format!("a row that is no (key, value) pair: {other:?}")),
         }

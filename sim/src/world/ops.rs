@@ -166,7 +166,11 @@ impl World {
     pub(super) fn op_query(&mut self) -> Result<String, String> {
         match self.db()?.query("SELECT k, v FROM kv ORDER BY k", &[]) {
             Ok(rows) => {
-                let schema = self.db()?.schema_version().map_err(|e| format!("schema version: {e}"))?;
+                let schema = match self.db()?.schema_version() {
+                    Ok(v) => v,
+                    // A read the disk failed is a typed error, as for the query itself.
+                    Err(e) => return Ok(format!("error {} reading the schema version", e.code())),
+                };
                 let got = model::with_schema(model::keys_of(&rows)?, schema);
                 if got != self.model.rows {
                     return Err(format!(
@@ -243,6 +247,12 @@ impl World {
         let target = self.model.snapshots.get(&id).cloned().unwrap_or_default();
         let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
         let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
+        if self.fs.rotted().contains(&snap) {
+            // The harness imports the snapshot's file as an app would import any file: one
+            // whose bits rotted may pass every check with a wrong value in it, and the model
+            // could not tell what the import should hold.
+            return Ok("no import source: its bits rotted".into());
+        }
         let source = if *gzip {
             match self.write_gzip_copy(&snap) {
                 Ok(path) => path,
@@ -251,7 +261,7 @@ impl World {
                 Err(why) => return Ok(format!("no import source: {why}")),
             }
         } else {
-            snap
+            snap.clone()
         };
         self.model.in_flight = vec![target.clone()];
         let imported = self.db()?.import(&source, ImportOptions::default());
@@ -266,6 +276,14 @@ impl World {
                 }
                 if *gzip && report.checks.first() != Some(&"gzip") {
                     return Err(format!("a gzip import did not report its gzip check: {:?}", report.checks));
+                }
+                if self.fs.rotted().contains(&snap) {
+                    // A bit of the source rotted while it was read for the import: the engine
+                    // was handed a damaged file (an imported file has no checksum of ours),
+                    // and what it now holds is no state the model knows. The seed ends here.
+                    let verdict = "imported a file whose bits rotted while it was read".to_string();
+                    self.finished = Some(verdict.clone());
+                    return Ok(verdict);
                 }
                 self.model.rows = target;
                 self.model.barrier();

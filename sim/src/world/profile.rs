@@ -8,6 +8,7 @@ use super::*;
 /// | profile | faults a seed may draw |
 /// |---|---|
 /// | `faultless` | short reads and writes, slow IO (legal behaviour, not faults): every operation must succeed |
+/// | (every other profile) | also bit rot of the checksummed files, in half of its seeds |
 /// | `crash-heavy` | power cuts (also during recovery); at a crash pending writes applied, dropped, trashed or torn, any subset or a prefix; early write-back; dropped truncates; short and slow IO |
 /// | `io-errors` | one-shot fsync failures (fail-stop), power cuts with crash fates, short and slow IO |
 /// | `enospc` | a full disk, early write-back, power cuts with crash fates |
@@ -119,6 +120,11 @@ impl Profile {
                 f.latent_sector_bp = on(1, 30);
                 f.bitrot_bp = on(10, 2_000);
             }
+        }
+        if self != Profile::Faultless && f.bitrot_bp == 0 {
+            // Every fault profile may rot the bits of sealed, checksummed files (pointer,
+            // manifest and app records, snapshots): they must be reported, never read wrong.
+            f.bitrot_bp = on(5, 500);
         }
         if f.slow_io_bp > 0 {
             f.slow_io_ms_max = 20;
