@@ -185,6 +185,19 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The engine's answer as an outcome.
+fn outcome(r: sila_sqlite::Result<sila_sqlite::ExecResult>) -> Outcome {
+    match r {
+        Ok(r) => Outcome::Done {
+            columns: r.rows.columns,
+            rows: r.rows.rows,
+            changes: r.changes,
+            last_insert_rowid: r.last_insert_rowid,
+        },
+        Err(e) => engine_error(e),
+    }
+}
+
 fn engine_error(e: sila_sqlite::Error) -> Outcome {
     match (e.code(), e.sqlite_code()) {
         (ErrorCode::Sqlite, Some(code)) => Outcome::Sqlite(code, e.message().to_string()),
@@ -223,15 +236,7 @@ impl Engine {
         } else {
             self.db.query(sql, &[]).map(|rows| sila_sqlite::ExecResult { rows, ..Default::default() })
         };
-        match answer {
-            Ok(r) => Outcome::Done {
-                columns: r.rows.columns,
-                rows: r.rows.rows,
-                changes: r.changes,
-                last_insert_rowid: r.last_insert_rowid,
-            },
-            Err(e) => engine_error(e),
-        }
+        outcome(answer)
     }
 
     /// Runs a whole case inside one transaction (a case with savepoints).
@@ -241,16 +246,7 @@ impl Engine {
             for sql in statements {
                 // On the writer: exec answers reads too (a reader would not see this
                 // transaction's tables).
-                let answer = tx.exec(sql, &[]);
-                outcomes.push(match answer {
-                    Ok(r) => Outcome::Done {
-                        columns: r.rows.columns,
-                        rows: r.rows.rows,
-                        changes: r.changes,
-                        last_insert_rowid: r.last_insert_rowid,
-                    },
-                    Err(e) => engine_error(e),
-                });
+                outcomes.push(outcome(tx.exec(sql, &[])));
             }
             Ok(())
         });
@@ -468,16 +464,7 @@ impl sqllogictest::DB for SltEngine {
     type ColumnType = sqllogictest::DefaultColumnType;
 
     fn run(&mut self, sql: &str) -> Result<sqllogictest::DBOutput<Self::ColumnType>, SltError> {
-        let outcome = match self.0.db.exec(sql, &[]) {
-            Ok(r) => Outcome::Done {
-                columns: r.rows.columns,
-                rows: r.rows.rows,
-                changes: r.changes,
-                last_insert_rowid: 0,
-            },
-            Err(e) => engine_error(e),
-        };
-        match outcome {
+        match outcome(self.0.db.exec(sql, &[])) {
             Outcome::Done { columns, changes, .. } if columns.is_empty() => {
                 Ok(sqllogictest::DBOutput::StatementComplete(changes))
             }

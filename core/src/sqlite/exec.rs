@@ -81,7 +81,15 @@ pub fn query(
     let mut stmt = prepare_one(conn, sql, "query", stop)?;
     refuse_writes(&stmt)?;
     bind(&mut stmt, params, stop)?;
-    let mut columns = column_names(&stmt)?;
+    collect_rows(&mut stmt, limits, stop)
+}
+
+/// Steps `stmt` to its end and collects its rows under `limits`, checking `stop` between
+/// rows. The column names are read after the first step: that step may have prepared the
+/// statement again (the schema changed since it was cached, an ALTER TABLE … DROP COLUMN
+/// say), and then its columns are the new ones.
+fn collect_rows(stmt: &mut CachedStatement<'_>, limits: &QueryLimits, stop: &StopCheck) -> Result<Rows> {
+    let mut columns = column_names(stmt)?;
     let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
     collector.check_bytes()?;
     let mut rows = stmt.raw_query();
@@ -93,8 +101,6 @@ pub fn query(
             Err(e) => return Err(map_error(e, Some(stop))),
         };
         if std::mem::take(&mut first) {
-            // The first step may have prepared the statement again (the schema changed since
-            // it was cached, an ALTER TABLE … DROP COLUMN say): its columns are the new ones.
             let now = column_names(row.as_ref())?;
             if now != columns {
                 columns = now;
@@ -112,8 +118,8 @@ pub fn query(
     }
     drop(rows);
     if first {
-        // No row: the names of the statement as it ran (it may have been prepared again).
-        columns = column_names(&stmt)?;
+        // No row: the names of the statement as it ran.
+        columns = column_names(stmt)?;
     }
     Ok(Rows { columns, rows: collector.rows })
 }
@@ -194,50 +200,12 @@ pub fn execute(
     let _guard = ProgressGuard::install(conn, stop);
     let mut stmt = prepare_one(conn, sql, "exec", stop)?;
     bind(&mut stmt, params, stop)?;
-    let mut columns = if stmt.column_count() == 0 { Vec::new() } else { column_names(&stmt)? };
-    let mut collector = Collector::new(columns.len(), names_len(&columns), limits);
-    if !columns.is_empty() {
-        collector.check_bytes()?;
-    }
     let total_changes_before = conn.total_changes();
-    let mut rows = stmt.raw_query();
-    let mut first = true;
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => break,
-            Err(e) => return Err(map_error(e, Some(stop))),
-        };
-        if std::mem::take(&mut first) {
-            // As in `query`: the first step may have prepared the statement again.
-            let now = column_names(row.as_ref())?;
-            if now != columns {
-                columns = now;
-                collector = Collector::new(columns.len(), names_len(&columns), limits);
-                collector.check_bytes()?;
-            }
-        }
-        collector.start_row()?;
-        for index in 0..columns.len() {
-            let value = row.get_ref(index).map_err(|e| map_error(e, Some(stop)))?;
-            collector.push(value)?;
-        }
-        collector.finish_row();
-        between_rows(stop, collector.rows.len())?;
-    }
-    drop(rows);
-    if first && !columns.is_empty() {
-        columns = column_names(&stmt)?;
-    }
+    let rows = collect_rows(&mut stmt, limits, stop)?;
     // `sqlite3_changes` keeps the count of the last INSERT/UPDATE/DELETE, even when this
     // statement was DDL; the total moves only when this statement changed rows.
     let changes = if conn.total_changes() == total_changes_before { 0 } else { conn.changes() };
-    Ok(ExecResult {
-        changes,
-        last_insert_rowid: conn.last_insert_rowid(),
-        rows: Rows { columns, rows: collector.rows },
-        statements: 1,
-    })
+    Ok(ExecResult { changes, last_insert_rowid: conn.last_insert_rowid(), rows, statements: 1 })
 }
 
 /// What SQLite says about one statement, without running it ([`describe`]).

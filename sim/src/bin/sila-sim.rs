@@ -36,7 +36,7 @@ struct Args {
 fn usage() -> String {
     "usage: sila-sim [--seeds N [--start S]] [--seed S] [--profile NAME|all] [--ops N] [--corpus FILE] [--jobs N] [--verbose]\n\
      corpus lines: `<profile> <seed>  # why it is here`\n\
-     profiles: faultless, crash-heavy, io-errors, enospc, torn, eio, exports, sqlite-sync, quota (all: every one)"
+     profiles: faultless, crash-heavy, io-errors, enospc, torn, eio, exports, sqlite-sync, quota, lying (all: every one)"
         .to_string()
 }
 

@@ -115,6 +115,9 @@ impl World {
         }
         // Latent sector errors survive the crash; the checks run on repaired hardware.
         self.fs.repair();
+        if self.lying {
+            return self.check_after_lying_crash(notes);
+        }
         self.boot().map_err(|e| format!("recovery failed: {e}"))?;
         let verdict = self.check_invariants_or_quarantine(Settle::AfterCrash)?;
         if self.finished.is_some() {
@@ -131,6 +134,68 @@ impl World {
         }
         self.clear_fault_state();
         Ok(format!("{notes}recovered {} rows{}", rows.len(), verdict))
+    }
+
+    /// After a crash on a lying disk (profile `lying`): nothing acknowledged can be asked for,
+    /// since the disk threw away what it said was durable. What must hold: recovery either
+    /// refuses with a typed error or boots; the database either refuses with a typed error or
+    /// passes `integrity_check` and reads back rows whose values are the ones written with
+    /// their keys; GC leaves exactly what is reachable. The
+    /// workload then goes on from whatever state recovery found. Anything the lies made
+    /// unreadable ends the seed with that verdict.
+    pub(super) fn check_after_lying_crash(&mut self, mut notes: String) -> Result<String, String> {
+        let end = |w: &mut World, why: String| -> Result<String, String> {
+            if !is_typed(&why) && !why.contains("integrity_check") && !why.contains("holds") {
+                return Err(format!("on a lying disk, an error without a type: {why}"));
+            }
+            let verdict = format!("lying disk: {why}");
+            w.finished = Some(verdict.clone());
+            Ok(verdict)
+        };
+        if let Err(e) = self.boot() {
+            return end(self, format!("recovery refused: {e}"));
+        }
+        let ws = self.ws()?.clone();
+        let report = ws.recovery_report().clone();
+        if !report.damaged.is_empty() {
+            return end(self, format!("error[CORRUPT]: recovery reported damage in {:?}", report.damaged));
+        }
+        let db = match ws.open_app(APP).and_then(|a| a.open("main")) {
+            Ok(db) => db,
+            Err(e) => return end(self, format!("opening the database: {e}")),
+        };
+        match db.query_value("PRAGMA integrity_check", &[]) {
+            Ok(Some(Value::Text(ok))) if ok == "ok" => {}
+            Ok(other) => return end(self, format!("integrity_check after recovery: {other:?}")),
+            Err(e) => return end(self, format!("integrity_check: {e}")),
+        }
+        self.db = Some(db);
+        let rows = match self.read_rows() {
+            Ok(rows) => rows,
+            Err(e) => return end(self, e),
+        };
+        self.model.rows = rows;
+        self.model.barrier();
+        self.model.in_flight.clear();
+        // Snapshots and exports may be gone or changed: the model keeps the snapshots still
+        // listed (a restore verifies each one's checksum) and forgets the exports.
+        let key = ws.db_key(APP, "main").map_err(|e| e.to_string())?;
+        let listed: BTreeSet<Uuid> = ws
+            .with_store(|s| s.manifest(&key).map(|m| m.snapshots.iter().map(|x| x.id).collect()))
+            .map_err(|e| e.to_string())?;
+        self.model.snapshot_order.retain(|id| listed.contains(id));
+        self.model.snapshots.retain(|id, _| listed.contains(id));
+        self.model.snapshots_maybe_gone.clear();
+        self.model.exports.clear();
+        self.model.backups_must.clear();
+        // (No ledger check: the engine sizes a live file from what SQLite reports, and after a
+        // lie SQLite's header may count pages the disk threw away; the ledger then counts more
+        // than the disk holds, never less.)
+        ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
+        self.check_reachable(&ws, &key)?;
+        self.clear_fault_state();
+        notes.push_str("recovered on a lying disk");
+        Ok(notes)
     }
 
     pub(super) fn read_rows(&mut self) -> Result<BTreeSet<i64>, String> {

@@ -16,6 +16,7 @@ use super::*;
 /// | `eio` | one-shot and random fsync/`sync_dir` failures with crash fates, transient and persistent read/write EIO (bad inodes, latent sector errors), bit rot of checksummed files, short and slow IO, power cuts |
 /// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
 /// | `quota` | a 1 MB database written with 6 KiB values, so the app's quota (SQLite's `max_page_count`, and the ledger for snapshots) fills within a seed; power cuts with crash fates |
+/// | `lying` | a disk that breaks its contract: file syncs, directory syncs or both return `Ok` and make nothing durable, and garbage may spill over synced bytes sharing a sector with an unsynced write; power cuts with crash fates. Durability cannot be asked of the engine here; the checker asks that every error is typed, nothing panics, recovery either refuses with a typed error or yields a database that passes `integrity_check`, and the store's own invariants (ledger, GC) hold |
 /// | `sqlite-sync` | one-shot fsync failures aimed at SQLite's own syncs (the main file, which WAL mode syncs only in checkpoints, or the WAL), with a checkpoint after every commit, and power cuts with crash fates |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -37,11 +38,14 @@ pub enum Profile {
     SqliteSync,
     /// The app's quota fills (a 1 MB database, large values), power cuts.
     Quota,
+    /// A lying disk: syncs that make nothing durable, garbage spills; consistency and typed
+    /// errors are checked, not durability.
+    Lying,
 }
 
 impl Profile {
     /// Every profile: what `--profile all` (and CI) runs.
-    pub const ALL: [Profile; 9] = [
+    pub const ALL: [Profile; 10] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
@@ -51,6 +55,7 @@ impl Profile {
         Profile::Exports,
         Profile::SqliteSync,
         Profile::Quota,
+        Profile::Lying,
     ];
 
     /// The command-line name.
@@ -65,6 +70,7 @@ impl Profile {
             Profile::Exports => "exports",
             Profile::SqliteSync => "sqlite-sync",
             Profile::Quota => "quota",
+            Profile::Lying => "lying",
         }
     }
 
@@ -111,6 +117,15 @@ impl Profile {
                 crash_fates(&mut f, &mut on, true);
                 f.crash_prefix_only = on(0, 1) == 1;
             }
+            Profile::Lying => {
+                crash_fates(&mut f, &mut on, false);
+                match on(1, 3) {
+                    1 => f.lie_sync = true,
+                    2 => f.lie_sync_dir = true,
+                    _ => (f.lie_sync, f.lie_sync_dir) = (true, true),
+                }
+                f.trash_spills = on(0, 1) == 1;
+            }
             Profile::Eio => {
                 crash_fates(&mut f, &mut on, false);
                 f.read_eio_bp = on(1, 40);
@@ -156,6 +171,15 @@ pub(super) fn describe(f: &Faults) -> String {
         rates.iter().filter(|(_, bp)| *bp > 0).map(|(name, bp)| format!("{name}={bp}bp")).collect();
     if f.crash_prefix_only {
         out.push("prefix-only".into());
+    }
+    if f.lie_sync {
+        out.push("lying-sync".into());
+    }
+    if f.lie_sync_dir {
+        out.push("lying-sync-dir".into());
+    }
+    if f.trash_spills {
+        out.push("trash-spills".into());
     }
     if let Some(cap) = f.capacity_bytes {
         out.push(format!("capacity={cap}B"));
@@ -232,6 +256,7 @@ impl FaultTally {
                 &[("failed sync", self.sync_failures), ("EIO", self.io_errors), ("bit rot", self.rot_flips)]
             }
             Profile::Quota => &[("crash", self.crashes), ("quota refusal", self.quota_refusals)],
+            Profile::Lying => &[("crash", self.crashes)],
         };
         expected.iter().filter(|(_, n)| *n == 0).map(|(name, _)| *name).collect()
     }
