@@ -25,6 +25,13 @@ fn text(s: &str) -> Value {
     Value::Text(s.into())
 }
 
+fn count_i64(db: &Database) -> i64 {
+    match count(db) {
+        Some(Value::Integer(n)) => n,
+        other => panic!("count: {other:?}"),
+    }
+}
+
 fn count(db: &Database) -> Option<Value> {
     db.query_value("SELECT count(*) FROM notes", &[]).unwrap()
 }
@@ -178,6 +185,17 @@ fn temporary_tables_live_for_their_transaction() {
     .unwrap();
     assert!(db.exec("SELECT * FROM temp.s", &[]).is_err());
     assert_eq!(count(&db), Some(Value::Integer(3)));
+    // The same statement again comes from the statement cache: it is still the request's
+    // only, each time (a temporary trigger on a main table must not outlive it).
+    for _ in 0..3 {
+        db.exec(
+            "CREATE TEMP TRIGGER no_more BEFORE INSERT ON notes BEGIN SELECT RAISE(ABORT, 'no'); END",
+            &[],
+        )
+        .unwrap();
+        db.exec("INSERT INTO notes(body) VALUES (?)", &[text(&format!("n{}", count_i64(&db)))]).unwrap();
+    }
+    assert_eq!(count(&db), Some(Value::Integer(6)));
 }
 
 #[test]
