@@ -169,18 +169,13 @@ pub(super) fn describe(f: &Faults) -> String {
     ];
     let mut out: Vec<String> =
         rates.iter().filter(|(_, bp)| *bp > 0).map(|(name, bp)| format!("{name}={bp}bp")).collect();
-    if f.crash_prefix_only {
-        out.push("prefix-only".into());
-    }
-    if f.lie_sync {
-        out.push("lying-sync".into());
-    }
-    if f.lie_sync_dir {
-        out.push("lying-sync-dir".into());
-    }
-    if f.trash_spills {
-        out.push("trash-spills".into());
-    }
+    let flags = [
+        ("prefix-only", f.crash_prefix_only),
+        ("lying-sync", f.lie_sync),
+        ("lying-sync-dir", f.lie_sync_dir),
+        ("trash-spills", f.trash_spills),
+    ];
+    out.extend(flags.iter().filter(|(_, on)| *on).map(|(name, _)| (*name).to_string()));
     if let Some(cap) = f.capacity_bytes {
         out.push(format!("capacity={cap}B"));
     }
