@@ -458,14 +458,18 @@ impl Drop for World {
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;
 
-/// Runs one seed: setup, then `ops_max` operations; whenever the power goes out, crash,
-/// recover and check. Returns the outcome with its trace.
+/// Runs one seed of one profile: setup, then `ops_max` operations; whenever the power goes
+/// out, crash, recover and check. Returns the outcome with its trace. The same seed number
+/// draws a different workload under each profile ([`Profile::salt`]).
 pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
     let mut ops = Vec::new();
     let mut violation = None;
     let mut trace = Vec::new();
     let (mut disk, mut crashes) = (crate::memfs::MemStats::default(), 0);
-    match World::new(seed) {
+    // Every stream of the world (operations, disk faults, UUIDs, the fault swarm) comes
+    // from the seed mixed with the profile.
+    let world_seed = seed ^ profile.salt();
+    match World::new(world_seed) {
         Err(e) => violation = Some(Violation { op_index: 0, what: format!("harness: {e}") }),
         Ok(mut world) => {
             world.checkpoint_every_commit = profile == Profile::SqliteSync;
@@ -477,7 +481,7 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
             if let Err(e) = world.setup() {
                 violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
             }
-            let mut faults = profile.swarm(seed);
+            let mut faults = profile.swarm(world_seed);
             if profile == Profile::Enospc {
                 let used: u64 = world.fs.files().values().map(|v| v.len() as u64).sum();
                 let room = world.rng.random_range(64 * 1024..2 * 1024 * 1024u64);
