@@ -40,6 +40,13 @@
 //!    handle fails with [`VfsErrorKind::Other`] and the detail `"stale handle after crash"`,
 //!    and all locks are released.
 //!
+//! Where the power goes out: [`MemFs::cut_power_after`] cuts it at a given mutating call;
+//! [`MemFs::cut_power_when_dirty`] lets that call wait (boundedly) until enough files have
+//! unsynced changes, because a careful caller syncs so promptly that cuts at uniform steps
+//! mostly find nothing to lose. [`MemStats`] counts what the crash images held: unsynced
+//! changes, on two files or more, and changes kept after an earlier one to another file
+//! was lost (reordering).
+//!
 //! Fault settings ([`Faults`]), counters ([`MemStats`]), the fault generator, latent sector
 //! errors and the rot log carry over a crash; bad inodes do not (a reboot resets them).
 //!
@@ -272,6 +279,18 @@ pub struct MemStats {
     pub torn_writes: u64,
     /// Writes and `set_len` calls refused for want of space ([`Faults::capacity_bytes`]).
     pub no_space: u64,
+    /// Crash images taken ([`MemFs::crash`], [`MemFs::durable_image`]).
+    pub crash_images: u64,
+    /// Crash images taken while some file had unsynced changes.
+    pub crash_images_unsynced: u64,
+    /// Crash images taken while two files or more had unsynced changes.
+    pub crash_images_multi_file: u64,
+    /// Crash images in which a change survived while an earlier change to another file was
+    /// lost (reordering across files).
+    pub crash_reorders: u64,
+    /// Power cuts that waited for unsynced changes on enough files
+    /// ([`MemFs::cut_power_when_dirty`]) and found them.
+    pub dirty_cuts: u64,
 }
 
 /// A file change made since the inode's last successful sync, in the order issued.
@@ -324,6 +343,22 @@ enum Fate {
     Trashed,
     /// Some of its sectors reached the disk; one may hold garbage.
     Torn,
+}
+
+/// Whether a crash kept a change (whole or torn) while losing an earlier change to another
+/// file: `fates` and `file_of` are keyed by position in the global issue order.
+fn reordered(fates: &BTreeMap<u64, Fate>, file_of: &BTreeMap<u64, Ino>) -> bool {
+    // The files that lost a change so far, in issue order.
+    let mut lost: BTreeSet<Ino> = BTreeSet::new();
+    for (seq, fate) in fates {
+        let Some(ino) = file_of.get(seq) else { continue };
+        if *fate == Fate::Dropped {
+            lost.insert(*ino);
+        } else if lost.iter().any(|other| other != ino) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The indexes of the 512-byte sectors that `len` bytes at `offset` touch.
@@ -497,6 +532,9 @@ struct State {
     stats: MemStats,
     /// Mutating IO calls left before the power is cut (`None`: never).
     power_cut_in: Option<u64>,
+    /// Set by [`MemFs::cut_power_when_dirty`]: when the countdown runs out the cut waits,
+    /// for at most the second number of calls, until this many files have unsynced changes.
+    power_cut_dirty: Option<(usize, u64)>,
     /// The power is off: every call fails until the next crash (durable image).
     dead: bool,
     /// The seeded generator behind every fault choice.
@@ -554,6 +592,7 @@ impl State {
             syncs_before_failure: None,
             stats: MemStats::default(),
             power_cut_in: None,
+            power_cut_dirty: None,
             dead: false,
             rng: ChaCha8Rng::seed_from_u64(0),
             next_seq: 0,
@@ -747,8 +786,20 @@ impl State {
         }
         match self.power_cut_in {
             Some(0) => {
+                if let Some((files_min, patience)) = self.power_cut_dirty {
+                    let dirty = self.dirty_files();
+                    if dirty < files_min && patience > 0 {
+                        self.power_cut_dirty = Some((files_min, patience - 1));
+                        self.maybe_write_back();
+                        return Ok(());
+                    }
+                    if dirty >= files_min {
+                        self.stats.dirty_cuts = self.stats.dirty_cuts.saturating_add(1);
+                    }
+                }
                 self.dead = true;
                 self.power_cut_in = None;
+                self.power_cut_dirty = None;
                 Err(err(VfsErrorKind::Other, op, path, POWER_OFF_DETAIL))
             }
             Some(n) => {
@@ -761,6 +812,15 @@ impl State {
                 Ok(())
             }
         }
+    }
+
+    /// Files a crash now would keep (reachable through durable directory entries) that have
+    /// changes not yet synced.
+    fn dirty_files(&self) -> usize {
+        self.reachable(false, true, false)
+            .iter()
+            .filter(|ino| matches!(self.inodes.get(ino), Some(Inode::File { pending, .. }) if !pending.is_empty()))
+            .count()
     }
 
     /// Fails every call once the power is off.
@@ -832,15 +892,25 @@ impl State {
     /// global position. See [`Faults`] for the choices.
     fn crash_fates(&mut self, keep: &BTreeSet<Ino>) -> BTreeMap<u64, Fate> {
         let mut order: Vec<(u64, bool, bool)> = Vec::new();
+        // The file of each pending operation, by its position (for the reordering count).
+        let mut file_of: BTreeMap<u64, Ino> = BTreeMap::new();
+        let mut dirty_files = 0u64;
         for ino in keep {
             if let Some(Inode::File { pending, .. }) = self.inodes.get(ino) {
+                dirty_files += u64::from(!pending.is_empty());
                 for op in pending {
                     let shrinks = matches!(op, Pending::SetLen { shrinks: true, .. });
                     order.push((op.seq(), op.multi_sector(), shrinks));
+                    file_of.insert(op.seq(), *ino);
                 }
             }
         }
         order.sort_unstable();
+        self.stats.crash_images = self.stats.crash_images.saturating_add(1);
+        self.stats.crash_images_unsynced =
+            self.stats.crash_images_unsynced.saturating_add(u64::from(dirty_files > 0));
+        self.stats.crash_images_multi_file =
+            self.stats.crash_images_multi_file.saturating_add(u64::from(dirty_files > 1));
         let mut fates = BTreeMap::new();
         if order.is_empty() {
             return fates;
@@ -882,6 +952,9 @@ impl State {
                 self.stats.torn_writes = self.stats.torn_writes.saturating_add(1);
             }
             fates.insert(seq, fate);
+        }
+        if reordered(&fates, &file_of) {
+            self.stats.crash_reorders = self.stats.crash_reorders.saturating_add(1);
         }
         fates
     }
@@ -933,6 +1006,7 @@ impl State {
             syncs_before_failure: self.syncs_before_failure,
             stats: self.stats,
             power_cut_in: None,
+            power_cut_dirty: None,
             dead: false,
             rng: self.rng.clone(),
             next_seq: self.next_seq,
@@ -1104,7 +1178,26 @@ impl MemFs {
     /// syncs, renames, unlinks, mkdirs): the `calls + 1`-th fails and so does everything
     /// after it. Take [`MemFs::durable_image`] to boot the machine again.
     pub fn cut_power_after(&self, calls: u64) {
-        self.state().power_cut_in = Some(calls);
+        let mut state = self.state();
+        state.power_cut_in = Some(calls);
+        state.power_cut_dirty = None;
+    }
+
+    /// [`MemFs::cut_power_after`], except that when the countdown runs out the cut waits
+    /// until `files_min` files have unsynced changes, for at most `patience` more mutating
+    /// calls (then it cuts anyway). Most IO steps of a careful engine come right after a
+    /// sync, so cuts at uniform steps rarely find unsynced data on several files; these do,
+    /// and so exercise crash images that lose, tear and reorder changes across files.
+    pub fn cut_power_when_dirty(&self, calls: u64, files_min: usize, patience: u64) {
+        let mut state = self.state();
+        state.power_cut_in = Some(calls);
+        state.power_cut_dirty = Some((files_min, patience));
+    }
+
+    /// Whether a power cut armed by [`MemFs::cut_power_when_dirty`] has not happened yet.
+    pub fn power_cut_waits(&self) -> bool {
+        let state = self.state();
+        state.power_cut_in.is_some() && state.power_cut_dirty.is_some()
     }
 
     /// Whether the power is off.
@@ -2223,6 +2316,68 @@ mod tests {
         assert_eq!(image.read("/d/a"), Some(b"one".to_vec()));
         assert_eq!(image.read("/d/b"), None, "b's directory entry was never synced");
         Ok(())
+    }
+
+    #[test]
+    fn a_dirty_cut_waits_for_unsynced_changes_on_enough_files() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let a = synced_file(&fs, "a", 1, 10)?;
+        let b = synced_file(&fs, "b", 2, 10)?;
+        fs.cut_power_when_dirty(0, 2, 10);
+        assert!(fs.power_cut_waits());
+        // The countdown has run out, but no file is dirty yet: the cut waits.
+        a.write_at(b"A", 0)?;
+        // One file is dirty: still waiting.
+        b.write_at(b"B", 0)?;
+        // Two files are dirty: this call is cut.
+        assert_eq!(detail(a.sync()), Some(POWER_OFF_DETAIL.to_string()));
+        assert!(!fs.power_cut_waits());
+        let stats = fs.stats();
+        assert_eq!(stats.dirty_cuts, 1);
+        let image = fs.durable_image();
+        assert_eq!(image.stats().crash_images_multi_file, 1, "{:?}", image.stats());
+        assert_eq!(image.stats().crash_images_unsynced, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_dirty_cut_gives_up_waiting_after_its_patience() -> VfsResult<()> {
+        let fs = fs_with_dir()?;
+        let a = synced_file(&fs, "a", 1, 10)?;
+        // Two files are asked for, and one call of patience given: the first write waits,
+        // the next call is cut although only one file is dirty.
+        fs.cut_power_when_dirty(0, 2, 1);
+        a.write_at(b"A", 0)?;
+        assert_eq!(detail(a.sync()), Some(POWER_OFF_DETAIL.to_string()));
+        assert_eq!(fs.stats().dirty_cuts, 0, "the cut did not find two dirty files");
+        let image = fs.durable_image();
+        assert_eq!((image.stats().crash_images_unsynced, image.stats().crash_images_multi_file), (1, 0));
+        // A plain cut re-armed later does not wait.
+        let fs = fs_with_dir()?;
+        fs.cut_power_when_dirty(5, 2, 100);
+        fs.cut_power_after(0);
+        assert!(!fs.power_cut_waits());
+        assert_eq!(detail(fs.create_dir(p("/e"))), Some(POWER_OFF_DETAIL.to_string()));
+        Ok(())
+    }
+
+    #[test]
+    fn reordering_means_a_kept_change_after_a_lost_one_of_another_file() {
+        let files: BTreeMap<u64, Ino> = [(1, 10), (2, 11), (3, 10)].into_iter().collect();
+        let fates = |f: [Fate; 3]| -> BTreeMap<u64, Fate> { (1..=3).zip(f).collect() };
+        use Fate::{Applied, Dropped, Torn, Trashed};
+        assert!(!reordered(&fates([Applied, Applied, Dropped]), &files), "a prefix survived");
+        assert!(!reordered(&fates([Applied, Dropped, Dropped]), &files));
+        assert!(reordered(&fates([Dropped, Applied, Dropped]), &files), "file 11 kept a later change");
+        assert!(reordered(&fates([Applied, Dropped, Torn]), &files), "file 10 kept a later, torn change");
+        assert!(reordered(&fates([Applied, Dropped, Trashed]), &files));
+        assert!(
+            !reordered(
+                &fates([Dropped, Dropped, Applied]),
+                &[(1, 10), (2, 10), (3, 10)].into_iter().collect()
+            ),
+            "one file: not across files"
+        );
     }
 
     /// A durable file `/d/<name>` holding `len` copies of `fill`.

@@ -231,6 +231,12 @@ pub struct FaultTally {
     pub slow_ios: u64,
     /// Refusals with QUOTA_EXCEEDED.
     pub quota_refusals: u64,
+    /// Crash images taken while files had unsynced changes: on any file, on two or more.
+    pub images_unsynced: u64,
+    /// Crash images with unsynced changes on two files or more.
+    pub images_multi_file: u64,
+    /// Crash images that kept a change and lost an earlier one to another file.
+    pub reorders: u64,
 }
 
 impl FaultTally {
@@ -248,20 +254,32 @@ impl FaultTally {
         self.short_ios += d.short_ios;
         self.slow_ios += d.slow_ios;
         self.quota_refusals += o.quota_refusals;
+        self.images_unsynced += d.crash_images_unsynced;
+        self.images_multi_file += d.crash_images_multi_file;
+        self.reorders += d.crash_reorders;
     }
 
     /// The faults `profile` exists to inject that never fired.
     pub fn missing(&self, profile: Profile) -> Vec<&'static str> {
         let expected: &[(&str, u64)] = match profile {
             Profile::Faultless => &[("short IO", self.short_ios), ("slow IO", self.slow_ios)],
-            Profile::CrashHeavy => {
-                &[("crash", self.crashes), ("torn write", self.torn_writes), ("writeback", self.writebacks)]
-            }
+            Profile::CrashHeavy => &[
+                ("crash", self.crashes),
+                ("torn write", self.torn_writes),
+                ("writeback", self.writebacks),
+                ("crash with unsynced changes on two files", self.images_multi_file),
+                ("crash reordering changes across files", self.reorders),
+            ],
             Profile::IoErrors | Profile::Exports | Profile::SqliteSync => {
                 &[("crash", self.crashes), ("failed sync", self.sync_failures)]
             }
             Profile::Enospc => &[("crash", self.crashes), ("full disk", self.no_space)],
-            Profile::Torn => &[("crash", self.crashes), ("torn write", self.torn_writes)],
+            Profile::Torn => &[
+                ("crash", self.crashes),
+                ("torn write", self.torn_writes),
+                ("crash with unsynced changes on two files", self.images_multi_file),
+                ("crash reordering changes across files", self.reorders),
+            ],
             Profile::Eio => {
                 &[("failed sync", self.sync_failures), ("EIO", self.io_errors), ("bit rot", self.rot_flips)]
             }
@@ -276,9 +294,12 @@ impl std::fmt::Display for FaultTally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} seeds: crashes {}, torn {}, writebacks {}, failed syncs {}, EIO {}, full disk {}, quota {}, bit rot {}, short IO {}, slow IO {}",
+            "{} seeds: crashes {} (unsynced {}, on 2+ files {}, reordered {}), torn {}, writebacks {}, failed syncs {}, EIO {}, full disk {}, quota {}, bit rot {}, short IO {}, slow IO {}",
             self.seeds,
             self.crashes,
+            self.images_unsynced,
+            self.images_multi_file,
+            self.reorders,
             self.torn_writes,
             self.writebacks,
             self.sync_failures,
