@@ -26,8 +26,8 @@
 //!     export and backup areas; backup retention keeps the newest backups.
 //!
 //! Where things are: this file holds the machine (boot, setup, drawing and applying
-//! operations, [`run_seed`]); [`profile`] the fault profiles; [`model`] the reference model;
-//! [`ops`] one function per operation; [`check`] crashes, reopens and the invariants.
+//! operations, [`run_seed`]); `profile.rs` the fault profiles; `model.rs` the reference model;
+//! `ops.rs` one function per operation; `check.rs` crashes, reopens and the invariants.
 
 mod check;
 mod model;
