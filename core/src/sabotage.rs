@@ -52,6 +52,13 @@ pub fn set(flaw: Option<Sabotage>) {
     ACTIVE.with(|a| a.set(flaw));
 }
 
+/// The flaw on for the calling thread (a harness that runs an operation on a thread of its
+/// own passes it on with [`set`]).
+#[cfg(feature = "sabotage")]
+pub fn current() -> Option<Sabotage> {
+    ACTIVE.with(|a| a.get())
+}
+
 /// Whether `flaw` is on for the calling thread.
 #[cfg(feature = "sabotage")]
 pub fn active(flaw: Sabotage) -> bool {

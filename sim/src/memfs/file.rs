@@ -377,6 +377,11 @@ impl VfsFile for MemFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> VfsResult<usize> {
         let op = "write";
         self.check_writable(op)?;
+        // Called with the disk unlocked: the hook may block while other threads use it.
+        let hook = lock_state(&self.fs).write_hook.clone();
+        if let Some(hook) = hook {
+            (hook.0)(&self.path);
+        }
         let mut state = self.enter(op)?;
         state.tick(op, &self.path)?;
         if buf.is_empty() {

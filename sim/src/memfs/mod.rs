@@ -128,7 +128,7 @@ pub use faults::{Faults, MemStats};
 use file::*;
 use pending::*;
 use state::*;
-pub use state::{LatencySink, RotFilter};
+pub use state::{LatencySink, RotFilter, WriteHook};
 
 /// Largest file a [`MemFs`] holds; a write or `set_len` beyond it fails with
 /// [`VfsErrorKind::Other`] ("file too large"), so a bogus offset cannot exhaust memory.
@@ -261,6 +261,12 @@ impl MemFs {
     /// Sends the latency of slow calls ([`Faults::slow_io_bp`]) to `sink`.
     pub fn set_latency_sink(&self, sink: Option<LatencySink>) {
         self.state().latency_sink = sink;
+    }
+
+    /// Calls `hook` at the start of every `write_at`, before the disk is locked (see
+    /// [`WriteHook`]); `None` removes it. A crash removes it too.
+    pub fn set_write_hook(&self, hook: Option<WriteHook>) {
+        self.state().write_hook = hook;
     }
 
     /// The paths (as opened) of every file a bit rotted in, oldest first, across crashes.

@@ -62,6 +62,18 @@ impl std::fmt::Debug for LatencySink {
     }
 }
 
+/// Called with a file's path (as opened) at the start of every `write_at` on it, on the
+/// writing thread and with the disk unlocked ([`MemFs::set_write_hook`]): a simulation may
+/// block there to run other clients deterministically between two writes of an operation.
+#[derive(Clone)]
+pub struct WriteHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+
+impl std::fmt::Debug for WriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHook")
+    }
+}
+
 /// Decides which files bit rot may touch, by the path a handle was opened with and whether
 /// the file is marked read-only ([`Vfs::set_read_only`]) at the time of the read.
 pub type RotFilter = fn(&Path, bool) -> bool;
@@ -98,6 +110,8 @@ pub(super) struct State {
     pub(super) rotted: Vec<PathBuf>,
     /// Where slow calls report their latency.
     pub(super) latency_sink: Option<LatencySink>,
+    /// Called before every write (not kept across a crash: it belongs to the run).
+    pub(super) write_hook: Option<WriteHook>,
 }
 
 pub(super) fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: impl Into<String>) -> VfsError {
@@ -150,6 +164,7 @@ impl State {
             rot_filter: None,
             rotted: Vec::new(),
             latency_sink: None,
+            write_hook: None,
         }
     }
 
@@ -570,6 +585,7 @@ impl State {
             rot_filter: self.rot_filter,
             rotted: self.rotted.clone(),
             latency_sink: self.latency_sink.clone(),
+            write_hook: None,
         }
     }
 

@@ -27,14 +27,17 @@
 //!
 //! Where things are: this file holds the machine (boot, setup, drawing and applying
 //! operations, [`run_seed`]); `profile.rs` the fault profiles; `model.rs` the reference model;
-//! `ops.rs` one function per operation; `check.rs` crashes, reopens and the invariants.
+//! `ops.rs` one function per operation; `clients.rs` requests that run while a snapshot,
+//! restore or import is in the middle of its work; `check.rs` crashes, reopens and the invariants.
 
 mod check;
+mod clients;
 mod model;
 mod ops;
 mod profile;
 
 use check::{final_files, is_partial, Settle};
+pub use clients::Clients;
 use model::Model;
 use ops::export_rows;
 use profile::describe;
@@ -145,6 +148,9 @@ pub enum Op {
     CutPower(u64),
     /// Fail the n-th next fsync (fail-stop check).
     FailSync(u64),
+    /// A snapshot, restore or import with clients that insert (and read) while it is in the
+    /// middle of its work (see `clients.rs`).
+    WithClients(Box<Op>, Clients),
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -224,6 +230,17 @@ pub struct World {
     /// A workspace shut down since the last settle had a fault: its close wrote nothing, so
     /// the next reopen (without a crash) is no durable point.
     fault_unsettled: bool,
+    /// The clients of the operation being applied ([`Op::WithClients`]), until it runs them.
+    clients: Option<Clients>,
+    /// What they got, until the operation settles the model with it.
+    client_outcome: Option<clients::ClientOutcome>,
+    /// Operations drawn so far (seeds the side stream that gives some of them clients).
+    draws: u64,
+    /// Client keys used so far.
+    client_keys_made: i64,
+    /// The disk's failed syncs when an operation with clients ended, before the clients'
+    /// requests held up behind it ran.
+    op_end_sync_failures: Option<u64>,
 }
 
 fn manifest(full: bool, max_mb: u64) -> String {
@@ -267,6 +284,11 @@ impl World {
             checkpoint_every_commit: false,
             crashes: 0,
             fault_unsettled: false,
+            clients: None,
+            client_outcome: None,
+            draws: 0,
+            client_keys_made: 0,
+            op_end_sync_failures: None,
         })
     }
 
@@ -342,8 +364,25 @@ impl World {
         Ok(())
     }
 
-    /// Draws the next operation.
+    /// Draws the next operation: [`World::draw_one`], and for some snapshots, restores and
+    /// imports, clients that run while it is in the middle of its work. Those are drawn from
+    /// a stream of their own, so the operations of every seed stay what they were.
     pub fn draw(&mut self, profile: Profile, next_key: &mut i64) -> Op {
+        let op = self.draw_one(profile, next_key);
+        self.draws += 1;
+        let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CLIENTS_SALT ^ self.draws);
+        let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..));
+        if !eligible || !side.random_bool(0.3) {
+            return op;
+        }
+        let n = side.random_range(1..3i64);
+        let first = self.key_base + clients::CLIENT_KEYS + self.client_keys_made + 1;
+        self.client_keys_made += n;
+        Op::WithClients(Box::new(op), Clients { keys: (first..first + n).collect(), seed: side.next_u64() })
+    }
+
+    /// Draws the next operation of the workload.
+    fn draw_one(&mut self, profile: Profile, next_key: &mut i64) -> Op {
         let roll = self.rng.random_range(0..100u32);
         let mut key = || {
             *next_key += 1;
@@ -412,6 +451,9 @@ impl World {
         // have been acknowledged, and nothing is until a reopen or crash.
         // A reopen starts a new fail-stop window (it resets the base itself).
         let reopened = matches!(op, Op::Reopen) && result.is_ok();
+        // With clients, only failures before the operation's own end bear on its answer (the
+        // clients' answers after it are checked where they arrive).
+        let failures_in_op = self.op_end_sync_failures.take().unwrap_or(self.fs.stats().sync_failures);
         if self.fs.stats().sync_failures > failures_before
             && !self.poisoned_by_fault
             && !self.fs.is_dead()
@@ -419,7 +461,7 @@ impl World {
         {
             self.poisoned_by_fault = true;
             if let Ok(text) = &result {
-                if is_ack(text) {
+                if failures_in_op > failures_before && is_ack(text) {
                     return Err(format!(
                         "fail-stop broken: {op:?} was acknowledged although an fsync failed during it"
                     ));
@@ -454,6 +496,9 @@ impl Drop for World {
         self.shutdown();
     }
 }
+
+/// Mixed into the seed of the stream that gives operations clients.
+const CLIENTS_SALT: u64 = 0x434c_4945_4e54_5353;
 
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;

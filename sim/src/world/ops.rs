@@ -43,6 +43,24 @@ impl World {
             Op::Export(backup, gzip) => self.op_export(backup, gzip),
             Op::CutPower(n) => self.op_cut_power(n),
             Op::FailSync(n) => self.op_fail_sync(n),
+            Op::WithClients(inner, clients) => {
+                self.clients = Some(clients.clone());
+                let result = self.apply_inner(inner, full);
+                // Clients of an operation that never reached the engine did not run.
+                self.clients = None;
+                self.settle_clients(clients::Stage::After);
+                if let Ok(text) = &result {
+                    if let Err(e) = self.check_late_read() {
+                        let clients = self.client_outcome.as_ref().map(|o| o.to_string()).unwrap_or_default();
+                        return Err(format!("{e} (the operation: {text}; {clients})"));
+                    }
+                }
+                let outcome = self.client_outcome.take();
+                result.map(|text| match outcome {
+                    Some(o) => format!("{text}; {o}"),
+                    None => format!("{text}; no clients ran"),
+                })
+            }
         }
     }
 
@@ -178,8 +196,10 @@ impl World {
                 };
                 let got = model::with_schema(model::keys_of(&rows)?, schema);
                 if got != self.model.rows {
+                    let extra: Vec<&i64> = got.difference(&self.model.rows).collect();
+                    let missing: Vec<&i64> = self.model.rows.difference(&got).collect();
                     return Err(format!(
-                        "live read differs from the model: got {} rows, model {}",
+                        "live read differs from the model: got {} rows, model {} (extra {extra:?}, missing {missing:?})",
                         got.len(),
                         self.model.rows.len()
                     ));
@@ -193,7 +213,8 @@ impl World {
     /// [`Op::Snapshot`].
     pub(super) fn op_snapshot(&mut self) -> Result<String, String> {
         let label = format!("s{}", self.trace.len());
-        match self.db()?.snapshot(&label) {
+        // Clients writing while it copies come after its content: they settle after it.
+        match self.blocking(clients::StopIn::Snapshot, move |db| db.snapshot(&label))? {
             Ok(s) => {
                 if self.poisoned_by_fault {
                     return Err("fail-stop broken: snapshot acknowledged after an fsync failure".into());
@@ -219,7 +240,12 @@ impl World {
         let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
         let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
         let rotted = self.fs.rotted().contains(&snap);
-        match self.db()?.restore(id, RestoreOptions { allow_schema_change: true }) {
+        let restored = self.blocking(clients::StopIn::NewVersion, move |db| {
+            db.restore(id, RestoreOptions { allow_schema_change: true })
+        })?;
+        // Clients acknowledged while it prepared the new version wrote before its flip.
+        self.settle_clients(clients::Stage::During);
+        match restored {
             Ok(undo) => {
                 if self.poisoned_by_fault {
                     return Err("fail-stop broken: restore acknowledged after an fsync failure".into());
@@ -269,7 +295,10 @@ impl World {
             snap.clone()
         };
         self.model.in_flight = vec![target.clone()];
-        let imported = self.db()?.import(&source, ImportOptions::default());
+        let from = source.clone();
+        let imported =
+            self.blocking(clients::StopIn::NewVersion, move |db| db.import(&from, ImportOptions::default()))?;
+        self.settle_clients(clients::Stage::During);
         if *gzip {
             // The harness's copy is not the engine's business once imported.
             let _ = self.fs.remove_file(&source);
