@@ -411,7 +411,71 @@ impl World {
         if ledger.in_flight_bytes != 0 {
             return Err(format!("between operations {} bytes are still reserved", ledger.in_flight_bytes));
         }
+        self.check_files_between_operations(ws)
+    }
+
+    /// Between operations, on the disk as the store knows it: the pointer names a database
+    /// file that exists; every file of the database's directory but the live one and its
+    /// side files (which SQLite changes without telling the store) is in the ledger with its
+    /// size on disk, and every file in the ledger is on disk; no temporary record is left.
+    /// The files are compared only while the disk failed no call since the workspace opened
+    /// (a cleanup that failed is recovery's to finish). Skipped while the store refuses the database (poisoned, quarantined).
+    pub(super) fn check_files_between_operations(&self, ws: &Workspace) -> Result<(), String> {
+        let Ok(key) = ws.db_key(APP, "main") else { return Ok(()) };
+        let Ok((live, files)) = ws.with_store(|s| {
+            s.pointer(&key).map(|p| p.file).and_then(|live| Ok((live, s.files(&key)?.clone())))
+        }) else {
+            return Ok(());
+        };
+        let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
+        let disk: BTreeMap<String, u64> = self.data_files(&dir).into_iter().collect();
+        let live_name = format!("{}{}", live.hyphenated(), layout::DB_SUFFIX);
+        if !disk.contains_key(&live_name) {
+            return Err(format!("between operations the pointer names {live_name}, which is not on disk"));
+        }
+        // After a failed disk call the workspace stops changing the disk (fail-stop) and a
+        // failed operation's cleanup waits for the recovery scan of the next open, which
+        // counts what is there: until then the ledger may name what is not on disk and miss
+        // what is.
+        if self.failed_calls() != self.failed_calls_at_boot {
+            return Ok(());
+        }
+        let is_live = |name: &str| matches!(layout::classify(name), FileKind::Database(id) | FileKind::Side(id) if id == live);
+        for (name, size) in &disk {
+            if is_live(name) {
+                continue;
+            }
+            match files.get(name) {
+                Some(counted) if counted == size => {}
+                counted => {
+                    return Err(format!(
+                        "between operations {name} has {size} bytes on disk and {counted:?} in the ledger"
+                    ))
+                }
+            }
+        }
+        // Records (pointer, manifest) are rewritten whole and counted apart from data files.
+        let data =
+            |n: &str| !matches!(layout::classify(n), FileKind::Record | FileKind::Temp | FileKind::Unknown);
+        if let Some(name) = files.keys().find(|n| data(n) && !is_live(n) && !disk.contains_key(*n)) {
+            return Err(format!("between operations the ledger counts {name}, which is not on disk"));
+        }
+        {
+            for sub in [dir.clone(), dir.join(layout::SNAPSHOTS_DIR)] {
+                for e in self.fs.list_dir(&sub).unwrap_or_default() {
+                    if layout::classify(&e.name) == FileKind::Temp {
+                        return Err(format!("between operations a temporary {} is left", e.name));
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The disk's failed calls so far (EIO, failed syncs, full disk).
+    pub(super) fn failed_calls(&self) -> u64 {
+        let stats = self.fs.stats();
+        stats.io_errors + stats.sync_failures + stats.no_space
     }
 
     pub(super) fn check_ledger(&self, ws: &Workspace, key: &sila_sqlite::store::DbKey) -> Result<(), String> {

@@ -241,6 +241,9 @@ pub struct World {
     /// The disk's failed syncs when an operation with clients ended, before the clients'
     /// requests held up behind it ran.
     op_end_sync_failures: Option<u64>,
+    /// The disk's failed calls (EIO, failed syncs, full disk) when the workspace last opened:
+    /// a temporary file may be left only by an operation that met one.
+    failed_calls_at_boot: u64,
 }
 
 fn manifest(full: bool, max_mb: u64) -> String {
@@ -289,6 +292,7 @@ impl World {
             draws: 0,
             client_keys_made: 0,
             op_end_sync_failures: None,
+            failed_calls_at_boot: 0,
         })
     }
 
@@ -301,6 +305,7 @@ impl World {
     fn boot(&mut self) -> Result<(), String> {
         self.shutdown();
         self.boots += 1;
+        self.failed_calls_at_boot = self.failed_calls();
         let vfs: Arc<dyn Vfs> = Arc::new(self.fs.clone());
         // A closed workspace shuts its executor down; every boot gets a fresh one.
         self.stepper = Arc::new(Stepper::new(STEPPER_QUEUE_MAX));
