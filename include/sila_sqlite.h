@@ -54,6 +54,9 @@
 // `sila_database_restore` flag: restore even if the snapshot's schema version differs.
 #define SILA_RESTORE_ALLOW_SCHEMA_CHANGE 1
 
+// `admission_wait_ms` that refuses at once when every slot is taken (0 means the default).
+#define SILA_NO_WAIT UINT32_MAX
+
 // The outcome of a call. `SILA_OK` is 0; every other value is the stable number of the
 // matching `sila_sqlite::ErrorCode`. Values are never renumbered or reused; new ones are
 // appended, so a host should treat an unknown non-zero value as a failure.
@@ -242,6 +245,13 @@ typedef struct sila_workspace_options {
   uint32_t idle_timeout_ms;
   // Reserved; must be 0.
   uint32_t reserved;
+  // (Version 2.) Longest a request waits for one of its app's
+  // `max_concurrent_requests_per_app` slots before `SILA_BUSY`, in milliseconds (default
+  // 5; `SILA_NO_WAIT` refuses at once). A request's slot is given back before it is
+  // answered, so a host with one request per app at a time never waits.
+  uint32_t admission_wait_ms;
+  // (Version 2.) Reserved; must be 0.
+  uint32_t reserved2;
 } sila_workspace_options;
 
 #ifdef __cplusplus

@@ -29,6 +29,7 @@ pub mod redact;
 pub mod sabotage;
 pub mod sqlite;
 pub mod store;
+mod sync;
 pub mod versions;
 pub mod vfs;
 pub mod workspace;

@@ -268,6 +268,63 @@ fn concurrent_request_limit_per_app() {
 }
 
 #[test]
+fn a_request_waits_admission_wait_for_a_slot_then_is_busy() {
+    let options = BrokerOptions {
+        max_concurrent_requests_per_app: 2,
+        admission_wait: Duration::from_millis(40),
+        ..BrokerOptions::default()
+    };
+    let (_d, _ws, db) = setup("admission-wait", options);
+    let a = db.submit_query(FOREVER, vec![]);
+    // One of two slots taken: the second request is admitted.
+    assert_eq!(db.query_value("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)));
+    let b = db.submit_query(FOREVER, vec![]);
+    // Two of two: the third waits admission_wait (40 ms, at least), then is refused.
+    let started = Instant::now();
+    let e = db.query("SELECT 1", &[]).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(40), "{:?}", started.elapsed());
+    assert_eq!(e.code(), ErrorCode::Busy);
+    assert!(e.message().contains("admission_wait (40 ms)"), "{e}");
+    // A slot given back while a request waits is its: an hour's wait ends when `a` ends.
+    let options = BrokerOptions {
+        max_concurrent_requests_per_app: 2,
+        admission_wait: Duration::from_secs(3600),
+        ..BrokerOptions::default()
+    };
+    let (_d2, _ws2, db2) = setup("admission-wait-2", options);
+    let (c, d) = (db2.submit_query(FOREVER, vec![]), db2.submit_query(FOREVER, vec![]));
+    let cancel_c = c.cancel_token();
+    let waiter = std::thread::spawn(move || db2.query_value("SELECT 1", &[]));
+    cancel_c.cancel();
+    assert_eq!(waiter.join().unwrap().unwrap(), Some(Value::Integer(1)));
+    for p in [a, b, c, d] {
+        p.cancel();
+        assert_eq!(p.wait().unwrap_err().code(), ErrorCode::Cancelled);
+    }
+}
+
+#[test]
+fn a_slot_is_free_again_before_its_request_is_answered() {
+    // One slot and no wait: a client that submits the moment its last answer arrives must
+    // never find the slot still taken, on the blocking and the non-blocking path.
+    let options = BrokerOptions {
+        max_concurrent_requests_per_app: 1,
+        admission_wait: Duration::ZERO,
+        ..BrokerOptions::default()
+    };
+    let (_d, _ws, db) = setup("admission-release", options);
+    for i in 0..300 {
+        db.submit_exec("INSERT INTO events(id) VALUES (?)", vec![Value::Text(format!("s{i}"))])
+            .wait()
+            .unwrap();
+        db.exec("INSERT INTO events(id) VALUES (?)", &[Value::Text(format!("b{i}"))]).unwrap();
+        db.submit_query("SELECT count(*) FROM events", vec![]).wait().unwrap();
+        db.submit_transaction(|tx| tx.query("SELECT 1", &[]).map(|_| ())).wait().unwrap();
+    }
+    assert_eq!(db.query_value("SELECT count(*) FROM events", &[]).unwrap(), Some(Value::Integer(600)));
+}
+
+#[test]
 fn group_commit_isolates_a_failing_request() {
     let options = BrokerOptions { max_concurrent_requests_per_app: 256, ..BrokerOptions::default() };
     let (_d, _ws, db) = setup("group", options);

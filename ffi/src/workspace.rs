@@ -136,10 +136,21 @@ pub struct sila_workspace_options {
     pub idle_timeout_ms: u32,
     /// Reserved; must be 0.
     pub reserved: u32,
+    /// (Version 2.) Longest a request waits for one of its app's
+    /// `max_concurrent_requests_per_app` slots before `SILA_BUSY`, in milliseconds (default
+    /// 5; `SILA_NO_WAIT` refuses at once). A request's slot is given back before it is
+    /// answered, so a host with one request per app at a time never waits.
+    pub admission_wait_ms: u32,
+    /// (Version 2.) Reserved; must be 0.
+    pub reserved2: u32,
 }
 
-/// Size of version 1 of `sila_workspace_options` (the first published layout).
-const OPTIONS_V1_SIZE: usize = std::mem::size_of::<sila_workspace_options>();
+/// `admission_wait_ms` that refuses at once when every slot is taken (0 means the default).
+pub const SILA_NO_WAIT: u32 = u32::MAX;
+
+/// Size of version 1 of `sila_workspace_options` (the first published layout, up to
+/// `reserved`).
+const OPTIONS_V1_SIZE: usize = std::mem::offset_of!(sila_workspace_options, admission_wait_ms);
 
 impl sila_workspace_options {
     /// Reads the host's options: only the first `struct_size` bytes, which must cover at least
@@ -165,12 +176,21 @@ impl sila_workspace_options {
                 ),
             ));
         }
-        // SAFETY: `size` covers the whole struct as this library knows it (checked above),
-        // and the host promised `size` readable bytes. Every bit pattern is a valid value of
-        // these integer fields.
-        let options = unsafe { ptr.read_unaligned() };
-        if options.reserved != 0 {
-            return Err(Error::new(ErrorCode::InvalidArgument, "options.reserved must be 0"));
+        // An older host's struct is shorter: the fields past its size keep their defaults
+        // (all zero).
+        let mut options = sila_workspace_options::default();
+        // SAFETY: the host promised `size` readable bytes at `ptr`, and `size` is at most the
+        // size of `options` (checked above), so the copy stays inside both. The regions cannot
+        // overlap (`options` is a local). Every bit pattern is a valid value of these integer
+        // fields, and padding bytes may hold anything.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut options).cast::<u8>(), size);
+        }
+        if options.reserved != 0 || options.reserved2 != 0 {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                "options.reserved and options.reserved2 must be 0",
+            ));
         }
         Ok(options)
     }
@@ -201,6 +221,11 @@ impl sila_workspace_options {
         }
         if self.idle_timeout_ms > 0 {
             broker.idle_timeout = ms(self.idle_timeout_ms);
+        }
+        match self.admission_wait_ms {
+            0 => {}
+            SILA_NO_WAIT => broker.admission_wait = Duration::ZERO,
+            v => broker.admission_wait = ms(v),
         }
         WorkspaceOptions { broker, ..WorkspaceOptions::default() }
     }

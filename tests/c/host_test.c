@@ -12,6 +12,7 @@
 #include "sila_sqlite.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,14 @@ static void test_options(void) {
     o.reserved = 0;
     EXPECT(sila_workspace_open(dir, &o, NULL), SILA_INVALID_ARGUMENT);
     EXPECT(sila_workspace_open("", &o, &ws), SILA_INVALID_ARGUMENT);
+    /* A host built against version 1 of the struct (up to `reserved`): the rest default. */
+    o.struct_size = (uint32_t)offsetof(sila_workspace_options, admission_wait_ms);
+    o.admission_wait_ms = 7; /* past its size: never read */
+    OK(sila_workspace_open(dir, &o, &ws));
+    sila_workspace_free(ws);
+    ws = NULL;
+    o.struct_size = sizeof o;
+    o.admission_wait_ms = 0;
     /* NULL options: all defaults. */
     OK(sila_workspace_open(dir, NULL, &ws));
     CHECK(ws != NULL);
@@ -608,6 +617,60 @@ static void callback_state_destroy(struct callback_state *s) {
 static const char *const SLOW_SQL =
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500000000) "
     "SELECT count(*) FROM c";
+
+/* An app's concurrency slots: N requests in flight is the limit, the N+1-th is BUSY (at once
+   with SILA_NO_WAIT); a request's slot is free again before its answer arrives. */
+static void test_admission(void) {
+    char dir[600];
+    sila_workspace *ws = NULL;
+    sila_database *db = NULL;
+    sila_request *held[2] = {NULL, NULL};
+    sila_request *req = NULL;
+    sila_result *r = NULL;
+    sila_workspace_options o = {.struct_size = sizeof o};
+    int i, busy = 0;
+
+    path_in(dir, sizeof dir, "admission");
+    o.max_concurrent_requests_per_app = 2;
+    o.admission_wait_ms = SILA_NO_WAIT;
+    o.reserved2 = 1;
+    EXPECT(sila_workspace_open(dir, &o, &ws), SILA_INVALID_ARGUMENT);
+    o.reserved2 = 0;
+    OK(sila_workspace_open(dir, &o, &ws));
+    if (ws == NULL) return;
+    OK(sila_workspace_register_app(ws, "com.example.notes", MANIFEST, NUL, NULL, NULL));
+    OK(sila_workspace_open_database(ws, "com.example.notes", "main", &db));
+    if (db == NULL) return;
+    OK(sila_database_exec(db, "CREATE TABLE n (v)", NUL, NULL, 0, &r));
+    sila_result_free(r);
+    r = NULL;
+    for (i = 0; i < 2; i++) OK(sila_database_submit_query(db, SLOW_SQL, NUL, NULL, 0, NULL, NULL, &held[i]));
+    /* N = 2 in flight: the third is refused. */
+    EXPECT(sila_database_query(db, "SELECT 1", NUL, NULL, 0, &r), SILA_BUSY);
+    CHECK(r == NULL);
+    CHECK(strstr(sila_last_error_message(), "max_concurrent_requests_per_app is 2") != NULL);
+    OK(sila_request_cancel(held[0]));
+    EXPECT(sila_request_take_result(held[0], NULL), SILA_CANCELLED);
+    sila_request_free(held[0]);
+    /* One held: one at a time, each submitted the moment the last was answered, is never
+       refused (a slot is given back before the answer). */
+    for (i = 0; i < 200; i++) {
+        req = NULL;
+        if (sila_database_submit_exec(db, "INSERT INTO n (v) VALUES (1)", NUL, NULL, 0, NULL, NULL, &req) != SILA_OK) {
+            busy++;
+            continue;
+        }
+        if (sila_request_take_result(req, NULL) == SILA_BUSY) busy++;
+        sila_request_free(req);
+    }
+    CHECK(busy == 0);
+    CHECK(query_int(db, "SELECT count(*) FROM n") == 200);
+    OK(sila_request_cancel(held[1]));
+    EXPECT(sila_request_take_result(held[1], NULL), SILA_CANCELLED);
+    sila_request_free(held[1]);
+    sila_database_free(db);
+    sila_workspace_free(ws);
+}
 
 static void test_async(const sila_database *db, const sila_database *ro) {
     struct callback_state s;
@@ -1099,6 +1162,7 @@ int main(int argc, char **argv) {
     test_version_and_status();
     test_last_error();
     test_options();
+    test_admission();
 
     o.statement_timeout_ms = 1000;
     o.transaction_timeout_ms = 1500;

@@ -3,10 +3,10 @@
 
 use super::*;
 
-/// Per-app shared state: the in-flight request count and the per-minute budgets.
+/// Per-app shared state: the concurrency slots and the per-minute budgets.
 #[derive(Debug, Default)]
 pub struct AppShared {
-    pub(super) in_flight: AtomicUsize,
+    pub(super) slots: Slots,
     pub(super) budget: budget::AppBudget,
 }
 
@@ -17,7 +17,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.app.slots.release();
     }
 }
 
@@ -35,7 +35,7 @@ impl BorrowedAdmission<'_> {
 
 impl Drop for BorrowedAdmission<'_> {
     fn drop(&mut self) {
-        self.app.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.app.slots.release();
     }
 }
 
@@ -45,7 +45,8 @@ impl BrokerShared {
         lock(&self.apps).entry(app).or_default().clone()
     }
 
-    /// Takes one of the app's concurrency slots, or refuses with `Busy`.
+    /// Takes one of the app's concurrency slots, waiting at most `admission_wait` for one
+    /// to be given back when all are taken, or refuses with `Busy`.
     pub fn admit(&self, app: &Arc<AppShared>) -> Result<Admission> {
         self.admit_borrowed(app, self.now())?.keep();
         Ok(Admission { app: app.clone() })
@@ -56,14 +57,18 @@ impl BrokerShared {
     /// request on the read path. `now` is a reading of [`BrokerShared::now`].
     pub fn admit_borrowed<'a>(&self, app: &'a AppShared, now: Duration) -> Result<BorrowedAdmission<'a>> {
         let max = self.options.max_concurrent_requests_per_app;
-        let before = app.in_flight.fetch_add(1, Ordering::AcqRel);
-        let admission = BorrowedAdmission { app };
-        if before >= max {
+        let wait = self.options.admission_wait;
+        if let Err(in_flight) = app.slots.take(max, wait) {
             return Err(Error::new(
                 ErrorCode::Busy,
-                format!("the app has {before} requests in flight; max_concurrent_requests_per_app is {max}"),
+                format!(
+                    "the app has {in_flight} requests in flight; max_concurrent_requests_per_app is {max} \
+                     and none was answered within admission_wait ({} ms)",
+                    wait.as_millis()
+                ),
             ));
         }
+        let admission = BorrowedAdmission { app };
         // Dropping `admission` on refusal gives the slot back.
         app.budget.check(&self.budget_limits(), millis(now))?;
         Ok(admission)

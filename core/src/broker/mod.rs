@@ -26,7 +26,8 @@
 //!
 //! This file holds the broker and a database's shared state, opening and closing
 //! connections, poisoning and the fault checks. Beside it: [`options`] (every limit),
-//! [`admission`] (an app's concurrency slots and budgets), [`pool`] (the reader pool and the
+//! [`admission`] (an app's concurrency slots and budgets; [`slots`] the slots themselves,
+//! which loom checks), [`pool`] (the reader pool and the
 //! read path), [`writer`] (the write queue, group commit, transactions, the quiesce gate),
 //! [`attachments`] (databases attached to a handle), [`executor`] (thread pool and the
 //! deterministic stepper), [`pending`] (non-blocking requests) and [`budget`].
@@ -38,12 +39,14 @@ pub mod executor;
 mod options;
 pub mod pending;
 mod pool;
+mod slots;
 mod writer;
 
 pub use admission::{Admission, AppShared, BorrowedAdmission};
 use attachments::AttachedHere;
 pub use options::BrokerOptions;
 use pool::ReaderState;
+pub use slots::Slots;
 pub(crate) use writer::run_script_in_savepoint;
 use writer::WriterState;
 pub use writer::{transaction_refusal, ExecRequest, WriteJob};

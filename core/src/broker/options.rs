@@ -25,8 +25,13 @@ pub struct BrokerOptions {
     pub transaction_timeout: Duration,
     /// Result caps per query (defaults 100 000 rows, 32 MiB of values) → `ResultTooLarge`.
     pub query_limits: QueryLimits,
-    /// Requests an app may have in flight at once (default 64) → `Busy`.
+    /// Requests an app may have in flight at once (default 64). A request that finds them
+    /// all taken waits for one to be answered, at most `admission_wait`, then gets `Busy`.
     pub max_concurrent_requests_per_app: usize,
+    /// Longest a request waits for one of its app's `max_concurrent_requests_per_app` slots
+    /// (default 5 ms; zero refuses at once). A request's slot is given back before it is
+    /// answered, so a client with one request at a time never waits.
+    pub admission_wait: Duration,
     /// SQLite's busy timeout, in milliseconds (default 5000).
     pub busy_timeout_ms: u32,
     /// Statements slower than this go to the slow-query log (default 200 ms).
@@ -71,6 +76,7 @@ impl Default for BrokerOptions {
             transaction_timeout: Duration::from_secs(10),
             query_limits: QueryLimits::default(),
             max_concurrent_requests_per_app: 64,
+            admission_wait: Duration::from_millis(5),
             busy_timeout_ms: 5000,
             slow_query_threshold: Duration::from_millis(200),
             capture_full_sql: false,

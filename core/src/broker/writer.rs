@@ -31,7 +31,7 @@ pub struct ExecRequest {
     pub submitted: Duration,
     /// Where the answer goes.
     pub reply: Completer<ExecResult>,
-    /// The admission slot, released when the request is answered.
+    /// The admission slot, given back just before the request is answered.
     pub admission: Admission,
 }
 
@@ -161,6 +161,8 @@ impl DbShared {
                 for job in batch {
                     // A dropped transaction job answers its caller through its completer.
                     if let WriteJob::Exec(req) = job {
+                        // The slot first: a caller answered may submit again at once.
+                        drop(req.admission);
                         req.reply.complete(Err(e.clone()));
                     }
                 }
@@ -278,8 +280,9 @@ impl DbShared {
         for (req, r) in results {
             let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
             self.record(&req.sql, OpKind::Exec, req.submitted, written);
-            req.reply.complete(r);
+            // The slot first: a caller answered may submit again at once, and must find it.
             drop(req.admission);
+            req.reply.complete(r);
         }
     }
 
