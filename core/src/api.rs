@@ -27,7 +27,7 @@ use crate::sqlite::{self, CancelToken, ExecResult, Rows, StopCheck, StopReason, 
 use crate::workspace::{AppInfo, Workspace};
 use crate::{Error, ErrorCode, Result};
 use rusqlite::Connection;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A registered app: opens the databases its manifest lists.
@@ -628,50 +628,4 @@ fn refuse_attach_in_transaction(sql: &str) -> Result<()> {
     }
 }
 
-/// Where a blocking transaction waits for the writer (see [`WriteJob::Gate`]).
-#[derive(Default)]
-pub struct Gate {
-    state: Mutex<GateState>,
-    opened: Condvar,
-}
-
-/// The states of a [`Gate`].
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GateState {
-    /// Queued behind other writes.
-    #[default]
-    Waiting,
-    /// The leader reached it and handed over the writer.
-    Open,
-    /// The caller gave up; the leader skips it.
-    Abandoned,
-}
-
-impl Gate {
-    /// Called by the leader: opens the gate if its caller still waits. False if abandoned.
-    pub fn open(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if *s == GateState::Waiting {
-            *s = GateState::Open;
-            self.opened.notify_all();
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Called by the caller: waits up to `timeout` for the gate to open. On timeout the gate
-    /// is abandoned (unless it opened at the last moment) and false is returned.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut s, _) = self
-            .opened
-            .wait_timeout_while(s, timeout, |s| *s == GateState::Waiting)
-            .unwrap_or_else(|p| p.into_inner());
-        if *s == GateState::Open {
-            return true;
-        }
-        *s = GateState::Abandoned;
-        false
-    }
-}
+pub use crate::broker::{Gate, GateState};

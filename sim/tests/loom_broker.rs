@@ -1,13 +1,16 @@
 //! loom models of the broker's concurrency protocols (issue 6, item 7).
 //!
-//! The broker (`core/src/broker/mod.rs`) uses `std::sync` directly, so loom cannot run it
-//! as is. These are small, faithful copies of its three protocols written on a `sync` shim
-//! that is `loom::sync` under `--cfg loom` and `std::sync` otherwise. Every function names
-//! the function of `core/` it copies; a change there must be mirrored here.
+//! The broker's protocol types built on the engine's `sync` shim (`core/src/sync.rs`: std,
+//! or loom under `--cfg loom`) run here as they are: the admission slots and the writer's
+//! gate. The rest of the broker (the write queue, the reader pool, the flip) still uses
+//! `std::sync` around SQLite connections, so its protocols are small, faithful copies written
+//! on this file's own shim; every function names the function of `core/` it copies, and a
+//! change there must be mirrored here.
 //!
 //! * [`writer`] — the write queue with a leader (`DbShared::submit_write`, `lead`,
 //!   `end_turn`, `hand_off`, `run_batch`), blocking transactions' gates (`WriteJob::Gate`,
-//!   `api::Gate`, `Database::exclusive`, `DbShared::with_gate_connection` and its `Turn`), and
+//!   `Database::exclusive`, `DbShared::with_gate_connection` and its `Turn`; the `Gate` itself
+//!   is the broker's own type), and
 //!   the executor's workers (`executor::worker`, `ThreadPool::spawn`).
 //! * [`slots`] — the broker's own admission slots (`core/src/broker/slots.rs`), which are
 //!   built on the engine's `sync` shim and so run here as they are, not as a copy.
@@ -73,61 +76,13 @@ pub mod writer {
     use super::sync::{lock, observe, wait, Arc, AtomicU64, Condvar, Mutex, Ordering};
     use std::collections::VecDeque;
 
-    /// Copy of `crate::api::GateState`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum GateState {
-        Waiting,
-        Open,
-        Abandoned,
-    }
+    /// The broker's own gate (`core/src/broker/gate.rs`), not a copy: `Gate::wait` with a
+    /// timeout that never fires here (loom models no time), and `Gate::give_up` for a timeout
+    /// firing at a point of loom's choosing (what `wait` does when its deadline passes).
+    use sila_sqlite::broker::Gate;
 
-    /// Copy of `crate::api::Gate`.
-    pub struct Gate {
-        state: Mutex<GateState>,
-        opened: Condvar,
-    }
-
-    impl Gate {
-        fn new() -> Gate {
-            Gate { state: Mutex::new(GateState::Waiting), opened: Condvar::new() }
-        }
-
-        /// `Gate::open`: called by the leader, with the writer lock held.
-        fn open(&self) -> bool {
-            let mut s = lock(&self.state);
-            if *s == GateState::Waiting {
-                *s = GateState::Open;
-                self.opened.notify_all();
-                true
-            } else {
-                false
-            }
-        }
-
-        /// `Gate::wait` when the timeout never fires (`wait_timeout_while(.., Waiting)`).
-        fn wait(&self) -> bool {
-            let mut s = lock(&self.state);
-            while *s == GateState::Waiting {
-                s = wait(&self.opened, s);
-            }
-            if *s == GateState::Open {
-                return true;
-            }
-            *s = GateState::Abandoned;
-            false
-        }
-
-        /// `Gate::wait` when its timeout fires: the caller re-locks and gives up unless the
-        /// gate opened. Where in the interleaving the timeout fires is loom's choice.
-        fn wait_timed_out(&self) -> bool {
-            let mut s = lock(&self.state);
-            if *s == GateState::Open {
-                return true;
-            }
-            *s = GateState::Abandoned;
-            false
-        }
-    }
+    /// A wait no model ends by time.
+    const NO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
     /// The answer slot of one `exec` (a `pending::Completer` / `Pending` pair).
     pub struct Reply {
@@ -468,9 +423,9 @@ pub mod writer {
         /// `times_out`: the gate's timeout fires at some point loom picks. `flip`: the body
         /// runs `switch_file`, as a flip does. Returns whether the body ran.
         pub fn exclusive(db: &Arc<Db>, id: usize, times_out: bool, flip: bool) -> bool {
-            let gate = Arc::new(Gate::new());
+            let gate = Arc::new(Gate::default());
             Db::submit_write(db, Job::Gate { id, gate: gate.clone() }, true);
-            let opened = if times_out { gate.wait_timed_out() } else { gate.wait() };
+            let opened = if times_out { gate.give_up() } else { gate.wait(NO_TIMEOUT) };
             if !opened {
                 db.record(Event::Abandoned(id));
                 return false;

@@ -36,6 +36,7 @@ mod admission;
 mod attachments;
 pub mod budget;
 pub mod executor;
+mod gate;
 mod options;
 pub mod pending;
 mod pool;
@@ -44,6 +45,7 @@ mod writer;
 
 pub use admission::{Admission, AppShared, BorrowedAdmission};
 use attachments::AttachedHere;
+pub use gate::{Gate, GateState};
 pub use options::BrokerOptions;
 use pool::ReaderState;
 pub use slots::Slots;

@@ -10,7 +10,7 @@
 //! takes the mutex, which it gets only once the waiter waits. The type is built on [`crate::sync`], so loom checks
 //! this code itself (`sim/tests/loom_broker.rs`).
 
-use crate::sync::{lock, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{lock, time_left, AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::Duration;
 
 /// Compare-and-swap attempts of one look at the slots in the slow path before it waits again
@@ -98,23 +98,6 @@ impl Slots {
             self.freed.notify_one();
         }
     }
-}
-
-/// What is left of the wait until `deadline` (`None` for a wait too long to represent:
-/// unbounded); `None` once it passed.
-#[cfg(not(loom))]
-fn time_left(deadline: Option<std::time::Instant>) -> Option<Duration> {
-    match deadline {
-        None => Some(Duration::from_secs(3600)),
-        Some(d) => d.checked_duration_since(std::time::Instant::now()).filter(|left| !left.is_zero()),
-    }
-}
-
-/// Under loom a wait ends only when a release wakes it (loom models no time): real time
-/// passing while loom explores must not change what the model does.
-#[cfg(loom)]
-fn time_left(_deadline: Option<std::time::Instant>) -> Option<Duration> {
-    Some(Duration::from_secs(3600))
 }
 
 #[cfg(all(test, not(loom)))]

@@ -12,7 +12,7 @@ pub enum WriteJob {
     Transaction(Box<dyn FnOnce(&Connection) + Send>),
     /// A blocking caller's turn: the leader hands the writer (and leadership) over to the
     /// caller's own thread, which runs its transaction there.
-    Gate(Arc<crate::api::Gate>),
+    Gate(Arc<Gate>),
 }
 
 /// One `exec` (or script) in the write queue.
