@@ -1,21 +1,34 @@
 //! [`Pending`]: the non-blocking handle of a request, and its [`Completer`].
 //!
 //! A request submitted without blocking returns a `Pending<T>`. The host may wait on it
-//! (with or without a timeout), poll it, cancel it, or register a callback that runs on
-//! the thread that completes the request. Every `Completer` answers exactly once: dropping
-//! one unanswered answers `Internal` ("request dropped"), so no waiter hangs forever.
+//! (with or without a timeout), poll it, `.await` it (it is a [`Future`] on any executor:
+//! the thread that answers the request wakes the task's [`Waker`]), cancel it, or register a
+//! callback that runs on the thread that completes the request. Every `Completer` answers
+//! exactly once: dropping one unanswered answers `Internal` ("request dropped"), so no
+//! waiter hangs forever.
+//!
+//! Dropping a `Pending` whose answer nobody can receive any more (no callback, not taken)
+//! cancels the request, as dropping a future does: a queued request is answered `Cancelled`
+//! without running, a running statement is interrupted (a write already committed stays
+//! committed). [`Pending::detach`] lets a request run to its end unobserved.
 
 use crate::sqlite::CancelToken;
 use crate::{Error, Result};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 type Callback<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 enum State<T> {
-    Waiting(Option<Callback<T>>),
+    /// Not answered yet: a callback to run, or the waker of the task awaiting it.
+    Waiting(Option<Callback<T>>, Option<Waker>),
     Ready(Result<T>),
     Taken,
+    /// Detached ([`Pending::detach`]): the answer is dropped when it comes.
+    Detached,
 }
 
 struct Slot<T> {
@@ -27,7 +40,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The waitable, cancellable handle of a request in flight.
+/// The waitable, cancellable handle of a request in flight; a [`Future`] of its answer.
+/// Dropping it unanswered cancels the request (see the module docs).
 pub struct Pending<T> {
     slot: Arc<Slot<T>>,
     cancel: CancelToken,
@@ -40,7 +54,7 @@ pub struct Completer<T> {
 
 /// A new pending request and its completer, sharing `cancel`.
 pub fn pending<T>(cancel: CancelToken) -> (Pending<T>, Completer<T>) {
-    let slot = Arc::new(Slot { state: Mutex::new(State::Waiting(None)), ready: Condvar::new() });
+    let slot = Arc::new(Slot { state: Mutex::new(State::Waiting(None, None)), ready: Condvar::new() });
     (Pending { slot: slot.clone(), cancel }, Completer { slot: Some(slot) })
 }
 
@@ -57,15 +71,21 @@ impl<T> Completer<T> {
 fn deliver<T>(slot: &Slot<T>, result: Result<T>) {
     let mut state = lock(&slot.state);
     match std::mem::replace(&mut *state, State::Taken) {
-        State::Waiting(Some(callback)) => {
+        State::Waiting(Some(callback), _) => {
             drop(state);
             // The callback is the host's code: a panic in it must not unwind into a worker.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(result)));
         }
-        State::Waiting(None) => {
+        State::Waiting(None, waker) => {
             *state = State::Ready(result);
             slot.ready.notify_all();
+            drop(state);
+            // Outside the lock: a waker may run the task's poll on this thread at once.
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
+        State::Detached => *state = State::Detached,
         other => *state = other,
     }
 }
@@ -85,8 +105,8 @@ impl<T> Pending<T> {
         loop {
             match std::mem::replace(&mut *state, State::Taken) {
                 State::Ready(r) => return r,
-                State::Taken => return Err(Error::internal("result already taken")),
-                waiting @ State::Waiting(_) => {
+                State::Taken | State::Detached => return Err(Error::internal("result already taken")),
+                waiting @ State::Waiting(..) => {
                     *state = waiting;
                     state = self.slot.ready.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
@@ -100,7 +120,7 @@ impl<T> Pending<T> {
         let (mut state, _) = self
             .slot
             .ready
-            .wait_timeout_while(state, timeout, |s| matches!(s, State::Waiting(_)))
+            .wait_timeout_while(state, timeout, |s| matches!(s, State::Waiting(..)))
             .unwrap_or_else(|p| p.into_inner());
         take_ready(&mut state)
     }
@@ -136,8 +156,51 @@ impl<T> Pending<T> {
                 drop(state);
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(r)));
             }
-            State::Waiting(_) => *state = State::Waiting(Some(Box::new(callback))),
-            State::Taken => {}
+            State::Waiting(..) => *state = State::Waiting(Some(Box::new(callback)), None),
+            other => *state = other,
+        }
+    }
+
+    /// Lets the request run to its end with nobody to answer: dropping the handle then does
+    /// not cancel it (fire and forget).
+    pub fn detach(self) {
+        let mut state = lock(&self.slot.state);
+        if matches!(*state, State::Waiting(None, _) | State::Ready(_)) {
+            *state = State::Detached;
+        }
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    /// Ready once the request is answered; until then the task's waker is kept and woken by
+    /// the thread that answers (any executor: nothing here belongs to a runtime).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let mut state = lock(&self.slot.state);
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Ready(r) => Poll::Ready(r),
+            State::Taken | State::Detached => Poll::Ready(Err(Error::internal("result already taken"))),
+            State::Waiting(callback, waker) => {
+                // A callback registered means the handle was consumed; a Pending being polled
+                // has none. Keep the newest waker (the task may have moved).
+                let waker = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                *state = State::Waiting(callback, Some(waker));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for Pending<T> {
+    /// Cancels the request if its answer can no longer reach anyone: not taken, no callback
+    /// registered, not detached.
+    fn drop(&mut self) {
+        if matches!(*lock(&self.slot.state), State::Waiting(None, _)) {
+            self.cancel.cancel();
         }
     }
 }
