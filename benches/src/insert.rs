@@ -10,6 +10,9 @@
 //! `prepare_cached` + `execute`. A `SQLITE_BUSY` that outlasts the busy timeout is retried
 //! (bounded) and counted.
 //!
+//! At FULL, 64 blocking clients (a thread each, one request at a time) are also compared with
+//! 64 requests kept in flight by one thread through `submit_exec`.
+//!
 //! Every case writes a fixed number of rows per side (split evenly across clients) and stops
 //! early only at a deadline, which the output then reports. Row counts are checked after
 //! each case.
@@ -37,6 +40,9 @@ const PAYLOAD: &str = "event-payload-0123456789abcdef";
 const BUSY_RETRIES_MAX: u32 = 20;
 /// Rows per transaction of the raw batched reference.
 const BATCH_ROWS: u64 = 1000;
+
+/// Blocking clients against the same number of requests in flight from one thread (FULL).
+const BLOCKING_CLIENTS: usize = 64;
 
 /// The concurrent client counts measured.
 pub const CLIENTS: [usize; 2] = [1, 16];
@@ -143,6 +149,45 @@ fn sila_case(
         stats.wal_bytes as f64 / 1_048_576.0
     );
     Ok((case, broker))
+}
+
+/// The non-blocking reference: one thread keeps `in_flight` inserts submitted
+/// (`submit_exec`), waiting for the oldest before it submits the next (group commit answers
+/// in queue order). Any answer but one changed row fails the case.
+fn sila_pipelined(db: &Database, in_flight: usize, rows: u64, limit: Duration) -> Result<Case, BoxError> {
+    let before = sila_count(db)?;
+    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let mut latency = Latencies::new()?;
+    let mut queue = std::collections::VecDeque::with_capacity(in_flight);
+    let (mut submitted, mut done, mut cut) = (0u64, 0u64, false);
+    // Bounded: each pass submits one insert or takes one answer, `2 × rows` passes at most.
+    for _ in 0..rows.saturating_mul(2) {
+        if queue.len() < in_flight && submitted < rows && !cut {
+            if Instant::now() >= deadline {
+                cut = true;
+                continue;
+            }
+            let params = vec![
+                Value::Integer(-2),
+                Value::Integer(i64::try_from(submitted)?),
+                Value::Text(PAYLOAD.to_string()),
+            ];
+            queue.push_back((Instant::now(), db.submit_exec(INSERT, params)));
+            submitted += 1;
+            continue;
+        }
+        let Some((t, pending)) = queue.pop_front() else { break };
+        let r = pending.wait()?;
+        latency.record(t.elapsed());
+        if r.changes != 1 {
+            return Err(format!("insert changed {} rows", r.changes).into());
+        }
+        done += 1;
+    }
+    let case = Case { rows: done, wall: started.elapsed(), latency, busy_retries: 0, cut };
+    check_count("sila pipelined", before, sila_count(db)?, case.rows)?;
+    Ok(case)
 }
 
 fn raw_insert(conn: &Connection, client: usize, seq: u64, retries: &mut u64) -> Result<(), BoxError> {
@@ -273,6 +318,28 @@ pub fn run(
                 ));
             }
             notes.push(format!("{name}: sila {} ({broker}); raw {}", sila.describe(), raw.describe()));
+        }
+        if sync == SyncMode::Full {
+            // 64 blocking clients, one request each, against 64 requests kept in flight by one
+            // thread: no BUSY below the cap (admission slots come back before each answer).
+            let clients = BLOCKING_CLIENTS;
+            let per_client = cfg.insert_rows / u64::try_from(clients)?;
+            let (blocking, _) = sila_case(&db, clients, per_client, cfg.insert_deadline)?;
+            let pipelined =
+                sila_pipelined(&db, clients, per_client * u64::try_from(clients)?, cfg.insert_deadline)?;
+            let name = format!("insert FULL ×{clients}");
+            rows.push(Row::throughput(
+                &name,
+                "rows/s (blocking exec, a thread each, vs submit_exec, all in flight from one thread)",
+                blocking.rate(),
+                pipelined.rate(),
+                Target::RatioAtLeast(0.8),
+            ));
+            notes.push(format!(
+                "{name}: blocking {}; non-blocking {}",
+                blocking.describe(),
+                pipelined.describe()
+            ));
         }
         let batched = raw_batched(&raw_path, sync, cache_kib, cfg.insert_rows)?;
         notes.push(format!(
