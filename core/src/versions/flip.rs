@@ -166,9 +166,9 @@ impl Database {
     /// Brings the ledger up to date with the version a flip just replaced: its checkpoint
     /// grew the file, and SQLite removes the side files (WAL, SHM, journal) when the last
     /// connection on it closes, which the store does not see (the writer's closed as the flip
-    /// ended). A side file
-    /// still open (a reader still on the old version) keeps its entry, at its size now; GC
-    /// forgets one that vanishes later. A failed stat leaves the entry for GC.
+    /// ended). A side file still open (a reader still on the old version) keeps its entry, at
+    /// its size now; GC forgets one that vanishes later. A failed stat leaves the entry for
+    /// GC.
     pub(super) fn refresh_replaced_side_files(&self, replaced: Uuid) {
         let key = self.key();
         let name = layout::db_file_name(replaced);

@@ -140,6 +140,16 @@ pub(super) enum StopIn {
     NewVersion,
 }
 
+/// What the clients do while the operation is stopped (drawn by [`World::blocking`]).
+struct StopPlan<'a> {
+    keys: &'a [i64],
+    cancel_one: bool,
+    with_read: bool,
+    order_seed: u64,
+    /// A sync failed before the stop: no insert may be acknowledged.
+    refuse: bool,
+}
+
 /// A client's insert and its answer.
 struct Request {
     key: i64,
@@ -216,21 +226,13 @@ impl World {
         };
         let first = handoff.wait_while(|p| p == Phase::Running);
         let mut outcome = ClientOutcome::default();
-        let mut requests = Vec::new();
+        let mut requests = Ok(Vec::new());
         if first == Some(Phase::Stopped) {
             // A sync the operation failed before it stopped: nothing may be acknowledged now.
             let refuse = poisoned_before || self.fs.stats().sync_failures > failures_at_start;
-            let rows_before = self.model.rows.clone();
-            requests = self.submit_clients(&clients.keys, cancel_one, &mut outcome)?;
-            let read = with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
-            let mut order = ChaCha8Rng::seed_from_u64(order_seed);
-            self.stepper.run_until_idle(CLIENT_STEPS_MAX, || order.random_range(0..64usize));
-            requests = self.collect(requests, Stage::During, refuse, &mut outcome)?;
-            if let Some(read) = read {
-                outcome.read_rows = Some(self.check_client_read(read, &rows_before, &clients.keys)?);
-            }
-            // Queued now, run only after the operation: it must see what the operation did.
-            outcome.late_read = with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
+            let plan = StopPlan { keys: &clients.keys, cancel_one, with_read, order_seed, refuse };
+            requests = self.run_while_stopped(&db, plan, &mut outcome);
+            // Resumed even when the clients found a violation: the operation's thread must end.
             handoff.set(Phase::Resumed);
         }
         let finished = first.is_some() && handoff.wait_while(|p| p != Phase::Done).is_some();
@@ -248,6 +250,7 @@ impl World {
         };
         self.op_end_sync_failures = Some(self.fs.stats().sync_failures);
         outcome.stopped_at = stopped_at.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut requests = requests?;
         if outcome.stopped_at.is_none() {
             requests = self.submit_clients(&clients.keys, cancel_one, &mut outcome)?;
             outcome.late_read = with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
@@ -262,6 +265,29 @@ impl World {
         }
         self.client_outcome = Some(outcome);
         Ok(result)
+    }
+
+    /// The clients' turn while the operation is stopped: submits their inserts and a read,
+    /// steps the executor, takes the answers that arrived and checks the read; queues the
+    /// late read. Returns the inserts still unanswered (held up behind the operation).
+    fn run_while_stopped(
+        &mut self,
+        db: &Database,
+        plan: StopPlan<'_>,
+        outcome: &mut ClientOutcome,
+    ) -> Result<Vec<Request>, String> {
+        let rows_before = self.model.rows.clone();
+        let requests = self.submit_clients(plan.keys, plan.cancel_one, outcome)?;
+        let read = plan.with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
+        let mut order = ChaCha8Rng::seed_from_u64(plan.order_seed);
+        self.stepper.run_until_idle(CLIENT_STEPS_MAX, || order.random_range(0..64usize));
+        let requests = self.collect(requests, Stage::During, plan.refuse, outcome)?;
+        if let Some(read) = read {
+            outcome.read_rows = Some(self.check_client_read(read, &rows_before, plan.keys)?);
+        }
+        // Queued now, run only after the operation: it must see what the operation did.
+        outcome.late_read = plan.with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
+        Ok(requests)
     }
 
     /// Submits the clients' inserts, cancelling the last one at once if asked.
