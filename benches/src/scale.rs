@@ -10,8 +10,9 @@
 //! would hold open, so it evicts idle connections; at the end every active database is
 //! queried again and must answer with its row.
 //!
-//! Threads (`/proc/self/task`) and open file descriptors (`/proc/self/fd`) are counted
-//! before the workspace opens, after registration, after activation and after the re-query.
+//! Threads (`/proc/self/task`), open file descriptors (`/proc/self/fd`) and resident memory
+//! (`VmRSS`) are read before the workspace opens, after registration, after activation and
+//! after the re-query.
 //! Default `BrokerOptions` except the per-app per-minute budgets (lifted). No raw side.
 
 use std::time::{Duration, Instant};
@@ -36,9 +37,17 @@ fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
 }
 
-/// Threads and open file descriptors of this process.
-fn threads_fds() -> (usize, usize) {
-    (count_dir("/proc/self/task"), count_dir("/proc/self/fd"))
+/// Threads, open file descriptors and resident memory (KiB, `VmRSS`) of this process.
+fn threads_fds() -> (usize, usize, u64) {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (count_dir("/proc/self/task"), count_dir("/proc/self/fd"), rss_kib)
 }
 
 fn check_one(db: &Database, i: u64) -> Result<(), BoxError> {
@@ -194,6 +203,22 @@ fn run_in(
         bench,
         "open fds: before open / after register / after activation / after re-query",
         format!("{} / {} / {} / {}", before.1, after_reg.1, after_act.1, after_requery.1),
+    ));
+    rows.push(Row::info(
+        bench,
+        "RSS MiB: before open / after register / after activation / after re-query",
+        format!(
+            "{:.1} / {:.1} / {:.1} / {:.1}",
+            before.2 as f64 / 1024.0,
+            after_reg.2 as f64 / 1024.0,
+            after_act.2 as f64 / 1024.0,
+            after_requery.2 as f64 / 1024.0
+        ),
+    ));
+    rows.push(Row::info(
+        bench,
+        "RSS per active database (after activation − after register)",
+        format!("{:.0} KiB", after_act.2.saturating_sub(after_reg.2) as f64 / active.max(1) as f64),
     ));
     rows.push(Row::info(
         bench,
