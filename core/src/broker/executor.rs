@@ -126,29 +126,65 @@ struct PoolShared {
     work: Condvar,
 }
 
-/// A fixed set of worker threads serving every database of the workspace.
+/// A fixed set of worker threads serving every database of the workspace, started by the
+/// first job: a workspace used only through blocking calls (which run on the caller's thread)
+/// never starts them, and opening one costs no thread.
 pub struct ThreadPool {
     shared: Arc<PoolShared>,
+    /// The workers, once started.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Workers to start.
+    size: usize,
+    /// Set once the workers run (read on every spawn without a lock).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl ThreadPool {
-    /// Starts `threads` workers (at least one) with a queue of at most `queue_max` jobs. One
-    /// app may run at most `threads - 1` jobs at once (at least one), so a worker is always
-    /// left for the other apps: a flood of slow work from one app cannot stall another.
+    /// A pool of `threads` workers (at least one), started by the first job, with a queue of
+    /// at most `queue_max` jobs. One app may run at most `threads - 1` jobs at once (at least
+    /// one), so a worker is always left for the other apps: a flood of slow work from one app
+    /// cannot stall another.
     pub fn new(threads: usize, queue_max: usize) -> std::io::Result<ThreadPool> {
         let threads = threads.max(1);
         let queue = FairQueue::with_cap(queue_max, threads.saturating_sub(1).max(1));
         let shared = Arc::new(PoolShared { queue: Mutex::new(queue), work: Condvar::new() });
-        let mut handles = Vec::new();
-        for i in 0..threads {
-            let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("sila-worker-{i}"))
-                .spawn(move || worker(&shared))?;
-            handles.push(handle);
+        Ok(ThreadPool {
+            shared,
+            threads: Mutex::new(Vec::new()),
+            size: threads,
+            started: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the workers if they are not running (and the pool is not shut down). A worker
+    /// that cannot be started is an error only if none could: the pool then refuses jobs.
+    fn start(&self) -> std::io::Result<()> {
+        let mut handles = lock(&self.threads);
+        if self.started.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(ThreadPool { shared, threads: Mutex::new(handles) })
+        if lock(&self.shared.queue).closed {
+            return Err(std::io::Error::other("the worker pool is shut down"));
+        }
+        let mut last_error = None;
+        for i in 0..self.size {
+            let shared = self.shared.clone();
+            match std::thread::Builder::new().name(format!("sila-worker-{i}")).spawn(move || worker(&shared))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if handles.is_empty() {
+            return Err(last_error.unwrap_or_else(|| std::io::Error::other("no worker started")));
+        }
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Workers running (0 until the first job).
+    pub fn threads_started(&self) -> usize {
+        lock(&self.threads).len()
     }
 }
 
@@ -182,6 +218,10 @@ fn worker(shared: &PoolShared) {
 
 impl Executor for ThreadPool {
     fn spawn(&self, app: Uuid, job: Job) -> Result<(), Job> {
+        if !self.started.load(std::sync::atomic::Ordering::Acquire) && self.start().is_err() {
+            // No worker could start (or the pool is shut down): refused, like a full queue.
+            return Err(job);
+        }
         lock(&self.shared.queue).push(app, job)?;
         self.shared.work.notify_one();
         Ok(())
@@ -318,6 +358,22 @@ mod tests {
         assert!(s.spawn(app, Box::new(|| {})).is_err(), "the third job exceeds queue_max = 2");
         assert!(s.step(0));
         assert!(s.spawn(app, Box::new(|| {})).is_ok());
+    }
+
+    #[test]
+    fn thread_pool_starts_its_workers_with_the_first_job_and_never_after_shutdown() {
+        let pool = ThreadPool::new(3, 10).unwrap();
+        assert_eq!(pool.threads_started(), 0, "no thread before the first job");
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(pool.spawn(Uuid::nil(), Box::new(move || tx.send(()).unwrap())).is_ok());
+        rx.recv().unwrap();
+        assert_eq!(pool.threads_started(), 3);
+        pool.shutdown();
+        assert_eq!(pool.threads_started(), 0, "joined");
+        let idle = ThreadPool::new(3, 10).unwrap();
+        idle.shutdown();
+        assert!(idle.spawn(Uuid::nil(), Box::new(|| {})).is_err(), "shut down before any job");
+        assert_eq!(idle.threads_started(), 0, "and none started");
     }
 
     #[test]
