@@ -242,6 +242,10 @@ pub trait Vfs: Send + Sync {
 /// Holds a lock taken by [`Vfs::lock_exclusive`] until dropped.
 pub trait LockGuard: Send + Sync {}
 
+/// Width of the pid recorded in a workspace's lock file (padded with spaces, then a newline):
+/// wider than any pid, so every open overwrites the record in place.
+pub const LOCK_PID_WIDTH: usize = 20;
+
 /// Bound on the loop iterations of [`read_full`] and [`write_all_at`]: a file that keeps
 /// answering with zero-length progress is reported as an error instead of looping forever.
 pub const SHORT_IO_RETRIES_MAX: usize = 1024;
@@ -874,9 +878,12 @@ impl Vfs for RealFs {
             Err(std::fs::TryLockError::Error(e)) => return Err(VfsError::from_io("lock", path, &e)),
         }
         // Record our pid so a second opener can name the holder. Best effort: the lock itself
-        // is the flock, not this text.
-        let pid = std::process::id().to_string();
-        let _ = file.set_len(0);
+        // is the flock, not this text. A fixed-width record overwrites the last one in place:
+        // truncating the file first costs a filesystem journal transaction on every open.
+        let pid = format!("{:<LOCK_PID_WIDTH$}\n", std::process::id());
+        if file.metadata().map(|m| m.len()).ok() != Some(pid.len() as u64) {
+            let _ = file.set_len(0);
+        }
         let _ = file.write_at(pid.as_bytes(), 0);
         Ok(Box::new(RealLock { _file: file }))
     }

@@ -64,7 +64,10 @@ pub struct BrokerOptions {
 
 impl Default for BrokerOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        // Asked once per process: the answer reads the cgroup's CPU quota from /proc, which
+        // cost about as much as the rest of opening a workspace.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         BrokerOptions {
             readers_max: 4,
             connections_max: 512,
