@@ -2,7 +2,7 @@
 //!
 //! The broker's protocol types built on the engine's `sync` shim (`core/src/sync.rs`: std,
 //! or loom under `--cfg loom`) run here as they are: the admission slots and the writer's
-//! gate. The rest of the broker (the write queue, the reader pool, the flip) still uses
+//! gate; the lease model counts readers with the pool's own `OutCounts`. The rest of the broker (the write queue, the reader pool, the flip) still uses
 //! `std::sync` around SQLite connections, so its protocols are small, faithful copies written
 //! on this file's own shim; every function names the function of `core/` it copies, and a
 //! change there must be mirrored here.
@@ -665,7 +665,8 @@ pub mod leases {
     struct ReaderState {
         idle: Vec<Conn>,
         open: usize,
-        out: BTreeMap<u64, usize>,
+        /// The broker's own counter (`sila_sqlite::broker::OutCounts`), not a copy.
+        out: sila_sqlite::broker::OutCounts,
         retired: Vec<(u64, u64)>,
     }
 
@@ -775,13 +776,13 @@ pub mod leases {
             let counted = {
                 let mut r = lock(&self.readers);
                 if let Some(t) = r.idle.pop() {
-                    *r.out.entry(t.generation).or_insert(0) += 1;
+                    r.out.add(t.generation);
                     return t;
                 }
                 r.open += 1;
                 if self.fixes.count_before_open {
                     let v = *lock(&self.version);
-                    *r.out.entry(v.generation).or_insert(0) += 1;
+                    r.out.add(v.generation);
                     self.conn_opened(v.file);
                     Some(v)
                 } else {
@@ -795,7 +796,7 @@ pub mod leases {
                 }
                 None => {
                     let c = self.open_connection();
-                    *lock(&self.readers).out.entry(c.generation).or_insert(0) += 1;
+                    lock(&self.readers).out.add(c.generation);
                     c
                 }
             }
@@ -816,13 +817,7 @@ pub mod leases {
                 let mut r = lock(&self.readers);
                 let current = early.unwrap_or_else(|| self.generation());
                 let g = tagged.generation;
-                let left = r.out.get_mut(&g).map(|n| {
-                    *n = n.saturating_sub(1);
-                    *n
-                });
-                if left == Some(0) {
-                    r.out.remove(&g);
-                }
+                let left = r.out.remove_one(g);
                 if g == current {
                     r.idle.push(tagged);
                     (None, None)
@@ -859,7 +854,7 @@ pub mod leases {
                 let mut r = lock(&self.readers);
                 let idle: Vec<Conn> = r.idle.drain(..).collect();
                 r.open = r.open.saturating_sub(idle.len());
-                let busy_old = r.out.get(&old).copied().unwrap_or(0);
+                let busy_old = r.out.get(old);
                 if busy_old > 0 {
                     r.retired.push((old, old_lease));
                     (idle, None)

@@ -47,6 +47,7 @@ pub use admission::{Admission, AppShared, BorrowedAdmission};
 use attachments::AttachedHere;
 pub use gate::{Gate, GateState};
 pub use options::BrokerOptions;
+pub use pool::OutCounts;
 use pool::ReaderState;
 pub use slots::Slots;
 pub(crate) use writer::run_script_in_savepoint;

@@ -23,12 +23,15 @@ pub(super) struct ReaderState {
 /// Checked-out readers per file generation. Rarely more than two generations are out (the
 /// live one and one retired by a flip), so a short vector beats a hash map inside the reader
 /// lock, which every read takes twice.
-#[derive(Default)]
-pub(super) struct OutCounts(Vec<(u64, usize)>);
+///
+/// Public for the loom models of the reader leases (`sim/tests/loom_broker.rs`), which count
+/// with this type rather than a copy of it.
+#[derive(Debug, Default)]
+pub struct OutCounts(Vec<(u64, usize)>);
 
 impl OutCounts {
     /// Counts one more reader out on `generation`.
-    pub(super) fn add(&mut self, generation: u64) {
+    pub fn add(&mut self, generation: u64) {
         match self.0.iter_mut().find(|(g, _)| *g == generation) {
             Some((_, n)) => *n += 1,
             None => self.0.push((generation, 1)),
@@ -37,7 +40,7 @@ impl OutCounts {
 
     /// Counts one reader of `generation` back; returns how many are still out on it (`None`
     /// if none was counted). A generation at zero is forgotten.
-    pub(super) fn remove_one(&mut self, generation: u64) -> Option<usize> {
+    pub fn remove_one(&mut self, generation: u64) -> Option<usize> {
         let i = self.0.iter().position(|(g, _)| *g == generation)?;
         let left = self.0.get_mut(i).map(|(_, n)| {
             *n = n.saturating_sub(1);
@@ -50,8 +53,13 @@ impl OutCounts {
     }
 
     /// Readers out on `generation`.
-    pub(super) fn get(&self, generation: u64) -> usize {
+    pub fn get(&self, generation: u64) -> usize {
         self.0.iter().find(|(g, _)| *g == generation).map_or(0, |(_, n)| *n)
+    }
+
+    /// Whether no reader is out on any generation.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
