@@ -5,7 +5,8 @@
 //! The operation runs on a thread of its own. The disk's write hook
 //! ([`crate::memfs::WriteHook`]) stops that thread at a seeded write to the file the
 //! operation makes (any `.sqlite` file but the live one); while it is stopped, the
-//! simulation submits the clients' requests and steps the executor. Then the operation goes
+//! simulation submits the clients' requests and steps the executor, and sometimes runs GC,
+//! which must keep the file in the making and the version the operation pinned. Then the operation goes
 //! on, and the requests it held up (it may hold the writer) run after it. Exactly one thread
 //! runs at any time, so a seed replays the same interleaving.
 //!
@@ -96,6 +97,8 @@ pub(super) struct ClientOutcome {
     late_read: Option<sila_sqlite::Pending<sila_sqlite::Rows>>,
     /// Rows the late read returned.
     late_rows: Option<usize>,
+    /// What a GC run while the operation was stopped did.
+    gc: Option<String>,
     /// The model's changes already made: the writes during, then after the operation.
     settled_during: bool,
     settled_after: bool,
@@ -116,6 +119,9 @@ impl std::fmt::Display for ClientOutcome {
         }
         if let Some(n) = self.late_rows {
             write!(f, ", read {n} rows after")?;
+        }
+        if let Some(gc) = &self.gc {
+            write!(f, ", {gc}")?;
         }
         Ok(())
     }
@@ -148,6 +154,10 @@ struct StopPlan<'a> {
     order_seed: u64,
     /// A sync failed before the stop: no insert may be acknowledged.
     refuse: bool,
+    /// Run GC while the operation is stopped: it must leave the file the operation is making
+    /// and the version it pinned alone, and meet no lock the operation holds (what it removes
+    /// wrongly, the checks after find missing).
+    gc: bool,
 }
 
 /// A client's insert and its answer.
@@ -179,6 +189,7 @@ impl World {
         let cancel_one = side.random_bool(0.3);
         let with_read = side.random_bool(0.5);
         let order_seed = side.next_u64();
+        let gc = side.random_bool(0.5);
 
         let handoff = Arc::new(Handoff { phase: Mutex::new(Phase::Running), changed: Condvar::new() });
         let op_thread: Arc<OnceLock<ThreadId>> = Arc::new(OnceLock::new());
@@ -230,7 +241,7 @@ impl World {
         if first == Some(Phase::Stopped) {
             // A sync the operation failed before it stopped: nothing may be acknowledged now.
             let refuse = poisoned_before || self.fs.stats().sync_failures > failures_at_start;
-            let plan = StopPlan { keys: &clients.keys, cancel_one, with_read, order_seed, refuse };
+            let plan = StopPlan { keys: &clients.keys, cancel_one, with_read, order_seed, refuse, gc };
             requests = self.run_while_stopped(&db, plan, &mut outcome);
             // Resumed even when the clients found a violation: the operation's thread must end.
             handoff.set(Phase::Resumed);
@@ -284,6 +295,13 @@ impl World {
         let requests = self.collect(requests, Stage::During, plan.refuse, outcome)?;
         if let Some(read) = read {
             outcome.read_rows = Some(self.check_client_read(read, &rows_before, plan.keys)?);
+        }
+        if plan.gc {
+            outcome.gc = Some(match self.ws()?.gc() {
+                Ok(summary) => format!("gc removed {} files", summary.files.len()),
+                Err(e) if is_typed(&e.to_string()) => format!("gc error {}", e.code()),
+                Err(e) => return Err(format!("GC during an operation failed without a typed error: {e}")),
+            });
         }
         // Queued now, run only after the operation: it must see what the operation did.
         outcome.late_read = plan.with_read.then(|| db.submit_query("SELECT k, v FROM kv ORDER BY k", vec![]));
