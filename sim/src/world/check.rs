@@ -564,7 +564,12 @@ impl World {
                         rows.len()
                     ));
                 }
-                self.model.commit(rows, self.full);
+                // No durable point, with FULL too: the reopen shows what the disk's cache
+                // holds, which a crash may still take back (a flip whose directory sync
+                // failed), and nothing here was acknowledged. Every state since the last
+                // durable point stays possible.
+                self.model.rows = rows.clone();
+                self.model.history.push(rows);
                 self.model.in_flight.clear();
             }
             Settle::AfterCrash => self.adopt(rows, "recovery")?,
