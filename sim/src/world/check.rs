@@ -419,7 +419,8 @@ impl World {
     /// side files (which SQLite changes without telling the store) is in the ledger with its
     /// size on disk, and every file in the ledger is on disk; no temporary record is left.
     /// The files are compared only while the disk failed no call since the workspace opened
-    /// (a cleanup that failed is recovery's to finish). Skipped while the store refuses the database (poisoned, quarantined).
+    /// (a cleanup that failed is recovery's to finish). Skipped while the store refuses the
+    /// database (poisoned, quarantined).
     pub(super) fn check_files_between_operations(&self, ws: &Workspace) -> Result<(), String> {
         let Ok(key) = ws.db_key(APP, "main") else { return Ok(()) };
         let Ok((live, files)) = ws.with_store(|s| {
@@ -429,7 +430,7 @@ impl World {
         };
         let dir = Path::new(ROOT).join(layout::db_dir(key.app, &key.db));
         let disk: BTreeMap<String, u64> = self.data_files(&dir).into_iter().collect();
-        let live_name = format!("{}{}", live.hyphenated(), layout::DB_SUFFIX);
+        let live_name = layout::db_file_name(live);
         if !disk.contains_key(&live_name) {
             return Err(format!("between operations the pointer names {live_name}, which is not on disk"));
         }
@@ -460,12 +461,10 @@ impl World {
         if let Some(name) = files.keys().find(|n| data(n) && !is_live(n) && !disk.contains_key(*n)) {
             return Err(format!("between operations the ledger counts {name}, which is not on disk"));
         }
-        {
-            for sub in [dir.clone(), dir.join(layout::SNAPSHOTS_DIR)] {
-                for e in self.fs.list_dir(&sub).unwrap_or_default() {
-                    if layout::classify(&e.name) == FileKind::Temp {
-                        return Err(format!("between operations a temporary {} is left", e.name));
-                    }
+        for sub in [dir.clone(), dir.join(layout::SNAPSHOTS_DIR)] {
+            for e in self.fs.list_dir(&sub).unwrap_or_default() {
+                if layout::classify(&e.name) == FileKind::Temp {
+                    return Err(format!("between operations a temporary {} is left", e.name));
                 }
             }
         }

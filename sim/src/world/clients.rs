@@ -6,9 +6,9 @@
 //! ([`crate::memfs::WriteHook`]) stops that thread at a seeded write to the file the
 //! operation makes (any `.sqlite` file but the live one); while it is stopped, the
 //! simulation submits the clients' requests and steps the executor, and sometimes runs GC,
-//! which must keep the file in the making and the version the operation pinned. Then the operation goes
-//! on, and the requests it held up (it may hold the writer) run after it. Exactly one thread
-//! runs at any time, so a seed replays the same interleaving.
+//! which must keep the file in the making and the version the operation pinned. Then the
+//! operation goes on, and the requests it held up (it may hold the writer) run after it.
+//! Exactly one thread runs at any time, so a seed replays the same interleaving.
 //!
 //! What the model expects: a snapshot holds the rows of the moment its copy began, never a
 //! write acknowledged while it copied; a restore or import flips over the writes
