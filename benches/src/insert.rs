@@ -161,8 +161,9 @@ fn sila_pipelined(db: &Database, in_flight: usize, rows: u64, limit: Duration) -
     let mut latency = Latencies::new()?;
     let mut queue = std::collections::VecDeque::with_capacity(in_flight);
     let (mut submitted, mut done, mut cut) = (0u64, 0u64, false);
-    // Bounded: each pass submits one insert or takes one answer, `2 × rows` passes at most.
-    for _ in 0..rows.saturating_mul(2) {
+    // Bounded: each pass submits one insert, takes one answer or notes the deadline once:
+    // `2 × rows + 1` passes at most.
+    for _ in 0..rows.saturating_mul(2).saturating_add(1) {
         if queue.len() < in_flight && submitted < rows && !cut {
             if Instant::now() >= deadline {
                 cut = true;
@@ -184,6 +185,9 @@ fn sila_pipelined(db: &Database, in_flight: usize, rows: u64, limit: Duration) -
             return Err(format!("insert changed {} rows", r.changes).into());
         }
         done += 1;
+    }
+    if !queue.is_empty() {
+        return Err(format!("{} submitted inserts were never waited for", queue.len()).into());
     }
     let case = Case { rows: done, wall: started.elapsed(), latency, busy_retries: 0, cut };
     check_count("sila pipelined", before, sila_count(db)?, case.rows)?;
