@@ -85,7 +85,7 @@ fn deliver<T>(slot: &Slot<T>, result: Result<T>) {
                 waker.wake();
             }
         }
-        State::Detached => *state = State::Detached,
+        // Taken or detached: nobody receives the answer.
         other => *state = other,
     }
 }
