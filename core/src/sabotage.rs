@@ -39,6 +39,12 @@ pub enum Sabotage {
     GroupAbortSkipsRerun,
     /// A migration is reported done, but its transaction is rolled back.
     MigrationNeverCommits,
+    /// The write queue's leader steps down after a turn even when work is queued: the jobs
+    /// left are stranded with nobody to run them (caught by the loom models).
+    QueueStepsDownWithWorkQueued,
+    /// An exclusive turn's gate opens as soon as it is queued, beside the batch running or
+    /// queued ahead of it (caught by the loom models).
+    GateJumpsTheQueue,
 }
 
 #[cfg(feature = "sabotage")]

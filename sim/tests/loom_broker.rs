@@ -1,17 +1,20 @@
 //! loom models of the broker's concurrency protocols (issue 6, item 7).
 //!
 //! The broker's protocol types built on the engine's `sync` shim (`core/src/sync.rs`: std,
-//! or loom under `--cfg loom`) run here as they are: the admission slots and the writer's
-//! gate; the lease model counts readers with the pool's own `OutCounts`. The rest of the broker (the write queue, the reader pool, the flip) still uses
-//! `std::sync` around SQLite connections, so its protocols are small, faithful copies written
-//! on this file's own shim; every function names the function of `core/` it copies, and a
-//! change there must be mirrored here.
+//! or loom under `--cfg loom`) run here as they are: the write queue and its leader
+//! (`WriteQueue`), the writer's gate (`Gate`) and the admission slots (`Slots`); the lease
+//! model counts readers with the pool's own `OutCounts`. What sits around them in the broker
+//! (SQLite connections, the executor's threads, the reader pool, the flip's store steps) is
+//! a small, faithful copy written on this file's own shim; every such function names the
+//! function of `core/` it copies, and a change there must be mirrored here.
 //!
-//! * [`writer`] — the write queue with a leader (`DbShared::submit_write`, `lead`,
-//!   `end_turn`, `hand_off`, `run_batch`), blocking transactions' gates (`WriteJob::Gate`,
-//!   `Database::exclusive`, `DbShared::with_gate_connection` and its `Turn`; the `Gate` itself
-//!   is the broker's own type), and
-//!   the executor's workers (`executor::worker`, `ThreadPool::spawn`).
+//! * [`writer`] — the broker's `WriteQueue` led as `DbShared::submit_write`, `lead`,
+//!   `end_turn`, `hand_off` and `run_batch` lead it, blocking transactions' gates
+//!   (`WriteJob::Gate`, `Database::exclusive`, `DbShared::with_gate_connection` and its
+//!   `Turn`), and the executor's workers (`executor::worker`, `ThreadPool::spawn`). Its
+//!   deliberate bugs are the engine's own sabotages (`QueueStepsDownWithWorkQueued`,
+//!   `GateJumpsTheQueue`), switched on for the model's thread: loom runs every modelled
+//!   thread on it.
 //! * [`slots`] — the broker's own admission slots (`core/src/broker/slots.rs`), which are
 //!   built on the engine's `sync` shim and so run here as they are, not as a copy.
 //! * [`leases`] — reader connections tagged with the file generation across a flip
@@ -74,6 +77,7 @@ mod sync {
 /// The write queue with a leader, gates, and the quiesce before a flip.
 pub mod writer {
     use super::sync::{lock, observe, wait, Arc, AtomicU64, Condvar, Mutex, Ordering};
+    use sila_sqlite::broker::{JobClass, QueuedWrite, WriteQueue};
     use std::collections::VecDeque;
 
     /// The broker's own gate (`core/src/broker/gate.rs`), not a copy: `Gate::wait` with a
@@ -116,8 +120,8 @@ pub mod writer {
         }
     }
 
-    /// Copy of `WriteJob` (no `Transaction`: a transaction job runs alone in a batch, like a
-    /// batch of one exec, and adds nothing to the protocol).
+    /// The model's `WriteJob` (no `Transaction`: a transaction job runs alone in a batch,
+    /// like a batch of one exec, and adds nothing to the protocol).
     enum Job {
         Exec { id: usize, reply: Arc<Reply> },
         Gate { id: usize, gate: Arc<Gate> },
@@ -131,13 +135,21 @@ pub mod writer {
         }
     }
 
-    /// Copy of `WriterState`; `conn` is the generation of the file the writer connection
-    /// was opened on (`Tagged::generation`).
-    #[derive(Default)]
-    struct WriterState {
-        queue: VecDeque<Job>,
-        leading: bool,
-        conn: Option<u64>,
+    /// As the broker's `WriteJob` implements it.
+    impl QueuedWrite for Job {
+        fn class(&self) -> JobClass {
+            match self {
+                Job::Exec { .. } => JobClass::Groupable,
+                Job::Gate { .. } => JobClass::Gate,
+            }
+        }
+
+        fn open_gate(&self) -> bool {
+            match self {
+                Job::Gate { gate, .. } => gate.open(),
+                Job::Exec { .. } => false,
+            }
+        }
     }
 
     struct ExecQueue {
@@ -236,19 +248,13 @@ pub mod writer {
         holder: Option<&'static str>,
     }
 
-    /// A deliberate bug, to show the model catches it (`None`: the protocol as written).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Mutation {
-        None,
-        /// `end_turn` steps down even when work is queued (a lost hand-off).
-        StepDownWithWorkQueued,
-        /// A gate opens as soon as it is submitted, without queueing behind earlier writes.
-        GateJumpsTheQueue,
-    }
-
     /// One database's writer side (the parts of `DbShared` the protocol uses).
     pub struct Db {
-        writer: Mutex<WriterState>,
+        /// The broker's own write queue; the connection kept between turns is the generation
+        /// of the file it was opened on (`Tagged::generation`).
+        writer: WriteQueue<Job, u64>,
+        /// Held by a submitter while it records `Enqueued` and queues (see `submit_write`).
+        submitting: Mutex<()>,
         /// `DbShared::version`: bumped by `switch_file`.
         version: Mutex<u64>,
         /// `DbShared::generation`: the version's generation, stored under its lock.
@@ -259,20 +265,19 @@ pub mod writer {
         executor: Arc<Executor>,
         /// `group_commit_max_requests`.
         batch_max: usize,
-        mutation: Mutation,
         obs: std::sync::Arc<std::sync::Mutex<Observed>>,
     }
 
     impl Db {
-        pub fn new(executor: Arc<Executor>, batch_max: usize, mutation: Mutation) -> Db {
+        pub fn new(executor: Arc<Executor>, batch_max: usize) -> Db {
             Db {
-                writer: Mutex::new(WriterState::default()),
+                writer: WriteQueue::default(),
+                submitting: Mutex::new(()),
                 version: Mutex::new(0),
                 generation: AtomicU64::new(0),
                 file: Mutex::new(Vec::new()),
                 executor,
                 batch_max,
-                mutation,
                 obs: std::sync::Arc::new(std::sync::Mutex::new(Observed::default())),
             }
         }
@@ -302,20 +307,20 @@ pub mod writer {
             self.generation()
         }
 
-        /// `DbShared::submit_write` (no poison check or queue bound in the model).
+        /// `DbShared::submit_write` (no poison check; the queue bound is never reached).
         fn submit_write(db: &Arc<Db>, job: Job, inline: bool) {
-            if let (Mutation::GateJumpsTheQueue, Job::Gate { id, gate }) = (db.mutation, &job) {
-                db.record(Event::Enqueued(*id));
-                gate.open();
-                return;
-            }
+            // `Enqueued` is recorded and the job queued under one (loom) lock of the model's,
+            // so the events list jobs in queue order. Submitters never interleave inside the
+            // queue anyway (its own lock); the leader does not take this one.
+            let id = job.id();
             let lead = {
-                let mut w = lock(&db.writer);
-                db.record(Event::Enqueued(job.id()));
-                w.queue.push_back(job);
-                let lead = !w.leading;
-                w.leading = true;
-                lead
+                let _order = lock(&db.submitting);
+                db.record(Event::Enqueued(id));
+                db.writer.submit(job, usize::MAX)
+            };
+            let lead = match lead {
+                Ok(lead) => lead,
+                Err(_) => unreachable!("the model's queue has no bound"),
             };
             if lead {
                 if inline {
@@ -335,40 +340,12 @@ pub mod writer {
 
         /// `DbShared::lead`.
         fn lead(db: &Arc<Db>) {
-            let (batch, conn) = {
-                let mut w = lock(&db.writer);
-                loop {
-                    match w.queue.front() {
-                        None => {
-                            w.leading = false;
-                            return;
-                        }
-                        Some(Job::Gate { .. }) => {
-                            if let Some(Job::Gate { gate, .. }) = w.queue.pop_front() {
-                                if gate.open() {
-                                    // Leadership now belongs to the gate's caller.
-                                    return;
-                                }
-                            }
-                        }
-                        Some(_) => break,
-                    }
-                }
-                let mut batch = Vec::new();
-                while batch.len() < db.batch_max.max(1) {
-                    match w.queue.front() {
-                        Some(Job::Exec { .. }) => {}
-                        _ => break,
-                    }
-                    if let Some(job) = w.queue.pop_front() {
-                        batch.push(job);
-                    }
-                }
-                (batch, w.conn.take())
+            let Some((batch, conn)) = db.writer.next_turn(db.batch_max) else {
+                return;
             };
             let conn = conn.unwrap_or_else(|| db.open_connection());
             db.run_batch(conn, batch);
-            lock(&db.writer).conn = Some(conn);
+            db.writer.keep_conn(conn);
             Db::end_turn(db);
         }
 
@@ -395,14 +372,7 @@ pub mod writer {
 
         /// `DbShared::end_turn`.
         fn end_turn(db: &Arc<Db>) {
-            let more = {
-                let mut w = lock(&db.writer);
-                if w.queue.is_empty() || db.mutation == Mutation::StepDownWithWorkQueued {
-                    w.leading = false;
-                }
-                w.leading
-            };
-            if more {
+            if db.writer.end_turn() {
                 Db::hand_off(db);
             }
         }
@@ -430,12 +400,12 @@ pub mod writer {
                 db.record(Event::Abandoned(id));
                 return false;
             }
-            let taken = lock(&db.writer).conn.take();
+            let taken = db.writer.take_conn();
             let conn = taken.unwrap_or_else(|| db.open_connection());
             db.gate_body(id, conn, flip);
             // Turn::drop: a connection of the old file is closed, not put back.
             if conn == db.generation() {
-                lock(&db.writer).conn = Some(conn);
+                db.writer.keep_conn(conn);
             }
             Db::end_turn(db);
             true
@@ -478,10 +448,9 @@ pub mod writer {
 
         /// The end state: nothing queued, nobody leading, the executor empty.
         pub fn assert_quiescent(&self) {
-            let w = lock(&self.writer);
-            assert!(w.queue.is_empty(), "{} job(s) stranded in the write queue", w.queue.len());
-            assert!(!w.leading, "`leading` is set with nobody leading");
-            drop(w);
+            let (queued, leading) = self.writer.snapshot();
+            assert!(queued == 0, "{queued} job(s) stranded in the write queue");
+            assert!(!leading, "`leading` is set with nobody leading");
             assert_eq!(self.executor.queued(), 0, "leader jobs left in the executor");
         }
 
@@ -539,10 +508,10 @@ pub mod writer {
     /// (non-blocking: a worker leads) then exec 2 (blocking: leads inline if the writer is
     /// idle); a second thread takes an exclusive turn (gate 10), whose timeout may fire
     /// (`times_out`); the third is the executor's worker.
-    pub fn queue_with_leader(batch_max: usize, times_out: bool, mutation: Mutation) {
+    pub fn queue_with_leader(batch_max: usize, times_out: bool) {
         use super::sync::{join, thread};
         let executor = Arc::new(Executor::new());
-        let db = Arc::new(Db::new(executor.clone(), batch_max, mutation));
+        let db = Arc::new(Db::new(executor.clone(), batch_max));
         let worker = {
             let executor = executor.clone();
             thread::spawn(move || executor.worker())
@@ -571,10 +540,10 @@ pub mod writer {
     /// exec 3 (blocking); the third is the worker. Execs queued before the gate commit on
     /// the old file before it starts; execs queued after it wait for its end and commit on
     /// the new file (the writer connection of the old file is closed by `Turn::drop`).
-    pub fn quiesce_before_flip(batch_max: usize, mutation: Mutation) {
+    pub fn quiesce_before_flip(batch_max: usize) {
         use super::sync::{join, thread};
         let executor = Arc::new(Executor::new());
-        let db = Arc::new(Db::new(executor.clone(), batch_max, mutation));
+        let db = Arc::new(Db::new(executor.clone(), batch_max));
         let worker = {
             let executor = executor.clone();
             thread::spawn(move || executor.worker())
@@ -1027,7 +996,8 @@ pub mod slots {
 #[cfg(loom)]
 mod loom_models {
     use super::leases::{reader_leases_across_a_flip, Fixes};
-    use super::writer::{queue_with_leader, quiesce_before_flip, Mutation};
+    use super::writer::{queue_with_leader, quiesce_before_flip};
+    use sila_sqlite::sabotage::Sabotage;
 
     /// Preemptions explored per execution in the writer models unless `LOOM_MAX_PREEMPTIONS`
     /// says otherwise. Their waits and loops make exhaustive search explode (bound 3: about
@@ -1070,39 +1040,29 @@ mod loom_models {
 
     #[test]
     fn writer_queue_batches_of_one() {
-        check("writer_queue_batches_of_one", Some(WRITER_PREEMPTIONS), || {
-            queue_with_leader(1, false, Mutation::None)
-        });
+        check("writer_queue_batches_of_one", Some(WRITER_PREEMPTIONS), || queue_with_leader(1, false));
     }
 
     #[test]
     fn writer_queue_group_commit() {
-        check("writer_queue_group_commit", Some(WRITER_PREEMPTIONS), || {
-            queue_with_leader(2, false, Mutation::None)
-        });
+        check("writer_queue_group_commit", Some(WRITER_PREEMPTIONS), || queue_with_leader(2, false));
     }
 
     #[test]
     fn writer_queue_gate_times_out() {
-        check("writer_queue_gate_times_out", Some(WRITER_PREEMPTIONS), || {
-            queue_with_leader(2, true, Mutation::None)
-        });
+        check("writer_queue_gate_times_out", Some(WRITER_PREEMPTIONS), || queue_with_leader(2, true));
     }
 
     // ----- (c) the quiesce before a flip --------------------------------------------------
 
     #[test]
     fn quiesce_before_flip_batches_of_one() {
-        check("quiesce_before_flip_batches_of_one", Some(WRITER_PREEMPTIONS), || {
-            quiesce_before_flip(1, Mutation::None)
-        });
+        check("quiesce_before_flip_batches_of_one", Some(WRITER_PREEMPTIONS), || quiesce_before_flip(1));
     }
 
     #[test]
     fn quiesce_before_flip_group_commit() {
-        check("quiesce_before_flip_group_commit", Some(WRITER_PREEMPTIONS), || {
-            quiesce_before_flip(2, Mutation::None)
-        });
+        check("quiesce_before_flip_group_commit", Some(WRITER_PREEMPTIONS), || quiesce_before_flip(2));
     }
 
     // ----- (b) reader leases across a flip, and GC (exhaustive) ---------------------------
@@ -1163,7 +1123,8 @@ mod loom_models {
     #[ignore = "run in a child process by the matching must-fail test"]
     fn mutant_step_down_with_work_queued() {
         check("mutant_step_down_with_work_queued", Some(WRITER_PREEMPTIONS), || {
-            queue_with_leader(1, false, Mutation::StepDownWithWorkQueued)
+            sila_sqlite::sabotage::set(Some(Sabotage::QueueStepsDownWithWorkQueued));
+            queue_with_leader(1, false)
         });
     }
 
@@ -1177,7 +1138,8 @@ mod loom_models {
     #[ignore = "run in a child process by the matching must-fail test"]
     fn mutant_gate_jumps_the_queue() {
         check("mutant_gate_jumps_the_queue", Some(WRITER_PREEMPTIONS), || {
-            quiesce_before_flip(1, Mutation::GateJumpsTheQueue)
+            sila_sqlite::sabotage::set(Some(Sabotage::GateJumpsTheQueue));
+            quiesce_before_flip(1)
         });
     }
 
@@ -1231,12 +1193,11 @@ mod loom_models {
 #[cfg(not(loom))]
 #[test]
 fn protocols_run_once_on_std_threads() {
-    use writer::Mutation;
-    writer::queue_with_leader(1, false, Mutation::None);
-    writer::queue_with_leader(2, false, Mutation::None);
-    writer::queue_with_leader(2, true, Mutation::None);
-    writer::quiesce_before_flip(1, Mutation::None);
-    writer::quiesce_before_flip(2, Mutation::None);
+    writer::queue_with_leader(1, false);
+    writer::queue_with_leader(2, false);
+    writer::queue_with_leader(2, true);
+    writer::quiesce_before_flip(1);
+    writer::quiesce_before_flip(2);
     leases::reader_leases_across_a_flip(leases::Fixes::ALL, true);
     leases::reader_leases_across_a_flip(leases::Fixes::ALL, false);
     slots::waiter_gets_the_slot_given_back();

@@ -28,7 +28,8 @@
 //! connections, poisoning and the fault checks. Beside it: [`options`] (every limit),
 //! [`admission`] (an app's concurrency slots and budgets; [`slots`] the slots themselves,
 //! which loom checks), [`pool`] (the reader pool and the
-//! read path), [`writer`] (the write queue, group commit, transactions, the quiesce gate),
+//! read path), [`queue`] (the write queue and its leader, which loom checks), [`writer`]
+//! (leading it: group commit, transactions, the quiesce gate),
 //! [`attachments`] (databases attached to a handle), [`executor`] (thread pool and the
 //! deterministic stepper), [`pending`] (non-blocking requests) and [`budget`].
 
@@ -40,6 +41,7 @@ mod gate;
 mod options;
 pub mod pending;
 mod pool;
+mod queue;
 mod slots;
 mod writer;
 
@@ -49,9 +51,9 @@ pub use gate::{Gate, GateState};
 pub use options::BrokerOptions;
 pub use pool::OutCounts;
 use pool::ReaderState;
+pub use queue::{JobClass, QueueFull, QueuedWrite, WriteQueue};
 pub use slots::Slots;
 pub(crate) use writer::run_script_in_savepoint;
-use writer::WriterState;
 pub use writer::{transaction_refusal, ExecRequest, WriteJob};
 
 use crate::clock::Clock;
@@ -64,7 +66,7 @@ use crate::{Error, ErrorCode, Result};
 use executor::Executor;
 use pending::Completer;
 use rusqlite::Connection;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -172,7 +174,7 @@ pub struct DbShared {
     app: Arc<AppShared>,
     release_lease: LeaseRelease,
     broker: Weak<BrokerShared>,
-    writer: Mutex<WriterState>,
+    writer: WriteQueue<WriteJob, Box<Tagged>>,
     readers: Mutex<ReaderState>,
     reader_returned: Condvar,
     /// Set while the writer connection is checked out by internal work (checkpoint at close).
@@ -325,7 +327,7 @@ impl BrokerShared {
             release_lease,
             config: config.clone(),
             broker: Arc::downgrade(self),
-            writer: Mutex::new(WriterState::default()),
+            writer: WriteQueue::default(),
             readers: Mutex::new(ReaderState::default()),
             reader_returned: Condvar::new(),
             closing: AtomicBool::new(false),
@@ -593,15 +595,7 @@ impl DbShared {
             self.close_connection(t.conn, false);
             return true;
         }
-        let writer = {
-            let mut w = lock(&self.writer);
-            if w.leading {
-                None
-            } else {
-                w.conn.take()
-            }
-        };
-        match writer {
+        match self.writer.take_idle_conn() {
             Some(t) => {
                 self.checkpoint_and_close(t.conn);
                 true
@@ -620,8 +614,7 @@ impl DbShared {
         }
         let all_closed = {
             let r = lock(&self.readers);
-            let w = lock(&self.writer);
-            r.open == 0 && !w.leading && w.conn.is_none() && w.queue.is_empty()
+            r.open == 0 && self.writer.is_idle_and_closed()
         };
         if all_closed && closed_any {
             self.sync_dir_after_close();
@@ -689,8 +682,7 @@ impl DbShared {
     /// Connections open for this database (readers + writer).
     pub fn connections(&self) -> usize {
         let readers = lock(&self.readers).open;
-        let w = lock(&self.writer);
-        readers + usize::from(w.conn.is_some() || w.leading || self.closing.load(Ordering::Acquire))
+        readers + usize::from(self.writer.writer_busy_or_open() || self.closing.load(Ordering::Acquire))
     }
 }
 

@@ -1,6 +1,6 @@
-//! The writer of a database: the write queue with a leader, group commit (a savepoint per
-//! request), transactions, the quiesce gate, and the fail-stop check before every
-//! acknowledgement.
+//! The writer of a database: leading the write queue ([`super::queue`] holds its protocol),
+//! group commit (a savepoint per request), transactions, the quiesce gate, and the fail-stop
+//! check before every acknowledgement.
 
 use super::*;
 
@@ -35,11 +35,21 @@ pub struct ExecRequest {
     pub admission: Admission,
 }
 
-#[derive(Default)]
-pub(super) struct WriterState {
-    pub(super) queue: VecDeque<WriteJob>,
-    pub(super) leading: bool,
-    pub(super) conn: Option<Box<Tagged>>,
+impl QueuedWrite for WriteJob {
+    fn class(&self) -> JobClass {
+        match self {
+            WriteJob::Exec(_) => JobClass::Groupable,
+            WriteJob::Transaction(_) => JobClass::Alone,
+            WriteJob::Gate(_) => JobClass::Gate,
+        }
+    }
+
+    fn open_gate(&self) -> bool {
+        match self {
+            WriteJob::Gate(gate) => gate.open(),
+            _ => false,
+        }
+    }
 }
 
 impl DbShared {
@@ -51,23 +61,13 @@ impl DbShared {
         self.touch();
         self.check_writable()?;
         let broker = self.broker()?;
-        let lead = {
-            let mut w = lock(&self.writer);
-            if w.queue.len() >= broker.options.write_queue_max {
-                return Err(Error::new(
-                    ErrorCode::Busy,
-                    format!(
-                        "the write queue holds {} requests; write_queue_max is {}",
-                        w.queue.len(),
-                        broker.options.write_queue_max
-                    ),
-                ));
-            }
-            w.queue.push_back(job);
-            let lead = !w.leading;
-            w.leading = true;
-            lead
-        };
+        let max = broker.options.write_queue_max;
+        let lead = self.writer.submit(job, max).map_err(|full| {
+            Error::new(
+                ErrorCode::Busy,
+                format!("the write queue holds {} requests; write_queue_max is {max}", full.len),
+            )
+        })?;
         if lead {
             if inline {
                 self.lead();
@@ -91,47 +91,11 @@ impl DbShared {
     /// then hands off to a worker or steps down.
     pub(super) fn lead(self: &Arc<Self>) {
         let Ok(broker) = self.broker() else {
-            lock(&self.writer).leading = false;
+            self.writer.abandon();
             return;
         };
-        let (batch, conn) = {
-            let mut w = lock(&self.writer);
-            // Gates at the front take the writer; abandoned ones are skipped. Bounded by the
-            // queue length: every iteration pops one job.
-            loop {
-                match w.queue.front() {
-                    None => {
-                        w.leading = false;
-                        return;
-                    }
-                    Some(WriteJob::Gate(_)) => {
-                        if let Some(WriteJob::Gate(gate)) = w.queue.pop_front() {
-                            if gate.open() {
-                                // Leadership now belongs to the gate's caller.
-                                return;
-                            }
-                        }
-                    }
-                    Some(_) => break,
-                }
-            }
-            let mut batch = Vec::new();
-            while batch.len() < broker.options.group_commit_max_requests.max(1) {
-                match w.queue.front() {
-                    Some(WriteJob::Exec(_)) => {}
-                    Some(WriteJob::Transaction(_)) if batch.is_empty() => {
-                        if let Some(job) = w.queue.pop_front() {
-                            batch.push(job);
-                        }
-                        break;
-                    }
-                    _ => break,
-                }
-                if let Some(job) = w.queue.pop_front() {
-                    batch.push(job);
-                }
-            }
-            (batch, w.conn.take())
+        let Some((batch, conn)) = self.writer.next_turn(broker.options.group_commit_max_requests) else {
+            return;
         };
         let conn = match conn {
             Some(c) => Ok(c),
@@ -140,7 +104,7 @@ impl DbShared {
         let conn = conn.and_then(|mut tagged| match self.sync_attachments(&mut tagged) {
             Ok(()) => Ok(tagged),
             Err(e) => {
-                lock(&self.writer).conn = Some(tagged);
+                self.writer.keep_conn(tagged);
                 Err(e)
             }
         });
@@ -153,7 +117,7 @@ impl DbShared {
                     self.run_batch(&broker, &tagged.conn, batch)
                 }));
                 match ran {
-                    Ok(()) => lock(&self.writer).conn = Some(tagged),
+                    Ok(()) => self.writer.keep_conn(tagged),
                     Err(_) => self.close_connection(tagged.conn, false),
                 }
             }
@@ -173,14 +137,7 @@ impl DbShared {
 
     /// After a turn: hand off to a worker if work is queued, else step down.
     pub(super) fn end_turn(self: &Arc<Self>, broker: &BrokerShared) {
-        let more = {
-            let mut w = lock(&self.writer);
-            if w.queue.is_empty() {
-                w.leading = false;
-            }
-            w.leading
-        };
-        if more {
+        if self.writer.end_turn() {
             self.hand_off(broker);
         }
     }
@@ -199,7 +156,7 @@ impl DbShared {
             fn drop(&mut self) {
                 if let Some(t) = self.conn.take() {
                     if t.generation == self.db.generation() {
-                        lock(&self.db.writer).conn = Some(t);
+                        self.db.writer.keep_conn(t);
                     } else {
                         // The turn flipped the database: this connection is of the old file,
                         // which must not change any more (a restore keeps it as its undo
@@ -209,11 +166,11 @@ impl DbShared {
                 }
                 match self.db.broker() {
                     Ok(b) => self.db.end_turn(&b),
-                    Err(_) => lock(&self.db.writer).leading = false,
+                    Err(_) => self.db.writer.abandon(),
                 }
             }
         }
-        let taken = lock(&self.writer).conn.take();
+        let taken = self.writer.take_conn();
         let mut turn = Turn { db: self, conn: None };
         let conn = match taken {
             Some(c) => Ok(c),
