@@ -45,6 +45,14 @@ pub enum Sabotage {
     /// An exclusive turn's gate opens as soon as it is queued, beside the batch running or
     /// queued ahead of it (caught by the loom models).
     GateJumpsTheQueue,
+    /// A reader about to be opened reads the live version with the pool unlocked and is
+    /// counted out on it only afterwards: a flip in between releases the old file's lease
+    /// while the reader opens it (caught by the loom models).
+    ReaderCountedAfterVersionRead,
+    /// A returning reader reads the live generation before it locks the pool: a flip in
+    /// between makes it pool a connection of the old file and never release that file's
+    /// lease (caught by the loom models).
+    ReturnReadsGenerationEarly,
 }
 
 #[cfg(feature = "sabotage")]

@@ -2,9 +2,9 @@
 //!
 //! The broker's protocol types built on the engine's `sync` shim (`core/src/sync.rs`: std,
 //! or loom under `--cfg loom`) run here as they are: the write queue and its leader
-//! (`WriteQueue`), the writer's gate (`Gate`) and the admission slots (`Slots`); the lease
-//! model counts readers with the pool's own `OutCounts`. What sits around them in the broker
-//! (SQLite connections, the executor's threads, the reader pool, the flip's store steps) is
+//! (`WriteQueue`), the writer's gate (`Gate`), the reader pool and its leases on retired
+//! files (`ReaderPool`) and the admission slots (`Slots`). What sits around them in the
+//! broker (SQLite connections, the executor's threads, the flip's store steps) is
 //! a small, faithful copy written on this file's own shim; every such function names the
 //! function of `core/` it copies, and a change there must be mirrored here.
 //!
@@ -17,11 +17,15 @@
 //!   thread on it.
 //! * [`slots`] — the broker's own admission slots (`core/src/broker/slots.rs`), which are
 //!   built on the engine's `sync` shim and so run here as they are, not as a copy.
-//! * [`leases`] — reader connections tagged with the file generation across a flip
-//!   (`DbShared::with_reader`, `checkout_reader`, `open_connection`, `return_reader`,
-//!   `switch_file`), the flip's store steps (`Database::install_new_version` in `versions.rs`:
-//!   `run_plan(plan_flip)` then `acquire_lease(old)`), and GC (`Workspace::gc` →
-//!   `Store::plan_gc`: remove every file that is not the pointer, not leased, not in flight).
+//! * [`leases`] — the broker's `ReaderPool` (readers tagged with the file generation across
+//!   a flip, the leases on retired files) used as `DbShared::with_reader`,
+//!   `checkout_reader`, `return_reader` and `switch_file` use it, the flip's store steps
+//!   (`Database::install_new_version` in `versions/flip.rs`: `acquire_lease(old)` then
+//!   `run_plan(plan_flip)`), and GC (`Workspace::gc` → `Store::plan_gc`: remove every file
+//!   that is not the pointer, not leased, not in flight). Two of the three races this model
+//!   found when the broker was first written are the pool's sabotages now
+//!   (`ReaderCountedAfterVersionRead`, `ReturnReadsGenerationEarly`); loom must still find
+//!   each.
 //!
 //! Ground truth (who holds the writer, which connections are open on which file, what was
 //! committed, how often a lease was released) lives in plain `std` mutexes that loom does
@@ -579,40 +583,36 @@ pub mod writer {
     }
 }
 
-/// Reader connections, leases on retired files, and GC, across one flip.
+/// Reader connections, leases on retired files, and GC, across one flip. The reader pool is
+/// the broker's own `ReaderPool`; the connections, the version and the store's leases and GC
+/// around it are the model's.
 pub mod leases {
     use super::sync::{join, lock, observe, thread, Arc, AtomicU64, Mutex, Ordering};
+    use sila_sqlite::broker::{Checkout, Pooled, ReaderPool};
     use std::collections::{BTreeMap, BTreeSet};
 
     /// The live file before the flip, and the new one.
     const OLD: u32 = 0;
     const NEW: u32 = 1;
 
-    /// Which fixes the model applies. All false is the broker as it was first written, when
-    /// this model found the three races below; `core/` now has all three (`Fixes::ALL`).
+    /// Readers the pool may open (`readers_max`): more than the model's one reader thread
+    /// ever needs, so the wait for a returned reader is never reached.
+    const READERS_MAX: usize = 4;
+
+    /// Which fix of the flip's store steps the model applies (they are a copy of
+    /// `install_new_version`'s). This model found three races when the broker was first
+    /// written; the two in the reader pool are now the pool's own sabotages
+    /// (`ReaderCountedAfterVersionRead`, `ReturnReadsGenerationEarly`), this one is here.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct Fixes {
         /// The flip takes its lease on the old file before `run_plan(plan_flip)` moves the
         /// pointer (as written: after, in a second store critical section, leaving a window
         /// in which GC sees the old file unreferenced and unleased while readers use it).
         pub lease_before_pointer_moves: bool,
-        /// `return_reader` reads the current generation under the readers lock (as written:
-        /// before it, so a flip in between makes it pool an old-file connection as current
-        /// and never release the retired lease).
-        pub generation_under_readers_lock: bool,
-        /// `checkout_reader` reads the version and counts the reader as out on that
-        /// generation under the readers lock, before opening (as written: `open_connection`
-        /// reads the version unlocked and `out` is counted after the open, so a flip in
-        /// between releases the old file's lease while a connection is being opened on it).
-        pub count_before_open: bool,
     }
 
     impl Fixes {
-        pub const ALL: Fixes = Fixes {
-            lease_before_pointer_moves: true,
-            generation_under_readers_lock: true,
-            count_before_open: true,
-        };
+        pub const ALL: Fixes = Fixes { lease_before_pointer_moves: true };
     }
 
     /// `Tagged`: a connection and the generation (and file) it was opened on.
@@ -620,6 +620,22 @@ pub mod leases {
     struct Conn {
         generation: u64,
         file: u32,
+        last_thread: u64,
+    }
+
+    /// As the broker's `Tagged` implements it.
+    impl Pooled for Conn {
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+
+        fn last_thread(&self) -> u64 {
+            self.last_thread
+        }
+
+        fn set_last_thread(&mut self, thread: u64) {
+            self.last_thread = thread;
+        }
     }
 
     /// `FileVersion`.
@@ -627,16 +643,6 @@ pub mod leases {
     struct Version {
         generation: u64,
         file: u32,
-    }
-
-    /// `ReaderState`.
-    #[derive(Default)]
-    struct ReaderState {
-        idle: Vec<Conn>,
-        open: usize,
-        /// The broker's own counter (`sila_sqlite::broker::OutCounts`), not a copy.
-        out: sila_sqlite::broker::OutCounts,
-        retired: Vec<(u64, u64)>,
     }
 
     /// The parts of `Store` GC reads: pointer, leases, files of operations in flight.
@@ -664,7 +670,8 @@ pub mod leases {
         version: Mutex<Version>,
         /// `DbShared::generation`: the version's generation, stored under its lock.
         generation: AtomicU64,
-        readers: Mutex<ReaderState>,
+        /// The broker's own reader pool; a lease is the store's lease id.
+        readers: ReaderPool<Conn, u64>,
         store: Mutex<Store>,
         /// Files on disk.
         disk: Mutex<BTreeSet<u32>>,
@@ -676,17 +683,10 @@ pub mod leases {
         /// A database on `OLD`, with `NEW` written and its flip operation in flight; with
         /// `idle_reader`, one reader connection of `OLD` sits in the pool.
         pub fn new(fixes: Fixes, idle_reader: bool) -> Db {
-            let mut readers = ReaderState::default();
-            let mut obs = Observed::default();
-            if idle_reader {
-                readers.idle.push(Conn { generation: 0, file: OLD });
-                readers.open = 1;
-                obs.conns.insert(OLD, 1);
-            }
-            Db {
+            let db = Db {
                 version: Mutex::new(Version { generation: 0, file: OLD }),
                 generation: AtomicU64::new(0),
-                readers: Mutex::new(readers),
+                readers: ReaderPool::default(),
                 store: Mutex::new(Store {
                     pointer: OLD,
                     leases: BTreeMap::new(),
@@ -695,8 +695,13 @@ pub mod leases {
                 }),
                 disk: Mutex::new(BTreeSet::from([OLD, NEW])),
                 fixes,
-                obs: std::sync::Arc::new(std::sync::Mutex::new(obs)),
+                obs: std::sync::Arc::new(std::sync::Mutex::new(Observed::default())),
+            };
+            if idle_reader {
+                let reader = db.checkout_reader();
+                db.return_reader(reader);
             }
+            db
         }
 
         /// `DbShared::generation`.
@@ -739,72 +744,36 @@ pub mod leases {
             false
         }
 
-        /// `DbShared::checkout_reader`. With one reader thread `readers_max` is never reached,
-        /// so the wait for a returned reader (and `waiters`, `reader_returned`) is left out.
+        /// `DbShared::checkout_reader`: the pool's checkout, then the open of a new reader on
+        /// the version it read (`open_connection_on`), which never fails here.
         fn checkout_reader(&self) -> Conn {
-            let counted = {
-                let mut r = lock(&self.readers);
-                if let Some(t) = r.idle.pop() {
-                    r.out.add(t.generation);
-                    return t;
-                }
-                r.open += 1;
-                if self.fixes.count_before_open {
+            let checkout = self.readers.checkout(
+                1,
+                READERS_MAX,
+                || {
                     let v = *lock(&self.version);
-                    r.out.add(v.generation);
                     self.conn_opened(v.file);
-                    Some(v)
-                } else {
-                    None
-                }
-            };
-            match counted {
-                Some(v) => {
+                    (v.generation, v)
+                },
+                || Err(()),
+            );
+            match checkout {
+                Ok(Checkout::Idle(t)) => t,
+                Ok(Checkout::Open(v)) => {
                     self.touch(v.file, "a reader opened");
-                    Conn { generation: v.generation, file: v.file }
+                    Conn { generation: v.generation, file: v.file, last_thread: 1 }
                 }
-                None => {
-                    let c = self.open_connection();
-                    lock(&self.readers).out.add(c.generation);
-                    c
-                }
+                Err(()) => unreachable!("the model's one reader thread found all {READERS_MAX} readers out"),
             }
-        }
-
-        /// `DbShared::open_connection(true)`: reads the version, opens its file.
-        fn open_connection(&self) -> Conn {
-            let v = *lock(&self.version);
-            self.conn_opened(v.file);
-            self.touch(v.file, "a reader opened");
-            Conn { generation: v.generation, file: v.file }
         }
 
         /// `DbShared::return_reader`.
         fn return_reader(&self, tagged: Conn) {
-            let early = if self.fixes.generation_under_readers_lock { None } else { Some(self.generation()) };
-            let (to_close, lease) = {
-                let mut r = lock(&self.readers);
-                let current = early.unwrap_or_else(|| self.generation());
-                let g = tagged.generation;
-                let left = r.out.remove_one(g);
-                if g == current {
-                    r.idle.push(tagged);
-                    (None, None)
-                } else {
-                    r.open = r.open.saturating_sub(1);
-                    let lease = if left.unwrap_or(0) == 0 {
-                        let pos = r.retired.iter().position(|(rg, _)| *rg == g);
-                        pos.map(|i| r.retired.remove(i).1)
-                    } else {
-                        None
-                    };
-                    (Some(tagged), lease)
-                }
-            };
-            if let Some(t) = to_close {
+            let returned = self.readers.give_back(tagged, || self.generation());
+            if let Some(t) = returned.close {
                 self.close_connection(t);
             }
-            if let Some(lease) = lease {
+            if let Some(lease) = returned.release {
                 self.release_lease(lease);
             }
         }
@@ -819,18 +788,7 @@ pub mod leases {
                 self.generation.store(v.generation, Ordering::Release);
                 old
             };
-            let (idle, release_now) = {
-                let mut r = lock(&self.readers);
-                let idle: Vec<Conn> = r.idle.drain(..).collect();
-                r.open = r.open.saturating_sub(idle.len());
-                let busy_old = r.out.get(old);
-                if busy_old > 0 {
-                    r.retired.push((old, old_lease));
-                    (idle, None)
-                } else {
-                    (idle, Some(old_lease))
-                }
-            };
+            let (idle, release_now) = self.readers.retire(old, old_lease);
             for t in idle {
                 self.close_connection(t);
             }
@@ -913,9 +871,7 @@ pub mod leases {
             assert!(o.collected.contains(&OLD), "GC never removed the old file");
             assert!(!o.collected.contains(&NEW), "GC removed the live file");
             drop(o);
-            let r = lock(&self.readers);
-            assert!(r.out.is_empty(), "readers still counted out: {:?}", r.out);
-            assert!(r.retired.is_empty(), "retired leases left: {:?}", r.retired);
+            assert!(self.readers.is_settled(), "readers still counted out, or a retired lease left");
         }
     }
 
@@ -1156,12 +1112,13 @@ mod loom_models {
     #[test]
     #[ignore = "run in a child process by the matching must-fail test"]
     fn as_written_gc_window() {
-        let fixes = Fixes { lease_before_pointer_moves: false, ..Fixes::ALL };
+        let fixes = Fixes { lease_before_pointer_moves: false };
         check("as_written_gc_window", None, move || reader_leases_across_a_flip(fixes, true));
     }
 
-    /// `return_reader` reads the generation before locking the readers; a flip in between
-    /// makes it pool an old-file connection and leak the retired lease.
+    /// The pool's `give_back` reads the generation before locking the pool
+    /// (`ReturnReadsGenerationEarly`); a flip in between makes it pool an old-file connection
+    /// and leak the retired lease.
     #[test]
     fn as_written_return_reader_can_pool_an_old_connection_and_leak_the_lease() -> Result<(), String> {
         must_fail("as_written_stale_generation", &["released 0 times"])
@@ -1170,22 +1127,30 @@ mod loom_models {
     #[test]
     #[ignore = "run in a child process by the matching must-fail test"]
     fn as_written_stale_generation() {
-        let fixes = Fixes { generation_under_readers_lock: false, ..Fixes::ALL };
-        check("as_written_stale_generation", None, move || reader_leases_across_a_flip(fixes, true));
+        check("as_written_stale_generation", None, move || {
+            sila_sqlite::sabotage::set(Some(Sabotage::ReturnReadsGenerationEarly));
+            reader_leases_across_a_flip(Fixes::ALL, true)
+        });
     }
 
-    /// A reader opening a new connection is counted in `out` only after the open; a flip in
-    /// between releases the old file's lease while the connection is being opened on it.
+    /// The pool's `checkout` counts a reader about to be opened only after it read the
+    /// version unlocked (`ReaderCountedAfterVersionRead`); a flip in between releases the
+    /// old file's lease while the connection is being opened on it.
     #[test]
     fn as_written_a_reader_opening_during_a_flip_is_not_counted() -> Result<(), String> {
-        must_fail("as_written_uncounted_open", &["released while 1 connection(s) on it are open"])
+        must_fail(
+            "as_written_uncounted_open",
+            &["released while 1 connection(s) on it are open", "which GC already removed"],
+        )
     }
 
     #[test]
     #[ignore = "run in a child process by the matching must-fail test"]
     fn as_written_uncounted_open() {
-        let fixes = Fixes { count_before_open: false, ..Fixes::ALL };
-        check("as_written_uncounted_open", None, move || reader_leases_across_a_flip(fixes, false));
+        check("as_written_uncounted_open", None, move || {
+            sila_sqlite::sabotage::set(Some(Sabotage::ReaderCountedAfterVersionRead));
+            reader_leases_across_a_flip(Fixes::ALL, false)
+        });
     }
 }
 

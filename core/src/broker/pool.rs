@@ -1,67 +1,8 @@
-//! The reader pool of a database: checking readers out and back, the generation each was
-//! opened on, the leases that keep a retired file alive while its readers finish, and the
-//! read path itself.
+//! The read path of a database: checking readers out and back through its [`ReaderPool`]
+//! (which holds the protocol: generations, leases on retired files), opening them, and
+//! running queries on them.
 
 use super::*;
-
-#[derive(Default)]
-pub(super) struct ReaderState {
-    // Boxed on purpose (clippy's vec_box): a reader leaves and re-enters this list on every
-    // request, and moving a pointer instead of a `Connection` measured ~300 fewer instructions
-    // per lookup.
-    #[allow(clippy::vec_box)]
-    pub(super) idle: Vec<Box<Tagged>>,
-    pub(super) open: usize,
-    /// Checked-out readers by file generation.
-    pub(super) out: OutCounts,
-    /// Leases on retired files that readers still use, by generation.
-    pub(super) retired: Vec<(u64, LeaseId)>,
-    /// Threads waiting for a reader to come back (so a return wakes someone only if needed).
-    pub(super) waiters: usize,
-}
-
-/// Checked-out readers per file generation. Rarely more than two generations are out (the
-/// live one and one retired by a flip), so a short vector beats a hash map inside the reader
-/// lock, which every read takes twice.
-///
-/// Public for the loom models of the reader leases (`sim/tests/loom_broker.rs`), which count
-/// with this type rather than a copy of it.
-#[derive(Debug, Default)]
-pub struct OutCounts(Vec<(u64, usize)>);
-
-impl OutCounts {
-    /// Counts one more reader out on `generation`.
-    pub fn add(&mut self, generation: u64) {
-        match self.0.iter_mut().find(|(g, _)| *g == generation) {
-            Some((_, n)) => *n += 1,
-            None => self.0.push((generation, 1)),
-        }
-    }
-
-    /// Counts one reader of `generation` back; returns how many are still out on it (`None`
-    /// if none was counted). A generation at zero is forgotten.
-    pub fn remove_one(&mut self, generation: u64) -> Option<usize> {
-        let i = self.0.iter().position(|(g, _)| *g == generation)?;
-        let left = self.0.get_mut(i).map(|(_, n)| {
-            *n = n.saturating_sub(1);
-            *n
-        })?;
-        if left == 0 {
-            self.0.swap_remove(i);
-        }
-        Some(left)
-    }
-
-    /// Readers out on `generation`.
-    pub fn get(&self, generation: u64) -> usize {
-        self.0.iter().find(|(g, _)| *g == generation).map_or(0, |(_, n)| *n)
-    }
-
-    /// Whether no reader is out on any generation.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 impl DbShared {
     // ----- reads -------------------------------------------------------------------------
@@ -149,69 +90,32 @@ impl DbShared {
     }
 
     pub(super) fn checkout_reader(&self, stop: &StopCheck) -> Result<Box<Tagged>> {
-        let idle = {
-            let me = thread_tag();
-            let mut r = lock(&self.readers);
-            loop {
-                // This thread's own reader if it is idle (at most readers_max to look at),
-                // else the most recently returned one.
-                let mine = r.idle.iter().rposition(|t| t.last_thread == me);
-                let taken = match mine {
-                    Some(i) => Some(r.idle.swap_remove(i)),
-                    None => r.idle.pop(),
-                };
-                if let Some(mut t) = taken {
-                    r.out.add(t.generation);
-                    t.last_thread = me;
-                    break Ok(t);
-                }
-                if r.open < self.hot.readers_max {
-                    r.open += 1;
-                    // Count the reader on the version it will open before opening it, under
-                    // this lock: a flip then keeps the old file's lease until it returns.
-                    let version = lock(&self.version).clone();
-                    r.out.add(version.generation);
-                    break Err(version);
-                }
+        let me = thread_tag();
+        let checkout = self.readers.checkout(
+            me,
+            self.hot.readers_max,
+            || {
+                let version = lock(&self.version).clone();
+                (version.generation, version)
+            },
+            || {
                 stop.check()?;
-                let wait = stop.remaining().min(Duration::from_millis(50));
-                r.waiters += 1;
-                r = self
-                    .reader_returned
-                    .wait_timeout(r, wait)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-                r.waiters -= 1;
-            }
-        };
-        let version = match idle {
-            Ok(t) => return Ok(t),
-            Err(version) => version,
+                Ok::<_, Error>(stop.remaining().min(Duration::from_millis(50)))
+            },
+        )?;
+        let version = match checkout {
+            Checkout::Idle(t) => return Ok(t),
+            Checkout::Open(version) => version,
         };
         let generation = version.generation;
         match self.open_connection_on(true, version) {
             Ok(mut c) => {
-                c.last_thread = thread_tag();
+                c.last_thread = me;
                 Ok(c)
             }
             Err(e) => {
-                let (waiters, lease) = {
-                    let mut r = lock(&self.readers);
-                    r.open -= 1;
-                    let left = r.out.remove_one(generation);
-                    let mut lease = None;
-                    if left == Some(0) {
-                        if let Some(i) = r.retired.iter().position(|(g, _)| *g == generation) {
-                            lease = Some(r.retired.remove(i).1);
-                        }
-                    }
-                    (r.waiters, lease)
-                };
-                if let Some(lease) = lease {
+                if let Some(lease) = self.readers.open_failed(generation) {
                     (self.release_lease)(lease);
-                }
-                if waiters > 0 {
-                    self.reader_returned.notify_one();
                 }
                 Err(e)
             }
@@ -275,39 +179,14 @@ impl DbShared {
     }
 
     /// Puts a reader back; one of a retired file is closed, and the last one releases the
-    /// file's lease so GC may collect it.
+    /// file's lease so GC may collect it (the protocol: [`ReaderPool::give_back`]).
     pub(super) fn return_reader(&self, tagged: Box<Tagged>) {
-        let (to_close, lease, waiters) = {
-            let mut r = lock(&self.readers);
-            // Read under the readers lock: a flip bumps the generation and then takes this
-            // lock to retire idle readers, so either it sees this reader's return or this
-            // return sees the flip (found by the loom model of the reader leases).
-            let current = self.generation();
-            let waiters = r.waiters;
-            let g = tagged.generation;
-            let left = r.out.remove_one(g);
-            if g == current {
-                r.idle.push(tagged);
-                (None, None, waiters)
-            } else {
-                r.open = r.open.saturating_sub(1);
-                let lease = if left.unwrap_or(0) == 0 {
-                    let pos = r.retired.iter().position(|(rg, _)| *rg == g);
-                    pos.map(|i| r.retired.remove(i).1)
-                } else {
-                    None
-                };
-                (Some(tagged), lease, waiters)
-            }
-        };
-        if let Some(t) = to_close {
+        let returned = self.readers.give_back(tagged, || self.generation());
+        if let Some(t) = returned.close {
             self.close_connection(t.conn, false);
         }
-        if let Some(lease) = lease {
+        if let Some(lease) = returned.release {
             (self.release_lease)(lease);
-        }
-        if waiters > 0 {
-            self.reader_returned.notify_one();
         }
     }
 
@@ -326,18 +205,7 @@ impl DbShared {
             self.wal_frames.store(0, Ordering::Release);
             old
         };
-        let (idle, release_now) = {
-            let mut r = lock(&self.readers);
-            let idle: Vec<Box<Tagged>> = r.idle.drain(..).collect();
-            r.open = r.open.saturating_sub(idle.len());
-            let busy_old = r.out.get(old);
-            if busy_old > 0 {
-                r.retired.push((old, old_lease));
-                (idle, None)
-            } else {
-                (idle, Some(old_lease))
-            }
-        };
+        let (idle, release_now) = self.readers.retire(old, old_lease);
         for t in idle {
             self.close_connection(t.conn, false);
         }
@@ -364,26 +232,5 @@ impl DbShared {
         if self.hot.slow_log.observe(sql, latency, &self.config.app_id, self.config.key.db.as_str(), now_ms) {
             self.metrics.record_slow_query();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OutCounts;
-
-    #[test]
-    pub(super) fn out_counts_track_readers_per_generation_and_forget_zeros() {
-        let mut out = OutCounts::default();
-        assert_eq!(out.remove_one(7), None, "nothing was counted");
-        out.add(7);
-        out.add(7);
-        out.add(8);
-        assert_eq!((out.get(7), out.get(8), out.get(9)), (2, 1, 0));
-        assert_eq!(out.remove_one(7), Some(1));
-        assert_eq!(out.remove_one(8), Some(0));
-        assert_eq!(out.get(8), 0);
-        assert_eq!(out.remove_one(8), None, "a generation at zero is forgotten");
-        assert_eq!(out.remove_one(7), Some(0));
-        assert!(out.0.is_empty());
     }
 }
