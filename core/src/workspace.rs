@@ -191,7 +191,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Inner {
+    /// Brings the ledger up to date with a version that is not live any more, after a flip
+    /// replaced it or its last reader closed: SQLite removes the side files (WAL, SHM,
+    /// journal) when the last connection on a file closes, which the store does not see, and
+    /// a flip's checkpoint grows the file itself (`with_main`). A file still there keeps its
+    /// entry at its size now; one gone is forgotten. A failed stat leaves the entry for GC,
+    /// which forgets what vanished. Nothing happens to the live version's files (the broker
+    /// accounts for those).
+    fn refresh_file_sizes(&self, key: &DbKey, file: Uuid, with_main: bool) {
+        let live = lock(&self.store).pointer(key).map(|p| p.file);
+        if live.map_or(true, |live| live == file) {
+            return;
+        }
+        let name = layout::db_file_name(file);
+        let dir = self.driver.abs(&layout::db_dir(key.app, &key.db));
+        let main = with_main.then_some("");
+        for suffix in main.into_iter().chain(layout::SIDE_SUFFIXES) {
+            let rel = format!("{name}{suffix}");
+            match self.driver.vfs().file_len(&dir.join(&rel)) {
+                Ok(Some(size)) => {
+                    let _ = lock(&self.store).set_file_size(key, &rel, size);
+                }
+                Ok(None) => {
+                    let _ = lock(&self.store).forget_file(key, &rel);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 impl Workspace {
+    /// [`Inner::refresh_file_sizes`] for the version a flip just replaced.
+    pub(crate) fn refresh_replaced_file_sizes(&self, key: &DbKey, replaced: Uuid) {
+        self.inner.refresh_file_sizes(key, replaced, true);
+    }
+
     /// Opens (creating if needed) the workspace at `dir` on the real filesystem.
     pub fn open(dir: impl AsRef<Path>, options: WorkspaceOptions) -> Result<Workspace> {
         let dir = dir.as_ref();
@@ -366,6 +402,7 @@ impl Workspace {
             max_page_count: Some(u32::try_from(spec.max_size_bytes / PAGE_SIZE_BYTES).unwrap_or(u32::MAX)),
             busy_timeout_ms: self.inner.broker.options().busy_timeout_ms,
             read_only: false,
+            query_only: false,
             statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
             vfs: Some(self.inner.sqlite_vfs.app_name().to_string()),
         };
@@ -381,7 +418,12 @@ impl Workspace {
         let weak = Arc::downgrade(&self.inner);
         let release: crate::broker::LeaseRelease = Arc::new(move |lease| {
             if let Some(inner) = weak.upgrade() {
-                lock(&inner.store).release_lease(lease);
+                let released = lock(&inner.store).release_lease(lease);
+                // The last reader of a retired version just closed: SQLite removed its side
+                // files then, which the ledger must not go on counting.
+                if let Some((key, file)) = released {
+                    inner.refresh_file_sizes(&key, file, false);
+                }
             }
         });
         let weak = Arc::downgrade(&self.inner);

@@ -541,14 +541,13 @@ impl DbShared {
         let broker = self.broker()?;
         broker.reserve_connection()?;
         let FileVersion { generation, path } = version;
-        let opened =
-            self.confined_options(&broker, &path).and_then(|opts| sqlite::open_connection(&path, &opts));
+        // A reader refuses writes from its first statement, and never switches the journal
+        // mode: it may be opening a version a flip retires meanwhile (see `query_only`).
+        let opened = self.confined_options(&broker, &path).and_then(|mut opts| {
+            opts.query_only = reader;
+            sqlite::open_connection(&path, &opts)
+        });
         let opened = opened.and_then(|mut conn| {
-            if reader {
-                // Readers open read-write (a read-only WAL connection cannot create -shm) but
-                // refuse writes with query_only.
-                conn.execute_batch("PRAGMA query_only=ON").map_err(|e| sqlite::map_error(e, None))?;
-            }
             // Checkpoints are the broker's (counted, on thresholds), not SQLite's automatic ones.
             conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| sqlite::map_error(e, None))?;
             install_transaction_guard(&mut conn, self.config.policy)?;

@@ -57,6 +57,14 @@ impl DbShared {
         // the clock, before its statement starts.)
         stop.check_cancel()?;
         let result = self.with_reader(stop, |conn, _| run(conn));
+        // Fail-stop for reads: a disk fault that touched this database while the read ran may
+        // have dropped pages it read (Linux may drop pages whose writeback failed), so rows
+        // read across it could miss acknowledged commits. They are not delivered.
+        let result = result.and_then(|r| {
+            self.check_poison()
+                .map_err(|e| e.context("the disk failed while this read ran; its rows are not delivered"))?;
+            Ok(r)
+        });
         let outcome = result.as_ref().map(|r| (to_u64(rows_of(r)), 0)).map_err(|e| e.code());
         self.record(sql, OpKind::Query, now, outcome);
         result

@@ -66,6 +66,12 @@ pub struct ConnectionOptions {
     pub busy_timeout_ms: u32,
     /// Opens read-only, never creates the file, and leaves the journal mode alone.
     pub read_only: bool,
+    /// A reader that opens read-write (a read-only connection cannot create the WAL index)
+    /// but refuses writes from its first statement on (`PRAGMA query_only`) and leaves the
+    /// journal mode alone: a file it opens in rollback mode is read in rollback mode. A
+    /// reader may open a version a flip just retired and sealed as a snapshot (its header set
+    /// to rollback mode); switching that file to WAL would rewrite a sealed file.
+    pub query_only: bool,
     /// How many prepared statements the connection keeps for `prepare_cached`.
     pub statement_cache_capacity: usize,
     /// The registered SQLite VFS to open through (`None`: SQLite's default). The simulation
@@ -81,6 +87,7 @@ impl Default for ConnectionOptions {
             max_page_count: None,
             busy_timeout_ms: 5000,
             read_only: false,
+            query_only: false,
             statement_cache_capacity: 64,
             vfs: None,
         }
@@ -113,8 +120,8 @@ pub fn set_journal_mode(conn: &Connection, mode: &str) -> Result<String> {
 
 /// Opens the SQLite database at `path` and applies `opts` and the security defaults.
 ///
-/// Writers (`read_only == false`) create the file if needed and switch it to WAL; the call
-/// fails unless SQLite confirms `wal`. No URI filenames are accepted and a symbolic link as the
+/// Writers (neither `read_only` nor `query_only`) create the file if needed and switch it to
+/// WAL; the call fails unless SQLite confirms `wal`. No URI filenames are accepted and a symbolic link as the
 /// final path component is refused. The connection is opened without SQLite's mutex: one
 /// thread at a time must use it (rusqlite's `Connection` is `Send`, not `Sync`).
 pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connection> {
@@ -146,8 +153,11 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
     // "text" in DML is an identifier, never a string literal, so redacted SQL in logs never
     // keeps a literal that SQLite would have read as a string.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(sql_err)?;
+    if opts.query_only {
+        conn.pragma_update(None, "query_only", "ON").map_err(sql_err)?;
+    }
     conn.busy_timeout(Duration::from_millis(u64::from(opts.busy_timeout_ms))).map_err(sql_err)?;
-    if !opts.read_only {
+    if !opts.read_only && !opts.query_only {
         let mode = set_journal_mode(conn, "WAL")?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::new(

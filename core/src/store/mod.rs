@@ -512,9 +512,10 @@ impl Store {
         Ok(id)
     }
 
-    /// Releases a lease. Releasing twice is harmless.
-    pub fn release_lease(&mut self, lease: LeaseId) {
-        self.leases.remove(&lease);
+    /// Releases a lease; returns the database and file it was on (`None` when it was
+    /// released already: releasing twice is harmless).
+    pub fn release_lease(&mut self, lease: LeaseId) -> Option<(DbKey, Uuid)> {
+        self.leases.remove(&lease)
     }
 
     /// Marks a database poisoned: every later request is refused until recovery.

@@ -151,7 +151,7 @@ impl Database {
         });
         match flipped {
             Ok(installed) => {
-                self.refresh_replaced_side_files(installed.replaced);
+                self.ws.refresh_replaced_file_sizes(&self.key(), installed.replaced);
                 Ok(installed)
             }
             Err(e) => {
@@ -159,31 +159,6 @@ impl Database {
                 // the store already aborted or poisoned it; aborting again is a no-op.
                 self.ws.abort_op(op);
                 Err(e.context("flipping to the new version"))
-            }
-        }
-    }
-
-    /// Brings the ledger up to date with the version a flip just replaced: its checkpoint
-    /// grew the file, and SQLite removes the side files (WAL, SHM, journal) when the last
-    /// connection on it closes, which the store does not see (the writer's closed as the flip
-    /// ended). A side file still open (a reader still on the old version) keeps its entry, at
-    /// its size now; GC forgets one that vanishes later. A failed stat leaves the entry for
-    /// GC.
-    pub(super) fn refresh_replaced_side_files(&self, replaced: Uuid) {
-        let key = self.key();
-        let name = layout::db_file_name(replaced);
-        let dir = self.ws.driver().abs(&layout::db_dir(key.app, &key.db));
-        // The file itself too: the flip's checkpoint folded its WAL into it.
-        for suffix in std::iter::once("").chain(layout::SIDE_SUFFIXES) {
-            let rel = format!("{name}{suffix}");
-            match self.fs().file_len(&dir.join(&rel)) {
-                Ok(Some(size)) => {
-                    let _ = self.ws.with_store(|s| s.set_file_size(&key, &rel, size));
-                }
-                Ok(None) => {
-                    let _ = self.ws.with_store(|s| s.forget_file(&key, &rel));
-                }
-                Err(_) => {}
             }
         }
     }
