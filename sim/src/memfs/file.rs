@@ -345,6 +345,11 @@ impl MemFile {
 impl VfsFile for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> VfsResult<usize> {
         let op = "read";
+        // Called with the disk unlocked: the hook may block while other threads use it.
+        let hook = lock_state(&self.fs).read_hook.clone();
+        if let Some(hook) = hook {
+            (hook.0)(&self.path);
+        }
         let mut state = self.enter(op)?;
         state.maybe_slow();
         if state.chance(|f| f.read_eio_bp) {

@@ -128,7 +128,7 @@ pub use faults::{Faults, MemStats};
 use file::*;
 use pending::*;
 use state::*;
-pub use state::{LatencySink, RotFilter, WriteHook};
+pub use state::{IoHook, LatencySink, RotFilter};
 
 /// Largest file a [`MemFs`] holds; a write or `set_len` beyond it fails with
 /// [`VfsErrorKind::Other`] ("file too large"), so a bogus offset cannot exhaust memory.
@@ -264,9 +264,15 @@ impl MemFs {
     }
 
     /// Calls `hook` at the start of every `write_at`, before the disk is locked (see
-    /// [`WriteHook`]); `None` removes it. A crash removes it too.
-    pub fn set_write_hook(&self, hook: Option<WriteHook>) {
+    /// [`IoHook`]); `None` removes it. A crash removes it too.
+    pub fn set_write_hook(&self, hook: Option<IoHook>) {
         self.state().write_hook = hook;
+    }
+
+    /// Calls `hook` at the start of every `read_at`, before the disk is locked (see
+    /// [`IoHook`]); `None` removes it. A crash removes it too.
+    pub fn set_read_hook(&self, hook: Option<IoHook>) {
+        self.state().read_hook = hook;
     }
 
     /// The paths (as opened) of every file a bit rotted in, oldest first, across crashes.

@@ -62,15 +62,16 @@ impl std::fmt::Debug for LatencySink {
     }
 }
 
-/// Called with a file's path (as opened) at the start of every `write_at` on it, on the
-/// writing thread and with the disk unlocked ([`MemFs::set_write_hook`]): a simulation may
-/// block there to run other clients deterministically between two writes of an operation.
+/// Called with a file's path (as opened) at the start of every `write_at` on it
+/// ([`MemFs::set_write_hook`]) or every `read_at` ([`MemFs::set_read_hook`]), on the calling
+/// thread and with the disk unlocked: a simulation may block there to run other clients
+/// deterministically between two writes of an operation, or in the middle of a read.
 #[derive(Clone)]
-pub struct WriteHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
+pub struct IoHook(pub Arc<dyn Fn(&Path) + Send + Sync>);
 
-impl std::fmt::Debug for WriteHook {
+impl std::fmt::Debug for IoHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WriteHook")
+        f.write_str("IoHook")
     }
 }
 
@@ -111,7 +112,8 @@ pub(super) struct State {
     /// Where slow calls report their latency.
     pub(super) latency_sink: Option<LatencySink>,
     /// Called before every write (not kept across a crash: it belongs to the run).
-    pub(super) write_hook: Option<WriteHook>,
+    pub(super) write_hook: Option<IoHook>,
+    pub(super) read_hook: Option<IoHook>,
 }
 
 pub(super) fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: impl Into<String>) -> VfsError {
@@ -165,6 +167,7 @@ impl State {
             rotted: Vec::new(),
             latency_sink: None,
             write_hook: None,
+            read_hook: None,
         }
     }
 
@@ -586,6 +589,7 @@ impl State {
             rotted: self.rotted.clone(),
             latency_sink: self.latency_sink.clone(),
             write_hook: None,
+            read_hook: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! while a restore or an import writes the new version it will flip to.
 //!
 //! The operation runs on a thread of its own. The disk's write hook
-//! ([`crate::memfs::WriteHook`]) stops that thread at a seeded write to the file the
+//! ([`crate::memfs::IoHook`], on writes) stops that thread at a seeded write to the file the
 //! operation makes (any `.sqlite` file but the live one); while it is stopped, the
 //! simulation submits the clients' requests and steps the executor, and sometimes runs GC,
 //! which must keep the file in the making and the version the operation pinned. Then the
@@ -26,7 +26,7 @@ use std::time::Duration;
 /// Real time the simulation waits for the operation's thread to stop or to finish. The
 /// operation runs on the simulated disk and clock, so only a deadlock between it and the
 /// clients comes near this.
-const HANDOFF_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const HANDOFF_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Steps of the executor the clients may take at one go (each request is a step or two).
 const CLIENT_STEPS_MAX: usize = 10_000;
@@ -46,7 +46,7 @@ pub struct Clients {
 
 /// Where the operation's thread is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Running,
     Stopped,
     Resumed,
@@ -54,19 +54,23 @@ enum Phase {
 }
 
 /// The baton between the simulation and the operation's thread.
-struct Handoff {
+pub(super) struct Handoff {
     phase: Mutex<Phase>,
     changed: Condvar,
 }
 
 impl Handoff {
-    fn set(&self, phase: Phase) {
+    pub(super) fn new() -> Handoff {
+        Handoff { phase: Mutex::new(Phase::Running), changed: Condvar::new() }
+    }
+
+    pub(super) fn set(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
         self.changed.notify_all();
     }
 
     /// Waits while `busy` holds for the phase; `None` when [`HANDOFF_TIMEOUT`] passed.
-    fn wait_while(&self, busy: impl Fn(Phase) -> bool) -> Option<Phase> {
+    pub(super) fn wait_while(&self, busy: impl Fn(Phase) -> bool) -> Option<Phase> {
         let guard = self.phase.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, timeout) = self
             .changed
@@ -191,14 +195,14 @@ impl World {
         let order_seed = side.next_u64();
         let gc = side.random_bool(0.5);
 
-        let handoff = Arc::new(Handoff { phase: Mutex::new(Phase::Running), changed: Condvar::new() });
+        let handoff = Arc::new(Handoff::new());
         let op_thread: Arc<OnceLock<ThreadId>> = Arc::new(OnceLock::new());
         let writes_seen = Arc::new(AtomicU64::new(0));
         let stopped_at = Arc::new(Mutex::new(None));
         let hook = {
             let (handoff, op_thread, writes_seen, stopped_at) =
                 (handoff.clone(), op_thread.clone(), writes_seen.clone(), stopped_at.clone());
-            crate::memfs::WriteHook(Arc::new(move |path: &Path| {
+            crate::memfs::IoHook(Arc::new(move |path: &Path| {
                 let in_snapshots =
                     path.parent().and_then(Path::file_name).is_some_and(|d| d == layout::SNAPSHOTS_DIR);
                 let made = path != live

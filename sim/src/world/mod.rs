@@ -32,6 +32,7 @@
 
 mod check;
 mod clients;
+mod held_read;
 mod model;
 mod ops;
 mod profile;
@@ -151,6 +152,9 @@ pub enum Op {
     /// A snapshot, restore or import with clients that insert (and read) while it is in the
     /// middle of its work (see `clients.rs`).
     WithClients(Box<Op>, Clients),
+    /// An operation run while a read is stopped in the middle of the live file, then GC;
+    /// the number seeds where the read stops (see `held_read.rs`).
+    HeldRead(Box<Op>, u64),
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -369,15 +373,30 @@ impl World {
         Ok(())
     }
 
-    /// Draws the next operation: [`World::draw_one`], and for some snapshots, restores and
-    /// imports, clients that run while it is in the middle of its work. Those are drawn from
-    /// a stream of their own, so the operations of every seed stay what they were.
+    /// Draws the next operation: [`World::draw_one`]; for some snapshots, restores and
+    /// imports, clients that run while it is in the middle of its work; for some other
+    /// writes and version operations, a read held open across them. Those are drawn from
+    /// streams of their own, so the operations of every seed stay what they were.
     pub fn draw(&mut self, profile: Profile, next_key: &mut i64) -> Op {
         let op = self.draw_one(profile, next_key);
         self.draws += 1;
         let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CLIENTS_SALT ^ self.draws);
         let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..));
         if !eligible || !side.random_bool(0.3) {
+            let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ HELD_READ_SALT ^ self.draws);
+            let holdable = matches!(
+                op,
+                Op::Insert(_)
+                    | Op::Delete(_)
+                    | Op::Snapshot
+                    | Op::Restore(_)
+                    | Op::Import(..)
+                    | Op::Migrate
+                    | Op::RetentionGc
+            );
+            if holdable && side.random_bool(0.12) {
+                return Op::HeldRead(Box::new(op), side.next_u64());
+            }
             return op;
         }
         let n = side.random_range(1..3i64);
@@ -504,6 +523,9 @@ impl Drop for World {
 
 /// Mixed into the seed of the stream that gives operations clients.
 const CLIENTS_SALT: u64 = 0x434c_4945_4e54_5353;
+
+/// Mixed into the seed of the stream that holds a read open across operations.
+const HELD_READ_SALT: u64 = 0x4845_4c44_5245_4144;
 
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;
