@@ -39,6 +39,9 @@ pub enum Sabotage {
     GroupAbortSkipsRerun,
     /// A migration is reported done, but its transaction is rolled back.
     MigrationNeverCommits,
+    /// A request's deferred foreign keys are not checked at its own end, so a violation
+    /// surfaces at the group's COMMIT and fails every request of the group.
+    DeferredChecksAtGroupCommit,
     /// The write queue's leader steps down after a turn even when work is queued: the jobs
     /// left are stranded with nobody to run them (caught by the loom models).
     QueueStepsDownWithWorkQueued,

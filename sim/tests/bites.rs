@@ -113,6 +113,15 @@ fn a_group_where_one_failure_fails_the_neighbours_is_caught() {
 }
 
 #[test]
+fn a_deferred_violation_checked_only_at_the_group_commit_is_caught() {
+    let found = first_failing_seed_in(Sabotage::DeferredChecksAtGroupCommit, Profile::Faultless);
+    let Some((seed, what)) = found else {
+        panic!("a deferred violation failing its group must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
+    assert!(what.contains("deferred") || what.contains("did not break"), "seed {seed}: {what}");
+}
+
+#[test]
 fn a_restore_that_skips_the_checksum_is_caught() {
     let found = first_failing_seed_in(Sabotage::RestoreSkipsChecksum, Profile::Eio);
     let Some((seed, what)) = found else {

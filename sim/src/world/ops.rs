@@ -8,6 +8,15 @@ const DIRTY_CUT_SALT: u64 = 0x4449_5254_595f_4355;
 /// Mutating IO calls a power cut waits at most for unsynced changes on enough files.
 const DIRTY_CUT_PATIENCE: u64 = 3000;
 
+/// Mixed into a group's order seed for the stream that may add a request breaking a
+/// deferred foreign key.
+const DEFERRED_SALT: u64 = 0x4445_4645_5252_4544;
+
+/// Whether `e` is SQLite's constraint error (any extended code of SQLITE_CONSTRAINT).
+fn is_constraint(e: &sila_sqlite::Error) -> bool {
+    e.code() == ErrorCode::Sqlite && e.sqlite_code().is_some_and(|c| c & 0xff == 19)
+}
+
 /// Error codes that say the disk, the engine's state or a resource stopped an operation,
 /// rather than the operation's own SQL.
 pub(super) fn is_fault_code(code: ErrorCode) -> bool {
@@ -84,20 +93,48 @@ impl World {
         full: bool,
     ) -> Result<String, String> {
         let db = self.db()?.clone();
+        // Sometimes a request that breaks a deferred foreign key too: SQLite finds it only
+        // when its transaction ends, and it must fail alone, at its own end, not at the
+        // group's commit (drawn from a stream of its own: every seed's operations stay).
+        let mut side = ChaCha8Rng::seed_from_u64(*order_seed ^ DEFERRED_SALT);
+        let deferred_at = match side.random_bool(0.25) {
+            true => self.ensure_deferred_table(&db)?.then(|| side.random_range(0..=keys.len())),
+            false => None,
+        };
         let mut all = self.model.rows.clone();
         all.extend(keys.iter().copied());
         self.model.in_flight = vec![all];
-        let pending: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                db.submit_exec(
+        // Submitted in queue order, the orphan (if any) among the keys at its place.
+        let mut pending = Vec::with_capacity(keys.len() + 1);
+        for i in 0..=keys.len() {
+            if deferred_at == Some(i) {
+                // No key of kv is negative: this row's parent never exists.
+                pending.push(db.submit_exec("INSERT INTO kv_ref (k) VALUES (-1)", vec![]));
+            }
+            if let Some(k) = keys.get(i) {
+                pending.push(db.submit_exec(
                     "INSERT INTO kv (k, v) VALUES (?, ?)",
                     vec![Value::Integer(*k), model::value_of(*k)],
-                )
-            })
-            .collect();
+                ));
+            }
+        }
+        let orphan = deferred_at;
         let mut order = ChaCha8Rng::seed_from_u64(*order_seed);
         self.stepper.run_until_idle(10_000, || order.random_range(0..64usize));
+        if let Some(at) = orphan {
+            let p = pending.remove(at);
+            match p.try_take() {
+                Some(Ok(_)) => return Err("a request breaking a deferred foreign key was acknowledged".into()),
+                Some(Err(e)) if is_constraint(&e) || is_fault_code(e.code()) => {}
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "a request breaking a deferred foreign key failed with {} instead of a constraint error: {e}",
+                        e.code().name()
+                    ))
+                }
+                None => return Err("a group-committed write was never answered after the stepper went idle".into()),
+            }
+        }
         let mut acked = Vec::new();
         let mut failures = Vec::new();
         for (k, p) in keys.iter().zip(pending) {
@@ -112,8 +149,7 @@ impl World {
                 Some(Ok(_)) if present => return Err(format!("key {k} was inserted twice")),
                 Some(Ok(_)) => acked.push(*k),
                 Some(Err(e)) => {
-                    let constraint =
-                        e.code() == ErrorCode::Sqlite && e.sqlite_code().is_some_and(|c| c & 0xff == 19);
+                    let constraint = is_constraint(&e);
                     if present && !(constraint || is_fault_code(e.code())) {
                         return Err(format!(
                             "a duplicate key {k} failed with {} instead of a constraint error: {e}",
@@ -147,7 +183,26 @@ impl World {
         if !acked.is_empty() {
             self.model.commit(next, full);
         }
-        Ok(format!("acked {:?} failed {:?}", acked, failures))
+        let with = if orphan.is_some() { " (and a deferred orphan, refused)" } else { "" };
+        Ok(format!("acked {:?} failed {:?}{with}", acked, failures))
+    }
+
+    /// Makes sure the table whose rows must have a parent in `kv` (checked when a transaction
+    /// ends) exists: a restore or import may have brought back a version from before it.
+    /// False when the disk refused (no deferred request then).
+    fn ensure_deferred_table(&mut self, db: &Database) -> Result<bool, String> {
+        let made = db.exec(
+            "CREATE TABLE IF NOT EXISTS kv_ref (k INTEGER PRIMARY KEY REFERENCES kv(k) DEFERRABLE INITIALLY DEFERRED)",
+            &[],
+        );
+        match made {
+            Ok(_) if self.poisoned_by_fault => {
+                Err("fail-stop broken: a CREATE TABLE acknowledged after an fsync failure".into())
+            }
+            Ok(_) => Ok(true),
+            Err(e) if is_fault_code(e.code()) => Ok(false),
+            Err(e) => Err(format!("creating the deferred-constraint table failed: {e}")),
+        }
     }
 
     /// [`Op::Transaction`].
