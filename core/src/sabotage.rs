@@ -42,6 +42,9 @@ pub enum Sabotage {
     /// A request's deferred foreign keys are not checked at its own end, so a violation
     /// surfaces at the group's COMMIT and fails every request of the group.
     DeferredChecksAtGroupCommit,
+    /// A write whose caller cancelled it after it committed (while its commit or the
+    /// checkpoint after it ran) is answered `CANCELLED`: the caller is told nothing changed.
+    CancelledAfterCommit,
     /// The write queue's leader steps down after a turn even when work is queued: the jobs
     /// left are stranded with nobody to run them (caught by the loom models).
     QueueStepsDownWithWorkQueued,

@@ -122,6 +122,15 @@ fn a_deferred_violation_checked_only_at_the_group_commit_is_caught() {
 }
 
 #[test]
+fn a_committed_write_answered_cancelled_is_caught() {
+    let found = first_failing_seed_in(Sabotage::CancelledAfterCommit, Profile::Faultless);
+    let Some((seed, what)) = found else {
+        panic!("a committed write reported cancelled must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
+    assert!(what.contains("CANCELLED") || what.contains("extra"), "seed {seed}: {what}");
+}
+
+#[test]
 fn a_restore_that_skips_the_checksum_is_caught() {
     let found = first_failing_seed_in(Sabotage::RestoreSkipsChecksum, Profile::Eio);
     let Some((seed, what)) = found else {

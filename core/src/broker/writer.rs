@@ -234,7 +234,13 @@ impl DbShared {
                 }
             }
         }
-        for (req, r) in results {
+        for (req, mut r) in results {
+            if r.is_ok() && crate::sabotage::active(crate::sabotage::Sabotage::CancelledAfterCommit) {
+                // Broken on purpose: a cancellation that came after the commit is reported.
+                if let Err(e) = req.stop.check_cancel() {
+                    r = Err(e);
+                }
+            }
             let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
             self.record(&req.sql, OpKind::Exec, req.submitted, written);
             // The slot first: a caller answered may submit again at once, and must find it.

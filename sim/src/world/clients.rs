@@ -2,8 +2,8 @@
 //! read, submitted to the deterministic executor while a snapshot copies the live file or
 //! while a restore or an import writes the new version it will flip to.
 //!
-//! The operation runs on a thread of its own. The disk's write hook
-//! ([`crate::memfs::IoHook`], on writes) stops that thread at a seeded write to the file the
+//! The operation runs on a thread of its own ([`super::paused`]). The disk's write hook
+//! ([`crate::memfs::IoHook`]) stops that thread at a seeded write to the file the
 //! operation makes (any `.sqlite` file but the live one); while it is stopped, the
 //! simulation submits the clients' requests and steps the executor, and sometimes runs GC,
 //! which must keep the file in the making and the version the operation pinned. Then the
@@ -18,15 +18,8 @@
 //! and changes nothing; nothing is acknowledged after a failed sync.
 
 use super::ops::is_fault_code;
+use super::paused::{self, StopAt};
 use super::*;
-use std::sync::{Condvar, Mutex, OnceLock};
-use std::thread::ThreadId;
-use std::time::Duration;
-
-/// Real time the simulation waits for the operation's thread to stop or to finish. The
-/// operation runs on the simulated disk and clock, so only a deadlock between it and the
-/// clients comes near this.
-pub(super) const HANDOFF_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Steps of the executor the clients may take at one go (each request is a step or two).
 const CLIENT_STEPS_MAX: usize = 10_000;
@@ -42,42 +35,6 @@ pub struct Clients {
     pub keys: Vec<i64>,
     /// Seeds where the operation stops, the executor's order, a cancellation and a read.
     pub seed: u64,
-}
-
-/// Where the operation's thread is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Running,
-    Stopped,
-    Resumed,
-    Done,
-}
-
-/// The baton between the simulation and the operation's thread.
-pub(super) struct Handoff {
-    phase: Mutex<Phase>,
-    changed: Condvar,
-}
-
-impl Handoff {
-    pub(super) fn new() -> Handoff {
-        Handoff { phase: Mutex::new(Phase::Running), changed: Condvar::new() }
-    }
-
-    pub(super) fn set(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
-        self.changed.notify_all();
-    }
-
-    /// Waits while `busy` holds for the phase; `None` when [`HANDOFF_TIMEOUT`] passed.
-    pub(super) fn wait_while(&self, busy: impl Fn(Phase) -> bool) -> Option<Phase> {
-        let guard = self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, timeout) = self
-            .changed
-            .wait_timeout_while(guard, HANDOFF_TIMEOUT, |p| busy(*p))
-            .unwrap_or_else(|p| p.into_inner());
-        (!timeout.timed_out()).then_some(*guard)
-    }
 }
 
 /// What the clients got, kept until the operation settles the model
@@ -195,76 +152,31 @@ impl World {
         let order_seed = side.next_u64();
         let gc = side.random_bool(0.5);
 
-        let handoff = Arc::new(Handoff::new());
-        let op_thread: Arc<OnceLock<ThreadId>> = Arc::new(OnceLock::new());
-        let writes_seen = Arc::new(AtomicU64::new(0));
-        let stopped_at = Arc::new(Mutex::new(None));
-        let hook = {
-            let (handoff, op_thread, writes_seen, stopped_at) =
-                (handoff.clone(), op_thread.clone(), writes_seen.clone(), stopped_at.clone());
-            crate::memfs::IoHook(Arc::new(move |path: &Path| {
-                let in_snapshots =
-                    path.parent().and_then(Path::file_name).is_some_and(|d| d == layout::SNAPSHOTS_DIR);
-                let made = path != live
-                    && path.extension().is_some_and(|e| e == "sqlite")
-                    && in_snapshots == (stop_in == StopIn::Snapshot);
-                if op_thread.get() != Some(&std::thread::current().id()) || !made {
-                    return;
-                }
-                if writes_seen.fetch_add(1, Ordering::SeqCst) != stop_at {
-                    return;
-                }
-                let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                *stopped_at.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop_at, file));
-                handoff.set(Phase::Stopped);
-                // Bounded: a simulation that never resumes is reported by its own timeout.
-                let _ = handoff.wait_while(|p| p == Phase::Stopped);
-            }))
+        let made = move |path: &Path| {
+            let in_snapshots =
+                path.parent().and_then(Path::file_name).is_some_and(|d| d == layout::SNAPSHOTS_DIR);
+            path != live
+                && path.extension().is_some_and(|e| e == "sqlite")
+                && in_snapshots == (stop_in == StopIn::Snapshot)
         };
-        self.fs.set_write_hook(Some(hook));
+        let stop = StopAt { reads: false, writes: true, at: stop_at, counts: Box::new(made) };
         let failures_at_start = self.fs.stats().sync_failures;
         let poisoned_before = self.poisoned_by_fault;
-        let thread = {
-            let (handoff, op_thread, op_db) = (handoff.clone(), op_thread.clone(), db.clone());
-            // A deliberate flaw (sim/tests/bites.rs) is per thread: the operation's has it too.
-            let flaw = sila_sqlite::sabotage::current();
-            std::thread::Builder::new()
-                .name("sim-operation".into())
-                .spawn(move || {
-                    sila_sqlite::sabotage::set(flaw);
-                    let _ = op_thread.set(std::thread::current().id());
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&op_db)));
-                    handoff.set(Phase::Done);
-                    result
-                })
-                .map_err(|e| format!("harness: cannot start the operation's thread: {e}"))?
-        };
-        let first = handoff.wait_while(|p| p == Phase::Running);
+        let op_db = db.clone();
+        let paused = paused::pause(&self.fs, "sim-operation", stop, move || call(&op_db))?;
         let mut outcome = ClientOutcome::default();
         let mut requests = Ok(Vec::new());
-        if first == Some(Phase::Stopped) {
+        if let Some(path) = paused.stopped_on() {
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            outcome.stopped_at = Some((stop_at, file));
             // A sync the operation failed before it stopped: nothing may be acknowledged now.
             let refuse = poisoned_before || self.fs.stats().sync_failures > failures_at_start;
             let plan = StopPlan { keys: &clients.keys, cancel_one, with_read, order_seed, refuse, gc };
+            // The operation goes on (in `finish`) even when the clients found a violation.
             requests = self.run_while_stopped(&db, plan, &mut outcome);
-            // Resumed even when the clients found a violation: the operation's thread must end.
-            handoff.set(Phase::Resumed);
         }
-        let finished = first.is_some() && handoff.wait_while(|p| p != Phase::Done).is_some();
-        self.fs.set_write_hook(None);
-        if !finished {
-            // The thread is stuck (and leaked): only a deadlock gets here.
-            return Err(format!(
-                "the operation and its clients deadlocked: no progress for {} s of real time",
-                HANDOFF_TIMEOUT.as_secs()
-            ));
-        }
-        let result = match thread.join() {
-            Ok(Ok(r)) => r,
-            Ok(Err(panic)) | Err(panic) => std::panic::resume_unwind(panic),
-        };
+        let result = paused.finish(&self.fs)?;
         self.op_end_sync_failures = Some(self.fs.stats().sync_failures);
-        outcome.stopped_at = stopped_at.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut requests = requests?;
         if outcome.stopped_at.is_none() {
             requests = self.submit_clients(&clients.keys, cancel_one, &mut outcome)?;

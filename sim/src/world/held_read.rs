@@ -1,5 +1,5 @@
-//! A read held open across another operation: a query on a thread of its own is stopped by
-//! the disk's read hook ([`crate::memfs::IoHook`]) in the middle of reading the live file or
+//! A read held open across another operation: a query on a thread of its own
+//! ([`super::paused`]) is stopped by the disk's read hook in the middle of reading the live file or
 //! its WAL; while it is stopped, the simulation runs the operation (a write, a snapshot, a
 //! restore or import that flips the database to a new file, a migration, retention) and then
 //! GC; then the read goes on.
@@ -10,10 +10,8 @@
 //! retry on the new file) the one after, up to keys of failed operations. Exactly one thread
 //! runs at any time, so a seed replays the same interleaving.
 
-use super::clients::{Handoff, Phase, HANDOFF_TIMEOUT};
+use super::paused::{self, StopAt};
 use super::*;
-use std::sync::{Mutex, OnceLock};
-use std::thread::ThreadId;
 
 /// Reads of the query's thread the hook lets pass before it stops one (drawn below this).
 const STOP_AT_READS: u64 = 3;
@@ -24,78 +22,34 @@ impl World {
         let Ok(db) = self.db().cloned() else { return self.apply_inner(inner, full) };
         let stop_at = ChaCha8Rng::seed_from_u64(seed).random_range(0..STOP_AT_READS);
         let before = self.model.rows.clone();
-        let handoff = Arc::new(Handoff::new());
-        let reader: Arc<OnceLock<ThreadId>> = Arc::new(OnceLock::new());
-        let reads = Arc::new(AtomicU64::new(0));
-        let stopped_on: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
-        let hook = {
-            let (handoff, reader, reads, stopped_on) =
-                (handoff.clone(), reader.clone(), reads.clone(), stopped_on.clone());
-            crate::memfs::IoHook(Arc::new(move |path: &Path| {
-                if reader.get() != Some(&std::thread::current().id()) {
-                    return;
-                }
-                if reads.fetch_add(1, Ordering::SeqCst) != stop_at {
-                    return;
-                }
-                *stopped_on.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
-                handoff.set(Phase::Stopped);
-                // Bounded: a simulation that never resumes is reported by its own timeout.
-                let _ = handoff.wait_while(|p| p == Phase::Stopped);
-            }))
-        };
-        self.fs.set_read_hook(Some(hook));
-        let thread = {
-            let (handoff, reader) = (handoff.clone(), reader.clone());
-            let flaw = sila_sqlite::sabotage::current();
-            std::thread::Builder::new()
-                .name("sim-held-read".into())
-                .spawn(move || {
-                    sila_sqlite::sabotage::set(flaw);
-                    let _ = reader.set(std::thread::current().id());
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        db.query("SELECT k, v FROM kv ORDER BY k", &[])
-                    }));
-                    handoff.set(Phase::Done);
-                    result
-                })
-                .map_err(|e| format!("harness: cannot start the read's thread: {e}"))?
-        };
-        let first = handoff.wait_while(|p| p == Phase::Running);
-        let held = first == Some(Phase::Stopped);
+        let stop = StopAt { reads: true, writes: false, at: stop_at, counts: Box::new(|_: &Path| true) };
+        let paused = paused::pause(&self.fs, "sim-held-read", stop, move || {
+            db.query("SELECT k, v FROM kv ORDER BY k", &[])
+        })?;
+        let stopped_on = paused.stopped_on().map(Path::to_path_buf);
         let mut notes = Vec::new();
-        let mut result = Ok(String::new());
-        if held {
-            result = self.apply_inner(inner, full);
-            if result.is_ok() && !self.fs.is_dead() {
-                match self.run_gc_under_read(&stopped_on) {
-                    Ok(note) => notes.push(note),
-                    Err(e) => result = Err(e),
+        let result = match &stopped_on {
+            Some(path) => {
+                let r = self.apply_inner(inner, full);
+                match r {
+                    Ok(text) if !self.fs.is_dead() => self.run_gc_under_read(path).map(|note| {
+                        notes.push(note);
+                        text
+                    }),
+                    other => other,
                 }
             }
-            // Resumed even when a check failed: the read's thread must end.
-            handoff.set(Phase::Resumed);
-        }
-        let finished = first.is_some() && handoff.wait_while(|p| p != Phase::Done).is_some();
-        self.fs.set_read_hook(None);
-        if !finished {
-            return Err(format!(
-                "a read held across {inner:?} never finished: no progress for {} s of real time",
-                HANDOFF_TIMEOUT.as_secs()
-            ));
-        }
-        let read = match thread.join() {
-            Ok(Ok(r)) => r,
-            Ok(Err(panic)) | Err(panic) => std::panic::resume_unwind(panic),
+            None => Ok(String::new()),
         };
-        if !held {
+        // The read goes on even when a check failed: its thread must end.
+        let read = paused.finish(&self.fs)?;
+        let text = match stopped_on {
+            Some(_) => result?,
             // The read ended before its stop: the operation runs after it, as usual.
-            result = self.apply_inner(inner, full);
-        }
-        let text = result?;
-        let at = stopped_on.lock().unwrap_or_else(|p| p.into_inner()).take();
-        notes.push(self.check_held_read(read, &before, at.is_some())?);
-        Ok(match at {
+            None => self.apply_inner(inner, full)?,
+        };
+        notes.push(self.check_held_read(read, &before, stopped_on.is_some())?);
+        Ok(match stopped_on {
             Some(path) => format!(
                 "{text}; read held at read {stop_at} of {} ({})",
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -109,9 +63,8 @@ impl World {
     /// itself may have moved it: a restore keeps the file it replaced as its undo snapshot,
     /// renamed into `snapshots/` when nothing of it was left in its WAL. The reader's handle
     /// follows the rename.)
-    fn run_gc_under_read(&mut self, stopped_on: &Mutex<Option<PathBuf>>) -> Result<String, String> {
-        let path = stopped_on.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let there = |w: &World| path.as_ref().is_some_and(|p| matches!(w.fs.file_len(p), Ok(Some(_))));
+    fn run_gc_under_read(&mut self, path: &Path) -> Result<String, String> {
+        let there = |w: &World| matches!(w.fs.file_len(path), Ok(Some(_)));
         let before = there(self);
         let note = match self.ws()?.gc() {
             Ok(summary) => format!("gc removed {} files", summary.files.len()),
@@ -119,8 +72,7 @@ impl World {
             Err(e) => return Err(format!("GC under a held read failed without a typed error: {e}")),
         };
         if before && !there(self) {
-            let shown = path.map(|p| p.display().to_string()).unwrap_or_default();
-            return Err(format!("GC removed {shown} while a read was in the middle of it"));
+            return Err(format!("GC removed {} while a read was in the middle of it", path.display()));
         }
         Ok(note)
     }

@@ -30,11 +30,13 @@
 //! `ops.rs` one function per operation; `clients.rs` requests that run while a snapshot,
 //! restore or import is in the middle of its work; `check.rs` crashes, reopens and the invariants.
 
+mod cancel;
 mod check;
 mod clients;
 mod held_read;
 mod model;
 mod ops;
+mod paused;
 mod profile;
 
 use check::{final_files, is_partial, Settle};
@@ -155,6 +157,9 @@ pub enum Op {
     /// An operation run while a read is stopped in the middle of the live file, then GC;
     /// the number seeds where the read stops (see `held_read.rs`).
     HeldRead(Box<Op>, u64),
+    /// An insert, or a transaction that does not fail, run as one multi-row insert and
+    /// cancelled in the middle; the number seeds where (see `cancel.rs`).
+    CancelMidWrite(Box<Op>, u64),
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -397,6 +402,11 @@ impl World {
             if holdable && side.random_bool(0.12) {
                 return Op::HeldRead(Box::new(op), side.next_u64());
             }
+            let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CANCEL_SALT ^ self.draws);
+            let cancellable = matches!(op, Op::Insert(_) | Op::Transaction(_, false));
+            if cancellable && side.random_bool(0.15) {
+                return Op::CancelMidWrite(Box::new(op), side.next_u64());
+            }
             return op;
         }
         let n = side.random_range(1..3i64);
@@ -526,6 +536,9 @@ const CLIENTS_SALT: u64 = 0x434c_4945_4e54_5353;
 
 /// Mixed into the seed of the stream that holds a read open across operations.
 const HELD_READ_SALT: u64 = 0x4845_4c44_5245_4144;
+
+/// Mixed into the seed of the stream that cancels writes in the middle.
+const CANCEL_SALT: u64 = 0x4341_4e43_454c_4d49;
 
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;

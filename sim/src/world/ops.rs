@@ -53,6 +53,7 @@ impl World {
             Op::CutPower(n) => self.op_cut_power(n),
             Op::FailSync(n) => self.op_fail_sync(n),
             Op::HeldRead(inner, seed) => self.op_held_read(inner, *seed, full),
+            Op::CancelMidWrite(inner, seed) => self.op_cancel_mid_write(inner, *seed, full),
             Op::WithClients(inner, clients) => {
                 self.clients = Some(clients.clone());
                 let result = self.apply_inner(inner, full);
