@@ -399,17 +399,23 @@ impl Database {
             return Err(read_only_error(&self.db));
         }
         let admission = self.admit()?;
+        let span = self.db.request_span(if script { "script" } else { "exec" }, sql, &params);
+        let submitted = self.ws.broker().now();
         let (pending, reply) = pending::pending(cancel.clone());
         let req = ExecRequest {
             sql: sql.to_string(),
             script,
             params,
             stop: self.ws.broker().stop_for(&cancel),
-            submitted: self.ws.broker().now(),
+            submitted,
             reply,
             admission,
+            span: span.clone(),
         };
-        self.db.submit_write(WriteJob::Exec(req), inline)?;
+        if let Err(e) = self.db.submit_write(WriteJob::Exec(req), inline) {
+            crate::trace::finish(&span, Duration::ZERO, Err(e.code()), None);
+            return Err(e);
+        }
         Ok(pending)
     }
 

@@ -30,6 +30,7 @@ pub mod sabotage;
 pub mod sqlite;
 pub mod store;
 mod sync;
+mod trace;
 pub mod versions;
 pub mod vfs;
 pub mod workspace;

@@ -339,6 +339,16 @@ impl Workspace {
     /// Registering the same app id again with the same manifest returns the existing app;
     /// with a different manifest it is `AlreadyExists`.
     pub fn register_app(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
+        let span = crate::trace::operation(app_id, "", "register_app");
+        crate::trace::traced(
+            span,
+            self.inner.clock.as_ref(),
+            || self.register_app_inner(app_id, manifest_json),
+            |_| None,
+        )
+    }
+
+    fn register_app_inner(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
         let app_id = AppId::new(app_id)?;
         let manifest = Manifest::parse(manifest_json)?;
         let mut store = lock(&self.inner.store);
@@ -493,6 +503,11 @@ impl Workspace {
     /// in the apps' `exports/` and the backup directories, and reports what was freed.
     /// Temporaries of exports and backups still running are left alone.
     pub fn gc(&self) -> Result<GcSummary> {
+        let span = crate::trace::operation("", "", "gc");
+        crate::trace::traced(span, self.inner.clock.as_ref(), || self.gc_inner(), |s| Some(s.bytes))
+    }
+
+    fn gc_inner(&self) -> Result<GcSummary> {
         let (mut summary, areas) = {
             let mut store = lock(&self.inner.store);
             let (plan, summary) = store.plan_gc();

@@ -153,6 +153,8 @@ struct Hot {
     query_limits: QueryLimits,
     budget: budget::BudgetLimits,
     slow_log: Arc<SlowQueryLog>,
+    /// `BrokerOptions::capture_full_sql`: spans carry SQL as written and its parameters.
+    capture_full_sql: bool,
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -332,6 +334,7 @@ impl BrokerShared {
                 query_limits: self.options.query_limits,
                 budget: self.budget_limits(),
                 slow_log: self.slow_log.clone(),
+                capture_full_sql: self.options.capture_full_sql,
             },
             version: Mutex::new(FileVersion { generation: 0, path: config.path.clone() }),
             generation: AtomicU64::new(0),

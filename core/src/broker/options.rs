@@ -36,7 +36,9 @@ pub struct BrokerOptions {
     pub busy_timeout_ms: u32,
     /// Statements slower than this go to the slow-query log (default 200 ms).
     pub slow_query_threshold: Duration,
-    /// Log full SQL in the slow-query log instead of redacted SQL (dev only; default false).
+    /// Log full SQL in the slow-query log, and full SQL with its parameters in trace spans
+    /// ([`crate::trace`]), instead of redacted SQL and no parameters (development only: it
+    /// puts app data in logs; default false).
     pub capture_full_sql: bool,
     /// After a commit, a WAL larger than this is checkpointed (PASSIVE; default 4 MiB).
     pub wal_checkpoint_bytes: u64,

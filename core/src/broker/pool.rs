@@ -16,7 +16,14 @@ impl DbShared {
     /// monotonic time, taken by the caller: one clock read serves the whole request).
     pub fn query_at(&self, sql: &str, params: &[Value], stop: &StopCheck, now: Duration) -> Result<Rows> {
         let limits = &self.hot.query_limits;
-        self.read_at(sql, stop, now, |conn| sqlite::query(conn, sql, params, limits, stop), |r| r.rows.len())
+        self.read_at(
+            sql,
+            params,
+            stop,
+            now,
+            |conn| sqlite::query(conn, sql, params, limits, stop),
+            |r| r.rows.len(),
+        )
     }
 
     /// The first column of the first row ([`sqlite::query_first`]: nothing after that row is
@@ -31,6 +38,7 @@ impl DbShared {
         let limits = &self.hot.query_limits;
         self.read_at(
             sql,
+            params,
             stop,
             now,
             |conn| sqlite::query_first(conn, sql, params, limits, stop),
@@ -46,17 +54,21 @@ impl DbShared {
     pub(super) fn read_at<T>(
         &self,
         sql: &str,
+        params: &[Value],
         stop: &StopCheck,
         now: Duration,
         run: impl FnOnce(&Connection) -> Result<T>,
         rows_of: impl FnOnce(&T) -> usize,
     ) -> Result<T> {
         self.touch_at(now);
-        self.check_poison()?;
-        // A request cancelled before it ran takes no reader. (`run` checks the deadline, on
-        // the clock, before its statement starts.)
-        stop.check_cancel()?;
-        let result = self.with_reader(stop, |conn, _| run(conn));
+        let span = self.request_span("query", sql, params);
+        let result = span.in_scope(|| {
+            self.check_poison()?;
+            // A request cancelled before it ran takes no reader. (`run` checks the deadline,
+            // on the clock, before its statement starts.)
+            stop.check_cancel()?;
+            self.with_reader(stop, |conn, _| run(conn))
+        });
         // Fail-stop for reads: a disk fault that touched this database while the read ran may
         // have dropped pages it read (Linux may drop pages whose writeback failed), so rows
         // read across it could miss acknowledged commits. They are not delivered.
@@ -66,7 +78,9 @@ impl DbShared {
             Ok(r)
         });
         let outcome = result.as_ref().map(|r| (to_u64(rows_of(r)), 0)).map_err(|e| e.code());
-        self.record(sql, OpKind::Query, now, outcome);
+        let end = self.record(sql, OpKind::Query, now, outcome);
+        let rows = outcome.ok().map(|(rows, _)| rows);
+        crate::trace::finish(&span, end.saturating_sub(now), outcome.map(|_| ()), rows);
         result
     }
 
@@ -223,14 +237,14 @@ impl DbShared {
     }
 
     /// Counts a finished statement. `started` is a reading of the broker clock's monotonic
-    /// time; the latency runs from it to now on the same clock.
+    /// time; the latency runs from it to now on the same clock, which is returned.
     pub(super) fn record(
         &self,
         sql: &str,
         kind: OpKind,
         started: Duration,
         outcome: std::result::Result<(u64, u64), ErrorCode>,
-    ) {
+    ) -> Duration {
         let now = self.hot.clock.monotonic();
         let latency = now.saturating_sub(started);
         self.metrics.record(kind, latency, outcome);
@@ -240,5 +254,12 @@ impl DbShared {
         if self.hot.slow_log.observe(sql, latency, &self.config.app_id, self.config.key.db.as_str(), now_ms) {
             self.metrics.record_slow_query();
         }
+        now
+    }
+
+    /// A `request` span ([`crate::trace`]) of this database.
+    pub(crate) fn request_span(&self, op: &'static str, sql: &str, params: &[Value]) -> tracing::Span {
+        let full = self.hot.capture_full_sql;
+        crate::trace::request(&self.config.app_id, self.config.key.db.as_str(), op, sql, params, full)
     }
 }

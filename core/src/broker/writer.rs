@@ -33,6 +33,23 @@ pub struct ExecRequest {
     pub reply: Completer<ExecResult>,
     /// The admission slot, given back just before the request is answered.
     pub admission: Admission,
+    /// Its `request` span ([`crate::trace`]), closed when it is answered.
+    pub span: tracing::Span,
+}
+
+impl ExecRequest {
+    /// Answers the request: gives its slot back, closes its span with the outcome, then
+    /// delivers `r`. `now` is the broker clock's monotonic time.
+    fn answer(self, r: Result<ExecResult>, now: Duration) {
+        let ExecRequest { admission, span, submitted, reply, .. } = self;
+        // The slot first: a caller answered may submit again at once, and must find it.
+        drop(admission);
+        let outcome = r.as_ref().map(|_| ()).map_err(|e| e.code());
+        let rows = r.as_ref().ok().map(|x| x.changes);
+        crate::trace::finish(&span, now.saturating_sub(submitted), outcome, rows);
+        drop(span);
+        reply.complete(r);
+    }
 }
 
 impl QueuedWrite for WriteJob {
@@ -122,12 +139,11 @@ impl DbShared {
                 }
             }
             Err(e) => {
+                let now = self.hot.clock.monotonic();
                 for job in batch {
                     // A dropped transaction job answers its caller through its completer.
                     if let WriteJob::Exec(req) = job {
-                        // The slot first: a caller answered may submit again at once.
-                        drop(req.admission);
-                        req.reply.complete(Err(e.clone()));
+                        req.answer(Err(e.clone()), now);
                     }
                 }
             }
@@ -207,11 +223,11 @@ impl DbShared {
             // Broken on purpose: answer first, commit later.
             let mut answered = Vec::new();
             for req in execs {
-                let ExecRequest { sql, script, params, stop, submitted, reply, admission } = req;
+                let ExecRequest { sql, script, params, stop, submitted, reply, admission, span } = req;
                 reply.complete(Ok(ExecResult { changes: 1, statements: 1, ..Default::default() }));
                 // The real caller is answered; the work still needs a completer to answer.
                 let (_, reply) = pending::pending::<ExecResult>(CancelToken::new());
-                answered.push(ExecRequest { sql, script, params, stop, submitted, reply, admission });
+                answered.push(ExecRequest { sql, script, params, stop, submitted, reply, admission, span });
             }
             execs = answered;
         }
@@ -243,9 +259,7 @@ impl DbShared {
             }
             let written = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
             self.record(&req.sql, OpKind::Exec, req.submitted, written);
-            // The slot first: a caller answered may submit again at once, and must find it.
-            drop(req.admission);
-            req.reply.complete(r);
+            req.answer(r, self.hot.clock.monotonic());
         }
     }
 
@@ -287,12 +301,19 @@ impl DbShared {
         deadline: Duration,
         body: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
-        self.check_writable()?;
-        let result = self.run_transaction_inner(conn, deadline, body);
-        if let Err(e) = &result {
-            self.poison_on_io(e);
-        }
-        self.fail_stop_window()?;
+        let span = self.request_span("transaction", "", &[]);
+        let started = self.hot.clock.monotonic();
+        let result = span.in_scope(|| {
+            self.check_writable()?;
+            let result = self.run_transaction_inner(conn, deadline, body);
+            if let Err(e) = &result {
+                self.poison_on_io(e);
+            }
+            self.fail_stop_window()?;
+            result
+        });
+        let took = self.hot.clock.monotonic().saturating_sub(started);
+        crate::trace::finish(&span, took, result.as_ref().map(|_| ()).map_err(|e| e.code()), None);
         result
     }
 

@@ -43,9 +43,7 @@ impl Database {
 
     /// [`Database::export_to_path`] in the given format (`dest` is used as given).
     pub fn export_to_path_as(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
-        self.db.check_writable()?;
-        let result = self.export_to_path_inner(dest, format);
-        self.fail_stop(result)
+        self.operation("export", || self.export_to_path_inner(dest, format), |n| Some(*n))
     }
 
     /// Writes the export under a temporary name beside `dest` (see
@@ -140,9 +138,7 @@ impl Database {
     /// [`Database::backup`] in the given format (`<uuid>.sqlite` or `<uuid>.sqlite.gz`); the
     /// `keep_last` newest backups of either format are kept.
     pub fn backup_as(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
-        self.db.check_writable()?;
-        let result = self.backup_inner(keep_last, format);
-        self.fail_stop(result)
+        self.operation("backup", || self.backup_inner(keep_last, format), |_| None)
     }
 
     pub(super) fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {

@@ -146,9 +146,7 @@ impl Database {
     /// cell_size_check, schema, expected tables, size against the quota), sets WAL mode and
     /// flips. On any failure nothing changes and the error names the failed check.
     pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
-        self.db.check_writable()?;
-        let result = self.import_inner(source, options);
-        self.fail_stop(result)
+        self.operation("import", || self.import_inner(source, options), |r| Some(r.size))
     }
 
     pub(super) fn import_inner(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {

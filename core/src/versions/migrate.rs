@@ -219,9 +219,7 @@ impl Database {
     /// error names the failing step and SQLite's message. A step edited after it was applied
     /// is refused. `dry_run` runs the migration on a private copy and changes nothing.
     pub fn migrate(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
-        self.db.check_writable()?;
-        let result = self.migrate_inner(plan, dry_run);
-        self.fail_stop(result)
+        self.operation("migrate", || self.migrate_inner(plan, dry_run), |_| None)
     }
 
     pub(super) fn migrate_inner(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {

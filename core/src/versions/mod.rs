@@ -138,6 +138,30 @@ impl Database {
 
     /// Fail-stop: an IO failure in any operation on this database (a failed fsync above all)
     /// poisons it until the workspace is reopened.
+    /// Runs an operation in its `operation` span ([`crate::trace`]): refused up front while
+    /// the database takes no writes, with the fail-stop check of [`Self::fail_stop`] after;
+    /// `bytes` says what the result wrote, when it says.
+    fn operation<T>(
+        &self,
+        op: &'static str,
+        run: impl FnOnce() -> Result<T>,
+        bytes: impl FnOnce(&T) -> Option<u64>,
+    ) -> Result<T> {
+        let config = self.db.config();
+        let span = crate::trace::operation(&config.app_id, config.key.db.as_str(), op);
+        let clock = self.db.clock().clone();
+        crate::trace::traced(
+            span,
+            clock.as_ref(),
+            || {
+                self.db.check_writable()?;
+                let result = run();
+                self.fail_stop(result)
+            },
+            bytes,
+        )
+    }
+
     fn fail_stop<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             self.db.poison_on_io(e);

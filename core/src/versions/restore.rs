@@ -19,9 +19,7 @@ impl Database {
     /// snapshot could not be kept, the error says the restore took effect, and the database
     /// is poisoned until the workspace is reopened (the caller re-reads what it holds).
     pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
-        self.db.check_writable()?;
-        let result = self.restore_inner(id, options);
-        self.fail_stop(result)
+        self.operation("restore", || self.restore_inner(id, options), |_| None)
     }
 
     pub(super) fn restore_inner(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {

@@ -14,9 +14,7 @@ impl Database {
     /// is immutable (`snapshots/<uuid>.sqlite`, read-only on disk) and listed in the manifest
     /// once durable. Refused with `QuotaExceeded` before any IO when it would not fit.
     pub fn snapshot(&self, label: &str) -> Result<SnapshotEntry> {
-        self.db.check_writable()?;
-        let result = self.snapshot_inner(label);
-        self.fail_stop(result)
+        self.operation("snapshot", || self.snapshot_inner(label), |s| Some(s.size))
     }
 
     pub(super) fn snapshot_inner(&self, label: &str) -> Result<SnapshotEntry> {
@@ -177,9 +175,7 @@ impl Database {
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
     pub fn drop_snapshot(&self, id: Uuid) -> Result<()> {
-        self.db.check_writable()?;
-        let result = self.drop_snapshot_inner(id);
-        self.fail_stop(result)
+        self.operation("drop_snapshot", || self.drop_snapshot_inner(id), |_| None)
     }
 
     pub(super) fn drop_snapshot_inner(&self, id: Uuid) -> Result<()> {
@@ -190,9 +186,7 @@ impl Database {
 
     /// Applies a retention policy; returns the snapshots it dropped (GC deletes their files).
     pub fn apply_retention(&self, policy: Retention) -> Result<Vec<Uuid>> {
-        self.db.check_writable()?;
-        let result = self.apply_retention_inner(policy);
-        self.fail_stop(result)
+        self.operation("retention", || self.apply_retention_inner(policy), |_| None)
     }
 
     pub(super) fn apply_retention_inner(&self, policy: Retention) -> Result<Vec<Uuid>> {
