@@ -420,10 +420,11 @@ sila_status sila_database_backup_gzip(const struct sila_database *database,
 
 // Imports the SQLite file at `source_path` (NUL-terminated, any bytes but NUL): copies it in
 // (the host's file is never opened in place), checks the copy (header, page size, WAL,
-// integrity, schema, size against the quota) and flips to it. `options_json` is NULL or
+// integrity, schema, size against the quota) and flips to it, keeping the replaced version
+// as an undo snapshot (as a restore does). `options_json` is NULL or
 // `{"expected_tables":["t",…]}` (NUL-terminated). If `json_out` is not NULL it receives
-// `{"file":"<uuid>","size":N,"checks":[…]}`. On any failure nothing changes and the message
-// names the failed check. Thread-safe on a const database.
+// `{"file":"<uuid>","size":N,"checks":[…],"undo":"<snapshot uuid>"}`. On any failure
+// nothing changes and the message names the failed check. Thread-safe on a const database.
 //
 // # Safety
 // `database` is NULL or live; strings NULL or NUL-terminated; out-pointers NULL or writable.

@@ -143,7 +143,8 @@ pub fn import(ws: &Workspace, app: &str, db: &str, file: &Path, expected_tables:
     let db = open_db(ws, app, db)?;
     let report = with_progress("import", || db.import(file, ImportOptions { expected_tables }))?;
     outln!("imported {} as {} ({} bytes)", file.display(), report.file, report.size)?;
-    outln!("checks passed: {}", report.checks.join(", "))
+    outln!("checks passed: {}", report.checks.join(", "))?;
+    outln!("undo snapshot: {} (restore it to undo the import)", report.undo)
 }
 
 fn steps_text(applied: &[(u64, u64)]) -> String {

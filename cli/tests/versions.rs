@@ -295,13 +295,21 @@ fn import_checks_the_file_and_refuses_random_bytes_changing_nothing() {
 
     let out = t.db("import", &[good.to_str().unwrap(), "--expect-table", "t"]).quiet();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
     assert!(lines[0].starts_with(&format!("imported {} as ", good.display())), "{}", out.stdout);
     assert_eq!(
         lines[1],
         "checks passed: header, page_size, wal, integrity_check, cell_size_check, schema, expected_schema, journal_mode"
     );
     assert_eq!(t.names(), serde_json::json!([["imported"]]));
+    // The import kept the version it replaced; restoring that undoes it.
+    let undo = lines[2]
+        .strip_prefix("undo snapshot: ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no undo snapshot line: {}", out.stdout));
+    assert!(t.snapshot_ids().contains(&undo.to_string()), "{undo} is listed");
+    t.db("restore", &[undo, "--allow-schema-change"]).quiet();
+    assert_eq!(t.names(), serde_json::json!([["live"]]), "restoring the undo brings the old data back");
 }
 
 #[test]

@@ -248,6 +248,12 @@ fn import_accepts_a_good_file_and_names_the_failed_check_otherwise() {
     assert_eq!(std::fs::read(&good).unwrap(), before_source, "the source file is never modified");
     db.exec("INSERT INTO notes(body) VALUES ('writable')", &[]).unwrap();
     assert_eq!(db.query_value("PRAGMA journal_mode", &[]).unwrap(), Some(Value::Text("wal".into())));
+
+    // The import kept what it replaced: restoring its undo snapshot brings the two rows back.
+    let undo = db.snapshots().unwrap().into_iter().find(|s| s.id == report.undo).unwrap();
+    assert!(undo.label.starts_with("undo of import of"), "{}", undo.label);
+    db.restore(report.undo, RestoreOptions { allow_schema_change: true }).unwrap();
+    assert_eq!(count(&db), 2, "the undo snapshot holds the data the import replaced");
 }
 
 #[test]

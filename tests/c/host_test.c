@@ -869,6 +869,7 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
     CHECK(query_int(db, "SELECT count(*) FROM t") == 0);
     OK(sila_database_import(db, copy, "{\"expected_tables\":[\"t\",\"acct\"]}", &json, NULL));
     CHECK(strstr(json, "integrity_check") != NULL);
+    CHECK(strstr(json, "\"undo\":\"") != NULL);
     sila_string_free(json);
     CHECK(query_int(db, "SELECT count(*) FROM t") == 2);
 

@@ -1,4 +1,5 @@
-//! Import: copy the caller's file in (plain or gzip), check it, flip.
+//! Import: copy the caller's file in (plain or gzip), check it, flip, and keep the replaced
+//! version as an undo snapshot (as a restore does).
 
 use super::*;
 
@@ -22,6 +23,8 @@ pub struct ImportReport {
     pub size: u64,
     /// The checks that passed, in order.
     pub checks: Vec<&'static str>,
+    /// The undo snapshot: the version the import replaced, as a restore keeps it.
+    pub undo: Uuid,
 }
 
 /// Checks a database file that is about to become live: header, page size, WAL mode file
@@ -175,36 +178,33 @@ impl Database {
         };
         let mut checks = Vec::new();
         let label = format!("import of {}", file_label(source));
-        let installed = self.install_new_version(
-            expected,
-            &label,
-            false,
-            |dest| {
-                if gzip {
-                    gunzip_file(self.fs(), source, dest, max_bytes)?;
-                } else {
-                    vfs::copy_file(self.fs(), source, dest).map_err(|e| {
-                        // Reads are of the source, writes of the new file in the workspace.
-                        let from_source = e.path == source;
-                        let err = Error::from(e).context("copy the import source");
-                        if from_source {
-                            err.outside_workspace()
-                        } else {
-                            err
-                        }
-                    })?;
-                }
-                // A compressed source carries no WAL beside it.
-                let wal = (!gzip).then_some(source_wal.as_path());
-                checks = check_candidate(self.fs(), self.vfs_name(), dest, wal, &options)?;
-                if gzip {
-                    checks.insert(0, "gzip");
-                }
-                Ok(())
-            },
-            || (),
-        )?;
+        let undo_label = format!("undo of {label}");
+        // No early checksum of the live file: it checkpoints the live file, and a refused
+        // import leaves the database directory exactly as it was.
+        let (installed, undo) = self.install_keeping_undo(expected, &label, &undo_label, false, |dest| {
+            if gzip {
+                gunzip_file(self.fs(), source, dest, max_bytes)?;
+            } else {
+                vfs::copy_file(self.fs(), source, dest).map_err(|e| {
+                    // Reads are of the source, writes of the new file in the workspace.
+                    let from_source = e.path == source;
+                    let err = Error::from(e).context("copy the import source");
+                    if from_source {
+                        err.outside_workspace()
+                    } else {
+                        err
+                    }
+                })?;
+            }
+            // A compressed source carries no WAL beside it.
+            let wal = (!gzip).then_some(source_wal.as_path());
+            checks = check_candidate(self.fs(), self.vfs_name(), dest, wal, &options)?;
+            if gzip {
+                checks.insert(0, "gzip");
+            }
+            Ok(())
+        })?;
         let size = self.db.sizes().0;
-        Ok(ImportReport { file: installed.file, size, checks })
+        Ok(ImportReport { file: installed.file, size, checks, undo: undo.id })
     }
 }

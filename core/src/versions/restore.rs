@@ -1,6 +1,7 @@
 //! Restore: copy (or clone) a snapshot, verify its checksum, flip, and keep the replaced file
 //! as the undo snapshot.
 
+use super::flip::Installed;
 use super::*;
 
 /// Options of [`Database::restore`].
@@ -47,50 +48,63 @@ impl Database {
                 )))
             }
         }
+        let label = format!("restore of {id}");
         let undo_label = format!("undo of restore of {id}");
-        validate_label(&undo_label)?;
+        let (_, undo) = self.install_keeping_undo(entry.size, &label, &undo_label, true, |dest| {
+            self.copy_snapshot_for_restore(&entry, &snap_path, dest)
+        })?;
+        Ok(undo.id)
+    }
+
+    /// Installs a new version (filled by `write`, of about `expected_bytes`) and keeps the
+    /// version it replaced as an undo snapshot labelled `undo_label`: what a restore and an
+    /// import do. Returns the flip and the undo snapshot. `early_sum`: checksum the live file
+    /// on a helper thread while `write` runs (it checkpoints the live file first, so only an
+    /// operation whose refusals may touch the live file asks for it).
+    pub(super) fn install_keeping_undo(
+        &self,
+        expected_bytes: u64,
+        label: &str,
+        undo_label: &str,
+        early_sum: bool,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(Installed, SnapshotEntry)> {
+        let key = self.key();
+        validate_label(undo_label)?;
         // The undo snapshot is made after the flip, where a refusal could no longer leave the
         // database as it was: make sure now that the manifest has room for it. (It is the
         // replaced file renamed, so it adds no bytes.)
         self.ws.with_store(|s| s.check_room_for_snapshot(&key, 0))?;
-        let label = format!("restore of {id}");
         // The undo snapshot will be the replaced file, and recording it means reading it for
         // its checksum. Where the executor allows a helper thread, that read runs now, on the
-        // pinned live file, while this thread copies the snapshot; it counts only if nothing
-        // was committed between the pin and the flip (see `keep_replaced`), else the file is
-        // read again after the flip. A failed early read is not this restore's error: the
-        // read after the flip does the same work and reports what it finds.
-        let helper = self.ws.broker().executor().allows_helper_threads();
+        // pinned live file, while this thread writes the new version; it counts only if
+        // nothing was committed between the pin and the flip (see `keep_replaced`), else the
+        // file is read again after the flip. A failed early read is not this operation's
+        // error: the read after the flip does the same work and reports what it finds.
+        let helper = early_sum && self.ws.broker().executor().allows_helper_threads();
         let (installed, early_sum) = std::thread::scope(|scope| {
             let summing = helper.then(|| scope.spawn(|| self.pinned_undo_sum()));
             let mut early_sum = None;
-            let installed = self.install_new_version(
-                entry.size,
-                &label,
-                true,
-                |dest| self.copy_snapshot_for_restore(&entry, &snap_path, dest),
-                || {
-                    // Joined before the flip: the pin must end before its checkpoint.
-                    early_sum = summing.and_then(|h| h.join().ok()).and_then(|r| r.ok()).flatten();
-                },
-            );
+            let installed = self.install_new_version(expected_bytes, label, true, write, || {
+                // Joined before the flip: the pin must end before its checkpoint.
+                early_sum = summing.and_then(|h| h.join().ok()).and_then(|r| r.ok()).flatten();
+            });
             (installed, early_sum)
         });
         let installed = installed?;
         // The undo snapshot is the replaced file itself, kept after the flip. The flip was
-        // the commit point: if keeping the undo fails, the restore has taken effect but the
+        // the commit point: if keeping the undo fails, the operation has taken effect but the
         // caller gets an error, so the database is poisoned (fail-stop) until a reopen, and no
         // work runs on a state the caller was told may not exist.
-        let undo = self.keep_replaced(&installed, &undo_label, early_sum).map_err(|e| {
+        let undo = self.keep_replaced(&installed, undo_label, early_sum).map_err(|e| {
             let e = e.context(format_args!(
-                "snapshot {id} was restored, but keeping the replaced version as its undo snapshot \
-                 failed; the restore took effect and the database refuses work until the workspace \
-                 is reopened"
+                "the {label} took effect, but keeping the replaced version as its undo snapshot \
+                 failed; the database refuses work until the workspace is reopened"
             ));
             self.db.poison(e.message());
             e
         })?;
-        Ok(undo.id)
+        Ok((installed, undo))
     }
 
     /// Fills `dest` with the snapshot's bytes for a restore, verifying its checksum.

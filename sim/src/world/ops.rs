@@ -376,9 +376,12 @@ impl World {
                     self.finished = Some(verdict.clone());
                     return Ok(verdict);
                 }
+                self.model.snapshots.insert(report.undo, self.model.rows.clone());
+                self.model.snapshot_order.push(report.undo);
                 self.model.rows = target;
                 self.model.barrier();
-                Ok(format!("imported {}{}", short(id), if *gzip { " (gzip)" } else { "" }))
+                let how = if *gzip { " (gzip)" } else { "" };
+                Ok(format!("imported {}{how} (undo {})", short(id), short(report.undo)))
             }
             Err(e) => {
                 // As for a restore: an error after the flip leaves the database
