@@ -51,14 +51,10 @@ impl World {
             return Err(format!("{why}; reopen on a repaired disk failed: {e}"));
         }
         // After a fault the engine's close writes nothing: the reopen on the repaired disk
-        // (no crash) is no durable point either (`shutdown` noted the fault).
-        let settle = if fired {
-            Settle::AfterCrash
-        } else if self.fault_unsettled {
-            Settle::NotDurable
-        } else {
-            Settle::Clean
-        };
+        // (no crash) is no durable point either (`shutdown` noted the fault). Nor after a
+        // failed sync: the disk's cache still holds what was never synced (the WAL of commits
+        // acknowledged before the fault, at NORMAL), and a later crash may take it back.
+        let settle = if fired || self.fault_unsettled { Settle::NotDurable } else { Settle::Clean };
         let verdict = match self.check_invariants_or_quarantine(settle) {
             Ok(verdict) => verdict,
             Err(e) if cut(self, &e) => {
