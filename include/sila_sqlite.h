@@ -990,8 +990,8 @@ sila_status sila_workspace_open_database(const struct sila_workspace *workspace,
                                          struct sila_database **database_out);
 
 // Statistics as JSON: `{"databases":[{"app","db","db_bytes","wal_bytes","connections",
-// "metrics":{…}}…],"apps":[{"app_id","ledger":{"live_bytes","snapshot_bytes",
-// "in_flight_bytes","garbage_bytes","quota_bytes","used_bytes"}}…],
+// "metrics":{…}}…],"apps":[{"app_id","ledger":{"live_bytes","side_bytes","snapshot_bytes",
+// "in_flight_bytes","garbage_bytes","collectable_bytes","used_bytes","quota_bytes"}}…],
 // "connections_open":N,"databases_active":N}`. `app_id` and `db_name` (both may be NULL)
 // narrow it to one app and one of its databases. Databases appear once this process has
 // used them. Free `*json_out` with `sila_string_free`. Thread-safe on a const workspace.

@@ -56,9 +56,16 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) -> Result<()> {
     after_help = "Errors: exit code 1 and stderr's first line `error[<CODE>]: <message>`; usage errors exit 2."
 )]
 struct Cli {
-    /// The workspace directory (created if missing). One process holds it at a time.
+    /// The workspace directory. One process holds it at a time. `demo` and `app register`
+    /// create it if it holds no workspace; any other command refuses such a directory
+    /// (NOT_FOUND) unless --create is given, so a mistyped path is an error, not a new,
+    /// empty workspace.
     #[arg(long, global = true, value_name = "DIR", default_value = "./sila-workspace")]
     workspace: PathBuf,
+
+    /// Create the workspace if the directory holds none, whatever the command.
+    #[arg(long, global = true)]
+    create: bool,
 
     /// The statement timeout for this run, in milliseconds (the engine's default is 5000).
     /// A statement running longer is stopped with TIMEOUT.
@@ -310,7 +317,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sql { file: Some(file), .. } => script_text(file)?,
         _ => String::new(),
     };
-    let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms)?;
+    // The commands that start a workspace create it on purpose; the others must find one.
+    let create =
+        cli.create || matches!(cli.command, Command::Demo | Command::App(AppCommand::Register { .. }));
+    let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms, create)?;
     match cli.command {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
@@ -346,12 +356,22 @@ fn format(gzip: bool) -> ExportFormat {
     }
 }
 
-fn open_workspace(dir: &Path, statement_timeout_ms: Option<u64>) -> Result<Workspace> {
+fn open_workspace(dir: &Path, statement_timeout_ms: Option<u64>, create: bool) -> Result<Workspace> {
     let mut broker = BrokerOptions::default();
     if let Some(ms) = statement_timeout_ms {
         broker.statement_timeout = std::time::Duration::from_millis(ms);
     }
-    Workspace::open(dir, WorkspaceOptions { broker, ..WorkspaceOptions::default() })
+    let options = WorkspaceOptions { broker, create_if_missing: create, ..WorkspaceOptions::default() };
+    Workspace::open(dir, options).map_err(|e| {
+        if e.code() == ErrorCode::NotFound && !create {
+            Error::new(
+                e.code(),
+                format!("{}: `app register` and `demo` create one, or pass --create", e.message()),
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The statement of `sql`: the argument itself, or standard input for `-`, read up to one
@@ -512,14 +532,7 @@ fn stats(ws: &Workspace, app: Option<&str>, db: Option<&str>) -> Result<()> {
             "app": id,
             "app_uuid": info.app_uuid.to_string(),
             "tier": info.manifest.tier.name(),
-            "ledger": {
-                "live_bytes": ledger.live_bytes,
-                "snapshot_bytes": ledger.snapshot_bytes,
-                "in_flight_bytes": ledger.in_flight_bytes,
-                "garbage_bytes": ledger.garbage_bytes,
-                "used_bytes": ledger.used_bytes(),
-                "quota_bytes": ledger.quota_bytes,
-            },
+            "ledger": ledger.to_json(),
         }));
     }
     let databases: Vec<serde_json::Value> = ws.stats(app, db)?.iter().map(|s| s.to_json()).collect();

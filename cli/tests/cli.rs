@@ -461,6 +461,29 @@ fn waiting_for_sql_on_stdin_does_not_hold_the_workspace() {
 }
 
 #[test]
+fn a_directory_without_a_workspace_is_refused_unless_a_command_creates_one() {
+    let t = TempWs::new("no-workspace");
+    // A mistyped path: refused, and nothing is created there.
+    for args in [&["app", "list"][..], &["sql", "com.test.small", "main", "SELECT 1"], &["gc"], &["stats"]] {
+        let out = t.run(args);
+        let line = out.failed();
+        assert!(line.starts_with("error[NOT_FOUND]: no workspace at "), "{args:?}: {line}");
+        assert!(line.contains("--create"), "says how to create one: {line}");
+        assert!(!t.ws().exists(), "{args:?} created {}", t.ws().display());
+    }
+    // An existing directory that holds no workspace is refused as well.
+    std::fs::create_dir_all(t.ws()).unwrap();
+    assert!(t.run(&["app", "list"]).failed().starts_with("error[NOT_FOUND]: "));
+    assert_eq!(std::fs::read_dir(t.ws()).unwrap().count(), 0, "nothing was written into it");
+    // --create makes one on purpose; `app register` and `demo` do so by themselves.
+    t.run(&["--create", "app", "list"]).ok();
+    t.run(&["app", "list"]).ok();
+    std::fs::remove_dir_all(t.ws()).unwrap();
+    t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "SELECT 1", &[]).ok();
+}
+
+#[test]
 fn a_second_process_gets_workspace_locked() {
     let t = TempWs::new("locked");
     t.register("com.test.small", SMALL_MANIFEST);

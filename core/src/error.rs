@@ -158,6 +158,26 @@ pub struct QuotaDetail {
     pub used_bytes: u64,
     /// Bytes the refused operation asked for.
     pub requested_bytes: u64,
+    /// Where the bytes in use are, for a refusal by the app's storage quota (`None` for
+    /// other limits).
+    pub usage: Option<QuotaUsage>,
+}
+
+/// Where an app's bytes are, by class (its ledger at the time of a refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUsage {
+    /// Live database files with their side files.
+    pub live_bytes: u64,
+    /// Of `live_bytes`, the side files: WAL, SHM, rollback journal.
+    pub side_bytes: u64,
+    /// Snapshots listed in manifests.
+    pub snapshot_bytes: u64,
+    /// Reserved by operations in flight, with the files they wrote.
+    pub in_flight_bytes: u64,
+    /// Files nothing references any more, waiting for GC.
+    pub garbage_bytes: u64,
+    /// Of `garbage_bytes`, what GC may remove now (no reader still leases it).
+    pub collectable_bytes: u64,
 }
 
 /// The error type of every fallible sila-sqlite operation.
@@ -192,10 +212,31 @@ impl Error {
 
     /// A [`ErrorCode::QuotaExceeded`] error whose message names the limit and the numbers.
     pub fn quota_exceeded(detail: QuotaDetail) -> Error {
-        let message = format!(
+        let mut message = format!(
             "quota exceeded: {} is {} bytes, {} bytes are in use and the operation needs {} more",
             detail.limit_name, detail.limit_bytes, detail.used_bytes, detail.requested_bytes
         );
+        if let Some(u) = &detail.usage {
+            let short =
+                detail.used_bytes.saturating_add(detail.requested_bytes).saturating_sub(detail.limit_bytes);
+            message.push_str(&format!(
+                "; in use: live databases {} (WAL and other side files {}), snapshots {}, operations in \
+                 flight {}, garbage awaiting GC {}",
+                u.live_bytes, u.side_bytes, u.snapshot_bytes, u.in_flight_bytes, u.garbage_bytes
+            ));
+            if u.collectable_bytes >= short {
+                message.push_str(&format!(
+                    "; GC would free {} bytes now, enough: run GC (Workspace::gc, `sila-sqlite gc`) and retry",
+                    u.collectable_bytes
+                ));
+            } else {
+                message.push_str(&format!(
+                    "; GC would free {} bytes now, not the {short} needed: drop snapshots, delete data, \
+                     or raise the quota",
+                    u.collectable_bytes
+                ));
+            }
+        }
         Error {
             code: ErrorCode::QuotaExceeded,
             message,
@@ -340,6 +381,7 @@ mod tests {
     #[test]
     fn quota_message_names_limit_and_numbers() {
         let err = Error::quota_exceeded(QuotaDetail {
+            usage: None,
             limit_name: "app storage quota".into(),
             limit_bytes: 100,
             used_bytes: 90,

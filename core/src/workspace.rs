@@ -117,6 +117,10 @@ pub struct WorkspaceOptions {
     /// housekeeping thread that closes idle databases. A [`crate::broker::executor::Stepper`]
     /// here makes scheduling deterministic (simulation).
     pub executor: Option<Arc<dyn Executor>>,
+    /// Create the workspace when the directory holds none (default true). False refuses a
+    /// directory without a workspace with `NOT_FOUND`: a mistyped path is then an error,
+    /// not a new, empty workspace.
+    pub create_if_missing: bool,
 }
 
 impl Default for WorkspaceOptions {
@@ -126,6 +130,7 @@ impl Default for WorkspaceOptions {
             clock: Arc::new(SystemClock),
             broker: BrokerOptions::default(),
             executor: None,
+            create_if_missing: true,
         }
     }
 }
@@ -185,6 +190,19 @@ impl std::fmt::Debug for Workspace {
     }
 }
 
+/// The refusal of a directory that holds no workspace (no lock file), when opening may not
+/// create one.
+fn no_workspace(dir: &Path) -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        format!(
+            "no workspace at {} (it has no {} file); check the path, or create the workspace on purpose",
+            dir.display(),
+            layout::LOCK_FILE
+        ),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the store lock cannot leave it half-updated in a way that matters
     // more than refusing all work would: every mutation is applied in one call.
@@ -228,17 +246,25 @@ impl Workspace {
         self.inner.refresh_file_sizes(key, replaced, true);
     }
 
-    /// Opens (creating if needed) the workspace at `dir` on the real filesystem.
+    /// Opens the workspace at `dir` on the real filesystem, creating it if needed (unless
+    /// [`WorkspaceOptions::create_if_missing`] is false).
     pub fn open(dir: impl AsRef<Path>, options: WorkspaceOptions) -> Result<Workspace> {
         let dir = dir.as_ref();
+        if !options.create_if_missing && !dir.join(layout::LOCK_FILE).exists() {
+            return Err(no_workspace(dir));
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create workspace {}", dir.display()), &e))?;
         let root = dir.canonicalize().map_err(|e| Error::io(format!("resolve {}", dir.display()), &e))?;
         Workspace::open_with(Arc::new(RealFs::new()), root, options)
     }
 
-    /// Opens the workspace at `root` (which must exist) on any [`Vfs`].
+    /// Opens the workspace at `root` (which must exist) on any [`Vfs`]; a directory with no
+    /// workspace in it gets one unless [`WorkspaceOptions::create_if_missing`] is false.
     pub fn open_with(vfs: Arc<dyn Vfs>, root: PathBuf, options: WorkspaceOptions) -> Result<Workspace> {
+        if !options.create_if_missing && !matches!(vfs.file_len(&root.join(layout::LOCK_FILE)), Ok(Some(_))) {
+            return Err(no_workspace(&root));
+        }
         // Every IO of the workspace, the engine's and SQLite's, goes through the fence: the
         // first fault stops all writes (crate::fault).
         let latch = Arc::new(FaultLatch::new());

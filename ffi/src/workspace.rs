@@ -404,8 +404,8 @@ pub unsafe extern "C" fn sila_workspace_open_database(
 }
 
 /// Statistics as JSON: `{"databases":[{"app","db","db_bytes","wal_bytes","connections",
-/// "metrics":{…}}…],"apps":[{"app_id","ledger":{"live_bytes","snapshot_bytes",
-/// "in_flight_bytes","garbage_bytes","quota_bytes","used_bytes"}}…],
+/// "metrics":{…}}…],"apps":[{"app_id","ledger":{"live_bytes","side_bytes","snapshot_bytes",
+/// "in_flight_bytes","garbage_bytes","collectable_bytes","used_bytes","quota_bytes"}}…],
 /// "connections_open":N,"databases_active":N}`. `app_id` and `db_name` (both may be NULL)
 /// narrow it to one app and one of its databases. Databases appear once this process has
 /// used them. Free `*json_out` with `sila_string_free`. Thread-safe on a const workspace.
@@ -442,14 +442,7 @@ pub unsafe extern "C" fn sila_workspace_stats(
             let l = ws.ledger(info.app_id.as_str())?;
             apps.push(json!({
                 "app_id": info.app_id.as_str(),
-                "ledger": {
-                    "live_bytes": l.live_bytes,
-                    "snapshot_bytes": l.snapshot_bytes,
-                    "in_flight_bytes": l.in_flight_bytes,
-                    "garbage_bytes": l.garbage_bytes,
-                    "quota_bytes": l.quota_bytes,
-                    "used_bytes": l.used_bytes(),
-                },
+                "ledger": l.to_json(),
             }));
         }
         let doc = json!({

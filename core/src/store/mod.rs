@@ -42,7 +42,7 @@ pub mod record;
 use crate::manifest::Manifest;
 use crate::names::{AppId, DbName};
 use crate::sabotage::{self, Sabotage};
-use crate::{Error, ErrorCode, QuotaDetail, Result};
+use crate::{Error, ErrorCode, QuotaDetail, QuotaUsage, Result};
 use layout::FileKind;
 pub use plan::{Plan, Step};
 use record::{AppRecord, ManifestRecord, PointerRecord, SnapshotEntry};
@@ -83,12 +83,16 @@ pub enum Health {
 pub struct Ledger {
     /// Live database files and their WAL/SHM.
     pub live_bytes: u64,
+    /// Of `live_bytes`, the side files (WAL, SHM, journal).
+    pub side_bytes: u64,
     /// Snapshot files listed in manifests.
     pub snapshot_bytes: u64,
     /// Reserved for operations in flight, plus files they already wrote.
     pub in_flight_bytes: u64,
     /// Unreferenced files waiting for GC (including leased old versions).
     pub garbage_bytes: u64,
+    /// Of `garbage_bytes`, what GC may remove now (not leased, not being removed).
+    pub collectable_bytes: u64,
     /// The app's storage quota.
     pub quota_bytes: u64,
 }
@@ -97,6 +101,21 @@ impl Ledger {
     /// Everything counted against the quota.
     pub fn used_bytes(&self) -> u64 {
         self.live_bytes + self.snapshot_bytes + self.in_flight_bytes + self.garbage_bytes
+    }
+
+    /// As JSON, the one shape the CLI and the C ABI print: every class, `used_bytes` and
+    /// `quota_bytes`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "live_bytes": self.live_bytes,
+            "side_bytes": self.side_bytes,
+            "snapshot_bytes": self.snapshot_bytes,
+            "in_flight_bytes": self.in_flight_bytes,
+            "garbage_bytes": self.garbage_bytes,
+            "collectable_bytes": self.collectable_bytes,
+            "used_bytes": self.used_bytes(),
+            "quota_bytes": self.quota_bytes,
+        })
     }
 }
 
@@ -443,14 +462,23 @@ impl Store {
             let key = DbKey { app, db: name.clone() };
             let in_flight = self.in_flight_files(&key);
             let garbage: BTreeSet<String> = self.unreferenced(&key, db).into_iter().collect();
+            let collectable: BTreeSet<String> =
+                self.collectable(&key).unwrap_or_default().into_iter().collect();
             for (file, size) in &db.files {
                 if garbage.contains(file) {
                     ledger.garbage_bytes += size;
+                    if collectable.contains(file) {
+                        ledger.collectable_bytes += size;
+                    }
                 } else if in_flight.contains(file) {
                     ledger.in_flight_bytes += size;
                 } else {
                     match layout::classify(file) {
-                        FileKind::Database(_) | FileKind::Side(_) => ledger.live_bytes += size,
+                        FileKind::Database(_) => ledger.live_bytes += size,
+                        FileKind::Side(_) => {
+                            ledger.live_bytes += size;
+                            ledger.side_bytes += size;
+                        }
                         FileKind::Snapshot(_) => ledger.snapshot_bytes += size,
                         // Records and temp files are metadata of a few hundred bytes; the
                         // ledger counts data files only (documented in docs/design.md).
@@ -613,6 +641,7 @@ impl Store {
         }
         if expected_bytes > db.max_size_bytes {
             return Err(Error::quota_exceeded(QuotaDetail {
+                usage: None,
                 limit_name: format!("maxSizeMB of database {:?}", key.db.as_str()),
                 limit_bytes: db.max_size_bytes,
                 used_bytes: 0,
@@ -634,6 +663,14 @@ impl Store {
                 limit_bytes: ledger.quota_bytes,
                 used_bytes: ledger.used_bytes(),
                 requested_bytes: requested,
+                usage: Some(QuotaUsage {
+                    live_bytes: ledger.live_bytes,
+                    side_bytes: ledger.side_bytes,
+                    snapshot_bytes: ledger.snapshot_bytes,
+                    in_flight_bytes: ledger.in_flight_bytes,
+                    garbage_bytes: ledger.garbage_bytes,
+                    collectable_bytes: ledger.collectable_bytes,
+                }),
             }));
         }
         Ok(())
@@ -651,6 +688,7 @@ impl Store {
         let db = self.usable(&key)?;
         if version.size > db.max_size_bytes {
             return Err(Error::quota_exceeded(QuotaDetail {
+                usage: None,
                 limit_name: format!("maxSizeMB of database {:?}", key.db.as_str()),
                 limit_bytes: db.max_size_bytes,
                 used_bytes: 0,
@@ -726,6 +764,7 @@ impl Store {
         let db = self.usable(key)?;
         if db.manifest.snapshots.len() >= record::SNAPSHOTS_MAX {
             return Err(Error::quota_exceeded(QuotaDetail {
+                usage: None,
                 limit_name: "SNAPSHOTS_MAX snapshots per database".into(),
                 limit_bytes: record::SNAPSHOTS_MAX as u64,
                 used_bytes: db.manifest.snapshots.len() as u64,

@@ -119,6 +119,44 @@ fn leases_and_in_flight_files_are_never_collected() {
 }
 
 #[test]
+fn a_quota_refusal_says_where_the_bytes_are_and_whether_gc_would_free_enough() {
+    let (mut store, key) = registered();
+    // A 2 MiB snapshot, then dropped: its file is garbage until GC removes it.
+    let op = store.begin_snapshot(&key, u(4), 2 * MIB).unwrap();
+    let plan = store.plan_add_snapshot(op, snap(2 * MIB, 1)).unwrap();
+    store.complete(plan.op).unwrap();
+    let plan = store.plan_drop_snapshots(&key, &[u(4)]).unwrap();
+    store.complete(plan.op).unwrap();
+    let ledger = store.ledger(u(1)).unwrap();
+    assert_eq!(
+        (ledger.garbage_bytes, ledger.collectable_bytes, ledger.snapshot_bytes),
+        (2 * MIB, 2 * MIB, 0)
+    );
+
+    // The app quota is 3 MiB: another 2 MiB snapshot does not fit, but would after GC.
+    let err = store.begin_snapshot(&key, u(5), 2 * MIB).unwrap_err();
+    let usage = err.quota().and_then(|q| q.usage).unwrap();
+    assert_eq!((usage.garbage_bytes, usage.collectable_bytes), (2 * MIB, 2 * MIB));
+    assert!(err.message().contains("garbage awaiting GC 2097152"), "{err}");
+    assert!(err.message().contains("enough: run GC"), "{err}");
+
+    // A reader still leasing the garbage: GC could not free it now, and the message says so.
+    let lease = store.acquire_lease(&key, u(4)).unwrap();
+    let err = store.begin_snapshot(&key, u(5), 2 * MIB).unwrap_err();
+    assert_eq!(err.quota().and_then(|q| q.usage).map(|u| u.collectable_bytes), Some(0));
+    assert!(err.message().contains("not the"), "{err}");
+    store.release_lease(lease);
+
+    // After GC the same snapshot fits. A limit other than the app quota carries no usage.
+    let (plan, _) = store.plan_gc();
+    store.complete(plan.op).unwrap();
+    let op = store.begin_snapshot(&key, u(5), 2 * MIB).unwrap();
+    store.abort(op);
+    let err = store.begin_new_file(&key, u(6), 2 * MIB).unwrap_err();
+    assert_eq!(err.quota().map(|q| q.usage), Some(None), "{err}");
+}
+
+#[test]
 fn quota_is_refused_before_any_io_with_the_numbers() {
     let (mut store, key) = registered();
     // maxSizeMB 1: a 2 MiB new version is over the database's limit.

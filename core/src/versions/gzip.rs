@@ -85,6 +85,7 @@ pub(super) fn gunzip_file(fs: &dyn Vfs, from: &Path, to: &Path, max_bytes: u64) 
         let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
         if written + n as u64 > max_bytes {
             return Err(Error::quota_exceeded(crate::QuotaDetail {
+                usage: None,
                 limit_name: "maxSizeMB of the database (decompressed import)".into(),
                 limit_bytes: max_bytes,
                 used_bytes: 0,

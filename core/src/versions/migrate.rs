@@ -302,6 +302,7 @@ impl Database {
         if let Some(free) = self.fs().free_bytes(dir)? {
             if free < needed {
                 return Err(Error::quota_exceeded(crate::QuotaDetail {
+                    usage: None,
                     limit_name: "free disk space for the migration (2 x database size)".into(),
                     limit_bytes: free,
                     used_bytes: 0,

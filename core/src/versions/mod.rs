@@ -136,8 +136,6 @@ impl Database {
         self.db.config().key.clone()
     }
 
-    /// Fail-stop: an IO failure in any operation on this database (a failed fsync above all)
-    /// poisons it until the workspace is reopened.
     /// Runs an operation in its `operation` span ([`crate::trace`]): refused up front while
     /// the database takes no writes, with the fail-stop check of [`Self::fail_stop`] after;
     /// `bytes` says what the result wrote, when it says.
@@ -162,6 +160,8 @@ impl Database {
         )
     }
 
+    /// Fail-stop: an IO failure in any operation on this database (a failed fsync above all)
+    /// poisons it until the workspace is reopened.
     fn fail_stop<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
             self.db.poison_on_io(e);

@@ -334,6 +334,7 @@ impl World {
             clock: self.clock.clone(),
             broker,
             executor: Some(self.stepper.clone() as Arc<dyn Executor>),
+            create_if_missing: true,
         };
         let ws = Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| e.to_string())?;
         self.ws = Some(ws);
