@@ -253,6 +253,10 @@ pub struct World {
     /// The disk's failed calls (EIO, failed syncs, full disk) when the workspace last opened:
     /// a temporary file may be left only by an operation that met one.
     failed_calls_at_boot: u64,
+    /// For each acknowledged snapshot, how many bits had rotted on the disk when it was
+    /// acknowledged ([`MemFs::rotted`]): a bit of its file that rotted before is in the
+    /// checksum the engine recorded (see [`World::rotted_after_seal`]).
+    rot_marks: BTreeMap<Uuid, usize>,
 }
 
 fn manifest(full: bool, max_mb: u64) -> String {
@@ -302,6 +306,7 @@ impl World {
             client_keys_made: 0,
             op_end_sync_failures: None,
             failed_calls_at_boot: 0,
+            rot_marks: BTreeMap::new(),
         })
     }
 

@@ -276,8 +276,7 @@ impl World {
                 if self.poisoned_by_fault {
                     return Err("fail-stop broken: snapshot acknowledged after an fsync failure".into());
                 }
-                self.model.snapshots.insert(s.id, self.model.rows.clone());
-                self.model.snapshot_order.push(s.id);
+                self.acknowledge_snapshot(s.id, self.model.rows.clone());
                 Ok(format!("snapshot {}", short(s.id)))
             }
             Err(e) => Ok(format!("error {}", e.code())),
@@ -296,7 +295,8 @@ impl World {
         self.model.in_flight = vec![target.clone()];
         let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
         let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
-        let rotted = self.fs.rotted().contains(&snap);
+        let rotted = self.rotted_after_seal(id, &snap);
+        let rotted_before_seal = !rotted && self.fs.rotted().contains(&snap);
         let restored = self.blocking(clients::StopIn::NewVersion, move |db| {
             db.restore(id, RestoreOptions { allow_schema_change: true })
         })?;
@@ -310,8 +310,15 @@ impl World {
                 if rotted {
                     return Err(format!("a restore accepted snapshot {} whose bits rotted", short(id)));
                 }
-                self.model.snapshots.insert(undo, self.model.rows.clone());
-                self.model.snapshot_order.push(undo);
+                self.acknowledge_snapshot(undo, self.model.rows.clone());
+                if rotted_before_seal {
+                    // The engine summed the file with the rotted bit in it (see
+                    // `rotted_after_seal`): nothing could tell, and what is live now is no
+                    // state the model knows. The seed ends here.
+                    let verdict = format!("restored {}, whose bits rotted before it was sealed", short(id));
+                    self.finished = Some(verdict.clone());
+                    return Ok(verdict);
+                }
                 self.model.rows = target;
                 self.model.barrier();
                 Ok(format!("restored {} (undo {})", short(id), short(undo)))
@@ -376,8 +383,7 @@ impl World {
                     self.finished = Some(verdict.clone());
                     return Ok(verdict);
                 }
-                self.model.snapshots.insert(report.undo, self.model.rows.clone());
-                self.model.snapshot_order.push(report.undo);
+                self.acknowledge_snapshot(report.undo, self.model.rows.clone());
                 self.model.rows = target;
                 self.model.barrier();
                 let how = if *gzip { " (gzip)" } else { "" };
@@ -419,8 +425,7 @@ impl World {
         let text = match &r {
             Ok(report) => {
                 if let Some(s) = report.snapshot {
-                    self.model.snapshots.insert(s, before);
-                    self.model.snapshot_order.push(s);
+                    self.acknowledge_snapshot(s, before);
                 }
                 if report.to != to || (certain && report.from != from) {
                     return Err(format!(
@@ -604,6 +609,24 @@ impl World {
             dir.join(format!("{}.sqlite.gz", short(Uuid::from_u64_pair(self.seed, self.trace.len() as u64))));
         vfs::write_file(fs, &path, &zipped).map_err(|e| e.to_string())?;
         Ok(path)
+    }
+
+    /// Takes an acknowledged snapshot into the model with the rows it holds, noting how many
+    /// bits had rotted on the disk by then.
+    pub(super) fn acknowledge_snapshot(&mut self, id: Uuid, rows: BTreeSet<i64>) {
+        self.model.snapshots.insert(id, rows);
+        self.model.snapshot_order.push(id);
+        self.rot_marks.insert(id, self.fs.rotted().len());
+    }
+
+    /// Whether a bit of snapshot `id`'s file (at `path`) rotted after the engine sealed it,
+    /// so that its recorded checksum no longer matches. Normally no bit of a snapshot can rot
+    /// before (the disk rots only files marked read-only, which the engine does after the
+    /// checksum), but a lying disk may bring back the read-only mark of a file whose rename
+    /// into `snapshots/` it lost; adopted again later, that file rots while it is summed.
+    pub(super) fn rotted_after_seal(&self, id: Uuid, path: &Path) -> bool {
+        let mark = self.rot_marks.get(&id).copied().unwrap_or(0);
+        self.fs.rotted().get(mark..).is_some_and(|later| later.iter().any(|r| r == path))
     }
 
     pub(super) fn settle_write(
