@@ -80,6 +80,7 @@ impl BrokerShared {
             statements_per_minute: self.options.statements_per_minute,
             rows_read_per_minute: self.options.rows_read_per_minute,
             rows_written_per_minute: self.options.rows_written_per_minute,
+            burst_ms: u64::try_from(self.options.budget_burst.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }

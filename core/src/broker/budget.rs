@@ -1,8 +1,10 @@
 //! Per-app per-minute budgets: statements, rows read and rows written.
 //!
-//! Each budget is a token bucket that holds at most one minute's allowance and refills
-//! continuously at `limit / 60 s`, so an app may burst up to its per-minute limit and then
-//! runs at the limit's rate. The broker uses it in two places:
+//! Each budget is a token bucket that refills continuously at `limit / 60 s` and holds at
+//! most a modest burst: `burst_ms` milliseconds of that rate (`BrokerOptions::budget_burst`,
+//! default 5 s; never less than one token). An app therefore runs at its limit's rate with
+//! short bursts above it, and an app that went quiet cannot spend a whole minute's allowance
+//! in one go at its neighbours' expense. The broker uses it in two places:
 //!
 //! * **admission** ([`AppBudget::check`], from `BrokerShared::admit`): a request is refused
 //!   with [`ErrorCode::BudgetExceeded`] while any bucket is empty — for statements, less than
@@ -11,8 +13,9 @@
 //! * **accounting** ([`AppBudget::charge`], from `DbShared::record`): every statement that ran
 //!   (including each statement inside a transaction, and failed ones) costs one statement,
 //!   plus the rows it returned (read) and changed (written). Rows are known only after the
-//!   statement, so a bucket may go into debt; the debt is capped at one minute's allowance,
-//!   so a refusal never lasts more than a minute after the app stops.
+//!   statement, so a bucket may go into debt; the debt is capped at one minute's allowance
+//!   (not at the burst: a large statement's rows are charged in full, up to that cap), so a
+//!   refusal never lasts more than a minute after the app stops.
 //!
 //! Overshoot is bounded: requests already admitted finish (at most
 //! `max_concurrent_requests_per_app` of them, plus the statements of transactions already
@@ -42,6 +45,8 @@ pub struct BudgetLimits {
     pub rows_read_per_minute: u64,
     /// Rows inserted, updated or deleted per minute.
     pub rows_written_per_minute: u64,
+    /// How much a bucket holds, in milliseconds of its rate (at least one token).
+    pub burst_ms: u64,
 }
 
 impl BudgetLimits {
@@ -87,34 +92,43 @@ fn units(tokens: u64) -> i128 {
     i128::from(tokens) * i128::from(WINDOW_MS)
 }
 
+/// What a bucket of `limit` a minute holds when full: `burst_ms` of its rate, at least one
+/// token (none for a limit of zero), in units.
+fn capacity(limit: u64, burst_ms: u64) -> i128 {
+    if limit == 0 {
+        return 0;
+    }
+    i128::from(limit).saturating_mul(i128::from(burst_ms)).max(units(1))
+}
+
 impl Bucket {
     /// A full bucket at time `now_ms`.
-    pub fn full(limit: u64, now_ms: u64) -> Bucket {
-        Bucket { level: units(limit), last_ms: now_ms }
+    pub fn full(limit: u64, burst_ms: u64, now_ms: u64) -> Bucket {
+        Bucket { level: capacity(limit, burst_ms), last_ms: now_ms }
     }
 
-    /// Adds what accrued since the last update, up to one minute's allowance. Time that goes
-    /// backwards adds nothing.
-    fn refill(&mut self, limit: u64, now_ms: u64) {
+    /// Adds what accrued since the last update, up to the burst. Time that goes backwards
+    /// adds nothing.
+    fn refill(&mut self, limit: u64, burst_ms: u64, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.last_ms = self.last_ms.max(now_ms);
         let accrued = i128::from(elapsed).saturating_mul(i128::from(limit));
-        self.level = self.level.saturating_add(accrued).min(units(limit));
+        self.level = self.level.saturating_add(accrued).min(capacity(limit, burst_ms));
     }
 
     /// Whole tokens available now (negative when in debt).
-    pub fn tokens(&mut self, limit: u64, now_ms: u64) -> i128 {
-        self.refill(limit, now_ms);
+    pub fn tokens(&mut self, limit: u64, burst_ms: u64, now_ms: u64) -> i128 {
+        self.refill(limit, burst_ms, now_ms);
         self.level.div_euclid(i128::from(WINDOW_MS))
     }
 
     /// `None` if at least `need_units` are available now, else the milliseconds until they
     /// are (rounded up, at least 1).
-    fn wait_ms(&mut self, limit: u64, now_ms: u64, need_units: i128) -> Option<u64> {
+    fn wait_ms(&mut self, limit: u64, burst_ms: u64, now_ms: u64, need_units: i128) -> Option<u64> {
         if limit == UNLIMITED {
             return None;
         }
-        self.refill(limit, now_ms);
+        self.refill(limit, burst_ms, now_ms);
         if self.level >= need_units {
             return None;
         }
@@ -128,11 +142,11 @@ impl Bucket {
 
     /// Takes `tokens`; the level may go below zero, but never below minus one minute's
     /// allowance.
-    fn take(&mut self, limit: u64, now_ms: u64, tokens: u64) {
+    fn take(&mut self, limit: u64, burst_ms: u64, now_ms: u64, tokens: u64) {
         if limit == UNLIMITED {
             return;
         }
-        self.refill(limit, now_ms);
+        self.refill(limit, burst_ms, now_ms);
         self.level = self.level.saturating_sub(units(tokens)).max(-units(limit));
     }
 }
@@ -155,9 +169,9 @@ impl AppBudget {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.is_none() {
             *state = Some(Buckets {
-                statements: Bucket::full(limits.statements_per_minute, now_ms),
-                rows_read: Bucket::full(limits.rows_read_per_minute, now_ms),
-                rows_written: Bucket::full(limits.rows_written_per_minute, now_ms),
+                statements: Bucket::full(limits.statements_per_minute, limits.burst_ms, now_ms),
+                rows_read: Bucket::full(limits.rows_read_per_minute, limits.burst_ms, now_ms),
+                rows_written: Bucket::full(limits.rows_written_per_minute, limits.burst_ms, now_ms),
             });
         }
         state
@@ -179,7 +193,7 @@ impl AppBudget {
             (BudgetKind::RowsWritten, &mut b.rows_written, limits.rows_written_per_minute, 0),
         ];
         for (kind, bucket, limit, need) in checks {
-            if let Some(wait) = bucket.wait_ms(limit, now_ms, need) {
+            if let Some(wait) = bucket.wait_ms(limit, limits.burst_ms, now_ms, need) {
                 return Err(exceeded(kind, limit, wait));
             }
         }
@@ -193,9 +207,10 @@ impl AppBudget {
         }
         let mut guard = self.buckets(limits, now_ms);
         if let Some(b) = guard.as_mut() {
-            b.statements.take(limits.statements_per_minute, now_ms, 1);
-            b.rows_read.take(limits.rows_read_per_minute, now_ms, rows_read);
-            b.rows_written.take(limits.rows_written_per_minute, now_ms, rows_written);
+            let burst = limits.burst_ms;
+            b.statements.take(limits.statements_per_minute, burst, now_ms, 1);
+            b.rows_read.take(limits.rows_read_per_minute, burst, now_ms, rows_read);
+            b.rows_written.take(limits.rows_written_per_minute, burst, now_ms, rows_written);
         }
     }
 }
@@ -224,6 +239,7 @@ mod tests {
             statements_per_minute: u64::MAX,
             rows_read_per_minute: u64::MAX,
             rows_written_per_minute: u64::MAX,
+            burst_ms: 5_000,
         };
         assert!(off.disabled());
         let b = AppBudget::default();
@@ -238,8 +254,13 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: BudgetLimits =
-        BudgetLimits { statements_per_minute: 60, rows_read_per_minute: 600, rows_written_per_minute: 60 };
+    /// A minute's burst: the arithmetic of the tests below is in whole minutes.
+    const LIMITS: BudgetLimits = BudgetLimits {
+        statements_per_minute: 60,
+        rows_read_per_minute: 600,
+        rows_written_per_minute: 60,
+        burst_ms: WINDOW_MS,
+    };
 
     #[test]
     fn statements_burst_to_the_limit_then_refill_at_its_rate() {
@@ -313,6 +334,7 @@ mod tests {
             statements_per_minute: u64::MAX,
             rows_read_per_minute: u64::MAX,
             rows_written_per_minute: u64::MAX,
+            burst_ms: 5_000,
         };
         let budget = AppBudget::default();
         for _ in 0..1000 {
@@ -323,9 +345,41 @@ mod tests {
         let err = AppBudget::default().check(&zero, 0).unwrap_err();
         assert!(err.message().contains(&format!("in {} ms", u64::MAX)), "{err}");
         // Time going backwards neither refills nor panics.
-        let mut b = Bucket::full(60, 10_000);
-        b.take(60, 10_000, 60);
-        assert_eq!(b.tokens(60, 5_000), 0);
-        assert_eq!(b.tokens(60, 11_000), 1);
+        let mut b = Bucket::full(60, WINDOW_MS, 10_000);
+        b.take(60, WINDOW_MS, 10_000, 60);
+        assert_eq!(b.tokens(60, WINDOW_MS, 5_000), 0);
+        assert_eq!(b.tokens(60, WINDOW_MS, 11_000), 1);
+    }
+
+    /// The burst at its boundary: a bucket of 60 a minute with a 5 s burst holds 5
+    /// statements; the 6th waits for the next token; after a long pause it again holds 5,
+    /// not a minute's 60.
+    #[test]
+    fn a_bucket_holds_its_burst_not_a_minute() {
+        let limits = BudgetLimits { burst_ms: 5_000, ..LIMITS };
+        let budget = AppBudget::default();
+        for i in 0..5 {
+            budget.check(&limits, 0).unwrap_or_else(|e| panic!("statement {i} of the burst: {e}"));
+            budget.charge(&limits, 0, 0, 0);
+        }
+        let err = budget.check(&limits, 0).unwrap_err();
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_millis(1000)), "{err}");
+        let later = 10 * WINDOW_MS;
+        for _ in 0..5 {
+            budget.check(&limits, later).unwrap();
+            budget.charge(&limits, later, 0, 0);
+        }
+        assert!(budget.check(&limits, later).is_err(), "a long pause refills the burst only");
+        // A burst shorter than one token's refill still holds one statement.
+        let tiny = BudgetLimits { burst_ms: 1, ..LIMITS };
+        let budget = AppBudget::default();
+        budget.check(&tiny, 0).unwrap();
+        budget.charge(&tiny, 0, 0, 0);
+        assert!(budget.check(&tiny, 0).is_err());
+        // Rows are still charged in full past the burst, into debt capped at a minute.
+        let budget = AppBudget::default();
+        budget.charge(&limits, 0, 0, 1_000);
+        let err = budget.check(&limits, 0).unwrap_err();
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_millis(WINDOW_MS)), "{err}");
     }
 }

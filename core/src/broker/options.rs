@@ -53,15 +53,19 @@ pub struct BrokerOptions {
     /// 1 GiB) → `QuotaExceeded` naming this option.
     pub temp_bytes_total_max: u64,
     /// Statements an app may run per minute, across its databases (default 1 200 000, i.e.
-    /// 20 000 a second sustained) →
-    /// `BudgetExceeded`. A token bucket: bursts up to this, then this rate (see [`budget`]).
-    /// `u64::MAX` disables the budget.
+    /// 20 000 a second sustained) → `BudgetExceeded`. A token bucket: bursts up to
+    /// `budget_burst` of this rate, then this rate (see [`budget`]). `u64::MAX` disables the
+    /// budget.
     pub statements_per_minute: u64,
     /// Rows an app's queries may return per minute (default 10 000 000) → `BudgetExceeded`.
     pub rows_read_per_minute: u64,
     /// Rows an app may insert, update or delete per minute (default 1 000 000) →
     /// `BudgetExceeded`.
     pub rows_written_per_minute: u64,
+    /// How far above its per-minute rates an app may burst: each budget's bucket holds this
+    /// long of its rate, at least one statement (default 5 s). A full minute would let an app
+    /// that was quiet spend a minute's allowance at once while its neighbours wait.
+    pub budget_burst: Duration,
 }
 
 impl Default for BrokerOptions {
@@ -93,6 +97,7 @@ impl Default for BrokerOptions {
             statements_per_minute: 1_200_000,
             rows_read_per_minute: 10_000_000,
             rows_written_per_minute: 1_000_000,
+            budget_burst: Duration::from_secs(5),
         }
     }
 }
