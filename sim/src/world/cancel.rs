@@ -68,7 +68,7 @@ impl World {
                 self.check_cancelled_absent(&db, &keys)?;
                 Ok(format!("refused (CANCELLED), rows absent; {when}"))
             }
-            Err(e) if is_fault_code(e.code()) => {
+            Err(e) if self.refused_by_disk(e.code()) => {
                 self.model.maybe.extend(keys.iter().copied());
                 Ok(format!("error {}; {when}", e.code()))
             }

@@ -283,7 +283,7 @@ impl World {
                     Stage::During => outcome.during.push(r.key),
                     Stage::After => outcome.after.push(r.key),
                 },
-                Some(Err(e)) if !is_fault_code(e.code()) => {
+                Some(Err(e)) if !self.refused_by_disk(e.code()) => {
                     return Err(format!("a client's insert of a fresh key {} failed with {e}", r.key))
                 }
                 // Refused before it ran: certainly absent.

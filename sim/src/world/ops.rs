@@ -126,7 +126,7 @@ impl World {
             let p = pending.remove(at);
             match p.try_take() {
                 Some(Ok(_)) => return Err("a request breaking a deferred foreign key was acknowledged".into()),
-                Some(Err(e)) if is_constraint(&e) || is_fault_code(e.code()) => {}
+                Some(Err(e)) if is_constraint(&e) || self.refused_by_disk(e.code()) => {}
                 Some(Err(e)) => {
                     return Err(format!(
                         "a request breaking a deferred foreign key failed with {} instead of a constraint error: {e}",
@@ -151,7 +151,7 @@ impl World {
                 Some(Ok(_)) => acked.push(*k),
                 Some(Err(e)) => {
                     let constraint = is_constraint(&e);
-                    if present && !(constraint || is_fault_code(e.code())) {
+                    if present && !(constraint || self.refused_by_disk(e.code())) {
                         return Err(format!(
                             "a duplicate key {k} failed with {} instead of a constraint error: {e}",
                             e.code().name()
@@ -201,7 +201,7 @@ impl World {
                 Err("fail-stop broken: a CREATE TABLE acknowledged after an fsync failure".into())
             }
             Ok(_) => Ok(true),
-            Err(e) if is_fault_code(e.code()) => Ok(false),
+            Err(e) if self.refused_by_disk(e.code()) => Ok(false),
             Err(e) => Err(format!("creating the deferred-constraint table failed: {e}")),
         }
     }
@@ -609,6 +609,13 @@ impl World {
             dir.join(format!("{}.sqlite.gz", short(Uuid::from_u64_pair(self.seed, self.trace.len() as u64))));
         vfs::write_file(fs, &path, &zipped).map_err(|e| e.to_string())?;
         Ok(path)
+    }
+
+    /// Whether a write's error is a refusal the disk explains: a fault's code, or, on a lying
+    /// disk, READ_ONLY (a write it threw away may leave the database header claiming a newer
+    /// file format, which SQLite then opens read-only; `integrity_check` does not look there).
+    pub(super) fn refused_by_disk(&self, code: ErrorCode) -> bool {
+        is_fault_code(code) || (self.lying && code == ErrorCode::ReadOnly)
     }
 
     /// Takes an acknowledged snapshot into the model with the rows it holds, noting how many
