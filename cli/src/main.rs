@@ -67,6 +67,16 @@ struct Cli {
     #[arg(long, global = true)]
     create: bool,
 
+    /// If another process holds the workspace, wait up to this many milliseconds for it
+    /// (default: fail at once with WORKSPACE_LOCKED).
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(0..=WAIT_MS_MAX)
+    )]
+    wait_ms: Option<u64>,
+
     /// The statement timeout for this run, in milliseconds (the engine's default is 5000).
     /// A statement running longer is stopped with TIMEOUT.
     #[arg(
@@ -310,6 +320,12 @@ fn main() -> ExitCode {
 /// The longest `--statement-timeout-ms`: one day.
 const STATEMENT_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
+/// The longest `--wait-ms`: one day.
+const WAIT_MS_MAX: u64 = 86_400_000;
+
+/// How often `--wait-ms` tries the workspace's lock again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 fn run(cli: Cli) -> Result<()> {
     // Read before the workspace is locked: waiting on standard input must not hold it.
     let statement = match &cli.command {
@@ -320,7 +336,7 @@ fn run(cli: Cli) -> Result<()> {
     // The commands that start a workspace create it on purpose; the others must find one.
     let create =
         cli.create || matches!(cli.command, Command::Demo | Command::App(AppCommand::Register { .. }));
-    let ws = open_workspace(&cli.workspace, cli.statement_timeout_ms, create)?;
+    let ws = open_waiting(&cli.workspace, cli.statement_timeout_ms, create, cli.wait_ms)?;
     match cli.command {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
@@ -353,6 +369,33 @@ fn format(gzip: bool) -> ExportFormat {
         ExportFormat::SqliteGzip
     } else {
         ExportFormat::Sqlite
+    }
+}
+
+/// [`open_workspace`], trying again while another process holds the lock, for up to
+/// `wait_ms`. Bounded: each try is followed by a sleep of [`WAIT_POLL`] until the deadline.
+fn open_waiting(
+    dir: &Path,
+    statement_timeout_ms: Option<u64>,
+    create: bool,
+    wait_ms: Option<u64>,
+) -> Result<Workspace> {
+    let wait = std::time::Duration::from_millis(wait_ms.unwrap_or(0));
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match open_workspace(dir, statement_timeout_ms, create) {
+            Err(e) if e.code() == ErrorCode::WorkspaceLocked && wait_ms.is_some() => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(Error::new(
+                        e.code(),
+                        format!("{} (still locked after --wait-ms {})", e.message(), wait.as_millis()),
+                    ));
+                }
+                std::thread::sleep(WAIT_POLL.min(deadline - now));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -498,6 +498,37 @@ fn a_second_process_gets_workspace_locked() {
 }
 
 #[test]
+fn wait_ms_waits_for_the_workspace_and_says_how_long_it_waited() {
+    let t = TempWs::new("wait");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let held = sila_sqlite::Workspace::open(t.ws(), sila_sqlite::WorkspaceOptions::default()).unwrap();
+    // Still held when the wait ends: refused, naming the wait.
+    let out = t.run(&["--wait-ms", "100", "app", "list"]);
+    let line = out.failed();
+    assert!(line.starts_with("error[WORKSPACE_LOCKED]: "), "{line}");
+    assert!(line.contains("still locked after --wait-ms 100"), "{line}");
+    // Given back while the CLI waits: it goes on. The wait is far longer than the release
+    // needs, so the outcome does not depend on the machine's speed.
+    let waiting = std::thread::spawn({
+        let ws = t.ws();
+        move || {
+            Command::new(BIN)
+                .arg("--workspace")
+                .arg(ws)
+                .args(["--wait-ms", "600000", "app", "list"])
+                .output()
+                .unwrap()
+        }
+    });
+    // Let it find the lock taken at least once (it cannot finish before the lock is freed).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(held);
+    let out = waiting.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("com.test.small "));
+}
+
+#[test]
 fn stats_reports_databases_and_ledgers_as_json() {
     let t = TempWs::new("stats");
     let uuid = t.register("com.test.small", SMALL_MANIFEST);
