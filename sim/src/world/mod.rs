@@ -614,7 +614,8 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
                         break;
                     }
                 }
-                if world.fs.is_dead() {
+                // A seed that ended (the state is none the model knows) checks no crash either.
+                if world.fs.is_dead() && world.finished.is_none() {
                     match world.crash_and_check() {
                         Ok(text) => world.log(format!("     crash -> {text}")),
                         Err(what) => {

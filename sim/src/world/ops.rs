@@ -390,6 +390,17 @@ impl World {
                 Ok(format!("imported {}{how} (undo {})", short(id), short(report.undo)))
             }
             Err(e) => {
+                if self.fs.rotted().contains(&snap) {
+                    // A bit of the source rotted while the import read it, and the import
+                    // may have flipped before it failed: the state it leaves is none the
+                    // model knows (as for an import that succeeded). The seed ends here.
+                    let verdict = format!(
+                        "error {} from an import of a file whose bits rotted while it was read",
+                        e.code()
+                    );
+                    self.finished = Some(verdict.clone());
+                    return Ok(verdict);
+                }
                 // As for a restore: an error after the flip leaves the database
                 // poisoned with the import in effect; a reopen shows one state or the
                 // other.
