@@ -158,26 +158,9 @@ pub struct QuotaDetail {
     pub used_bytes: u64,
     /// Bytes the refused operation asked for.
     pub requested_bytes: u64,
-    /// Where the bytes in use are, for a refusal by the app's storage quota (`None` for
-    /// other limits).
-    pub usage: Option<QuotaUsage>,
-}
-
-/// Where an app's bytes are, by class (its ledger at the time of a refusal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct QuotaUsage {
-    /// Live database files with their side files.
-    pub live_bytes: u64,
-    /// Of `live_bytes`, the side files: WAL, SHM, rollback journal.
-    pub side_bytes: u64,
-    /// Snapshots listed in manifests.
-    pub snapshot_bytes: u64,
-    /// Reserved by operations in flight, with the files they wrote.
-    pub in_flight_bytes: u64,
-    /// Files nothing references any more, waiting for GC.
-    pub garbage_bytes: u64,
-    /// Of `garbage_bytes`, what GC may remove now (no reader still leases it).
-    pub collectable_bytes: u64,
+    /// Where the bytes in use are (the app's ledger at the time), for a refusal by the app's
+    /// storage quota (`None` for other limits).
+    pub usage: Option<crate::store::Ledger>,
 }
 
 /// The error type of every fallible sila-sqlite operation.

@@ -38,7 +38,7 @@ pub mod workspace;
 pub use api::{App, Database, DbStats, Tx};
 pub use broker::pending::Pending;
 pub use broker::BrokerOptions;
-pub use error::{Error, ErrorCode, QuotaDetail, QuotaUsage, Result};
+pub use error::{Error, ErrorCode, QuotaDetail, Result};
 pub use sqlite::{CancelToken, ExecResult, Rows, StatementInfo, Value};
 pub use workspace::{AppInfo, Workspace, WorkspaceOptions};
 

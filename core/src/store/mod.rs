@@ -42,7 +42,7 @@ pub mod record;
 use crate::manifest::Manifest;
 use crate::names::{AppId, DbName};
 use crate::sabotage::{self, Sabotage};
-use crate::{Error, ErrorCode, QuotaDetail, QuotaUsage, Result};
+use crate::{Error, ErrorCode, QuotaDetail, Result};
 use layout::FileKind;
 pub use plan::{Plan, Step};
 use record::{AppRecord, ManifestRecord, PointerRecord, SnapshotEntry};
@@ -663,14 +663,7 @@ impl Store {
                 limit_bytes: ledger.quota_bytes,
                 used_bytes: ledger.used_bytes(),
                 requested_bytes: requested,
-                usage: Some(QuotaUsage {
-                    live_bytes: ledger.live_bytes,
-                    side_bytes: ledger.side_bytes,
-                    snapshot_bytes: ledger.snapshot_bytes,
-                    in_flight_bytes: ledger.in_flight_bytes,
-                    garbage_bytes: ledger.garbage_bytes,
-                    collectable_bytes: ledger.collectable_bytes,
-                }),
+                usage: Some(ledger),
             }));
         }
         Ok(())
