@@ -526,6 +526,14 @@ fn wait_ms_waits_for_the_workspace_and_says_how_long_it_waited() {
     let out = waiting.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("com.test.small "));
+    // The option's bounds: zero and a day are accepted, a day and a millisecond is a usage
+    // error.
+    for ok in ["0", "86400000"] {
+        t.run(&["--wait-ms", ok, "app", "list"]).ok();
+    }
+    for bad in ["86400001", "-1", "soon"] {
+        assert_eq!(t.run(&["--wait-ms", bad, "app", "list"]).code, 2, "{bad}");
+    }
 }
 
 #[test]

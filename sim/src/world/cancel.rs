@@ -65,6 +65,8 @@ impl World {
                 Ok(format!("acked; {when}"))
             }
             Err(e) if e.code() == ErrorCode::Cancelled => {
+                // A definite answer: no crash may bring the rows back either.
+                self.model.in_flight.clear();
                 self.check_cancelled_absent(&db, &keys)?;
                 Ok(format!("refused (CANCELLED), rows absent; {when}"))
             }
