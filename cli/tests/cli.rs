@@ -509,21 +509,26 @@ fn wait_ms_waits_for_the_workspace_and_says_how_long_it_waited() {
     assert!(line.contains("still locked after --wait-ms 100"), "{line}");
     // Given back while the CLI waits: it goes on. The wait is far longer than the release
     // needs, so the outcome does not depend on the machine's speed.
-    let waiting = std::thread::spawn({
-        let ws = t.ws();
-        move || {
-            Command::new(BIN)
-                .arg("--workspace")
-                .arg(ws)
-                .args(["--wait-ms", "600000", "app", "list"])
-                .output()
-                .unwrap()
-        }
-    });
-    // Let it find the lock taken at least once (it cannot finish before the lock is freed).
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let waiting = Command::new(BIN)
+        .arg("--workspace")
+        .arg(t.ws())
+        .args(["--wait-ms", "600000", "app", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Free the lock only once the CLI has found it taken and sleeps between two tries (the
+    // kernel shows the syscall it sleeps in: nanosleep or clock_nanosleep).
+    let sleeping = if cfg!(target_arch = "aarch64") { ["101 ", "115 "] } else { ["35 ", "230 "] };
+    let syscall = format!("/proc/{}/syscall", waiting.id());
+    let mut polls = 0;
+    while !std::fs::read_to_string(&syscall).is_ok_and(|s| sleeping.iter().any(|n| s.starts_with(n))) {
+        polls += 1;
+        assert!(polls < 100_000, "the CLI never waited for the lock");
+        std::thread::yield_now();
+    }
     drop(held);
-    let out = waiting.join().unwrap();
+    let out = waiting.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("com.test.small "));
     // The option's bounds: zero and a day are accepted, a day and a millisecond is a usage
