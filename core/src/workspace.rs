@@ -213,30 +213,67 @@ impl Inner {
     /// Brings the ledger up to date with a version that is not live any more, after a flip
     /// replaced it or its last reader closed: SQLite removes the side files (WAL, SHM,
     /// journal) when the last connection on a file closes, which the store does not see, and
-    /// a flip's checkpoint grows the file itself (`with_main`). A file still there keeps its
-    /// entry at its size now; one gone is forgotten. A failed stat leaves the entry for GC,
-    /// which forgets what vanished. Nothing happens to the live version's files (the broker
-    /// accounts for those).
+    /// a flip's checkpoint grows the file itself (`with_main`). Nothing happens to the live
+    /// version's files ([`Inner::refresh_live_sizes`] sizes those).
     fn refresh_file_sizes(&self, key: &DbKey, file: Uuid, with_main: bool) {
         let live = lock(&self.store).pointer(key).map(|p| p.file);
         if live.map_or(true, |live| live == file) {
             return;
         }
+        let sizes = self.stat_version(key, file, with_main);
+        let mut store = lock(&self.store);
+        apply_sizes(&mut store, key, sizes);
+    }
+
+    /// Brings the ledger up to date with the live version of every database of an app.
+    /// SQLite grows the live file in checkpoints and its WAL in commits, and removes the side
+    /// files when its last connection closes; the store hears of none of it. Called before
+    /// the ledger is read or charged, so usage is current without a reopen. The sizes are
+    /// applied only while the pointer still names the version they were taken from (a flip
+    /// in between accounts for its own files).
+    fn refresh_live_sizes(&self, app: Uuid) {
+        let lives: Vec<(DbKey, Uuid)> = {
+            let store = lock(&self.store);
+            store
+                .db_keys()
+                .into_iter()
+                .filter(|k| k.app == app)
+                .filter_map(|k| store.pointer(&k).map(|p| p.file).ok().map(|f| (k, f)))
+                .collect()
+        };
+        for (key, file) in lives {
+            let sizes = self.stat_version(&key, file, true);
+            let mut store = lock(&self.store);
+            if store.pointer(&key).map(|p| p.file).ok() == Some(file) {
+                apply_sizes(&mut store, &key, sizes);
+            }
+        }
+    }
+
+    /// The sizes on disk of a version's files (its main file when `with_main`, and its side
+    /// files): `Some(size)`, `None` for a file that is not there. A failed stat leaves the
+    /// file out, and its ledger entry as it was (GC forgets what vanished).
+    fn stat_version(&self, key: &DbKey, file: Uuid, with_main: bool) -> Vec<(String, Option<u64>)> {
         let name = layout::db_file_name(file);
         let dir = self.driver.abs(&layout::db_dir(key.app, &key.db));
         let main = with_main.then_some("");
-        for suffix in main.into_iter().chain(layout::SIDE_SUFFIXES) {
-            let rel = format!("{name}{suffix}");
-            match self.driver.vfs().file_len(&dir.join(&rel)) {
-                Ok(Some(size)) => {
-                    let _ = lock(&self.store).set_file_size(key, &rel, size);
-                }
-                Ok(None) => {
-                    let _ = lock(&self.store).forget_file(key, &rel);
-                }
-                Err(_) => {}
-            }
-        }
+        main.into_iter()
+            .chain(layout::SIDE_SUFFIXES)
+            .filter_map(|suffix| {
+                let rel = format!("{name}{suffix}");
+                self.driver.vfs().file_len(&dir.join(&rel)).ok().map(|size| (rel, size))
+            })
+            .collect()
+    }
+}
+
+/// Records sizes from [`Inner::stat_version`]: a file there at its size, one gone forgotten.
+fn apply_sizes(store: &mut Store, key: &DbKey, sizes: Vec<(String, Option<u64>)>) {
+    for (rel, size) in sizes {
+        let _ = match size {
+            Some(size) => store.set_file_size(key, &rel, size),
+            None => store.forget_file(key, &rel),
+        };
     }
 }
 
@@ -244,6 +281,11 @@ impl Workspace {
     /// [`Inner::refresh_file_sizes`] for the version a flip just replaced.
     pub(crate) fn refresh_replaced_file_sizes(&self, key: &DbKey, replaced: Uuid) {
         self.inner.refresh_file_sizes(key, replaced, true);
+    }
+
+    /// [`Inner::refresh_live_sizes`]: the ledger sees the live files of an app as they are.
+    pub(crate) fn refresh_live_sizes(&self, app: Uuid) {
+        self.inner.refresh_live_sizes(app);
     }
 
     /// Opens the workspace at `dir` on the real filesystem, creating it if needed (unless
@@ -505,7 +547,9 @@ impl Workspace {
         let app_id = AppId::new(app_id)?;
         let store = lock(&self.inner.store);
         let uuid = store.app_uuid(&app_id).ok_or_else(|| not_registered(&app_id))?;
-        store.ledger(uuid)
+        drop(store);
+        self.inner.refresh_live_sizes(uuid);
+        lock(&self.inner.store).ledger(uuid)
     }
 
     /// The key of a database of an app, checking both exist and the manifest lists it.

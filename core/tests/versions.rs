@@ -110,6 +110,35 @@ fn snapshot_and_restore_with_undo() {
     assert_eq!(count(&db), 15, "GC never touches the live file");
 }
 
+/// Usage is current without a reopen or an operation: the ledger counts the live file and
+/// its side files as they are on disk when it is read, as writes grow the WAL.
+#[test]
+fn ledger_follows_the_live_files_as_sqlite_changes_them() {
+    let (_d, ws, db) = setup("ledger-live");
+    let on_disk = |ws: &Workspace| -> u64 {
+        let key = ws.db_key("com.example.notes", "main").unwrap();
+        let dir = ws.root().join(sila_sqlite::store::layout::db_dir(key.app, &key.db));
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().contains(".sqlite"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = ws.ledger("com.example.notes").unwrap();
+    assert_eq!(before.live_bytes, on_disk(&ws), "{before:?}");
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
+         INSERT INTO notes(body) SELECT hex(randomblob(200)) FROM n",
+        &[],
+    )
+    .unwrap();
+    let after = ws.ledger("com.example.notes").unwrap();
+    assert!(after.live_bytes > before.live_bytes + 200 * 400, "{before:?} -> {after:?}");
+    assert_eq!(after.live_bytes, on_disk(&ws), "{after:?}");
+    assert!(after.side_bytes > 0, "the WAL holds the new rows: {after:?}");
+}
+
 #[test]
 fn restore_refusals_change_nothing() {
     let (_d, ws, db) = setup("restore-refuse");

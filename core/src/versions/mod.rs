@@ -196,17 +196,18 @@ impl Database {
         Ok(())
     }
 
-    /// Brings the store's view of the live file sizes up to date (the quota ledger).
+    /// Brings the quota ledger up to date with the live files of every database of the app
+    /// (an operation is charged against all of them), and returns the sizes of this
+    /// database's file and WAL.
     fn refresh_sizes(&self) -> Result<(u64, u64)> {
         let key = self.key();
-        let (db_bytes, wal_bytes) = self.db.sizes();
-        let file = self.ws.with_store(|s| s.pointer(&key).map(|p| p.file))?;
-        let name = layout::db_file_name(file);
+        self.ws.refresh_live_sizes(key.app);
         self.ws.with_store(|s| {
-            s.set_file_size(&key, &name, db_bytes)?;
-            s.set_file_size(&key, &format!("{name}-wal"), wal_bytes)
-        })?;
-        Ok((db_bytes, wal_bytes))
+            let name = layout::db_file_name(s.pointer(&key)?.file);
+            let files = s.files(&key)?;
+            let size = |rel: &str| files.get(rel).copied().unwrap_or(0);
+            Ok((size(&name), size(&format!("{name}-wal"))))
+        })
     }
 
     /// The schema version recorded by migrations (0 before the first).

@@ -391,9 +391,8 @@ impl World {
 
     /// Invariants that hold between any two operations, not only after a boot: no operation
     /// of the store left open, no lease, no busy mark, no reserved bytes. A failure path that
-    /// leaks any of them is caught at the step that leaked it. (The ledger is compared with the
-    /// disk after every boot; between operations it lags the live file, whose growth SQLite
-    /// makes in checkpoints the store hears of at the next sizing.)
+    /// leaks any of them is caught at the step that leaked it; and the ledger, as the API
+    /// reports it (sized afresh), equals the files on disk.
     pub(super) fn check_between_operations(&self) -> Result<(), String> {
         let Some(ws) = self.ws.as_ref() else { return Ok(()) };
         let held = ws.with_store(|s| s.held());
@@ -411,9 +410,10 @@ impl World {
     }
 
     /// Between operations, on the disk as the store knows it: the pointer names a database
-    /// file that exists; every file of the database's directory but the live one and its
-    /// side files (which SQLite changes without telling the store) is in the ledger with its
-    /// size on disk, and every file in the ledger is on disk; no temporary record is left.
+    /// file that exists; every file of the database's directory is in the ledger with its
+    /// size on disk (the live file and its side files too, which SQLite changes without
+    /// telling the store: reading the ledger sizes them), and every file in the ledger is on
+    /// disk; no temporary record is left.
     /// The files are compared only while the disk failed no call since the workspace opened
     /// (a cleanup that failed is recovery's to finish). Skipped while the store refuses the
     /// database (poisoned, quarantined).
@@ -437,11 +437,7 @@ impl World {
         if self.failed_calls() != self.failed_calls_at_boot {
             return Ok(());
         }
-        let is_live = |name: &str| matches!(layout::classify(name), FileKind::Database(id) | FileKind::Side(id) if id == live);
         for (name, size) in &disk {
-            if is_live(name) {
-                continue;
-            }
             match files.get(name) {
                 Some(counted) if counted == size => {}
                 counted => {
@@ -454,7 +450,7 @@ impl World {
         // Records (pointer, manifest) are rewritten whole and counted apart from data files.
         let data =
             |n: &str| !matches!(layout::classify(n), FileKind::Record | FileKind::Temp | FileKind::Unknown);
-        if let Some(name) = files.keys().find(|n| data(n) && !is_live(n) && !disk.contains_key(*n)) {
+        if let Some(name) = files.keys().find(|n| data(n) && !disk.contains_key(*n)) {
             return Err(format!("between operations the ledger counts {name}, which is not on disk"));
         }
         for sub in [dir.clone(), dir.join(layout::SNAPSHOTS_DIR)] {
