@@ -501,8 +501,7 @@ impl Drop for MemFile {
     fn drop(&mut self) {
         let mut state = lock_state(&self.fs);
         if state.epoch == self.epoch {
-            state.close_ref(self.ino);
-            state.sweep();
+            state.close_and_collect(self.ino);
         }
     }
 }
@@ -522,8 +521,7 @@ impl Drop for MemLock {
         let mut state = lock_state(&self.fs);
         if state.epoch == self.epoch {
             state.locks.remove(&self.ino);
-            state.close_ref(self.ino);
-            state.sweep();
+            state.close_and_collect(self.ino);
         }
     }
 }

@@ -120,8 +120,9 @@ pub(super) fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: imp
     VfsError::new(kind, op, path, detail)
 }
 
-/// Splits an absolute path into its names. `.` is skipped; `..` and relative paths are refused.
-pub(super) fn split(path: &Path, op: &'static str) -> VfsResult<Vec<String>> {
+/// Splits an absolute path into its names (borrowed from the path: a lookup allocates one
+/// vector, not a string per name). `.` is skipped; `..` and relative paths are refused.
+pub(super) fn split<'p>(path: &'p Path, op: &'static str) -> VfsResult<Vec<&'p str>> {
     let mut names = Vec::new();
     let mut rooted = false;
     for component in path.components() {
@@ -132,7 +133,7 @@ pub(super) fn split(path: &Path, op: &'static str) -> VfsResult<Vec<String>> {
                 let Some(name) = name.to_str() else {
                     return Err(err(VfsErrorKind::Other, op, path, "path is not UTF-8"));
                 };
-                names.push(name.to_string());
+                names.push(name);
             }
             Component::ParentDir | Component::Prefix(_) => {
                 return Err(err(VfsErrorKind::Other, op, path, "'..' and prefixes are not supported"));
@@ -190,13 +191,13 @@ impl State {
     }
 
     /// Follows `names` from the root through live entries; every one must be a directory.
-    pub(super) fn walk_dir(&self, names: &[String], op: &'static str, path: &Path) -> VfsResult<Ino> {
+    pub(super) fn walk_dir(&self, names: &[&str], op: &'static str, path: &Path) -> VfsResult<Ino> {
         let mut ino = ROOT;
         for name in names {
             let Some(entries) = self.live_entries(ino) else {
                 return Err(err(VfsErrorKind::Other, op, path, "a path component is not a directory"));
             };
-            let Some(next) = entries.get(name) else {
+            let Some(next) = entries.get(*name) else {
                 return Err(err(VfsErrorKind::NotFound, op, path, format!("no such directory: {name}")));
             };
             ino = *next;
@@ -212,7 +213,7 @@ impl State {
         let names = split(path, op)?;
         let Some((name, parents)) = names.split_last() else { return Ok(Some(ROOT)) };
         let parent = self.walk_dir(parents, op, path)?;
-        Ok(self.live_entries(parent).and_then(|entries| entries.get(name)).copied())
+        Ok(self.live_entries(parent).and_then(|entries| entries.get(*name)).copied())
     }
 
     /// The parent directory's inode and the last name of a path that is not the root.
@@ -222,7 +223,7 @@ impl State {
             return Err(err(VfsErrorKind::Other, op, path, "not allowed on the root directory"));
         };
         let parent = self.walk_dir(&names, op, path)?;
-        Ok((parent, name))
+        Ok((parent, name.to_string()))
     }
 
     pub(super) fn alloc(&mut self, node: Inode) -> Ino {
@@ -300,6 +301,31 @@ impl State {
             }
         }
         seen
+    }
+
+    /// Closes one handle (or lock guard) on `ino`. When it was the last and no directory
+    /// links the inode, live or durably, the inode is dropped: what [`State::sweep`] would
+    /// do, since a file has no children and everything else was swept when it was unlinked,
+    /// but without walking the tree on every close.
+    pub(super) fn close_and_collect(&mut self, ino: Ino) {
+        self.close_ref(ino);
+        if self.open.contains_key(&ino) || self.is_dir(ino) {
+            return;
+        }
+        let linked = self.inodes.values().any(|node| match node {
+            Inode::Dir { live, durable } => {
+                live.values().any(|i| *i == ino) || durable.values().any(|i| *i == ino)
+            }
+            Inode::File { .. } => false,
+        });
+        if !linked {
+            self.inodes.remove(&ino);
+        }
+        debug_assert_eq!(
+            self.reachable(true, true, true).len(),
+            self.inodes.len(),
+            "closing inode {ino} left unreachable inodes behind"
+        );
     }
 
     /// Drops inodes that nothing can reach any more: not linked live or durably, not open.
