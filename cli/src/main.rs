@@ -288,6 +288,29 @@ enum Command {
 
     /// Delete every file nothing references; print the files removed and bytes freed.
     Gc,
+
+    /// Fold a database's WAL into its file and truncate it.
+    ///
+    /// Prints the WAL's frames and those folded; a reader still on an older state leaves
+    /// the rest for a later checkpoint (reported as partial).
+    Checkpoint {
+        /// The app id.
+        app: String,
+        /// The database name from the app's manifest, or sila://db/<name>.
+        db: String,
+    },
+
+    /// Rewrite a database into a new compact file (VACUUM) and switch to it.
+    ///
+    /// Every row stays; writes wait for the copy, reads do not. Needs room in the app's
+    /// quota and on the disk for a copy of the live size. The replaced file is removed by
+    /// `gc`. Prints the sizes before and after.
+    Compact {
+        /// The app id.
+        app: String,
+        /// The database name from the app's manifest, or sila://db/<name>.
+        db: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +383,8 @@ fn run(cli: Cli) -> Result<()> {
             versions::retention(&ws, &app, &db, keep_last, max_age_secs)
         }
         Command::Gc => versions::gc(&ws),
+        Command::Checkpoint { app, db } => versions::checkpoint(&ws, &app, &db),
+        Command::Compact { app, db } => versions::compact(&ws, &app, &db),
     }
 }
 

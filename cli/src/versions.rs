@@ -229,6 +229,21 @@ pub fn gc(ws: &Workspace) -> Result<()> {
     outln!("gc       {} file(s) removed, {bytes} bytes freed", files.len())
 }
 
+pub fn checkpoint(ws: &Workspace, app: &str, db: &str) -> Result<()> {
+    let report = with_progress("checkpoint", || open_db(ws, app, db)?.checkpoint())?;
+    let how = if report.complete { "complete, WAL truncated" } else { "partial: a reader holds the rest" };
+    outln!("checkpoint {} of {} frame(s) ({how})", report.checkpointed_frames, report.wal_frames)
+}
+
+pub fn compact(ws: &Workspace, app: &str, db: &str) -> Result<()> {
+    let report = with_progress("compact", || open_db(ws, app, db)?.compact())?;
+    outln!(
+        "compact  {} -> {} bytes (the replaced file is freed by gc)",
+        report.before_bytes,
+        report.after_bytes
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::iso_utc;

@@ -482,3 +482,29 @@ fn progress_shows_on_a_terminal() {
     assert!(text.contains(" ms"), "{text}");
     assert_eq!(t.snapshot_ids().len(), 1);
 }
+
+#[test]
+fn checkpoint_and_compact_keep_the_rows_and_shrink_the_file() {
+    let t = TempWs::new("compact");
+    t.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)");
+    t.exec(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 2000) \
+         INSERT INTO t SELECT i, hex(randomblob(500)) FROM k",
+    );
+    t.exec("DELETE FROM t WHERE id > 20");
+    let out = t.db("checkpoint", &[]).quiet();
+    assert!(out.stdout.starts_with("checkpoint ") && out.stdout.contains("complete"), "{}", out.stdout);
+    let out = t.db("compact", &[]).quiet();
+    let sizes: Vec<u64> = out
+        .stdout
+        .strip_prefix("compact  ")
+        .and_then(|s| s.split(" bytes").next())
+        .map(|s| s.split(" -> ").map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(sizes[1] * 10 < sizes[0], "{}", out.stdout);
+    assert_eq!(t.rows("SELECT count(*) FROM t"), serde_json::json!([[20]]));
+    let gc = t.run(&["gc"]).quiet();
+    assert!(gc.stdout.contains("1 file(s) removed"), "the replaced file: {}", gc.stdout);
+    let out = t.run(&["compact", APP, "nope"]);
+    assert!(out.failed().starts_with("error[CAPABILITY_DENIED]"), "{}", out.stderr);
+}

@@ -45,6 +45,9 @@ pub enum Sabotage {
     /// A write whose caller cancelled it after it committed (while its commit or the
     /// checkpoint after it ran) is answered `CANCELLED`: the caller is told nothing changed.
     CancelledAfterCommit,
+    /// A compaction copies the live file before it takes the writer, as a restore does:
+    /// writes acknowledged between the copy and the flip are lost.
+    CompactionCopiesBeforeTheWriter,
     /// The write queue's leader steps down after a turn even when work is queued: the jobs
     /// left are stranded with nobody to run them (caught by the loom models).
     QueueStepsDownWithWorkQueued,

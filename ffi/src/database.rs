@@ -358,6 +358,60 @@ pub unsafe extern "C" fn sila_database_drop_snapshot(
     })
 }
 
+/// Folds the WAL into the database file and truncates it, with the writer held (queued
+/// writes commit first). If `json_out` is not NULL it receives
+/// `{"wal_frames","checkpointed_frames","complete"}`; `complete` is false when a reader
+/// still reads an older state from the WAL. A failed write or sync is `SILA_IO` and poisons
+/// the database. Thread-safe on a const database.
+///
+/// # Safety
+/// `database` is NULL or live; out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_database_checkpoint(
+    database: *const sila_database,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe {
+            with_db_json(database, json_out, json_len_out, |db| {
+                let r = db.checkpoint()?;
+                Ok(json!({
+                    "wal_frames": r.wal_frames,
+                    "checkpointed_frames": r.checkpointed_frames,
+                    "complete": r.complete,
+                }))
+            })
+        }
+    })
+}
+
+/// Rewrites the database into a new compact file (SQLite's VACUUM INTO) and flips to it;
+/// writes wait for the copy, reads do not, and no acknowledged write is lost. If `json_out`
+/// is not NULL it receives `{"before_bytes","after_bytes"}`; the replaced file is freed by
+/// `sila_workspace_gc`. `SILA_QUOTA_EXCEEDED` before any IO when the app's quota or the
+/// disk has no room for a copy of the live size. Thread-safe on a const database.
+///
+/// # Safety
+/// `database` is NULL or live; out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_database_compact(
+    database: *const sila_database,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        unsafe {
+            with_db_json(database, json_out, json_len_out, |db| {
+                let r = db.compact()?;
+                Ok(json!({ "before_bytes": r.before_bytes, "after_bytes": r.after_bytes }))
+            })
+        }
+    })
+}
+
 /// Applies a retention policy: keep at most `keep_last` snapshots (0: no count limit) and drop
 /// those older than `max_age_ms` (0: no age limit). If `json_out` is not NULL it receives the
 /// JSON array of dropped snapshot ids. Thread-safe on a const database.

@@ -50,6 +50,13 @@ fn a_broker_that_acknowledges_before_commit_is_caught() {
     println!("caught at {found:?}");
 }
 
+#[test]
+fn a_compaction_that_copies_before_taking_the_writer_is_caught() {
+    let found = first_failing_seed(Sabotage::CompactionCopiesBeforeTheWriter);
+    assert!(found.is_some(), "no violation in {SEEDS_MAX} seeds");
+    println!("caught at {found:?}");
+}
+
 /// With no flaw on, the same seeds pass: the violations above come from the flaws.
 #[test]
 fn the_same_seeds_pass_without_a_flaw() {

@@ -907,6 +907,22 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
     sila_string_free(json);
     OK(sila_workspace_gc(ws, NULL, NULL));
 
+    /* Checkpoint and compaction: the rows stay, the file is rewritten. */
+    {
+        int64_t rows = query_int(db, "SELECT count(*) FROM t");
+        OK(sila_database_checkpoint(db, &json, NULL));
+        CHECK(strstr(json, "\"complete\":") != NULL && strstr(json, "\"wal_frames\":") != NULL);
+        sila_string_free(json);
+        OK(sila_database_checkpoint(db, NULL, NULL));
+        OK(sila_database_compact(db, &json, &len));
+        CHECK(strstr(json, "\"before_bytes\":") != NULL && strstr(json, "\"after_bytes\":") != NULL);
+        CHECK(len == strlen(json));
+        sila_string_free(json);
+        OK(sila_database_compact(db, NULL, NULL));
+        CHECK(query_int(db, "SELECT count(*) FROM t") == rows);
+        OK(sila_workspace_gc(ws, NULL, NULL));
+    }
+
     /* Statistics. */
     OK(sila_database_stats(db, &json, &len));
     CHECK(strstr(json, "\"queries\":") != NULL && strstr(json, "\"db\":\"main\"") != NULL);
@@ -1023,6 +1039,8 @@ static void test_null_arguments(sila_workspace *ws, sila_database *db) {
     EXPECT(sila_database_drop_snapshot(NULL, "01890000-0000-7000-8000-000000000000"), A);
     EXPECT(sila_database_drop_snapshot(db, NULL), A);
     EXPECT(sila_database_apply_retention(NULL, 1, 0, NULL, NULL), A);
+    EXPECT(sila_database_checkpoint(NULL, NULL, NULL), A);
+    EXPECT(sila_database_compact(NULL, NULL, NULL), A);
     EXPECT(sila_database_restore(NULL, "01890000-0000-7000-8000-000000000000", 0, NULL, NULL), A);
     EXPECT(sila_database_restore(db, NULL, 0, NULL, NULL), A);
     EXPECT(sila_database_backup(NULL, 1, NULL, NULL), A);

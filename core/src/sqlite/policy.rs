@@ -25,7 +25,7 @@
 //! | BEGIN, COMMIT, ROLLBACK | denied: transactions go through the API (a COMMIT inside a group commit would break the other requests' atomicity) |
 //! | SAVEPOINT, RELEASE, ROLLBACK TO | allowed in exec, scripts, transactions and migration steps (they nest inside the request's or transaction's own savepoint or transaction, whose end releases whatever the app left open); denied in a query and for names starting with [`RESERVED_TABLE_PREFIX`] |
 //! | ATTACH, DETACH | denied in SQL that reaches SQLite; `ATTACH 'sila://db/<name>' AS s` and `DETACH s` are answered by the broker (see below) |
-//! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction and export are API operations |
+//! | VACUUM, VACUUM INTO | denied: SQLite runs them through an internal ATTACH, which is refused; compaction (`Database::compact`) and export are API operations |
 //! | PRAGMA | by the allowlist in [`pragma_rule`] |
 //! | functions | all built-ins except [`FUNCTIONS_DENIED`]; in a query also [`FUNCTIONS_OF_THE_WRITER`] (on a reader they would always answer 0) |
 //! | writing, creating, altering or dropping an engine table (`_sila_meta`, any name starting with [`RESERVED_TABLE_PREFIX`]), or indexing it or putting a trigger on it | denied; reading it is allowed |
@@ -355,8 +355,8 @@ fn temp_object(relax: &PolicyRelaxations, scope: Scope) -> std::result::Result<(
 fn attach_refusal(empty_name: bool) -> String {
     if empty_name {
         // VACUUM attaches its scratch database under the empty name.
-        "VACUUM is refused: compaction is an API operation (SQLite runs VACUUM through an internal ATTACH, \
-         which apps may not use)"
+        "VACUUM is refused: compaction is an API operation (Database::compact, sila_database_compact, \
+         `sila-sqlite compact APP DB`), which rewrites the file without stopping readers"
             .to_string()
     } else {
         "ATTACH (and VACUUM INTO, which attaches its output file) is refused: apps open each database \

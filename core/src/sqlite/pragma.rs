@@ -188,12 +188,12 @@ pub fn normalize(name: &str, value: &str) -> Option<String> {
 fn refusal_reason(name: &str) -> &'static str {
     match name.to_ascii_lowercase().as_str() {
         "database_list" => "it reveals host file paths",
-        "wal_checkpoint" => "checkpoints are the engine's (on WAL size thresholds)",
+        "wal_checkpoint" => "checkpoints are the engine's (on WAL size thresholds, or Database::checkpoint)",
         "shrink_memory" | "soft_heap_limit" | "hard_heap_limit" | "threads" => {
             "it changes process-wide memory or thread settings shared with other apps"
         }
         "temp_store_directory" | "data_store_directory" => "it points SQLite at a host directory",
-        "incremental_vacuum" => "compaction is an API operation",
+        "incremental_vacuum" => "compaction is an API operation (Database::compact)",
         "case_sensitive_like" => STICKY_SETTING,
         _ => "it is not on the PRAGMA allowlist",
     }

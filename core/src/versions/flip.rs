@@ -24,6 +24,17 @@ pub(super) struct Installed {
     pub(super) replaced_commits: u64,
 }
 
+/// When a flip's new file is written.
+pub(super) enum Fill<B, U> {
+    /// Before the writer is taken (a restore's copy, an import): writes go on meanwhile, and
+    /// the new version replaces them on purpose.
+    Before(B),
+    /// With the writer held, given its connection, so that no commit falls between the
+    /// copy and the flip (a compaction: the new file must hold every acknowledged write).
+    /// Writes wait for the whole copy.
+    UnderWriter(U),
+}
+
 /// Switches a closed database file to WAL mode. The switch leaves an empty WAL, and closing
 /// the only connection removes it: the file is self-contained when it is synced and flipped.
 pub(super) fn set_wal_mode(vfs_name: Option<&str>, path: &Path) -> Result<()> {
@@ -49,6 +60,24 @@ impl Database {
         write: impl FnOnce(&Path) -> Result<()>,
         before_flip: impl FnOnce(),
     ) -> Result<Installed> {
+        let fill: Fill<_, fn(&Connection, &Path) -> Result<()>> = Fill::Before(write);
+        self.install_filled(expected_bytes, label, keep_replaced, fill, before_flip)
+    }
+
+    /// [`Database::install_new_version`] with the choice of when the new file is written
+    /// (see [`Fill`]).
+    pub(super) fn install_filled<B, U>(
+        &self,
+        expected_bytes: u64,
+        label: &str,
+        keep_replaced: bool,
+        fill: Fill<B, U>,
+        before_flip: impl FnOnce(),
+    ) -> Result<Installed>
+    where
+        B: FnOnce(&Path) -> Result<()>,
+        U: FnOnce(&Connection, &Path) -> Result<()>,
+    {
         validate_label(label)?;
         let label = label.to_string();
         let key = self.key();
@@ -56,37 +85,27 @@ impl Database {
         let file = self.ws.new_uuid();
         let op = self.ws.with_store(|s| s.begin_new_file(&key, file, expected_bytes))?;
         let dest = self.ws.driver().abs(&layout::db_file(key.app, &key.db, file));
-        if let Err(e) = write(&dest) {
-            self.ws.abort_op(op);
-            return Err(e);
-        }
-        // The candidate was checked and closed; from here on it is only synced and flipped.
-        // Synced here, before the writer is taken: the flip's own sync of it is then cheap,
-        // and writers do not wait for the new file to reach the disk.
-        let synced = self.fs().open(&dest, OpenMode::ReadWrite).and_then(|f| {
-            f.sync()?;
-            f.len()
-        });
-        let size = match synced {
-            Ok(len) => len,
-            Err(e) => {
-                self.ws.abort_op(op);
-                return Err(e.into());
-            }
-        };
-        let schema = match open_plain(self.vfs_name(), &dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| read_schema_version(&c))
-        {
-            Ok(v) => v,
-            Err(e) => {
-                self.ws.abort_op(op);
-                return Err(e.context("reading the new version's schema version"));
-            }
+        // A file filled before the writer is taken is sealed now; one filled under the
+        // writer, in the flip's critical section below.
+        let (sealed, under_writer) = match fill {
+            Fill::Before(write) => match write(&dest).and_then(|()| self.seal_candidate(&dest)) {
+                Ok(sealed) => (Some(sealed), None),
+                Err(e) => {
+                    self.ws.abort_op(op);
+                    return Err(e);
+                }
+            },
+            Fill::UnderWriter(write) => (None, Some(write)),
         };
         before_flip();
         let ws = self.ws.clone();
         let db = self.db.clone();
         let flipped = self.exclusive(|conn| {
+            let (size, schema) = match (sealed, under_writer) {
+                (Some(sealed), _) => sealed,
+                (None, Some(write)) => write(conn, &dest).and_then(|()| self.seal_candidate(&dest))?,
+                (None, None) => return Err(Error::internal("a flip without a new file")),
+            };
             // Quiesce: every queued write before us is committed; fold the WAL into the old
             // file so nothing is orphaned. (busy, log, checkpointed) = (0, 0, 0) when the WAL
             // was folded whole and truncated; a reader still on the WAL makes it partial.
@@ -161,6 +180,20 @@ impl Database {
                 Err(e.context("flipping to the new version"))
             }
         }
+    }
+
+    /// Syncs a written, checked and closed candidate and reads its size and schema version.
+    /// (Synced before the flip's critical section when it can be: the flip's own sync of it
+    /// is then cheap.)
+    fn seal_candidate(&self, dest: &Path) -> Result<(u64, u64)> {
+        let size = self.fs().open(dest, OpenMode::ReadWrite).and_then(|f| {
+            f.sync()?;
+            f.len()
+        })?;
+        let schema = open_plain(self.vfs_name(), dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| read_schema_version(&c))
+            .map_err(|e| e.context("reading the new version's schema version"))?;
+        Ok((size, schema))
     }
 
     /// Makes the file a flip just replaced into a snapshot (the undo of a restore), without

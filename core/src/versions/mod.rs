@@ -18,12 +18,14 @@
 //!
 //! Where things are: [`flip`] (the flip and the undo snapshot it keeps), [`snapshot`]
 //! (snapshots and retention), [`restore`], [`import`], [`export`] (exports and backups),
-//! [`migrate`], [`gzip`]; this file holds what they share.
+//! [`migrate`], [`maintenance`] (checkpoints and compaction), [`gzip`]; this file holds what
+//! they share.
 
 mod export;
 mod flip;
 mod gzip;
 mod import;
+mod maintenance;
 mod migrate;
 mod restore;
 mod snapshot;
@@ -32,6 +34,7 @@ pub use export::ExportFormat;
 use flip::set_wal_mode;
 use gzip::{gunzip_file, gzip_file, gzip_stated_size, GZIP_MAGIC};
 pub use import::{ImportOptions, ImportReport, IMPORT_DENIED_FUNCTIONS};
+pub use maintenance::{CheckpointReport, CompactReport};
 pub use migrate::{
     read_schema_version, step_checksum, MigrationPlan, MigrationReport, MigrationStep, MIGRATION_STEPS_MAX,
 };

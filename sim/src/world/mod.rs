@@ -5,7 +5,7 @@
 //! broker runs on a deterministic [`Stepper`], and a clock that only moves when the simulation
 //! says so. A seeded workload drives the public API —
 //! exec, group-committed writes, transactions, queries, snapshots, restores, migrations,
-//! GC, clean reopens, cancellations — and keeps a reference model of what was acknowledged.
+//! checkpoints, compactions, GC, clean reopens, cancellations — and keeps a reference model of what was acknowledged.
 //!
 //! At a seeded IO step the power is cut ([`MemFs::cut_power_after`]); the machine boots on
 //! the durable image, recovers (sometimes losing power again during recovery, then
@@ -27,13 +27,15 @@
 //!
 //! Where things are: this file holds the machine (boot, setup, drawing and applying
 //! operations, [`run_seed`]); `profile.rs` the fault profiles; `model.rs` the reference model;
-//! `ops.rs` one function per operation; `clients.rs` requests that run while a snapshot,
-//! restore or import is in the middle of its work; `check.rs` crashes, reopens and the invariants.
+//! `ops.rs` one function per operation (`maintenance.rs` checkpoints and compactions);
+//! `clients.rs` requests that run while a snapshot, restore, import or compaction is in the
+//! middle of its work; `check.rs` crashes, reopens and the invariants.
 
 mod cancel;
 mod check;
 mod clients;
 mod held_read;
+mod maintenance;
 mod model;
 mod ops;
 mod paused;
@@ -160,6 +162,10 @@ pub enum Op {
     /// An insert, or a transaction that does not fail, run as one multi-row insert and
     /// cancelled in the middle; the number seeds where (see `cancel.rs`).
     CancelMidWrite(Box<Op>, u64),
+    /// Compact the database (`VACUUM INTO` a new version and flip; see `maintenance.rs`).
+    Compact,
+    /// Checkpoint the WAL into the database file and truncate it.
+    Checkpoint,
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -389,10 +395,15 @@ impl World {
     /// writes and version operations, a read held open across them. Those are drawn from
     /// streams of their own, so the operations of every seed stay what they were.
     pub fn draw(&mut self, profile: Profile, next_key: &mut i64) -> Op {
-        let op = self.draw_one(profile, next_key);
+        let mut op = self.draw_one(profile, next_key);
         self.draws += 1;
+        // Some queries become maintenance (a read changes nothing the rest relies on).
+        let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ MAINTENANCE_SALT ^ self.draws);
+        if op == Op::Query && side.random_bool(0.4) {
+            op = if side.random_bool(0.5) { Op::Compact } else { Op::Checkpoint };
+        }
         let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CLIENTS_SALT ^ self.draws);
-        let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..));
+        let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..) | Op::Compact);
         if !eligible || !side.random_bool(0.3) {
             let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ HELD_READ_SALT ^ self.draws);
             let holdable = matches!(
@@ -404,6 +415,7 @@ impl World {
                     | Op::Import(..)
                     | Op::Migrate
                     | Op::RetentionGc
+                    | Op::Compact
             );
             if holdable && side.random_bool(0.12) {
                 return Op::HeldRead(Box::new(op), side.next_u64());
@@ -545,6 +557,9 @@ const HELD_READ_SALT: u64 = 0x4845_4c44_5245_4144;
 
 /// Mixed into the seed of the stream that cancels writes in the middle.
 const CANCEL_SALT: u64 = 0x4341_4e43_454c_4d49;
+
+/// Mixed into the seed of the stream that turns some queries into maintenance.
+const MAINTENANCE_SALT: u64 = 0x4d41_494e_5441_494e;
 
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;

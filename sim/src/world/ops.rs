@@ -50,6 +50,8 @@ impl World {
             Op::Reopen => self.op_reopen(),
             Op::Cancel => self.op_cancel(),
             Op::Export(backup, gzip) => self.op_export(backup, gzip),
+            Op::Compact => self.op_compact(),
+            Op::Checkpoint => self.op_checkpoint(),
             Op::CutPower(n) => self.op_cut_power(n),
             Op::FailSync(n) => self.op_fail_sync(n),
             Op::HeldRead(inner, seed) => self.op_held_read(inner, *seed, full),

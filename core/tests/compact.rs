@@ -1,0 +1,142 @@
+//! Compaction and checkpoints through the public API: the file shrinks, no acknowledged
+//! write is lost (writes running meanwhile included), and a compaction without headroom is
+//! refused before it changes anything.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use sila_sqlite::{Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use std::collections::BTreeSet;
+
+mod support;
+use support::TempDir;
+
+const APP: &str = "com.example.notes";
+const MANIFEST: &str =
+    r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":4}],"tier":"standard"}}}"#;
+
+fn setup(name: &str) -> (TempDir, Workspace, Database) {
+    let dir = TempDir::new(name);
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app(APP, MANIFEST).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    (dir, ws, db)
+}
+
+/// Inserts `n` rows of about 1 KiB from id `first` on.
+fn fill(db: &Database, first: i64, n: i64) {
+    db.exec(
+        "WITH RECURSIVE k(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1 + ?2 - 1) \
+         INSERT INTO notes(id, body) SELECT i, hex(randomblob(512)) FROM k",
+        &[Value::Integer(first), Value::Integer(n)],
+    )
+    .unwrap();
+}
+
+fn ids(db: &Database) -> BTreeSet<i64> {
+    db.query("SELECT id FROM notes", &[])
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|r| match r.first() {
+            Some(Value::Integer(i)) => *i,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn compaction_gives_back_what_deletes_freed_and_keeps_every_row() {
+    let (_d, ws, db) = setup("compact-shrinks");
+    fill(&db, 1, 1500);
+    db.exec("DELETE FROM notes WHERE id > 100", &[]).unwrap();
+    let kept = ids(&db);
+    let report = db.compact().unwrap();
+    assert!(report.after_bytes * 4 < report.before_bytes, "{report:?}");
+    assert_eq!(ids(&db), kept);
+    let check = db.query_value("PRAGMA quick_check", &[]).unwrap();
+    assert_eq!(check, Some(Value::Text("ok".into())));
+    // The replaced file is garbage until GC; then the ledger counts the compact file only.
+    let before_gc = ws.ledger(APP).unwrap();
+    assert!(before_gc.garbage_bytes >= report.before_bytes / 2, "{before_gc:?}");
+    ws.gc().unwrap();
+    let after = ws.ledger(APP).unwrap();
+    assert_eq!(after.garbage_bytes, 0, "{after:?}");
+    assert!(after.live_bytes < report.before_bytes / 2, "{after:?}");
+    // The new file takes writes and survives a reopen.
+    fill(&db, 5000, 10);
+    drop(db);
+    let root = ws.root().to_path_buf();
+    drop(ws);
+    let ws = Workspace::open(root, WorkspaceOptions::default()).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    assert_eq!(ids(&db).len(), kept.len() + 10);
+}
+
+#[test]
+fn writes_during_a_compaction_are_all_kept() {
+    let (_d, _ws, db) = setup("compact-writes");
+    fill(&db, 1, 300);
+    db.exec("DELETE FROM notes WHERE id % 2 = 0", &[]).unwrap();
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for id in 10_000..10_200 {
+                if db.exec("INSERT INTO notes(id, body) VALUES (?, 'w')", &[Value::Integer(id)]).is_ok() {
+                    acked.push(id);
+                }
+            }
+            acked
+        })
+    };
+    for _ in 0..3 {
+        db.compact().unwrap();
+    }
+    let acked = writer.join().unwrap();
+    assert_eq!(acked.len(), 200, "no write is refused because of a compaction");
+    let present = ids(&db);
+    let lost: Vec<i64> = acked.iter().copied().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost by compaction: {lost:?}");
+}
+
+#[test]
+fn compaction_without_headroom_is_refused_and_changes_nothing() {
+    let (_d, ws, db) = setup("compact-quota");
+    // 4 MiB database, 12 MiB app quota: a 2.7 MiB file (its WAL folded and truncated) and
+    // three snapshots of it leave less than the live size a compaction reserves.
+    fill(&db, 1, 2000);
+    let report = db.checkpoint().unwrap();
+    assert!(report.complete && report.checkpointed_frames == report.wal_frames, "{report:?}");
+    assert_eq!(ws.ledger(APP).unwrap().side_bytes, 0, "the WAL is truncated");
+    for label in ["a", "b", "c"] {
+        db.snapshot(label).unwrap();
+    }
+    let before = ws.ledger(APP).unwrap();
+    let e = db.compact().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+    let q = e.quota().unwrap();
+    assert_eq!(q.limit_bytes, before.quota_bytes);
+    let after = ws.ledger(APP).unwrap();
+    assert_eq!(after.in_flight_bytes, 0, "{after:?}");
+    assert_eq!(after.used_bytes(), before.used_bytes(), "{before:?} -> {after:?}");
+    assert_eq!(ids(&db).len(), 2000);
+    // Dropping a snapshot and collecting it makes the room.
+    let first = db.snapshots().unwrap()[0].id;
+    db.drop_snapshot(first).unwrap();
+    ws.gc().unwrap();
+    db.compact().unwrap();
+    assert_eq!(ids(&db).len(), 2000);
+}
+
+#[test]
+fn a_read_only_database_is_not_compacted() {
+    let dir = TempDir::new("compact-ro");
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app(
+        APP,
+        r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"ref","maxSizeMB":1,"readOnly":true}],"tier":"standard"}}}"#,
+    )
+    .unwrap();
+    let db = ws.open_app(APP).unwrap().open("ref").unwrap();
+    assert_eq!(db.compact().unwrap_err().code(), ErrorCode::ReadOnly);
+}
