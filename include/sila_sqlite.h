@@ -1029,6 +1029,19 @@ sila_status sila_workspace_stats(const struct sila_workspace *workspace,
                                  char **json_out,
                                  size_t *json_len_out);
 
+// The workspace's metrics in the Prometheus text exposition format (ending with
+// `# EOF`): per active database requests, errors by code, a latency histogram, rows,
+// checkpoints, connections, cache hits and sizes; per app the quota and its use. Counters
+// count since the workspace was opened in this process. `*text_out` receives the text (free
+// with `sila_string_free`), `*len_out` its length when not NULL. Thread-safe on a const
+// workspace.
+//
+// # Safety
+// `workspace` is NULL or live; `text_out` writable; `len_out` NULL or writable.
+sila_status sila_workspace_metrics(const struct sila_workspace *workspace,
+                                   char **text_out,
+                                   size_t *len_out);
+
 // Garbage collection: removes every file nothing references (no pointer, snapshot,
 // lease or operation in flight). If `json_out` is not NULL it receives
 // `{"files_removed":[…],"bytes_freed":N,"kept_leased":[…]}` (workspace-relative paths; free

@@ -289,6 +289,13 @@ enum Command {
     /// Delete every file nothing references; print the files removed and bytes freed.
     Gc,
 
+    /// Print the workspace's metrics in the Prometheus text exposition format.
+    ///
+    /// Per app: the quota and what it is used by (live, snapshots, in flight, garbage).
+    /// Per database opened by this process: requests, errors, latency, sizes (a CLI run
+    /// opens none before this command, so its counters start at zero).
+    Metrics,
+
     /// Fold a database's WAL into its file and truncate it.
     ///
     /// Prints the WAL's frames and those folded; a reader still on an older state leaves
@@ -383,6 +390,7 @@ fn run(cli: Cli) -> Result<()> {
             versions::retention(&ws, &app, &db, keep_last, max_age_secs)
         }
         Command::Gc => versions::gc(&ws),
+        Command::Metrics => outln!("{}", ws.metrics_text()?.trim_end()),
         Command::Checkpoint { app, db } => versions::checkpoint(&ws, &app, &db),
         Command::Compact { app, db } => versions::compact(&ws, &app, &db),
     }

@@ -637,3 +637,15 @@ fn check_reports_a_database_that_fails_integrity_check() {
     assert!(out.stdout.contains("  FAILED     error[CORRUPT]: com.test.small/main"), "{}", out.stdout);
     assert!(out.first_err_line().starts_with("error[CORRUPT]: check found 1 problem(s)"), "{}", out.stderr);
 }
+
+#[test]
+fn metrics_prints_the_prometheus_exposition_with_every_app_quota() {
+    let t = TempWs::new("metrics");
+    t.run(&["demo"]).ok();
+    let out = t.run(&["metrics"]).ok();
+    let text = &out.stdout;
+    assert!(text.contains("# TYPE sila_quota_bytes gauge"), "{text}");
+    assert!(text.contains("sila_quota_bytes{app=\"com.example.analytics\"} "), "{text}");
+    assert!(text.contains("sila_quota_used_bytes{app=\"com.example.analytics\",kind=\"live\"} "), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}

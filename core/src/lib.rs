@@ -25,6 +25,7 @@ pub mod fault;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+mod prometheus;
 pub mod redact;
 pub mod sabotage;
 pub mod sqlite;

@@ -33,6 +33,28 @@ pub const LATENCY_US_MAX: u64 = 60_000_000;
 /// the largest part of an open database's memory).
 pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 2;
 
+/// Upper bounds, in microseconds, of the latency buckets [`MetricsSnapshot::latency_buckets`]
+/// reports (Prometheus `le`, from 100 µs to the histogram's 60 s ceiling).
+pub const LATENCY_BUCKETS_US: [u64; 17] = [
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    LATENCY_US_MAX,
+];
+
 /// How many entries the slow-query log keeps; older ones are dropped first.
 pub const SLOW_QUERY_LOG_ENTRIES_MAX: usize = 128;
 /// The default `slow_query_threshold`.
@@ -228,6 +250,8 @@ impl DbMetrics {
             }
         }
         let quantile = |q: f64| histogram.map_or(0, |h| h.value_at_quantile(q));
+        let (latency_buckets, latency_us_sum) = histogram
+            .map_or_else(|| (LATENCY_BUCKETS_US.iter().map(|b| (*b, 0)).collect(), 0), latency_buckets);
         MetricsSnapshot {
             queries,
             execs,
@@ -249,6 +273,8 @@ impl DbMetrics {
             latency_us_p95: quantile(0.95),
             latency_us_p99: quantile(0.99),
             latency_us_max: histogram.map_or(0, Histogram::max),
+            latency_buckets,
+            latency_us_sum,
         }
     }
 
@@ -270,6 +296,24 @@ impl DbMetrics {
         }
         Some(merged)
     }
+}
+
+/// The histogram's operations per bucket of [`LATENCY_BUCKETS_US`] (not cumulative; each
+/// recorded value, at the histogram's 2-digit precision, in the first bucket that holds it)
+/// and the sum of their latencies in microseconds.
+fn latency_buckets(h: &Histogram<u64>) -> (Vec<(u64, u64)>, u64) {
+    let mut buckets: Vec<(u64, u64)> = LATENCY_BUCKETS_US.iter().map(|b| (*b, 0)).collect();
+    let mut sum = 0u64;
+    for v in h.iter_recorded() {
+        let (value, count) = (v.value_iterated_to(), v.count_at_value());
+        sum = sum.saturating_add(value.saturating_mul(count));
+        // Values are recorded at most at LATENCY_US_MAX, the last bound.
+        let at = LATENCY_BUCKETS_US.iter().position(|b| value <= *b).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        if let Some(bucket) = buckets.get_mut(at) {
+            bucket.1 = bucket.1.saturating_add(count);
+        }
+    }
+    (buckets, sum)
 }
 
 fn new_latency_histogram() -> Option<Histogram<u64>> {
@@ -326,6 +370,11 @@ pub struct MetricsSnapshot {
     pub latency_us_p99: u64,
     /// Highest latency in microseconds.
     pub latency_us_max: u64,
+    /// Operations per latency bucket: `(upper bound in µs, count)` for each bound of
+    /// [`LATENCY_BUCKETS_US`], not cumulative.
+    pub latency_buckets: Vec<(u64, u64)>,
+    /// Sum of the recorded latencies in microseconds (at the histogram's precision).
+    pub latency_us_sum: u64,
 }
 
 impl MetricsSnapshot {

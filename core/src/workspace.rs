@@ -534,6 +534,24 @@ impl Workspace {
         Ok(out)
     }
 
+    /// Every active database's metrics and every app's quota ledger in the Prometheus text
+    /// exposition format (`core/src/prometheus.rs` lists the series). Counters count since
+    /// the workspace was opened in this process; sizes and ledgers are read now.
+    pub fn metrics_text(&self) -> Result<String> {
+        let dbs = self.stats(None, None)?;
+        let apps: Vec<(AppId, Uuid)> =
+            lock(&self.inner.store).apps().iter().map(|a| (a.app_id.clone(), a.app_uuid)).collect();
+        let mut ledgers = Vec::with_capacity(apps.len());
+        for (id, uuid) in apps {
+            self.inner.refresh_live_sizes(uuid);
+            // An app unregistered since the list was taken is left out.
+            if let Ok(ledger) = lock(&self.inner.store).ledger(uuid) {
+                ledgers.push((id.as_str().to_string(), ledger));
+            }
+        }
+        crate::prometheus::encode(dbs, ledgers)
+    }
+
     /// One app's registration.
     pub fn app_info(&self, app_id: &str) -> Result<AppInfo> {
         let app_id = AppId::new(app_id)?;

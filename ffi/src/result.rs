@@ -450,6 +450,21 @@ pub(crate) unsafe fn give_json(value: &serde_json::Value, json_out: *mut *mut c_
     }
 }
 
+/// Hands `text` to the caller through `text_out` (NUL-terminated, freed with
+/// `sila_string_free`) and its length in bytes through `len_out` (NULL: not wanted).
+///
+/// # Safety
+/// `text_out` non-NULL and writable; `len_out` NULL or writable.
+pub(crate) unsafe fn give_text(text: &str, text_out: *mut *mut c_char, len_out: *mut usize) {
+    let text = c_string(text);
+    let len = text.as_bytes().len();
+    // SAFETY: `text_out` non-NULL and writable (caller's contract); `len_out` NULL or writable.
+    unsafe {
+        write_out(text_out, text.into_raw());
+        write_out(len_out, len);
+    }
+}
+
 /// Frees a string this library returned through a `char **json_out` parameter. NULL is
 /// allowed and does nothing. Freeing twice, or freeing any other pointer, is undefined.
 ///

@@ -12,7 +12,7 @@ use crate::boundary::{
     cstr_arg, guard, guard_value, handle, opt_cstr_arg, out_arg, path_arg, str_arg, write_out, Result,
 };
 use crate::database::{sila_database, DbSlot};
-use crate::result::give_json;
+use crate::result::{give_json, give_text};
 use crate::status::sila_status;
 use serde_json::json;
 use sila_sqlite::{BrokerOptions, CancelToken, Error, ErrorCode, Workspace, WorkspaceOptions};
@@ -453,6 +453,32 @@ pub unsafe extern "C" fn sila_workspace_stats(
         });
         // SAFETY: checked non-NULL and writable.
         unsafe { give_json(&doc, json_out, json_len_out) };
+        Ok(())
+    })
+}
+
+/// The workspace's metrics in the Prometheus text exposition format (ending with
+/// `# EOF`): per active database requests, errors by code, a latency histogram, rows,
+/// checkpoints, connections, cache hits and sizes; per app the quota and its use. Counters
+/// count since the workspace was opened in this process. `*text_out` receives the text (free
+/// with `sila_string_free`), `*len_out` its length when not NULL. Thread-safe on a const
+/// workspace.
+///
+/// # Safety
+/// `workspace` is NULL or live; `text_out` writable; `len_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_workspace_metrics(
+    workspace: *const sila_workspace,
+    text_out: *mut *mut c_char,
+    len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        out_arg(text_out, "text_out")?;
+        // SAFETY: NULL or live (caller's contract).
+        let workspace = unsafe { handle(workspace, "workspace") }?;
+        let text = workspace.shared.get()?.metrics_text()?;
+        // SAFETY: checked non-NULL; writable by the caller's contract.
+        unsafe { give_text(&text, text_out, len_out) };
         Ok(())
     })
 }

@@ -934,6 +934,14 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
     sila_string_free(json);
     EXPECT(sila_workspace_stats(ws, "com.example.nobody", NULL, &json, NULL), SILA_NOT_FOUND);
     EXPECT(sila_workspace_stats(ws, BAD_UTF8, NULL, &json, NULL), SILA_INVALID_ARGUMENT);
+    OK(sila_workspace_metrics(ws, &json, &len));
+    CHECK(strstr(json, "sila_requests_total{app=\"com.example.notes\",db=\"main\",kind=\"query\"}") != NULL);
+    CHECK(strstr(json, "# TYPE sila_request_duration_seconds histogram") != NULL);
+    CHECK(strstr(json, "sila_quota_bytes{app=\"com.example.notes\"}") != NULL);
+    CHECK(len == strlen(json) && strcmp(json + len - 6, "# EOF\n") == 0);
+    sila_string_free(json);
+    EXPECT(sila_workspace_metrics(ws, NULL, NULL), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_workspace_metrics(NULL, &json, NULL), SILA_INVALID_ARGUMENT);
 }
 
 /* ------------------------------------------------------------------------------------- */
