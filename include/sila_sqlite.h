@@ -1042,6 +1042,26 @@ sila_status sila_workspace_metrics(const struct sila_workspace *workspace,
                                    char **text_out,
                                    size_t *len_out);
 
+// Does a bounded share of the workspace's upkeep (`Workspace::maintain`): for each
+// database in turn, continuing where the last call stopped, while `budget_ms` lasts (one
+// database always runs): an integrity check (SQLite's full `integrity_check` on every
+// `full_check_every`-th pass over all databases, 0 meaning 8, else `quick_check`),
+// `PRAGMA optimize`, and, when `keep_last` is not 0, retention keeping the newest
+// `keep_last` snapshots; then GC. A damaged database is reported and refused
+// (`SILA_POISONED`) until the workspace is reopened. If `json_out` is not NULL it receives
+// `{"databases":[{"app","db","full_check","problems":[…],"snapshots_dropped","error"}],
+// "remaining","pass","gc":{"files_removed","bytes_freed"}}` (free with `sila_string_free`).
+// Thread-safe on a const workspace.
+//
+// # Safety
+// `workspace` is NULL or live; out-pointers NULL or writable.
+sila_status sila_workspace_maintain(const struct sila_workspace *workspace,
+                                    uint64_t budget_ms,
+                                    uint32_t full_check_every,
+                                    uint32_t keep_last,
+                                    char **json_out,
+                                    size_t *json_len_out);
+
 // Garbage collection: removes every file nothing references (no pointer, snapshot,
 // lease or operation in flight). If `json_out` is not NULL it receives
 // `{"files_removed":[…],"bytes_freed":N,"kept_leased":[…]}` (workspace-relative paths; free

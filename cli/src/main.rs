@@ -296,6 +296,25 @@ enum Command {
     /// opens none before this command, so its counters start at zero).
     Metrics,
 
+    /// Do a bounded share of the workspace's upkeep, continuing where the last run stopped.
+    ///
+    /// For each database in turn while the budget lasts: an integrity check (quick, or full
+    /// with --full), PRAGMA optimize, and retention with --keep-last; then GC. One line per
+    /// database; a damaged one is reported (and refused until the workspace is reopened)
+    /// and the exit code is 1. (The rotation cursor lives in the process: each CLI run
+    /// starts from the first database.)
+    Maintain {
+        /// Start no new database after this many milliseconds (one always runs).
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        budget_ms: u64,
+        /// Run SQLite's full integrity_check instead of quick_check.
+        #[arg(long)]
+        full: bool,
+        /// Keep at most the newest N snapshots of each database.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+    },
+
     /// Fold a database's WAL into its file and truncate it.
     ///
     /// Prints the WAL's frames and those folded; a reader still on an older state leaves
@@ -391,6 +410,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Gc => versions::gc(&ws),
         Command::Metrics => outln!("{}", ws.metrics_text()?.trim_end()),
+        Command::Maintain { budget_ms, full, keep_last } => {
+            versions::maintain(&ws, budget_ms, full, keep_last)
+        }
         Command::Checkpoint { app, db } => versions::checkpoint(&ws, &app, &db),
         Command::Compact { app, db } => versions::compact(&ws, &app, &db),
     }

@@ -229,6 +229,45 @@ pub fn gc(ws: &Workspace) -> Result<()> {
     outln!("gc       {} file(s) removed, {bytes} bytes freed", files.len())
 }
 
+pub fn maintain(ws: &Workspace, budget_ms: u64, full: bool, keep_last: Option<usize>) -> Result<()> {
+    let options = sila_sqlite::maintenance::MaintenanceOptions {
+        budget: std::time::Duration::from_millis(budget_ms),
+        full_check_every: if full { 1 } else { u32::MAX },
+        retention: keep_last.map(|n| sila_sqlite::store::Retention { keep_last: Some(n), max_age_ms: None }),
+        gc: true,
+    };
+    let report = with_progress("maintain", || ws.maintain(&options))?;
+    let mut damaged = 0usize;
+    for d in &report.databases {
+        let check = if d.full_check { "integrity_check" } else { "quick_check" };
+        let state = match (&d.error, d.problems.first()) {
+            (Some(e), _) => format!("error {e}"),
+            (None, Some(first)) => {
+                damaged += 1;
+                format!(
+                    "DAMAGED ({} problem(s), first: {first}); restore its last good snapshot",
+                    d.problems.len()
+                )
+            }
+            (None, None) => format!("ok, {} snapshot(s) dropped", d.snapshots_dropped),
+        };
+        outln!("{:<10} {} {} {check}: {state}", "maintain", d.app_id, d.db)?;
+    }
+    if let Some(gc) = &report.gc {
+        outln!("gc       {} file(s) removed, {} bytes freed", gc.files.len(), gc.bytes)?;
+    }
+    if report.remaining > 0 {
+        outln!("maintain {} database(s) left for the next run (budget reached)", report.remaining)?;
+    }
+    if damaged > 0 {
+        return Err(Error::new(
+            ErrorCode::Corrupt,
+            format!("{damaged} damaged database(s); see docs/operations.md"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn checkpoint(ws: &Workspace, app: &str, db: &str) -> Result<()> {
     let report = with_progress("checkpoint", || open_db(ws, app, db)?.checkpoint())?;
     let how = if report.complete { "complete, WAL truncated" } else { "partial: a reader holds the rest" };

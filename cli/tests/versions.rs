@@ -508,3 +508,21 @@ fn checkpoint_and_compact_keep_the_rows_and_shrink_the_file() {
     let out = t.run(&["compact", APP, "nope"]);
     assert!(out.failed().starts_with("error[CAPABILITY_DENIED]"), "{}", out.stderr);
 }
+
+#[test]
+fn maintain_checks_every_database_and_collects_garbage() {
+    let t = TempWs::new("maintain");
+    t.exec("CREATE TABLE t (x)");
+    for label in ["a", "b"] {
+        t.db("snapshot", &["--label", label]).quiet();
+    }
+    let out = t.run(&["maintain", "--full", "--keep-last", "1"]).quiet();
+    assert!(
+        out.stdout.contains(&format!("maintain   {APP} main integrity_check: ok, 1 snapshot(s) dropped")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("gc       1 file(s) removed"), "{}", out.stdout);
+    let out = t.run(&["maintain", "--budget-ms", "0"]).quiet();
+    assert!(out.stdout.contains("main quick_check: ok"), "{}", out.stdout);
+}

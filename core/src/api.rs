@@ -518,6 +518,11 @@ impl Database {
         pending
     }
 
+    /// Whether the app's manifest makes this database read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Statistics of this database.
     pub fn stats(&self) -> DbStats {
         db_stats(&self.db)

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod driver;
 pub mod error;
 pub mod fault;
+pub mod maintenance;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

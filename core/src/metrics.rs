@@ -79,6 +79,7 @@ pub struct DbMetrics {
     errors: [AtomicU64; ERROR_CODE_COUNT],
     checkpoints: AtomicU64,
     checkpoints_failed: AtomicU64,
+    checkpoints_incomplete: AtomicU64,
     active_connections: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -136,6 +137,7 @@ impl DbMetrics {
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
             checkpoints: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
+            checkpoints_incomplete: AtomicU64::new(0),
             active_connections: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
@@ -193,6 +195,11 @@ impl DbMetrics {
     /// Counts a checkpoint that failed (IO, or the WAL was busy).
     pub fn record_checkpoint_failed(&self) {
         self.checkpoints_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a checkpoint that ran but could not fold every frame (a reader held some).
+    pub fn record_checkpoint_incomplete(&self) {
+        self.checkpoints_incomplete.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a snapshot or copy of the live file taken by the pinned file copy (`true`) or by
@@ -260,6 +267,7 @@ impl DbMetrics {
             rows_written,
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             checkpoints_failed: self.checkpoints_failed.load(Ordering::Relaxed),
+            checkpoints_incomplete: self.checkpoints_incomplete.load(Ordering::Relaxed),
             active_connections: self.active_connections.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
@@ -339,6 +347,9 @@ pub struct MetricsSnapshot {
     pub checkpoints: u64,
     /// WAL checkpoints that failed (IO, or the WAL was busy).
     pub checkpoints_failed: u64,
+    /// Checkpoints of the broker that ran but left frames in the WAL, because a reader was
+    /// still on an older state: growing steadily, checkpoints are starved and the WAL grows.
+    pub checkpoints_incomplete: u64,
     /// Connections open now.
     pub active_connections: u64,
     /// Page-cache hits.
@@ -401,6 +412,7 @@ impl MetricsSnapshot {
             "rows_written": self.rows_written,
             "checkpoints": self.checkpoints,
             "checkpoints_failed": self.checkpoints_failed,
+            "checkpoints_incomplete": self.checkpoints_incomplete,
             "active_connections": self.active_connections,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,

@@ -136,6 +136,12 @@ impl Collector for Scrape {
             "WAL checkpoints that failed (IO, or the WAL was busy)",
             per_db(|d| d.metrics.checkpoints_failed),
         )?;
+        counters(
+            &mut e,
+            "sila_checkpoints_incomplete",
+            "Checkpoints that left frames in the WAL because a reader held them (starvation when it keeps growing)",
+            per_db(|d| d.metrics.checkpoints_incomplete),
+        )?;
         counters(&mut e, "sila_cache_hits", "Page-cache hits", per_db(|d| d.metrics.cache_hits))?;
         counters(&mut e, "sila_cache_misses", "Page-cache misses", per_db(|d| d.metrics.cache_misses))?;
         counters(

@@ -175,6 +175,8 @@ struct Inner {
     report: RecoveryReport,
     /// Temporaries of exports and backups being written now (absolute paths): GC leaves them.
     partials: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// Where the next [`Workspace::maintain`] continues.
+    maintenance: Mutex<crate::maintenance::Cursor>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -377,6 +379,7 @@ impl Workspace {
                 clock: options.clock,
                 report,
                 partials: Arc::default(),
+                maintenance: Mutex::default(),
                 _lock: guard,
             }),
         })
@@ -727,6 +730,19 @@ impl Workspace {
     /// The driver (for the layers above).
     pub fn driver(&self) -> &Driver {
         &self.inner.driver
+    }
+
+    /// The workspace's clock.
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Runs `f` on the maintenance cursor.
+    pub(crate) fn with_maintenance_cursor<T>(
+        &self,
+        f: impl FnOnce(&mut crate::maintenance::Cursor) -> T,
+    ) -> T {
+        f(&mut lock(&self.inner.maintenance))
     }
 
     /// Milliseconds now, from the workspace's clock.

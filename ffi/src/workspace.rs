@@ -483,6 +483,73 @@ pub unsafe extern "C" fn sila_workspace_metrics(
     })
 }
 
+/// Does a bounded share of the workspace's upkeep (`Workspace::maintain`): for each
+/// database in turn, continuing where the last call stopped, while `budget_ms` lasts (one
+/// database always runs): an integrity check (SQLite's full `integrity_check` on every
+/// `full_check_every`-th pass over all databases, 0 meaning 8, else `quick_check`),
+/// `PRAGMA optimize`, and, when `keep_last` is not 0, retention keeping the newest
+/// `keep_last` snapshots; then GC. A damaged database is reported and refused
+/// (`SILA_POISONED`) until the workspace is reopened. If `json_out` is not NULL it receives
+/// `{"databases":[{"app","db","full_check","problems":[…],"snapshots_dropped","error"}],
+/// "remaining","pass","gc":{"files_removed","bytes_freed"}}` (free with `sila_string_free`).
+/// Thread-safe on a const workspace.
+///
+/// # Safety
+/// `workspace` is NULL or live; out-pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_workspace_maintain(
+    workspace: *const sila_workspace,
+    budget_ms: u64,
+    full_check_every: u32,
+    keep_last: u32,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: NULL or live (caller's contract).
+        let workspace = unsafe { handle(workspace, "workspace") }?;
+        let options = sila_sqlite::maintenance::MaintenanceOptions {
+            budget: Duration::from_millis(budget_ms),
+            full_check_every: if full_check_every == 0 {
+                sila_sqlite::maintenance::FULL_CHECK_EVERY_DEFAULT
+            } else {
+                full_check_every
+            },
+            retention: (keep_last > 0).then_some(sila_sqlite::store::Retention {
+                keep_last: Some(keep_last as usize),
+                max_age_ms: None,
+            }),
+            gc: true,
+        };
+        let report = workspace.shared.get()?.maintain(&options)?;
+        let databases: Vec<serde_json::Value> = report
+            .databases
+            .iter()
+            .map(|d| {
+                json!({
+                    "app": d.app_id,
+                    "db": d.db,
+                    "full_check": d.full_check,
+                    "problems": d.problems,
+                    "snapshots_dropped": d.snapshots_dropped,
+                    "error": d.error,
+                })
+            })
+            .collect();
+        let gc = report.gc.as_ref().map(|g| {
+            json!({
+                "files_removed": g.files.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+                "bytes_freed": g.bytes,
+            })
+        });
+        let doc =
+            json!({ "databases": databases, "remaining": report.remaining, "pass": report.pass, "gc": gc });
+        // SAFETY: NULL or writable.
+        unsafe { give_json(&doc, json_out, json_len_out) };
+        Ok(())
+    })
+}
+
 /// Garbage collection: removes every file nothing references (no pointer, snapshot,
 /// lease or operation in flight). If `json_out` is not NULL it receives
 /// `{"files_removed":[…],"bytes_freed":N,"kept_leased":[…]}` (workspace-relative paths; free

@@ -921,6 +921,12 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
         OK(sila_database_compact(db, NULL, NULL));
         CHECK(query_int(db, "SELECT count(*) FROM t") == rows);
         OK(sila_workspace_gc(ws, NULL, NULL));
+        OK(sila_workspace_maintain(ws, 60000, 1, 0, &json, &len));
+        CHECK(strstr(json, "\"full_check\":true") != NULL && strstr(json, "\"problems\":[]") != NULL);
+        CHECK(strstr(json, "\"db\":\"main\"") != NULL && strstr(json, "\"remaining\":0") != NULL);
+        sila_string_free(json);
+        OK(sila_workspace_maintain(ws, 0, 0, 1, NULL, NULL));
+        EXPECT(sila_workspace_maintain(NULL, 0, 0, 0, NULL, NULL), SILA_INVALID_ARGUMENT);
     }
 
     /* Statistics. */

@@ -653,20 +653,28 @@ impl DbShared {
             let _ = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
         } else {
             // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-            let result = internal(&conn, "PRAGMA wal_checkpoint(TRUNCATE)");
+            let result = internal_int_row(&conn, "PRAGMA wal_checkpoint(TRUNCATE)");
             self.checkpointed(result);
         }
         self.close_connection(conn, true);
         self.closing.store(false, Ordering::Release);
     }
 
-    /// Accounts for a checkpoint's result; none is ever dropped. A failed one is counted; an
+    /// Accounts for a checkpoint's result (its row); none is ever dropped. One that left
+    /// frames in the WAL is counted as incomplete. A failed one is counted; an
     /// IO failure poisons the database (a failed sync or write also set the workspace's fault
     /// latch below, which refuses every later write). Any other failure (the WAL was busy)
     /// leaves the committed data where it is, in the WAL.
-    fn checkpointed(&self, result: Result<()>) {
+    fn checkpointed(&self, result: Result<Vec<i64>>) {
         match result {
-            Ok(()) => self.metrics.record_checkpoint(),
+            Ok(row) => {
+                self.metrics.record_checkpoint();
+                // (busy, frames in the WAL, frames checkpointed): a reader on an older state
+                // kept frames in the WAL. Repeated, the WAL grows without bound (starvation).
+                if !checkpoint_complete(&row) {
+                    self.metrics.record_checkpoint_incomplete();
+                }
+            }
             Err(e) => {
                 self.metrics.record_checkpoint_failed();
                 self.poison_on_io(&e);
@@ -720,6 +728,13 @@ pub(crate) fn internal_int_row(conn: &Connection, sql: &str) -> Result<Vec<i64>>
     });
     INTERNAL.with(|f| f.set(false));
     r.map_err(|e| sqlite::map_error(e, None))
+}
+
+/// Whether a `PRAGMA wal_checkpoint` row `(busy, frames in the WAL, frames checkpointed)`
+/// says every frame was folded into the database file. Not when a reader held some back
+/// (fewer checkpointed), the checkpoint was busy, or the database is not in WAL mode (-1s).
+pub(crate) fn checkpoint_complete(row: &[i64]) -> bool {
+    matches!(row, [0, log, done] if *log >= 0 && log == done)
 }
 
 /// Runs `f`, which prepares statements of the engine itself (not the app's), past the SQL
@@ -792,4 +807,19 @@ fn cache_stats(conn: &Connection) -> (u64, u64) {
         }
     };
     (read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_HIT), read(rusqlite::ffi::SQLITE_DBSTATUS_CACHE_MISS))
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::checkpoint_complete;
+
+    #[test]
+    fn a_checkpoint_is_complete_only_when_every_frame_was_folded() {
+        assert!(checkpoint_complete(&[0, 0, 0]));
+        assert!(checkpoint_complete(&[0, 12, 12]));
+        assert!(!checkpoint_complete(&[0, 12, 7]), "a reader held frames back");
+        assert!(!checkpoint_complete(&[1, 12, 12]), "busy");
+        assert!(!checkpoint_complete(&[0, -1, -1]), "not in WAL mode");
+        assert!(!checkpoint_complete(&[]));
+    }
 }

@@ -289,7 +289,7 @@ impl DbShared {
             return;
         }
         // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-        let result = internal(conn, &format!("PRAGMA wal_checkpoint({mode})"));
+        let result = internal_int_row(conn, &format!("PRAGMA wal_checkpoint({mode})"));
         self.checkpointed(result);
     }
 

@@ -14,6 +14,19 @@ pub struct CompactReport {
     pub after_bytes: u64,
 }
 
+/// What [`Database::check_integrity`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Whether it was SQLite's full `integrity_check` (else `quick_check`).
+    pub full: bool,
+    /// What SQLite reported, at most [`INTEGRITY_PROBLEMS_MAX`] lines; empty when the
+    /// database is sound.
+    pub problems: Vec<String>,
+}
+
+/// Problems an integrity check reports at most (SQLite stops looking after as many).
+pub const INTEGRITY_PROBLEMS_MAX: u32 = 20;
+
 /// What [`Database::checkpoint`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointReport {
@@ -49,10 +62,72 @@ impl Database {
         let report = CheckpointReport {
             wal_frames: frames(1),
             checkpointed_frames: frames(2),
-            complete: row.first() == Some(&0),
+            complete: crate::broker::checkpoint_complete(&row),
         };
         self.refresh_sizes()?;
         Ok(report)
+    }
+
+    /// Checks the live database with SQLite's `quick_check` (or the full `integrity_check`,
+    /// which also checks index contents, when `full`), on a reader: writes go on. A database
+    /// found damaged is marked: every later request is refused (`POISONED`, naming the
+    /// check) until the workspace is reopened, when the operator restores its last good
+    /// snapshot (`docs/operations.md`). Returns what SQLite found. A page the check could
+    /// not read (an IO error) is not a finding: the check fails with `Io` and marks nothing.
+    pub fn check_integrity(&self, full: bool) -> Result<IntegrityReport> {
+        self.operation("check_integrity", || self.check_integrity_inner(full), |_| None)
+    }
+
+    fn check_integrity_inner(&self, full: bool) -> Result<IntegrityReport> {
+        let pragma = if full { "integrity_check" } else { "quick_check" };
+        let sql = format!("PRAGMA {pragma}({INTEGRITY_PROBLEMS_MAX})");
+        let stop = self.ws.broker().stop_after(self.ws.broker().options().transaction_timeout);
+        let checked = self.db.with_reader_conn(&stop, |conn| {
+            crate::broker::as_internal(|| {
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(|e| sqlite::map_error(e, None).context(format_args!("PRAGMA {pragma}")))
+        });
+        let problems: Vec<String> = match checked {
+            Ok(lines) => lines.into_iter().filter(|l| l != "ok").collect(),
+            // Damage bad enough that SQLite refuses to walk the file is a finding too.
+            Err(e) if e.code() == ErrorCode::Corrupt => vec![e.message().to_string()],
+            Err(e) => return Err(e),
+        };
+        // SQLite reports a page it could not read as a finding ("unable to get the page.
+        // error code=266"), and the entries it then missed as more. A read that failed
+        // says nothing about the content: the check proves nothing either way.
+        if let Some(line) = problems.iter().find(|l| unreadable_page(l)) {
+            return Err(Error::new(
+                ErrorCode::Io,
+                format!("PRAGMA {pragma} could not read the file, so it proves nothing; retry it ({line})"),
+            ));
+        }
+        if !problems.is_empty() {
+            let first = problems.first().map(String::as_str).unwrap_or_default();
+            self.db.poison(&format!(
+                "{pragma} found the database damaged ({} problem(s), first: {first}); restore its last good snapshot",
+                problems.len()
+            ));
+        }
+        Ok(IntegrityReport { full, problems })
+    }
+
+    /// Runs `PRAGMA optimize` on the writer (SQLite re-analyzes what changed enough to
+    /// matter; bounded by `analysis_limit`). Writes wait for it.
+    pub fn optimize(&self) -> Result<()> {
+        self.operation(
+            "optimize",
+            || {
+                self.refuse_read_only()?;
+                self.exclusive(|writer| {
+                    crate::broker::as_internal(|| sqlite::open::optimize_on_close(writer))
+                })
+            },
+            |_| None,
+        )
     }
 
     /// Rewrites the database into a new, compact file and flips to it: the free pages
@@ -107,4 +182,39 @@ fn vacuum_into(vfs_name: Option<&str>, live: &Path, dest: &Path) -> Result<()> {
     conn.execute("VACUUM INTO ?1", [dest_name])
         .map_err(|e| sqlite::map_error(e, None).context("compacting the database (VACUUM INTO)"))?;
     conn.close().map_err(|(_, e)| sqlite::map_error(e, None).context("closing the compaction's reader"))
+}
+
+/// Whether an integrity-check line is SQLite failing to read a page (an IO error, out of
+/// memory, an interrupt, a lock) rather than finding one damaged. SQLite words it
+/// "... error code=N" with N its result code.
+fn unreadable_page(line: &str) -> bool {
+    let Some((_, code)) = line.rsplit_once("error code=") else { return false };
+    let digits: String = code.chars().take_while(char::is_ascii_digit).collect();
+    let Ok(code) = digits.parse::<i32>() else { return false };
+    matches!(
+        code & 0xff,
+        rusqlite::ffi::SQLITE_IOERR
+            | rusqlite::ffi::SQLITE_NOMEM
+            | rusqlite::ffi::SQLITE_INTERRUPT
+            | rusqlite::ffi::SQLITE_BUSY
+            | rusqlite::ffi::SQLITE_LOCKED
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable_page;
+
+    #[test]
+    fn a_page_that_could_not_be_read_is_not_damage() {
+        assert!(unreadable_page("Tree 2 page 2: unable to get the page. error code=266"));
+        assert!(unreadable_page(
+            "*** in database main ***\nTree 2 page 2: unable to get the page. error code=10"
+        ));
+        assert!(unreadable_page("Tree 3 page 7: unable to get the page. error code=7"));
+        // SQLITE_CORRUPT (11) is damage.
+        assert!(!unreadable_page("Tree 2 page 2: unable to get the page. error code=11"));
+        assert!(!unreadable_page("wrong # of entries in index kv_v0"));
+        assert!(!unreadable_page("error code="));
+    }
 }

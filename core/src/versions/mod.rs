@@ -34,7 +34,7 @@ pub use export::ExportFormat;
 use flip::set_wal_mode;
 use gzip::{gunzip_file, gzip_file, gzip_stated_size, GZIP_MAGIC};
 pub use import::{ImportOptions, ImportReport, IMPORT_DENIED_FUNCTIONS};
-pub use maintenance::{CheckpointReport, CompactReport};
+pub use maintenance::{CheckpointReport, CompactReport, IntegrityReport, INTEGRITY_PROBLEMS_MAX};
 pub use migrate::{
     read_schema_version, step_checksum, MigrationPlan, MigrationReport, MigrationStep, MIGRATION_STEPS_MAX,
 };

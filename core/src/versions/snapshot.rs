@@ -141,7 +141,7 @@ impl Database {
                     .inspect_err(|_| self.db.metrics.record_checkpoint_failed())?;
                 self.db.metrics.record_checkpoint();
                 // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
-                let complete = matches!(row.as_slice(), [0, log, done] if *log >= 0 && log == done);
+                let complete = crate::broker::checkpoint_complete(&row);
                 if !complete || version != self.db.current_version() {
                     return Ok(None);
                 }

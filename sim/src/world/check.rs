@@ -179,6 +179,12 @@ impl World {
         let listed: BTreeSet<Uuid> = ws
             .with_store(|s| s.manifest(&key).map(|m| m.snapshots.iter().map(|x| x.id).collect()))
             .map_err(|e| e.to_string())?;
+        for id in &listed {
+            let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, *id));
+            if self.rotted_after_seal(*id, &snap) {
+                self.rot_maybe_undone.insert(*id);
+            }
+        }
         self.model.snapshot_order.retain(|id| listed.contains(id));
         self.model.snapshots.retain(|id, _| listed.contains(id));
         self.model.snapshots_maybe_gone.clear();

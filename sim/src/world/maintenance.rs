@@ -1,12 +1,15 @@
-//! Maintenance operations: a checkpoint on demand and a compaction (`VACUUM INTO` a new
-//! version, flipped to with the writer held).
+//! Maintenance operations: a checkpoint on demand, a compaction (`VACUUM INTO` a new
+//! version, flipped to with the writer held), and a call of the scheduled upkeep
+//! (`Workspace::maintain`: integrity check, `PRAGMA optimize`, GC).
 //!
 //! What the model expects: neither changes the rows. A compaction's copy holds every write
 //! acknowledged before it (writes submitted while it runs wait for it, then land on the new
 //! file), so clients acknowledged at any time must all be there; acknowledged, its flip
 //! synced the new file, and a complete checkpoint synced the database file: every write
 //! acknowledged before is durable from then on (when no failed write is in doubt). Failed,
-//! either leaves the rows as they were; after a failed sync nothing may be acknowledged.
+//! either leaves the rows as they were; after a failed sync nothing may be acknowledged. The
+//! upkeep's integrity check must find nothing wrong on a disk that keeps its contract: the
+//! live file is never damaged by any fault it injects.
 
 use super::*;
 
@@ -44,6 +47,34 @@ impl World {
                     report.wal_frames,
                     if report.complete { "" } else { " (partial)" }
                 ))
+            }
+            Err(e) => Ok(format!("error {}", e.code())),
+        }
+    }
+
+    /// [`Op::Maintain`].
+    pub(super) fn op_maintain(&mut self) -> Result<String, String> {
+        let options = sila_sqlite::maintenance::MaintenanceOptions {
+            budget: std::time::Duration::ZERO,
+            full_check_every: 1,
+            retention: None,
+            gc: true,
+        };
+        match self.ws()?.maintain(&options) {
+            Ok(report) => {
+                let mut text = String::from("maintained");
+                for d in &report.databases {
+                    if !d.problems.is_empty() && !self.lying {
+                        return Err(format!("the upkeep found the live database damaged: {:?}", d.problems));
+                    }
+                    text.push_str(&format!(
+                        " {} ({} problems{})",
+                        d.db,
+                        d.problems.len(),
+                        d.error.as_deref().map(|e| format!(", {e}")).unwrap_or_default()
+                    ));
+                }
+                Ok(text)
             }
             Err(e) => Ok(format!("error {}", e.code())),
         }

@@ -166,6 +166,8 @@ pub enum Op {
     Compact,
     /// Checkpoint the WAL into the database file and truncate it.
     Checkpoint,
+    /// One call of the workspace's scheduled upkeep (integrity check, optimize, GC).
+    Maintain,
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -263,6 +265,10 @@ pub struct World {
     /// acknowledged ([`MemFs::rotted`]): a bit of its file that rotted before is in the
     /// checksum the engine recorded (see [`World::rotted_after_seal`]).
     rot_marks: BTreeMap<Uuid, usize>,
+    /// Snapshots with a rotted bit when a lying disk crashed: the crash may have written the
+    /// bytes it still owed over the rot (a lie leaves a sealed file with pending writes), so
+    /// a restore may find them sound or not; the engine's checksum decides.
+    rot_maybe_undone: BTreeSet<Uuid>,
 }
 
 fn manifest(full: bool, max_mb: u64) -> String {
@@ -313,6 +319,7 @@ impl World {
             op_end_sync_failures: None,
             failed_calls_at_boot: 0,
             rot_marks: BTreeMap::new(),
+            rot_maybe_undone: BTreeSet::new(),
         })
     }
 
@@ -400,7 +407,11 @@ impl World {
         // Some queries become maintenance (a read changes nothing the rest relies on).
         let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ MAINTENANCE_SALT ^ self.draws);
         if op == Op::Query && side.random_bool(0.4) {
-            op = if side.random_bool(0.5) { Op::Compact } else { Op::Checkpoint };
+            op = match side.random_range(0..3u32) {
+                0 => Op::Compact,
+                1 => Op::Checkpoint,
+                _ => Op::Maintain,
+            };
         }
         let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CLIENTS_SALT ^ self.draws);
         let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..) | Op::Compact);

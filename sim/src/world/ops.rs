@@ -52,6 +52,7 @@ impl World {
             Op::Export(backup, gzip) => self.op_export(backup, gzip),
             Op::Compact => self.op_compact(),
             Op::Checkpoint => self.op_checkpoint(),
+            Op::Maintain => self.op_maintain(),
             Op::CutPower(n) => self.op_cut_power(n),
             Op::FailSync(n) => self.op_fail_sync(n),
             Op::HeldRead(inner, seed) => self.op_held_read(inner, *seed, full),
@@ -297,8 +298,9 @@ impl World {
         self.model.in_flight = vec![target.clone()];
         let key = self.ws()?.db_key(APP, "main").map_err(|e| e.to_string())?;
         let snap = Path::new(ROOT).join(layout::snapshot_file(key.app, &key.db, id));
-        let rotted = self.rotted_after_seal(id, &snap);
-        let rotted_before_seal = !rotted && self.fs.rotted().contains(&snap);
+        let rotted_after_seal = self.rotted_after_seal(id, &snap);
+        let rotted = rotted_after_seal && !self.rot_maybe_undone.contains(&id);
+        let rotted_before_seal = !rotted_after_seal && self.fs.rotted().contains(&snap);
         let restored = self.blocking(clients::StopIn::NewVersion, move |db| {
             db.restore(id, RestoreOptions { allow_schema_change: true })
         })?;

@@ -1,10 +1,14 @@
-//! Compaction and checkpoints through the public API: the file shrinks, no acknowledged
-//! write is lost (writes running meanwhile included), and a compaction without headroom is
-//! refused before it changes anything.
+//! Maintenance through the public API: compaction and checkpoints (the file shrinks, no
+//! acknowledged write is lost, writes running meanwhile included, and a compaction without
+//! headroom is refused before it changes anything), integrity checks, and the scheduled
+//! `Workspace::maintain` (bounded, rotating, reporting a damaged database).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+use sila_sqlite::maintenance::MaintenanceOptions;
+use sila_sqlite::store::Retention;
 use sila_sqlite::{Database, ErrorCode, Value, Workspace, WorkspaceOptions};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 mod support;
 use support::TempDir;
@@ -139,4 +143,87 @@ fn a_read_only_database_is_not_compacted() {
     .unwrap();
     let db = ws.open_app(APP).unwrap().open("ref").unwrap();
     assert_eq!(db.compact().unwrap_err().code(), ErrorCode::ReadOnly);
+}
+
+const TWO_DBS: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","maxSizeMB":1},{"name":"b","maxSizeMB":1}],"tier":"standard"}}}"#;
+
+#[test]
+fn maintain_works_through_every_database_in_budgeted_steps() {
+    let dir = TempDir::new("maintain-rotate");
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    ws.register_app(APP, TWO_DBS).unwrap();
+    ws.register_app("com.example.other", MANIFEST).unwrap();
+    let a = ws.open_app(APP).unwrap().open("a").unwrap();
+    a.exec("CREATE TABLE t (x)", &[]).unwrap();
+    for label in ["1", "2", "3"] {
+        a.snapshot(label).unwrap();
+    }
+    // A zero budget still does one database per call, so every call makes progress.
+    let options = MaintenanceOptions {
+        budget: Duration::ZERO,
+        full_check_every: 2,
+        retention: Some(Retention { keep_last: Some(1), max_age_ms: None }),
+        gc: true,
+    };
+    let mut seen = Vec::new();
+    for call in 0..6 {
+        let report = ws.maintain(&options).unwrap();
+        assert_eq!(report.databases.len(), 1, "{report:?}");
+        let d = &report.databases[0];
+        assert_eq!(d.error, None, "{d:?}");
+        assert!(d.problems.is_empty(), "{d:?}");
+        // With a full check every second pass: pass 0 is quick, pass 1 full.
+        assert_eq!((report.pass, d.full_check), (call / 3, call / 3 == 1), "call {call}: {report:?}");
+        assert_eq!(report.remaining, 2 - (call as usize % 3));
+        assert!(report.gc.is_some());
+        seen.push((d.app_id.clone(), d.db.clone(), d.snapshots_dropped));
+    }
+    let order: Vec<(&str, &str)> = seen.iter().map(|(a, d, _)| (a.as_str(), d.as_str())).collect();
+    assert_eq!(
+        order[..3],
+        [(APP, "a"), (APP, "b"), ("com.example.other", "main")],
+        "sorted, each database once per pass"
+    );
+    assert_eq!(order[..3], order[3..]);
+    assert_eq!(seen[0].2, 2, "retention kept the newest snapshot of a");
+    assert_eq!(a.snapshots().unwrap().len(), 1);
+    // A generous budget does a whole pass in one call.
+    let all =
+        ws.maintain(&MaintenanceOptions { budget: Duration::from_secs(3600), ..Default::default() }).unwrap();
+    assert_eq!((all.databases.len(), all.remaining), (3, 0), "{all:?}");
+}
+
+#[test]
+fn a_damaged_database_is_reported_and_refused_until_reopened() {
+    let dir = TempDir::new("maintain-damaged");
+    let root = dir.0.join("ws");
+    let path = {
+        let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+        ws.register_app(APP, MANIFEST).unwrap();
+        let db = ws.open_app(APP).unwrap().open("main").unwrap();
+        db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+        db.exec("CREATE INDEX notes_body ON notes(body)", &[]).unwrap();
+        fill(&db, 1, 200);
+        assert!(db.check_integrity(true).unwrap().problems.is_empty());
+        let key = ws.db_key(APP, "main").unwrap();
+        let file = ws.with_store(|s| s.pointer(&key).map(|p| p.file)).unwrap();
+        ws.root().join(sila_sqlite::store::layout::db_file(key.app, &key.db, file))
+    };
+    // Scribble over the middle of a b-tree page (not the header, not page 1).
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096 * 5;
+    for b in &mut bytes[page + 200..page + 1200] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
+    let report =
+        ws.maintain(&MaintenanceOptions { full_check_every: 1, gc: false, ..Default::default() }).unwrap();
+    let d = &report.databases[0];
+    assert!(!d.problems.is_empty(), "{d:?}");
+    assert!(d.full_check);
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    let e = db.query("SELECT count(*) FROM notes", &[]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
+    assert!(e.message().contains("integrity_check found the database damaged"), "{e}");
 }
