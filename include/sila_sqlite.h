@@ -989,6 +989,36 @@ sila_status sila_workspace_register_app(const struct sila_workspace *workspace,
                                         char **info_json_out,
                                         size_t *info_json_len_out);
 
+// Replaces the manifest of registered app `app_id` (`manifest_json`, UTF-8, length in bytes
+// or `SILA_NUL_TERMINATED`), durably: databases it adds are created empty, databases it
+// drops are removed (their files leave through the next GC), the rest take the new limits.
+// `SILA_NOT_FOUND` for an unknown app, `SILA_INVALID_MANIFEST` naming the field,
+// `SILA_QUOTA_EXCEEDED` when what is stored would not fit the new limits, `SILA_BUSY`
+// while a database whose limits change is open (close its handles first); nothing
+// changes on any error.
+//
+// On success, if `info_json_out` is not NULL, it receives the app as
+// [`sila_workspace_register_app`] gives it. Thread-safe on a const workspace.
+//
+// # Safety
+// Strings are NULL or valid as described; out-pointers are NULL or writable.
+sila_status sila_workspace_update_app(const struct sila_workspace *workspace,
+                                      const char *app_id,
+                                      const char *manifest_json,
+                                      size_t manifest_json_len,
+                                      char **info_json_out,
+                                      size_t *info_json_len_out);
+
+// Unregisters app `app_id`, durably: it is gone on return and its files leave through the
+// next GC (backups stay). `SILA_NOT_FOUND` for an unknown app; `SILA_BUSY`, with nothing
+// changed, while one of its databases is open (close its handles first). Thread-safe on
+// a const workspace.
+//
+// # Safety
+// `workspace` is NULL or live; `app_id` is NULL or a NUL-terminated string.
+sila_status sila_workspace_unregister_app(const struct sila_workspace *workspace,
+                                          const char *app_id);
+
 // Lists the registered apps as a JSON array of `{"app_id","app_uuid","manifest"}`, ordered
 // by app id, in `*json_out` (free with `sila_string_free`) and its length in
 // `*json_len_out` (may be NULL). Thread-safe on a const workspace.

@@ -352,6 +352,25 @@ enum AppCommand {
     },
     /// One line per registered app: id, uuid, tier, databases (name:sizeMB, `ro` if read-only).
     List,
+    /// Replace a registered app's manifest (JSON file): databases it adds are created empty,
+    /// databases it drops are removed with their snapshots (their files leave at the next
+    /// `gc`), the others take the new limits. Refused, changing nothing, if what is stored
+    /// would not fit. Prints the app as `app list` does.
+    Update {
+        /// The new manifest file.
+        manifest: PathBuf,
+        /// The app to update.
+        #[arg(long = "app", value_name = "APP_ID")]
+        app: String,
+    },
+    /// Unregister an app: it is gone at once, and its files leave at the next `gc`.
+    Unregister {
+        /// The app to unregister.
+        app: String,
+        /// First export each of its databases to DIR/<db>.sqlite; if one fails, the app stays.
+        #[arg(long = "export-dir", value_name = "DIR")]
+        export_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -390,6 +409,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
         Command::App(AppCommand::List) => app_list(&ws),
+        Command::App(AppCommand::Update { manifest, app }) => app_update(&ws, &manifest, &app),
+        Command::App(AppCommand::Unregister { app, export_dir }) => {
+            app_unregister(&ws, &app, export_dir.as_deref())
+        }
         Command::Sql { app, db, file: Some(_), .. } => run_script(&ws, &app, &db, &statement),
         Command::Sql { app, db, params, .. } => run_sql(&ws, &app, &db, &statement, &params),
         Command::Stats { app, db } => stats(&ws, app.as_deref(), db.as_deref()),
@@ -528,14 +551,43 @@ pub(crate) fn describe_dbs(info: &AppInfo) -> String {
     dbs.join(",")
 }
 
-fn app_register(ws: &Workspace, manifest: &Path, app: &str) -> Result<()> {
+fn read_manifest(manifest: &Path) -> Result<String> {
     let bytes = std::fs::read(manifest)
         .map_err(|e| Error::new(ErrorCode::Io, format!("reading manifest {}: {e}", manifest.display())))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         Error::new(ErrorCode::InvalidManifest, format!("manifest {} is not UTF-8: {e}", manifest.display()))
-    })?;
-    let info = ws.register_app(app, &text)?;
+    })
+}
+
+fn app_register(ws: &Workspace, manifest: &Path, app: &str) -> Result<()> {
+    let info = ws.register_app(app, &read_manifest(manifest)?)?;
     outln!("{} {}", info.app_id.as_str(), info.app_uuid)
+}
+
+fn app_update(ws: &Workspace, manifest: &Path, app: &str) -> Result<()> {
+    let info = ws.update_app(app, &read_manifest(manifest)?)?;
+    outln!("{} {} {} {}", info.app_id.as_str(), info.app_uuid, info.manifest.tier.name(), describe_dbs(&info))
+}
+
+fn app_unregister(ws: &Workspace, app: &str, export_dir: Option<&Path>) -> Result<()> {
+    let info = ws.app_info(app)?;
+    if let Some(dir) = export_dir {
+        let handle = ws.open_app(app)?;
+        for spec in &info.manifest.dbs {
+            let dest = dir.join(format!("{}.sqlite", spec.name.as_str()));
+            let bytes =
+                versions::with_progress("export", || handle.open(spec.name.as_str())?.export_to_path(&dest))
+                    .map_err(|e| {
+                        e.context(format!(
+                            "exporting {} before unregistering (nothing was unregistered)",
+                            spec.name.as_str()
+                        ))
+                    })?;
+            outln!("exported {} ({bytes} bytes) to {}", spec.name.as_str(), dest.display())?;
+        }
+    }
+    ws.unregister_app(app)?;
+    outln!("unregistered {app}; its files leave at the next `sila-sqlite gc`")
 }
 
 fn app_list(ws: &Workspace) -> Result<()> {

@@ -24,7 +24,7 @@ fn open_db(ws: &Workspace, app: &str, db: &str) -> Result<Database> {
 /// Runs a long copy. When stderr is a terminal, shows `<what>: working… done in X ms` there
 /// (erased again on failure, so the error line stands alone); otherwise prints nothing, so
 /// piped and captured output stays exactly the result.
-fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let tty = std::io::stderr().is_terminal();
     if tty {
         let mut err = std::io::stderr().lock();

@@ -182,6 +182,43 @@ fn app_register_is_idempotent_and_list_shows_every_app() {
 }
 
 #[test]
+fn app_update_changes_databases_and_unregister_exports_first_then_removes() {
+    let t = TempWs::new("lifecycle");
+    let uuid = t.register("com.test.small", SMALL_MANIFEST);
+    t.sql("com.test.small", "main", "CREATE TABLE t (x)", &[]).ok();
+    t.sql("com.test.small", "main", "INSERT INTO t VALUES (42)", &[]).ok();
+
+    let path = t.dir.join("bigger.json");
+    std::fs::write(
+        &path,
+        r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":2},{"name":"extra","maxSizeMB":1}]}}}"#,
+    )
+    .unwrap();
+    let out = t.run(&["app", "update", path.to_str().unwrap(), "--app", "com.test.small"]).ok();
+    assert_eq!(out.stdout, format!("com.test.small {uuid} standard main:2MB,extra:1MB\n"));
+    let out = t.run(&["app", "update", path.to_str().unwrap(), "--app", "com.test.nobody"]);
+    assert!(out.failed().starts_with("error[NOT_FOUND]: "), "{}", out.stderr);
+    let out = t.sql("com.test.small", "logs", "SELECT 1", &[]);
+    assert!(out.failed().starts_with("error[CAPABILITY_DENIED]: "), "the dropped database: {}", out.stderr);
+
+    let exports = t.dir.join("final");
+    std::fs::create_dir_all(&exports).unwrap();
+    let out = t.run(&["app", "unregister", "com.test.small", "--export-dir", exports.to_str().unwrap()]).ok();
+    assert!(out
+        .stdout
+        .ends_with("unregistered com.test.small; its files leave at the next `sila-sqlite gc`\n"));
+    let exported = rusqlite::Connection::open(exports.join("main.sqlite")).unwrap();
+    let x: i64 = exported.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(x, 42);
+    assert!(exports.join("extra.sqlite").exists());
+    assert_eq!(t.run(&["app", "list"]).ok().stdout, "");
+    let out = t.run(&["app", "unregister", "com.test.small"]);
+    assert!(out.failed().starts_with("error[NOT_FOUND]: "), "{}", out.stderr);
+    t.run(&["gc"]).ok();
+    assert!(!t.ws().join("apps").join(&uuid).exists());
+}
+
+#[test]
 fn sql_prints_one_json_line_of_the_exact_shape() {
     let t = TempWs::new("sql");
     t.register("com.test.small", SMALL_MANIFEST);

@@ -111,6 +111,47 @@ impl Driver {
                 Err(e) if e.kind == VfsErrorKind::NotFound => Ok(()),
                 other => other,
             },
+            Step::RemoveTree(p) => {
+                let mut budget = SCAN_ENTRIES_MAX;
+                self.remove_tree(&self.abs(p), 0, &mut budget)
+            }
+        }
+    }
+
+    /// Removes `dir` and what is below it, children first, at most [`SCAN_ENTRIES_MAX`]
+    /// entries and one level deeper than a scan looks (`db/<db>/snapshots/<file>` below an
+    /// app directory); anything deeper makes the final `remove_dir` fail, and GC reports it.
+    fn remove_tree(&self, dir: &Path, depth: usize, budget: &mut usize) -> Result<(), VfsError> {
+        let fs = self.vfs.as_ref();
+        let entries = match fs.list_dir(dir) {
+            Err(e) if e.kind == VfsErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        for entry in entries {
+            *budget = budget.checked_sub(1).ok_or_else(|| {
+                VfsError::new(
+                    VfsErrorKind::Other,
+                    "remove_dir",
+                    dir,
+                    format!("stopped after {SCAN_ENTRIES_MAX} entries"),
+                )
+            })?;
+            let path = dir.join(&entry.name);
+            let removed = if entry.is_dir && depth <= SCAN_DEPTH_MAX {
+                self.remove_tree(&path, depth + 1, budget)
+            } else if entry.is_dir {
+                fs.remove_dir(&path)
+            } else {
+                fs.remove_file(&path)
+            };
+            match removed {
+                Err(e) if e.kind == VfsErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        match fs.remove_dir(dir) {
+            Err(e) if e.kind == VfsErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+mod lifecycle;
+
 /// Directory under the workspace root for private scratch files (dry-run copies); emptied on
 /// open.
 pub const TMP_DIR: &str = "tmp";
@@ -426,7 +428,10 @@ impl Workspace {
         if let Some(uuid) = store.app_uuid(&app_id) {
             let existing = store.app(uuid).ok_or_else(|| Error::internal("app index out of step"))?;
             if existing.manifest == manifest {
-                return Ok(AppInfo::from(existing));
+                let info = AppInfo::from(existing);
+                let plan = store.plan_confirm_app(uuid)?;
+                self.execute(&mut store, &plan)?;
+                return Ok(info);
             }
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
@@ -465,18 +470,31 @@ impl Workspace {
 
     /// The broker state of one database of an app, created on first use.
     pub(crate) fn database_shared(&self, info: &AppInfo, db: &DbName) -> Result<Arc<DbShared>> {
-        let spec = info.manifest.db(db).ok_or_else(|| {
-            Error::new(
-                ErrorCode::CapabilityDenied,
-                format!("app {:?} has no database {:?} in its manifest", info.app_id.as_str(), db.as_str()),
-            )
-        })?;
         let key = DbKey { app: info.app_uuid, db: db.clone() };
         if let Some(shared) = self.inner.broker.active(&key) {
             return Ok(shared);
         }
-        let rel = lock(&self.inner.store).current_file_path(&key)?;
-        let limits = info.manifest.tier.limits();
+        // The record as it is now, not as the caller's `App` handle saw it: an update may
+        // have changed it since.
+        let (rel, manifest, spec) = {
+            let store = lock(&self.inner.store);
+            let manifest = store.app(info.app_uuid).map(|r| r.manifest.clone()).ok_or_else(|| {
+                Error::new(ErrorCode::NotFound, format!("app {:?} is not registered", info.app_id.as_str()))
+            })?;
+            let spec = manifest.db(db).ok_or_else(|| {
+                Error::new(
+                    ErrorCode::CapabilityDenied,
+                    format!(
+                        "app {:?} has no database {:?} in its manifest",
+                        info.app_id.as_str(),
+                        db.as_str()
+                    ),
+                )
+            })?;
+            let spec = spec.clone();
+            (store.current_file_path(&key)?, manifest, spec)
+        };
+        let limits = manifest.tier.limits();
         let connection = ConnectionOptions {
             synchronous: if limits.synchronous_full { Synchronous::Full } else { Synchronous::Normal },
             cache_size_kib: limits.cache_size_kib_max,
@@ -494,7 +512,7 @@ impl Workspace {
             path: self.inner.driver.abs(&rel),
             read_only: spec.read_only,
             connection,
-            policy: info.manifest.policy,
+            policy: manifest.policy,
         };
         let weak = Arc::downgrade(&self.inner);
         let release: crate::broker::LeaseRelease = Arc::new(move |lease| {
@@ -514,7 +532,7 @@ impl Workspace {
                 lock(&inner.store).poison(&poison_key, why);
             }
         });
-        Ok(self.inner.broker.database(config, release, on_poison))
+        self.inner.broker.database(config, release, on_poison)
     }
 
     /// Statistics of every active database, optionally of one app (and one database).

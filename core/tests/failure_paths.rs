@@ -31,6 +31,10 @@ const MANIFEST: &str =
     r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":8}],"tier":"standard"}}}"#;
 const OTHER_MANIFEST: &str =
     r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"other","maxSizeMB":4}],"tier":"basic"}}}"#;
+/// [`MANIFEST`] and one more database.
+const UPDATED_MANIFEST: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":8},{"name":"extra","maxSizeMB":4}],"tier":"standard"}}}"#;
+/// An app of the base with a row in its database, for [`Op::Unregister`].
+const GONE: &str = "com.example.gone";
 /// Rows in the base database.
 const ROWS: i64 = 30;
 
@@ -48,10 +52,12 @@ enum Op {
     Retention,
     Gc,
     Register,
+    UpdateApp,
+    Unregister,
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 13] = [
         Op::Exec,
         Op::Snapshot,
         Op::DropSnapshot,
@@ -63,6 +69,8 @@ impl Op {
         Op::Retention,
         Op::Gc,
         Op::Register,
+        Op::UpdateApp,
+        Op::Unregister,
     ];
 
     fn run(self, ws: &Workspace, db: &Database, base: &Path) -> sila_sqlite::Result<()> {
@@ -90,6 +98,9 @@ impl Op {
             Op::Retention => db.apply_retention(Retention { keep_last: Some(0), max_age_ms: None }).map(drop),
             Op::Gc => ws.gc().map(drop),
             Op::Register => ws.register_app("com.example.other", OTHER_MANIFEST).map(drop),
+            // Adds a database beside the open one (an addition retires nothing).
+            Op::UpdateApp => ws.update_app(APP, UPDATED_MANIFEST).map(drop),
+            Op::Unregister => ws.unregister_app(GONE).map(drop),
         }
     }
 }
@@ -104,6 +115,10 @@ fn base(dir: &Path) {
     for i in 0..ROWS {
         db.exec("INSERT INTO notes(body) VALUES (?)", &[Value::Text(format!("note {i}"))]).unwrap();
     }
+    ws.register_app(GONE, OTHER_MANIFEST).unwrap();
+    let gone = ws.open_app(GONE).unwrap().open("other").unwrap();
+    gone.exec("CREATE TABLE t (x)", &[]).unwrap();
+    drop(gone);
     let snap = db.snapshot("base").unwrap();
     let undo = db.restore(snap.id, RestoreOptions::default()).unwrap();
     db.drop_snapshot(undo).unwrap();

@@ -348,6 +348,64 @@ pub unsafe extern "C" fn sila_workspace_register_app(
     })
 }
 
+/// Replaces the manifest of registered app `app_id` (`manifest_json`, UTF-8, length in bytes
+/// or `SILA_NUL_TERMINATED`), durably: databases it adds are created empty, databases it
+/// drops are removed (their files leave through the next GC), the rest take the new limits.
+/// `SILA_NOT_FOUND` for an unknown app, `SILA_INVALID_MANIFEST` naming the field,
+/// `SILA_QUOTA_EXCEEDED` when what is stored would not fit the new limits, `SILA_BUSY`
+/// while a database whose limits change is open (close its handles first); nothing
+/// changes on any error.
+///
+/// On success, if `info_json_out` is not NULL, it receives the app as
+/// [`sila_workspace_register_app`] gives it. Thread-safe on a const workspace.
+///
+/// # Safety
+/// Strings are NULL or valid as described; out-pointers are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_workspace_update_app(
+    workspace: *const sila_workspace,
+    app_id: *const c_char,
+    manifest_json: *const c_char,
+    manifest_json_len: usize,
+    info_json_out: *mut *mut c_char,
+    info_json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: pointer arguments are NULL or valid (caller's contract).
+        let (workspace, app_id, manifest) = unsafe {
+            (
+                handle(workspace, "workspace")?,
+                cstr_arg(app_id, "app_id")?,
+                str_arg(manifest_json, manifest_json_len, "manifest_json")?,
+            )
+        };
+        let info = workspace.shared.get()?.update_app(app_id, manifest)?;
+        // SAFETY: NULL or writable (caller's contract).
+        unsafe { give_json(&app_info_json(&info), info_json_out, info_json_len_out) };
+        Ok(())
+    })
+}
+
+/// Unregisters app `app_id`, durably: it is gone on return and its files leave through the
+/// next GC (backups stay). `SILA_NOT_FOUND` for an unknown app; `SILA_BUSY`, with nothing
+/// changed, while one of its databases is open (close its handles first). Thread-safe on
+/// a const workspace.
+///
+/// # Safety
+/// `workspace` is NULL or live; `app_id` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn sila_workspace_unregister_app(
+    workspace: *const sila_workspace,
+    app_id: *const c_char,
+) -> sila_status {
+    guard(|| {
+        // SAFETY: pointer arguments are NULL or valid (caller's contract).
+        let (workspace, app_id) = unsafe { (handle(workspace, "workspace")?, cstr_arg(app_id, "app_id")?) };
+        workspace.shared.get()?.unregister_app(app_id)?;
+        Ok(())
+    })
+}
+
 /// Lists the registered apps as a JSON array of `{"app_id","app_uuid","manifest"}`, ordered
 /// by app id, in `*json_out` (free with `sila_string_free`) and its length in
 /// `*json_len_out` (may be NULL). Thread-safe on a const workspace.

@@ -210,6 +210,30 @@ static void test_register_and_open(sila_workspace *ws, sila_database **db_out, s
     OK(sila_workspace_apps(ws, &json, &len));
     CHECK(json && json[0] == '[' && strstr(json, "com.example.notes") != NULL);
     sila_string_free(json);
+    json = NULL;
+
+    /* App lifecycle: a second app updated (a database added) and unregistered. */
+    EXPECT(sila_workspace_update_app(ws, "com.example.nobody", MANIFEST, NUL, NULL, NULL), SILA_NOT_FOUND);
+    EXPECT(sila_workspace_update_app(ws, "com.example.notes", "{\"capabilities\":", NUL, NULL, NULL),
+           SILA_INVALID_MANIFEST);
+    OK(sila_workspace_register_app(ws, "com.example.brief",
+                                   "{\"capabilities\":{\"sqlite\":{\"enabled\":true,\"dbs\":[{\"name\":\"a\"}]}}}",
+                                   NUL, NULL, NULL));
+    OK(sila_workspace_update_app(
+        ws, "com.example.brief",
+        "{\"capabilities\":{\"sqlite\":{\"enabled\":true,\"dbs\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}}", NUL,
+        &json, &len));
+    CHECK(json && strstr(json, "\"name\":\"b\"") != NULL);
+    sila_string_free(json);
+    json = NULL;
+    OK(sila_workspace_open_database(ws, "com.example.brief", "b", &db));
+    EXPECT(sila_workspace_unregister_app(ws, "com.example.brief"), SILA_BUSY);
+    sila_database_free(db);
+    db = NULL;
+    OK(sila_workspace_unregister_app(ws, "com.example.brief"));
+    EXPECT(sila_workspace_unregister_app(ws, "com.example.brief"), SILA_NOT_FOUND);
+    EXPECT(sila_workspace_open_database(ws, "com.example.brief", "b", &db), SILA_NOT_FOUND);
+    EXPECT(sila_workspace_unregister_app(NULL, "com.example.brief"), SILA_INVALID_ARGUMENT);
 
     EXPECT(sila_workspace_open_database(ws, "com.example.nobody", "main", &db), SILA_NOT_FOUND);
     EXPECT(sila_workspace_open_database(ws, "com.example.notes", "secret", &db), SILA_CAPABILITY_DENIED);

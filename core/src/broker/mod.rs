@@ -43,6 +43,7 @@ pub mod pending;
 mod pool;
 mod queue;
 mod readers;
+mod retire;
 mod slots;
 mod writer;
 
@@ -52,6 +53,7 @@ pub use gate::{Gate, GateState};
 pub use options::BrokerOptions;
 pub use queue::{JobClass, QueueFull, QueuedWrite, WriteQueue};
 pub use readers::{Checkout, Pooled, ReaderPool, Returned};
+pub use retire::Retirement;
 pub use slots::Slots;
 pub(crate) use writer::run_script_in_savepoint;
 pub use writer::{transaction_refusal, ExecRequest, WriteJob};
@@ -239,6 +241,8 @@ pub struct BrokerShared {
     /// The workspace's fault latch ([`crate::fault`]): set, no write is acknowledged.
     latch: Arc<FaultLatch>,
     dbs: Mutex<HashMap<DbKey, Arc<DbShared>>>,
+    /// Databases a change of their app holds out of service ([`retire`]).
+    retiring: Mutex<std::collections::HashSet<DbKey>>,
     apps: Mutex<HashMap<uuid::Uuid, Arc<AppShared>>>,
     connections_open: AtomicUsize,
     /// The time every deadline, timeout, budget refill and idle period is measured on.
@@ -267,6 +271,7 @@ impl BrokerShared {
             sqlite_vfs: io.sqlite_vfs,
             latch: io.latch,
             dbs: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(std::collections::HashSet::new()),
             apps: Mutex::new(HashMap::new()),
             connections_open: AtomicUsize::new(0),
             clock,
@@ -321,11 +326,12 @@ impl BrokerShared {
         config: DbConfig,
         release_lease: LeaseRelease,
         on_poison: PoisonHook,
-    ) -> Arc<DbShared> {
+    ) -> Result<Arc<DbShared>> {
         let mut dbs = lock(&self.dbs);
         if let Some(db) = dbs.get(&config.key) {
-            return db.clone();
+            return Ok(db.clone());
         }
+        self.check_not_retiring(&config.key)?;
         let db = Arc::new(DbShared {
             latch: self.latch.clone(),
             hot: Hot {
@@ -357,7 +363,7 @@ impl BrokerShared {
             metrics: DbMetrics::new(),
         });
         dbs.insert(config.key, db.clone());
-        db
+        Ok(db)
     }
 
     /// The database's shared state if it is active.

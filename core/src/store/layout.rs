@@ -26,6 +26,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const APPS_DIR: &str = "apps";
 /// The app record's file name.
 pub const APP_RECORD: &str = "app.json";
+/// What `app.json` is renamed to when the app is unregistered: the directory is garbage.
+pub const APP_TOMBSTONE: &str = "app.json.removed";
 /// The pointer record's file name.
 pub const CURRENT: &str = "current";
 /// The snapshot manifest's file name.
@@ -63,6 +65,11 @@ pub fn app_record(app: Uuid) -> PathBuf {
 /// `apps/<app>/app.json.tmp`
 pub fn app_record_tmp(app: Uuid) -> PathBuf {
     app_dir(app).join(format!("{APP_RECORD}{TMP_SUFFIX}"))
+}
+
+/// `apps/<app>/app.json.removed`
+pub fn app_tombstone(app: Uuid) -> PathBuf {
+    app_dir(app).join(APP_TOMBSTONE)
 }
 
 /// `apps/<app>/db`

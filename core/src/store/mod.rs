@@ -36,6 +36,7 @@
 
 pub mod ids;
 pub mod layout;
+mod lifecycle;
 pub mod plan;
 pub mod record;
 
@@ -44,6 +45,7 @@ use crate::names::{AppId, DbName};
 use crate::sabotage::{self, Sabotage};
 use crate::{Error, ErrorCode, QuotaDetail, Result};
 use layout::FileKind;
+use lifecycle::Retired;
 pub use plan::{Plan, Step};
 use record::{AppRecord, ManifestRecord, PointerRecord, SnapshotEntry};
 use std::collections::{BTreeMap, BTreeSet};
@@ -177,6 +179,8 @@ pub struct RecoveryReport {
     pub orphans: Vec<PathBuf>,
     /// Files the engine does not recognise; never touched.
     pub unknown: Vec<PathBuf>,
+    /// Directories of removed databases and unregistered apps, left for GC.
+    pub retired: Vec<PathBuf>,
 }
 
 /// A snapshot retention policy. Both limits apply when both are set.
@@ -249,11 +253,40 @@ struct AppState {
 
 #[derive(Debug, Clone)]
 enum OpKind {
-    Register { record: AppRecord, dbs: Vec<(DbName, Uuid)> },
-    NewFile { key: DbKey, file: Uuid, reserved: u64, pointer: Option<PointerRecord> },
-    AddSnapshot { key: DbKey, id: Uuid, reserved: u64, manifest: Option<ManifestRecord> },
-    DropSnapshots { key: DbKey, manifest: ManifestRecord },
-    Gc { removals: Vec<(DbKey, String)> },
+    Register {
+        record: AppRecord,
+        dbs: Vec<(DbName, Uuid)>,
+    },
+    UpdateApp {
+        record: AppRecord,
+        added: Vec<(DbName, Uuid)>,
+        removed: Vec<DbName>,
+    },
+    Unregister {
+        app: Uuid,
+    },
+    /// Syncs only (see `plan_confirm_app`): no state changes.
+    Confirm,
+    NewFile {
+        key: DbKey,
+        file: Uuid,
+        reserved: u64,
+        pointer: Option<PointerRecord>,
+    },
+    AddSnapshot {
+        key: DbKey,
+        id: Uuid,
+        reserved: u64,
+        manifest: Option<ManifestRecord>,
+    },
+    DropSnapshots {
+        key: DbKey,
+        manifest: ManifestRecord,
+    },
+    Gc {
+        removals: Vec<(DbKey, String)>,
+        retired: Vec<PathBuf>,
+    },
     Recovery,
 }
 
@@ -265,6 +298,10 @@ pub struct Store {
     ops: BTreeMap<OpId, OpKind>,
     leases: BTreeMap<LeaseId, (DbKey, Uuid)>,
     gc_pending: BTreeSet<(DbKey, String)>,
+    /// Directories no record lists any more, by root (see [`lifecycle`]).
+    retired: BTreeMap<PathBuf, Retired>,
+    /// Retired directories a GC plan is removing.
+    retired_pending: BTreeSet<PathBuf>,
     next_id: u64,
 }
 
@@ -452,13 +489,18 @@ impl Store {
 
     /// The quota ledger of an app.
     pub fn ledger(&self, app: Uuid) -> Result<Ledger> {
+        self.ledger_where(app, |_| true)
+    }
+
+    /// The quota ledger of an app over the databases `include` accepts.
+    fn ledger_where(&self, app: Uuid, include: impl Fn(&DbName) -> bool) -> Result<Ledger> {
         let state = self
             .apps
             .get(&app)
             .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("app {app} is not registered")))?;
         let mut ledger =
             Ledger { quota_bytes: state.record.manifest.storage_quota_bytes(), ..Ledger::default() };
-        for (name, db) in &state.dbs {
+        for (name, db) in state.dbs.iter().filter(|(name, _)| include(name)) {
             let key = DbKey { app, db: name.clone() };
             let in_flight = self.in_flight_files(&key);
             let garbage: BTreeSet<String> = self.unreferenced(&key, db).into_iter().collect();
@@ -551,81 +593,6 @@ impl Store {
         if let Ok(db) = self.db_mut(key) {
             db.health = Health::Poisoned(why.to_string());
         }
-    }
-
-    // ----- registration ------------------------------------------------------------------
-
-    /// Plans the registration of an app: its directory, one empty database per manifest
-    /// entry (pointer generation 1, empty manifest), then the app record, whose rename is the
-    /// commit point. `app_uuid` and `file_uuids` (one per database) come from the caller.
-    pub fn plan_register_app(
-        &mut self,
-        app_id: AppId,
-        manifest: Manifest,
-        app_uuid: Uuid,
-        file_uuids: &[Uuid],
-        now_ms: u64,
-    ) -> Result<Plan> {
-        if self.by_id.contains_key(&app_id) {
-            return Err(Error::new(
-                ErrorCode::AlreadyExists,
-                format!("app {:?} is already registered", app_id.as_str()),
-            ));
-        }
-        if self.apps.contains_key(&app_uuid) || self.registering(&app_id) {
-            return Err(Error::new(
-                ErrorCode::Busy,
-                format!("app {:?} is being registered", app_id.as_str()),
-            ));
-        }
-        if file_uuids.len() != manifest.dbs.len() {
-            return Err(Error::internal("one file UUID per database is required"));
-        }
-        let record = AppRecord { app_id, app_uuid, created_ms: now_ms, manifest };
-        let mut steps =
-            vec![Step::CreateDir(layout::app_dir(app_uuid)), Step::CreateDir(layout::dbs_dir(app_uuid))];
-        let mut dbs = Vec::new();
-        for (spec, file) in record.manifest.dbs.iter().zip(file_uuids) {
-            let db = &spec.name;
-            let pointer = PointerRecord {
-                generation: 1,
-                file: *file,
-                size: 0,
-                schema: 0,
-                created_ms: now_ms,
-                label: "created".into(),
-            };
-            let manifest = ManifestRecord { generation: 1, snapshots: Vec::new() };
-            let data = layout::db_file(app_uuid, db, *file);
-            steps.extend([
-                Step::CreateDir(layout::db_dir(app_uuid, db)),
-                Step::CreateDir(layout::snapshots_dir(app_uuid, db)),
-                // A zero-byte file is an empty SQLite database.
-                Step::WriteFile { path: data.clone(), bytes: Vec::new() },
-                Step::SyncFile(data),
-                Step::WriteFile { path: layout::current(app_uuid, db), bytes: pointer.encode() },
-                Step::SyncFile(layout::current(app_uuid, db)),
-                Step::WriteFile { path: layout::manifest(app_uuid, db), bytes: manifest.encode() },
-                Step::SyncFile(layout::manifest(app_uuid, db)),
-                Step::SyncDir(layout::db_dir(app_uuid, db)),
-            ]);
-            dbs.push((db.clone(), *file));
-        }
-        steps.push(Step::SyncDir(layout::dbs_dir(app_uuid)));
-        steps.push(Step::WriteFile { path: layout::app_record_tmp(app_uuid), bytes: record.encode() });
-        steps.push(Step::SyncFile(layout::app_record_tmp(app_uuid)));
-        steps.push(Step::SyncDir(layout::app_dir(app_uuid)));
-        // The app directory's own entry must be durable before the record that commits it.
-        steps.push(Step::SyncDir(layout::apps_dir()));
-        let commit = steps.len();
-        steps.push(Step::Rename { from: layout::app_record_tmp(app_uuid), to: layout::app_record(app_uuid) });
-        steps.push(Step::SyncDir(layout::app_dir(app_uuid)));
-        let op = self.next_op(OpKind::Register { record, dbs });
-        Ok(Plan { op, steps, commit_step: Some(commit) })
-    }
-
-    fn registering(&self, app_id: &AppId) -> bool {
-        self.ops.values().any(|op| matches!(op, OpKind::Register { record, .. } if &record.app_id == app_id))
     }
 
     // ----- flip --------------------------------------------------------------------------
@@ -892,7 +859,8 @@ impl Store {
         for r in &removals {
             self.gc_pending.insert(r.clone());
         }
-        let op = self.next_op(OpKind::Gc { removals });
+        let retired = self.plan_gc_retired(&mut summary, &mut steps);
+        let op = self.next_op(OpKind::Gc { removals, retired });
         (Plan { op, steps, commit_step: None }, summary)
     }
 
@@ -904,39 +872,18 @@ impl Store {
             self.ops.remove(&op).ok_or_else(|| Error::internal(format!("complete of unknown {op:?}")))?;
         match kind {
             OpKind::Register { record, dbs } => {
-                let mut states = BTreeMap::new();
-                for (name, file) in dbs {
-                    let spec = record.manifest.db(&name).cloned();
-                    let max_size_bytes = spec.as_ref().map(|s| s.max_size_bytes).unwrap_or(0);
-                    let read_only = spec.map(|s| s.read_only).unwrap_or(false);
-                    let mut files = BTreeMap::new();
-                    files.insert(layout::db_file_name(file), 0);
-                    files.insert(layout::CURRENT.to_string(), 0);
-                    files.insert(layout::MANIFEST.to_string(), 0);
-                    let pointer = PointerRecord {
-                        generation: 1,
-                        file,
-                        size: 0,
-                        schema: 0,
-                        created_ms: record.created_ms,
-                        label: "created".into(),
-                    };
-                    states.insert(
-                        name,
-                        DbState {
-                            health: Health::Ok,
-                            pointer,
-                            manifest: ManifestRecord { generation: 1, snapshots: Vec::new() },
-                            files,
-                            busy: None,
-                            max_size_bytes,
-                            read_only,
-                        },
-                    );
-                }
+                let states = dbs
+                    .into_iter()
+                    .map(|(name, file)| {
+                        let db = lifecycle::new_db_state(record.manifest.db(&name), file, record.created_ms);
+                        (name, db)
+                    })
+                    .collect();
                 self.by_id.insert(record.app_id.clone(), record.app_uuid);
                 self.apps.insert(record.app_uuid, AppState { record, dbs: states });
             }
+            OpKind::UpdateApp { record, added, removed } => self.complete_update(record, added, removed),
+            OpKind::Unregister { app } => self.complete_unregister(app),
             OpKind::NewFile { key, pointer, .. } => {
                 let pointer =
                     pointer.ok_or_else(|| Error::internal("complete of a flip that was never planned"))?;
@@ -956,15 +903,19 @@ impl Store {
                 db.manifest = manifest;
                 db.busy = None;
             }
-            OpKind::Gc { removals } => {
+            OpKind::Gc { removals, retired } => {
                 for (key, name) in removals {
                     self.gc_pending.remove(&(key.clone(), name.clone()));
                     if let Ok(db) = self.db_mut(&key) {
                         db.files.remove(&name);
                     }
                 }
+                for root in retired {
+                    self.retired_pending.remove(&root);
+                    self.retired.remove(&root);
+                }
             }
-            OpKind::Recovery => {}
+            OpKind::Recovery | OpKind::Confirm => {}
         }
         Ok(())
     }
@@ -1007,13 +958,20 @@ impl Store {
                     db.busy = None;
                 }
             }
-            Some(OpKind::Gc { removals }) => {
+            Some(OpKind::Gc { removals, retired }) => {
                 // Files a failed GC did not remove stay garbage; the next pass retries them.
                 for r in removals {
                     self.gc_pending.remove(&r);
                 }
+                for root in retired {
+                    self.retired_pending.remove(&root);
+                }
             }
-            Some(OpKind::Register { .. }) | Some(OpKind::Recovery) | None => {}
+            Some(OpKind::UpdateApp { record, added, .. }) => {
+                steps.extend(self.abort_update(record.app_uuid, &added));
+            }
+            Some(OpKind::Unregister { app }) => self.clear_app_busy(app),
+            Some(OpKind::Register { .. }) | Some(OpKind::Recovery) | Some(OpKind::Confirm) | None => {}
         }
         self.next_id += 1;
         Plan { op: OpId(self.next_id), steps, commit_step: None }
@@ -1031,13 +989,26 @@ impl Store {
             Some(OpKind::NewFile { key, .. })
             | Some(OpKind::AddSnapshot { key, .. })
             | Some(OpKind::DropSnapshots { key, .. }) => vec![key],
-            Some(OpKind::Gc { removals }) => {
+            Some(OpKind::Gc { removals, retired }) => {
                 for r in &removals {
                     self.gc_pending.remove(r);
                 }
+                for root in &retired {
+                    self.retired_pending.remove(root);
+                }
                 removals.into_iter().map(|(k, _)| k).collect()
             }
-            Some(OpKind::Register { .. }) | Some(OpKind::Recovery) | None => Vec::new(),
+            Some(OpKind::UpdateApp { record, .. }) => {
+                self.fail_app_op(record.app_uuid, why);
+                Vec::new()
+            }
+            Some(OpKind::Unregister { app }) => {
+                self.fail_app_op(app, why);
+                Vec::new()
+            }
+            Some(OpKind::Register { .. }) | Some(OpKind::Recovery) | Some(OpKind::Confirm) | None => {
+                Vec::new()
+            }
         };
         for key in keys {
             self.poison(&key, why);
@@ -1065,7 +1036,10 @@ impl Store {
             let app_path = layout::apps_dir().join(&app.dir_name);
             let record_file = app.files.iter().find(|f| f.rel == layout::APP_RECORD);
             let Some(record_file) = record_file else {
-                if let Some(plan) = incomplete_app_removal(app, &app_path) {
+                if let Some(retired) = lifecycle::retired_app(app) {
+                    report.retired.push(app_path);
+                    store.retired.insert(retired.root(), retired);
+                } else if let Some(plan) = incomplete_app_removal(app, &app_path) {
                     steps.extend(plan);
                     removed_app_dirs = true;
                     report.incomplete_apps_removed.push(app_path);
@@ -1116,18 +1090,23 @@ impl Store {
                 }
                 dbs.insert(spec.name.clone(), state);
             }
-            // Files outside any listed database directory are not ours to judge.
+            // A database directory the record does not list was removed, or added by an
+            // update that never committed: garbage.
+            let retired = lifecycle::retired_dbs(app, &record);
+            // Files outside any database directory are not ours to judge.
             for f in &app.files {
+                let in_db = |name: &DbName| f.rel.starts_with(&format!("db/{}/", name.as_str()));
                 let known = f.rel == layout::APP_RECORD
                     || f.rel == format!("{}{}", layout::APP_RECORD, layout::TMP_SUFFIX)
-                    || record
-                        .manifest
-                        .dbs
-                        .iter()
-                        .any(|d| f.rel.starts_with(&format!("db/{}/", d.name.as_str())));
+                    || record.manifest.dbs.iter().any(|d| in_db(&d.name))
+                    || retired.iter().any(|r| r.db.as_ref().is_some_and(in_db));
                 if !known {
                     report.unknown.push(app_path.join(&f.rel));
                 }
+            }
+            for r in retired {
+                report.retired.push(r.root());
+                store.retired.insert(r.root(), r);
             }
             report.apps += 1;
             store.by_id.insert(record.app_id.clone(), record.app_uuid);

@@ -38,6 +38,12 @@ pub enum Step {
     RemoveFile(PathBuf),
     /// Remove an empty directory. One already gone counts as removed.
     RemoveDir(PathBuf),
+    /// Remove a directory the app record no longer lists (a removed database, an
+    /// unregistered app) with everything below it, deepest first. One already gone counts
+    /// as removed. GC plans hold it for directories recovery or a completed change retired,
+    /// and the cleanup of an update that failed before its commit for the databases it was
+    /// adding.
+    RemoveTree(PathBuf),
 }
 
 impl Step {
@@ -58,6 +64,7 @@ impl fmt::Display for Step {
             Step::SyncDir(p) => write!(f, "sync_dir {}", p.display()),
             Step::RemoveFile(p) => write!(f, "remove {}", p.display()),
             Step::RemoveDir(p) => write!(f, "remove_dir {}", p.display()),
+            Step::RemoveTree(p) => write!(f, "remove_tree {}", p.display()),
         }
     }
 }

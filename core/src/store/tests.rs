@@ -469,3 +469,90 @@ fn random_operations_match_the_model() {
         }
     }
 }
+
+const TWO_DBS: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"analytics","maxSizeMB":2},{"name":"events","maxSizeMB":1}],"tier":"standard"}}}"#;
+const EVENTS_ONLY: &str = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"events","maxSizeMB":1}],"tier":"standard"}}}"#;
+
+#[test]
+fn transcript_update_then_unregister_and_gc_of_what_they_retired() {
+    let (mut store, key) = registered();
+    store.set_file_size(&key, &layout::db_file_name(u(2)), 4096).unwrap();
+    let plan = store.plan_update_app(u(1), Manifest::parse(TWO_DBS).unwrap(), &[u(5)], 3000).unwrap();
+    insta::assert_snapshot!("update_app", plan.transcript());
+    // While it runs, the app's databases are busy, and a second change is refused.
+    assert!(store.held().busy.contains(&key));
+    assert_eq!(store.plan_unregister_app(u(1)).map(|p| p.op).unwrap_err().code(), ErrorCode::Busy);
+    store.complete(plan.op).unwrap();
+    assert_eq!(store.max_size_bytes(&key).unwrap(), 2 * MIB);
+    let events = DbKey { app: u(1), db: DbName::new("events").unwrap() };
+    assert_eq!(store.pointer(&events).unwrap().file, u(5));
+
+    // Dropping "analytics" retires its directory with its bytes; the ledger forgets them.
+    let plan = store.plan_update_app(u(1), Manifest::parse(EVENTS_ONLY).unwrap(), &[], 4000).unwrap();
+    store.complete(plan.op).unwrap();
+    assert_eq!(store.retired(), vec![(layout::db_dir(u(1), &key.db), 4096)]);
+    assert_eq!(store.ledger(u(1)).unwrap().used_bytes(), 0);
+    // Adding it back before GC is refused: its old directory is still there.
+    let back = store.plan_update_app(u(1), Manifest::parse(TWO_DBS).unwrap(), &[u(6)], 5000);
+    assert_eq!(back.map(|p| p.op).unwrap_err().code(), ErrorCode::Busy);
+
+    let plan = store.plan_unregister_app(u(1)).unwrap();
+    insta::assert_snapshot!("unregister_app", plan.transcript());
+    store.complete(plan.op).unwrap();
+    assert!(store.apps().is_empty());
+    assert_eq!(store.retired(), vec![(layout::app_dir(u(1)), 4096)]);
+
+    let (plan, summary) = store.plan_gc();
+    insta::assert_snapshot!("gc_retired", plan.transcript());
+    assert_eq!(summary.bytes, 4096);
+    store.complete(plan.op).unwrap();
+    assert!(store.retired().is_empty());
+    assert_eq!(store.held(), Held::default());
+}
+
+#[test]
+fn an_update_that_does_not_fit_is_refused_and_marks_nothing() {
+    let (mut store, key) = registered();
+    store.set_file_size(&key, &layout::db_file_name(u(2)), 3 * MIB).unwrap();
+    // Both databases fit their maxSizeMB, but 3 MB is over analytics' new 2 MB.
+    let err = store.plan_update_app(u(1), Manifest::parse(TWO_DBS).unwrap(), &[u(5)], 3000).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::QuotaExceeded, "{err}");
+    assert_eq!(store.held(), Held::default());
+    // One file UUID per added database.
+    let err = store.plan_update_app(u(1), Manifest::parse(TWO_DBS).unwrap(), &[], 3000).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert_eq!(store.plan_unregister_app(u(9)).map(|p| p.op).unwrap_err().code(), ErrorCode::NotFound);
+}
+
+#[test]
+fn recovery_retires_unlisted_database_directories_and_unregistered_apps() {
+    let (store, _) = registered();
+    let record = store.app(u(1)).unwrap().clone();
+    let file =
+        |rel: &str, size: u64, content: Option<Vec<u8>>| ScannedFile { rel: rel.into(), size, content };
+    let kept = AppScan {
+        dir_name: u(1).hyphenated().to_string(),
+        files: vec![
+            file("app.json", 0, Some(record.encode())),
+            file("db/ghost/current", 7, Some(b"partial".to_vec())),
+            file("db/ghost/x.sqlite", 100, None),
+        ],
+        dirs: vec!["db".into(), "db/ghost".into(), "db/ghost/snapshots".into()],
+    };
+    let gone = AppScan {
+        dir_name: u(8).hyphenated().to_string(),
+        files: vec![file("app.json.removed", 0, None), file("db/a/y.sqlite", 50, None)],
+        dirs: vec!["db".into(), "db/a".into()],
+    };
+    let (mut recovered, report, plan) = Store::recover(&Scan { apps: vec![kept, gone] });
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    assert_eq!(
+        report.retired,
+        vec![layout::db_dir(u(1), &DbName::new("ghost").unwrap()), layout::app_dir(u(8))]
+    );
+    // (The listed database has no records in this scan: damaged, and no business of GC.)
+    assert!(report.unknown.is_empty() && report.damaged.len() == 1, "{report:?}");
+    let (plan, summary) = recovered.plan_gc();
+    assert_eq!(summary.bytes, 157);
+    assert_eq!(plan.steps.iter().filter(|s| matches!(s, Step::RemoveTree(_))).count(), 2);
+}

@@ -195,6 +195,8 @@ impl World {
         // than the disk holds, never less.)
         ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
         self.check_reachable(&ws, &key)?;
+        self.check_side_app(&ws, false)?;
+        self.check_nothing_retired(&ws)?;
         self.clear_fault_state();
         notes.push_str("recovered on a lying disk");
         Ok(notes)
@@ -226,8 +228,19 @@ impl World {
     pub(super) fn check_invariants_or_quarantine(&mut self, settle: Settle) -> Result<String, String> {
         let ws = self.ws()?.clone();
         let report = ws.recovery_report().clone();
-        if !report.damaged.is_empty() {
-            return self.quarantine(&ws, &report.damaged);
+        let main_dir = self.main_app.map(layout::app_dir);
+        let (main, side): (Vec<_>, Vec<_>) = report
+            .damaged
+            .iter()
+            .cloned()
+            .partition(|(p, _)| main_dir.as_ref().is_none_or(|d| p.starts_with(d)));
+        if !side.is_empty() {
+            // The second app's records rotted: it is out of the workload from now on.
+            self.explained_by_rot(&side)?;
+            self.side.quarantined.extend(side.into_iter().map(|(p, _)| p));
+        }
+        if !main.is_empty() {
+            return self.quarantine(&ws, &main);
         }
         // 1. The pointer names a file that passes integrity_check.
         let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
@@ -278,6 +291,10 @@ impl World {
         ws.gc().map_err(|e| format!("GC after recovery: {e}"))?;
         self.check_reachable(&ws, &key)?;
         self.check_exports(&key)?;
+        // 7. The second app is as its acknowledged changes left it, and GC took what they
+        // dropped.
+        self.check_side_app(&ws, true)?;
+        self.check_nothing_retired(&ws)?;
         Ok(notes)
     }
 
@@ -289,18 +306,7 @@ impl World {
         ws: &Workspace,
         damaged: &[(PathBuf, sila_sqlite::Error)],
     ) -> Result<String, String> {
-        let rotted = self.fs.rotted();
-        for (dir, e) in damaged {
-            let abs = Path::new(ROOT).join(dir);
-            let explained = rotted.iter().any(|r| {
-                r.starts_with(&abs) && rot_filter(r, false) && !r.to_string_lossy().contains("/snapshots/")
-            });
-            if !explained || e.code() != ErrorCode::Corrupt {
-                return Err(format!(
-                    "recovery reported damage no fault explains: {damaged:?} (rotted: {rotted:?})"
-                ));
-            }
-        }
+        self.explained_by_rot(damaged)?;
         match ws
             .open_app(APP)
             .and_then(|app| app.open("main"))
@@ -313,6 +319,23 @@ impl World {
                 Ok(verdict)
             }
         }
+    }
+
+    /// Every damaged directory holds a record whose bits rotted, and the error is `Corrupt`.
+    fn explained_by_rot(&self, damaged: &[(PathBuf, sila_sqlite::Error)]) -> Result<(), String> {
+        let rotted = self.fs.rotted();
+        for (dir, e) in damaged {
+            let abs = Path::new(ROOT).join(dir);
+            let explained = rotted.iter().any(|r| {
+                r.starts_with(&abs) && rot_filter(r, false) && !r.to_string_lossy().contains("/snapshots/")
+            });
+            if !explained || e.code() != ErrorCode::Corrupt {
+                return Err(format!(
+                    "recovery reported damage no fault explains: {damaged:?} (rotted: {rotted:?})"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that `rows` is a state the acknowledged history allows after a loss of

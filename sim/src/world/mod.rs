@@ -23,11 +23,14 @@
 //! 9. with faults off every operation succeeds, and a seed replays the same trace;
 //! 10. (profile `exports`) every export and backup is complete when it is acknowledged and
 //!     still there, whole, after any later crash; after GC no temporary is left in the
-//!     export and backup areas; backup retention keeps the newest backups.
+//!     export and backup areas; backup retention keeps the newest backups;
+//! 11. a second app's registration, updates and unregistration are what their
+//!     acknowledgements said after any crash, and GC leaves nothing they dropped.
 //!
 //! Where things are: this file holds the machine (boot, setup, drawing and applying
 //! operations, [`run_seed`]); `profile.rs` the fault profiles; `model.rs` the reference model;
-//! `ops.rs` one function per operation (`maintenance.rs` checkpoints and compactions);
+//! `ops.rs` one function per operation (`maintenance.rs` checkpoints and compactions,
+//! `lifecycle.rs` the second app's changes);
 //! `clients.rs` requests that run while a snapshot, restore, import or compaction is in the
 //! middle of its work; `check.rs` crashes, reopens and the invariants.
 
@@ -35,6 +38,7 @@ mod cancel;
 mod check;
 mod clients;
 mod held_read;
+mod lifecycle;
 mod maintenance;
 mod model;
 mod ops;
@@ -168,6 +172,9 @@ pub enum Op {
     Checkpoint,
     /// One call of the workspace's scheduled upkeep (integrity check, optimize, GC).
     Maintain,
+    /// The next step of a second app's lifecycle (register, update, unregister); the
+    /// number picks between the possible steps (see `lifecycle.rs`).
+    AppChange(u64),
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
@@ -269,6 +276,10 @@ pub struct World {
     /// bytes it still owed over the rot (a lie leaves a sealed file with pending writes), so
     /// a restore may find them sound or not; the engine's checksum decides.
     rot_maybe_undone: BTreeSet<Uuid>,
+    /// The second app's lifecycle ([`Op::AppChange`]).
+    side: lifecycle::SideApp,
+    /// The directory UUID of the app the workload runs on, once registered.
+    main_app: Option<Uuid>,
 }
 
 fn manifest(full: bool, max_mb: u64) -> String {
@@ -320,6 +331,8 @@ impl World {
             failed_calls_at_boot: 0,
             rot_marks: BTreeMap::new(),
             rot_maybe_undone: BTreeSet::new(),
+            side: lifecycle::SideApp::default(),
+            main_app: None,
         })
     }
 
@@ -382,7 +395,8 @@ impl World {
         self.boot()?;
         let full = self.full;
         let ws = self.ws()?.clone();
-        ws.register_app(APP, &manifest(full, self.quota_mb)).map_err(|e| e.to_string())?;
+        let info = ws.register_app(APP, &manifest(full, self.quota_mb)).map_err(|e| e.to_string())?;
+        self.main_app = Some(info.app_uuid);
         let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
         // `v` has no declared type, so it keeps the storage class it was written with.
         db.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v NOT NULL)", &[]).map_err(|e| e.to_string())?;
@@ -412,6 +426,11 @@ impl World {
                 1 => Op::Checkpoint,
                 _ => Op::Maintain,
             };
+        }
+        // Some cancellations become a step of a second app's lifecycle.
+        let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ APP_CHANGE_SALT ^ self.draws);
+        if op == Op::Cancel && side.random_bool(0.5) {
+            return Op::AppChange(side.next_u64());
         }
         let mut side = ChaCha8Rng::seed_from_u64(self.seed ^ CLIENTS_SALT ^ self.draws);
         let eligible = matches!(op, Op::Snapshot | Op::Restore(_) | Op::Import(..) | Op::Compact);
@@ -547,6 +566,7 @@ fn is_ack(text: &str) -> bool {
         || text.starts_with("snapshot ")
         || text.starts_with("restored ")
         || text.starts_with("migrated ")
+        || text.starts_with("app ")
         || (text.starts_with("acked [") && !text.starts_with("acked []"))
 }
 
@@ -571,6 +591,9 @@ const CANCEL_SALT: u64 = 0x4341_4e43_454c_4d49;
 
 /// Mixed into the seed of the stream that turns some queries into maintenance.
 const MAINTENANCE_SALT: u64 = 0x4d41_494e_5441_494e;
+
+/// Mixed into the seed of the stream that turns some cancellations into app changes.
+const APP_CHANGE_SALT: u64 = 0x4150_505f_4348_4e47;
 
 /// Mixed into a group's order seed for the stream that may add an older key to it.
 const OLD_KEY_SALT: u64 = 0x4f4c_445f_4b45_5953;

@@ -53,6 +53,7 @@ impl World {
             Op::Compact => self.op_compact(),
             Op::Checkpoint => self.op_checkpoint(),
             Op::Maintain => self.op_maintain(),
+            Op::AppChange(seed) => self.op_app_change(*seed),
             Op::CutPower(n) => self.op_cut_power(n),
             Op::FailSync(n) => self.op_fail_sync(n),
             Op::HeldRead(inner, seed) => self.op_held_read(inner, *seed, full),
