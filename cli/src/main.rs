@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use sila_sqlite::manifest::MIB;
 use sila_sqlite::sqlite::policy::SQL_LENGTH_BYTES_MAX;
 use sila_sqlite::versions::ExportFormat;
+use sila_sqlite::workspace::Abandoner;
 use sila_sqlite::{
     AppInfo, BrokerOptions, Error, ErrorCode, ExecResult, Result, Value, Workspace, WorkspaceOptions,
 };
@@ -21,6 +22,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Prints one line on stdout; a closed or failing stdout is an `IO` error, never a panic.
 macro_rules! outln {
@@ -395,6 +397,7 @@ const WAIT_MS_MAX: u64 = 86_400_000;
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn run(cli: Cli) -> Result<()> {
+    let interrupted = stop_cleanly_on_ctrl_c();
     // Read before the workspace is locked: waiting on standard input must not hold it.
     let statement = match &cli.command {
         Command::Sql { sql: Some(sql), .. } => sql_text(sql)?,
@@ -405,6 +408,8 @@ fn run(cli: Cli) -> Result<()> {
     let create =
         cli.create || matches!(cli.command, Command::Demo | Command::App(AppCommand::Register { .. }));
     let ws = open_waiting(&cli.workspace, cli.statement_timeout_ms, create, cli.wait_ms)?;
+    // Set once, here, so the OnceLock cannot be full already.
+    let _ = interrupted.set(ws.abandoner());
     match cli.command {
         Command::Demo => demo::run(&ws),
         Command::App(AppCommand::Register { manifest, app }) => app_register(&ws, &manifest, &app),
@@ -549,6 +554,37 @@ pub(crate) fn describe_dbs(info: &AppInfo) -> String {
         })
         .collect();
     dbs.join(",")
+}
+
+/// How long Ctrl-C waits before its second sweep of export temporaries (see
+/// `Workspace::abandon_partials`: an export that had reserved its name but not yet created
+/// the file creates it within this time).
+const INTERRUPT_SWEEP_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// On Ctrl-C (or SIGTERM): no export or backup leaves a `.partial` file anywhere, and the
+/// process exits 130. What an operation inside the workspace leaves, the next open's
+/// recovery and GC remove; nothing acknowledged is lost (the workspace's files only change
+/// through their commit points). Installed before the workspace opens (the returned cell
+/// receives it), so a test that sees the workspace locked knows the handler is there.
+/// Without a handler (it could not be installed) Ctrl-C kills the process as before.
+fn stop_cleanly_on_ctrl_c() -> Arc<OnceLock<Abandoner>> {
+    // The handler lives as long as the process; it must not keep the workspace open (its
+    // close checkpoints at the end of every command).
+    let cell: Arc<OnceLock<Abandoner>> = Arc::new(OnceLock::new());
+    let ws = cell.clone();
+    let installed = ctrlc::set_handler(move || {
+        if let Some(ws) = ws.get() {
+            ws.abandon_partials();
+            std::thread::sleep(INTERRUPT_SWEEP_GAP);
+            ws.abandon_partials();
+        }
+        let _ = writeln!(std::io::stderr(), "error[CANCELLED]: interrupted; no partial file is left behind");
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        let _ = writeln!(std::io::stderr(), "warning: Ctrl-C will not clean up: {e}");
+    }
+    cell
 }
 
 fn read_manifest(manifest: &Path) -> Result<String> {

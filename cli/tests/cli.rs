@@ -459,6 +459,54 @@ fn a_statement_that_never_ends_times_out() {
     assert_ne!(out.code, 2, "{}", out.stderr);
 }
 
+/// Ctrl-C (SIGINT) stops a running command with exit code 130 and `CANCELLED`; the
+/// workspace opens again afterwards. (That no export temporary is left is
+/// `core/tests/interrupt.rs`, on the same `Workspace::abandon_partials` the handler calls.)
+#[test]
+fn ctrl_c_stops_a_command_with_exit_130_and_the_workspace_is_fine() {
+    let t = TempWs::new("ctrl-c");
+    t.register("com.test.small", SMALL_MANIFEST);
+    let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let child = Command::new(BIN)
+        .arg("--workspace")
+        .arg(t.ws())
+        // It waits for the lock: the probes below hold it for a moment each.
+        .args([
+            "--wait-ms",
+            "60000",
+            "--statement-timeout-ms",
+            "86400000",
+            "sql",
+            "com.test.small",
+            "main",
+            forever,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the workspace is opened: once another process finds
+    // the workspace locked, it is there. Bounded: 2,000 tries.
+    let locked = (0..2000).any(|_| {
+        let out = t.run(&["stats"]);
+        if out.code == 1 && out.stderr.starts_with("error[WORKSPACE_LOCKED]: ") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    });
+    assert!(locked, "the query never held the workspace");
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.starts_with("error[CANCELLED]: interrupted"), "{stderr}");
+    assert_eq!(out.stdout, b"");
+    t.run(&["stats"]).ok();
+}
+
 /// A statement read from standard input is read before the workspace is locked: a slow
 /// writer on the pipe does not keep other processes out.
 #[test]

@@ -177,6 +177,9 @@ struct Inner {
     report: RecoveryReport,
     /// Temporaries of exports and backups being written now (absolute paths): GC leaves them.
     partials: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// Set by [`Workspace::abandon_partials`] (under the `partials` lock): no export or
+    /// backup starts a temporary any more.
+    abandoned: std::sync::atomic::AtomicBool,
     /// Where the next [`Workspace::maintain`] continues.
     maintenance: Mutex<crate::maintenance::Cursor>,
     _lock: Box<dyn LockGuard>,
@@ -381,6 +384,7 @@ impl Workspace {
                 clock: options.clock,
                 report,
                 partials: Arc::default(),
+                abandoned: std::sync::atomic::AtomicBool::new(false),
                 maintenance: Mutex::default(),
                 _lock: guard,
             }),
@@ -632,12 +636,40 @@ impl Workspace {
     /// Reserves a fresh temporary name beside `dest` (`<name>.<uuid>.partial`) for an export
     /// or backup that writes `dest`. GC leaves the file alone while the returned guard lives;
     /// dropping the guard removes the file if it is still there (renamed, it is not). Reserve
-    /// before creating the file.
-    pub(crate) fn hold_partial(&self, dest: &Path) -> PartialFile {
+    /// before creating the file. `Cancelled` once [`Workspace::abandon_partials`] ran.
+    pub(crate) fn hold_partial(&self, dest: &Path) -> Result<PartialFile> {
         let name = layout::partial_name(dest.file_name().unwrap_or_default(), self.new_uuid());
         let path = dest.with_file_name(name);
-        lock(&self.inner.partials).insert(path.clone());
-        PartialFile { path, held: self.inner.partials.clone(), vfs: self.inner.driver.vfs().clone() }
+        let mut held = lock(&self.inner.partials);
+        if self.inner.abandoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorCode::Cancelled,
+                "the host is stopping: no export or backup starts any more",
+            ));
+        }
+        held.insert(path.clone());
+        drop(held);
+        Ok(PartialFile { path, held: self.inner.partials.clone(), vfs: self.inner.driver.vfs().clone() })
+    }
+
+    /// For a host that is stopping in the middle of an export or backup (the CLI calls it on
+    /// Ctrl-C, then exits): removes the temporary file of every export and backup running
+    /// now (`<name>.<uuid>.partial`, beside its destination, which may be outside the
+    /// workspace), and makes every later one fail with `Cancelled` before it writes. Returns
+    /// how many files it removed. An operation already running is not waited for: its next
+    /// step fails on the missing file, or, if it had reserved its name but not yet created
+    /// the file, it creates it after this returned; a second call a moment later removes
+    /// that one. A destination already renamed into place is a complete export and stays.
+    /// What running operations leave inside the workspace, recovery and GC remove.
+    pub fn abandon_partials(&self) -> usize {
+        self.inner.abandon_partials()
+    }
+
+    /// A handle that calls [`Workspace::abandon_partials`] without keeping the workspace
+    /// open: for a signal handler that lives as long as the process, while the workspace
+    /// must still close (and checkpoint) when its last handle drops.
+    pub fn abandoner(&self) -> Abandoner {
+        Abandoner(Arc::downgrade(&self.inner))
     }
 
     /// Removes the temporaries in `dir` (workspace-relative) that no export or backup holds,
@@ -772,6 +804,26 @@ impl Workspace {
     pub fn new_uuid(&self) -> Uuid {
         let now = self.now_ms();
         lock(&self.inner.uuids).next(now)
+    }
+}
+
+/// See [`Workspace::abandoner`].
+#[derive(Clone)]
+pub struct Abandoner(Weak<Inner>);
+
+impl Abandoner {
+    /// [`Workspace::abandon_partials`] if the workspace is still open; 0 otherwise.
+    pub fn abandon_partials(&self) -> usize {
+        self.0.upgrade().map_or(0, |inner| inner.abandon_partials())
+    }
+}
+
+impl Inner {
+    fn abandon_partials(&self) -> usize {
+        let held = lock(&self.partials);
+        self.abandoned.store(true, std::sync::atomic::Ordering::Release);
+        let vfs = self.driver.vfs();
+        held.iter().filter(|p| vfs.remove_file(p).is_ok()).count()
     }
 }
 

@@ -68,7 +68,7 @@ impl Database {
         // What an earlier export to the same destination left when it crashed (GC sweeps the
         // workspace's areas, not a host directory).
         self.ws.remove_leftover_partials_of(dest)?;
-        let temp = self.ws.hold_partial(dest);
+        let temp = self.ws.hold_partial(dest)?;
         let written = self.write_export(temp.path(), dest, format).and_then(|size| {
             // The first check was before the copy: a file may have appeared since. The rename
             // refuses it atomically instead of replacing it.
@@ -98,7 +98,7 @@ impl Database {
                 self.copy_live(to)?;
             }
             ExportFormat::SqliteGzip => {
-                let plain = self.ws.hold_partial(dest);
+                let plain = self.ws.hold_partial(dest)?;
                 self.copy_live(plain.path())?;
                 gzip_file(self.fs(), plain.path(), to)?;
             }

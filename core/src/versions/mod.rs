@@ -295,7 +295,7 @@ mod tests {
         ws.register_app("com.example.t", MANIFEST)?;
         let db = ws.open_app("com.example.t")?.open("main")?;
         let done = db.export("done")?;
-        let running = ws.hold_partial(&done.with_file_name("running.sqlite"));
+        let running = ws.hold_partial(&done.with_file_name("running.sqlite"))?;
         let mut journal = running.path().as_os_str().to_os_string();
         journal.push("-journal");
         let journal = PathBuf::from(journal);
