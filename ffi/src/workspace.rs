@@ -332,20 +332,18 @@ pub unsafe extern "C" fn sila_workspace_register_app(
     info_json_out: *mut *mut c_char,
     info_json_len_out: *mut usize,
 ) -> sila_status {
-    guard(|| {
-        // SAFETY: pointer arguments are NULL or valid (caller's contract).
-        let (workspace, app_id, manifest) = unsafe {
-            (
-                handle(workspace, "workspace")?,
-                cstr_arg(app_id, "app_id")?,
-                str_arg(manifest_json, manifest_json_len, "manifest_json")?,
-            )
-        };
-        let info = workspace.shared.get()?.register_app(app_id, manifest)?;
-        // SAFETY: NULL or writable (caller's contract).
-        unsafe { give_json(&app_info_json(&info), info_json_out, info_json_len_out) };
-        Ok(())
-    })
+    // SAFETY: the caller's contract, passed on whole.
+    unsafe {
+        with_manifest(
+            workspace,
+            app_id,
+            manifest_json,
+            manifest_json_len,
+            info_json_out,
+            info_json_len_out,
+            Workspace::register_app,
+        )
+    }
 }
 
 /// Replaces the manifest of registered app `app_id` (`manifest_json`, UTF-8, length in bytes
@@ -370,6 +368,34 @@ pub unsafe extern "C" fn sila_workspace_update_app(
     info_json_out: *mut *mut c_char,
     info_json_len_out: *mut usize,
 ) -> sila_status {
+    // SAFETY: the caller's contract, passed on whole.
+    unsafe {
+        with_manifest(
+            workspace,
+            app_id,
+            manifest_json,
+            manifest_json_len,
+            info_json_out,
+            info_json_len_out,
+            Workspace::update_app,
+        )
+    }
+}
+
+/// The body of [`sila_workspace_register_app`] and [`sila_workspace_update_app`]: `change`
+/// with the app id and manifest text, the app's JSON to the out-pointers.
+///
+/// # Safety
+/// As those functions: strings NULL or valid as described, out-pointers NULL or writable.
+unsafe fn with_manifest(
+    workspace: *const sila_workspace,
+    app_id: *const c_char,
+    manifest_json: *const c_char,
+    manifest_json_len: usize,
+    info_json_out: *mut *mut c_char,
+    info_json_len_out: *mut usize,
+    change: fn(&Workspace, &str, &str) -> sila_sqlite::Result<sila_sqlite::AppInfo>,
+) -> sila_status {
     guard(|| {
         // SAFETY: pointer arguments are NULL or valid (caller's contract).
         let (workspace, app_id, manifest) = unsafe {
@@ -379,7 +405,7 @@ pub unsafe extern "C" fn sila_workspace_update_app(
                 str_arg(manifest_json, manifest_json_len, "manifest_json")?,
             )
         };
-        let info = workspace.shared.get()?.update_app(app_id, manifest)?;
+        let info = change(&workspace.shared.get()?, app_id, manifest)?;
         // SAFETY: NULL or writable (caller's contract).
         unsafe { give_json(&app_info_json(&info), info_json_out, info_json_len_out) };
         Ok(())
