@@ -111,6 +111,7 @@ fn compaction_without_headroom_is_refused_and_changes_nothing() {
     fill(&db, 1, 2000);
     let report = db.checkpoint().unwrap();
     assert!(report.complete && report.checkpointed_frames == report.wal_frames, "{report:?}");
+    assert!(report.wal_frames > 0, "the frames the WAL held are reported: {report:?}");
     assert_eq!(ws.ledger(APP).unwrap().side_bytes, 0, "the WAL is truncated");
     for label in ["a", "b", "c"] {
         db.snapshot(label).unwrap();

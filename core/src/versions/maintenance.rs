@@ -42,7 +42,7 @@ pub struct CheckpointReport {
 
 impl Database {
     /// Folds the WAL into the database file and truncates it (`PRAGMA
-    /// wal_checkpoint(TRUNCATE)`), with the writer held: queued writes commit first, later
+    /// wal_checkpoint(PASSIVE)`, which reports the frames, then `TRUNCATE`), with the writer held: queued writes commit first, later
     /// ones wait for the checkpoint. A reader on an older state keeps what it reads in the
     /// WAL (`complete` is false). A failed write or sync poisons the database (fail-stop),
     /// as any failed checkpoint does.
@@ -52,17 +52,25 @@ impl Database {
 
     fn checkpoint_inner(&self) -> Result<CheckpointReport> {
         self.refuse_read_only()?;
-        let row = self.exclusive(|writer| {
-            crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(TRUNCATE)")
-                .inspect(|_| self.db.metrics.record_checkpoint())
-                .inspect_err(|_| self.db.metrics.record_checkpoint_failed())
+        // A successful TRUNCATE answers with the WAL as it left it, (0, 0, 0): the frames it
+        // held are what a PASSIVE checkpoint just before reports (it also does the copying,
+        // which TRUNCATE then need not redo). With the writer held, no frame comes between.
+        let (passive, truncate) = self.exclusive(|writer| {
+            let run = |mode: &str| {
+                crate::broker::internal_int_row(writer, &format!("PRAGMA wal_checkpoint({mode})"))
+                    .inspect_err(|_| self.db.metrics.record_checkpoint_failed())
+            };
+            let passive = run("PASSIVE")?;
+            let truncate = run("TRUNCATE")?;
+            self.db.metrics.record_checkpoint();
+            Ok((passive, truncate))
         })?;
         // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
-        let frames = |i: usize| row.get(i).and_then(|n| u64::try_from(*n).ok()).unwrap_or(0);
+        let frames = |i: usize| passive.get(i).and_then(|n| u64::try_from(*n).ok()).unwrap_or(0);
         let report = CheckpointReport {
             wal_frames: frames(1),
             checkpointed_frames: frames(2),
-            complete: crate::broker::checkpoint_complete(&row),
+            complete: crate::broker::checkpoint_complete(&truncate),
         };
         self.refresh_sizes()?;
         Ok(report)
