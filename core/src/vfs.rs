@@ -358,7 +358,7 @@ fn copy_contents(
     mut edit: impl FnMut(u64, &mut [u8]),
 ) -> VfsResult<(u32, u64)> {
     let len = src.len()?;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut buf = chunk_buffer(len);
     let (mut crc, mut offset) = (0u32, 0u64);
     // The window being filled starts at `window`; the one before it (if any) is `started`.
     let (mut window, mut started) = (0u64, None::<(u64, u64)>);
@@ -384,6 +384,12 @@ fn copy_contents(
     Ok((crc, offset))
 }
 
+/// A buffer for reading a file of `len` bytes in chunks of [`COPY_CHUNK_BYTES`]: no larger
+/// than the file, so a small file does not cost a zeroed mebibyte (the chunks are the same).
+pub(crate) fn chunk_buffer(len: u64) -> Vec<u8> {
+    vec![0u8; usize::try_from(len).map_or(COPY_CHUNK_BYTES, |len| len.min(COPY_CHUNK_BYTES))]
+}
+
 /// The CRC-32C and size of a file's content.
 pub fn checksum_file(vfs: &dyn Vfs, path: &Path) -> VfsResult<(u32, u64)> {
     checksum_file_with(vfs, path, |_, _| ())
@@ -398,7 +404,7 @@ pub fn checksum_file_with(
 ) -> VfsResult<(u32, u64)> {
     let file = vfs.open(path, OpenMode::Read)?;
     let len = file.len()?;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut buf = chunk_buffer(len);
     let (mut crc, mut offset) = (0u32, 0u64);
     while offset < len {
         let n = read_full(file.as_ref(), &mut buf, offset)?;

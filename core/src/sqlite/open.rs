@@ -166,19 +166,23 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
             ));
         }
     }
-    conn.pragma_update(None, "synchronous", opts.synchronous.pragma_value()).map_err(sql_err)?;
-    conn.pragma_update(None, "temp_store", "FILE").map_err(sql_err)?;
-    conn.pragma_update(None, "cache_size", -i64::from(opts.cache_size_kib)).map_err(sql_err)?;
+    // One batch for the settings that have no C API (one prepare each all the same, but no
+    // SQL built per setting); the two that have one use it. No memory-mapped IO. A VFS
+    // without xFetch (the simulation's disk) answers `mmap_size` with no row, and a batch
+    // reads no rows.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={}; PRAGMA temp_store=FILE; PRAGMA cache_size=-{}; PRAGMA mmap_size=0",
+        opts.synchronous.pragma_value(),
+        opts.cache_size_kib
+    ))
+    .map_err(sql_err)?;
     if let Some(pages) = opts.max_page_count {
         let _: i64 = conn
             .pragma_update_and_check(None, "max_page_count", i64::from(pages), |row| row.get(0))
             .map_err(sql_err)?;
     }
-    // No memory-mapped IO. A VFS without xFetch (the simulation's bridge) answers this
-    // pragma with no row, so the result is not read.
-    conn.pragma_update(None, "mmap_size", 0).map_err(sql_err)?;
-    conn.pragma_update(None, "trusted_schema", "OFF").map_err(sql_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(sql_err)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FKEY, true).map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(opts.statement_cache_capacity);
     Ok(())
 }

@@ -38,7 +38,7 @@ pub(super) fn gzip_file(fs: &dyn Vfs, from: &Path, to: &Path) -> Result<u64> {
     let dst = fs.open(to, OpenMode::CreateNew)?;
     let len = src.len()?;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut buf = vec![0u8; vfs::COPY_CHUNK_BYTES];
+    let mut buf = vfs::chunk_buffer(len);
     let (mut read, mut written) = (0u64, 0u64);
     while read < len {
         let n = vfs::read_full(src.as_ref(), &mut buf, read)?;
