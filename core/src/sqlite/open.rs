@@ -147,9 +147,9 @@ pub fn open_connection(path: &Path, opts: &ConnectionOptions) -> Result<Connecti
 fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
     let sql_err = |e| map_error(e, None);
     // Connection-level hardening first, so nothing below runs without it: run-time limits,
-    // defensive mode, no extension loading, no file-creating ATTACH (see `super::policy`).
+    // defensive mode, untrusted schema, no extension loading, no file-creating ATTACH,
+    // `mmap_size=0` (see `super::policy`).
     super::policy::harden(conn)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true).map_err(sql_err)?;
     // "text" in DML is an identifier, never a string literal, so redacted SQL in logs never
     // keeps a literal that SQLite would have read as a string.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false).map_err(sql_err)?;
@@ -167,11 +167,9 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
         }
     }
     // One batch for the settings that have no C API (one prepare each all the same, but no
-    // SQL built per setting); the two that have one use it. No memory-mapped IO. A VFS
-    // without xFetch (the simulation's disk) answers `mmap_size` with no row, and a batch
-    // reads no rows.
+    // SQL built per setting). `harden` already set mmap_size and trusted_schema.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={}; PRAGMA temp_store=FILE; PRAGMA cache_size=-{}; PRAGMA mmap_size=0",
+        "PRAGMA synchronous={}; PRAGMA temp_store=FILE; PRAGMA cache_size=-{}",
         opts.synchronous.pragma_value(),
         opts.cache_size_kib
     ))
@@ -181,7 +179,6 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
             .pragma_update_and_check(None, "max_page_count", i64::from(pages), |row| row.get(0))
             .map_err(sql_err)?;
     }
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false).map_err(sql_err)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FKEY, true).map_err(sql_err)?;
     conn.set_prepared_statement_cache_capacity(opts.statement_cache_capacity);
     Ok(())

@@ -123,25 +123,21 @@ pub(super) fn err(kind: VfsErrorKind, op: &'static str, path: &Path, detail: imp
 /// Splits an absolute path into its names (borrowed from the path: a lookup allocates one
 /// vector, not a string per name). `.` is skipped; `..` and relative paths are refused.
 pub(super) fn split<'p>(path: &'p Path, op: &'static str) -> VfsResult<Vec<&'p str>> {
-    let mut names = Vec::new();
-    let mut rooted = false;
-    for component in path.components() {
-        match component {
-            Component::RootDir => rooted = true,
-            Component::CurDir => {}
-            Component::Normal(name) => {
-                let Some(name) = name.to_str() else {
-                    return Err(err(VfsErrorKind::Other, op, path, "path is not UTF-8"));
-                };
-                names.push(name);
-            }
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(err(VfsErrorKind::Other, op, path, "'..' and prefixes are not supported"));
-            }
-        }
-    }
-    if !rooted {
+    // On the text, not through `Path::components`: every file call looks a path up, and the
+    // component parser cost more than the rest of the lookup.
+    let Some(text) = path.to_str() else {
+        return Err(err(VfsErrorKind::Other, op, path, "path is not UTF-8"));
+    };
+    let Some(rest) = text.strip_prefix('/') else {
         return Err(err(VfsErrorKind::Other, op, path, "MemFs paths must be absolute"));
+    };
+    let mut names = Vec::with_capacity(8);
+    for name in rest.split('/') {
+        match name {
+            "" | "." => {}
+            ".." => return Err(err(VfsErrorKind::Other, op, path, "'..' is not supported")),
+            name => names.push(name),
+        }
     }
     Ok(names)
 }
