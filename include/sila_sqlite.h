@@ -1072,6 +1072,26 @@ sila_status sila_workspace_metrics(const struct sila_workspace *workspace,
                                    char **text_out,
                                    size_t *len_out);
 
+// Reads the workspace's audit trail (`Workspace::audit`): what changed it, oldest first.
+// `app_id` NULL for every app (non-NULL: that app's records only); `since_ms` 0 for all
+// time, else only records at or after that wall time (milliseconds since the unix epoch);
+// `limit` 0 for the most one read returns (10,000), else the newest `limit` matching
+// records (above 10,000: `SILA_INVALID_ARGUMENT`). `*json_out` receives
+// `{"records":[{"seq","at_ms","op","app","db","outcome","code"?,"duration_ms","detail"}],
+// "damaged":N}` (free with `sila_string_free`; `damaged` counts lines skipped because they
+// failed their checksum), `*json_len_out` its length when not NULL. Thread-safe on a
+// const workspace.
+//
+// # Safety
+// `workspace` is NULL or live; `app_id` NULL or a NUL-terminated string; `json_out`
+// writable; `json_len_out` NULL or writable.
+sila_status sila_workspace_audit(const struct sila_workspace *workspace,
+                                 const char *app_id,
+                                 uint64_t since_ms,
+                                 uint32_t limit,
+                                 char **json_out,
+                                 size_t *json_len_out);
+
 // Does a bounded share of the workspace's upkeep (`Workspace::maintain`): for each
 // database in turn, continuing where the last call stopped, while `budget_ms` lasts (one
 // database always runs): an integrity check (SQLite's full `integrity_check` on every

@@ -5,6 +5,7 @@
 //! first line `error[<CODE>]: <message>` on stderr (CODE is the stable `ErrorCode` name) and
 //! exit 1; usage errors exit 2.
 
+mod audit;
 mod check;
 mod demo;
 mod versions;
@@ -291,6 +292,27 @@ enum Command {
     /// Delete every file nothing references; print the files removed and bytes freed.
     Gc,
 
+    /// Print the audit trail: what changed the workspace, oldest first.
+    ///
+    /// One line per record: sequence number, time (UTC), operation, app/database, outcome
+    /// (ok or error[CODE]), duration and what it did as JSON. Registrations, manifest
+    /// changes, migrations, snapshots, restores, imports, exports, backups, compactions,
+    /// GC runs, integrity findings and failed operations are recorded.
+    Audit {
+        /// Only this app's records.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only records since: unix milliseconds, or a duration before now (90m, 12h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most the newest N matching records (1 to 10000).
+        #[arg(long, value_name = "N", default_value_t = sila_sqlite::audit::AUDIT_READ_MAX)]
+        limit: usize,
+        /// Print one JSON object {"records":[…],"damaged":N}.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Print the workspace's metrics in the Prometheus text exposition format.
     ///
     /// Per app: the quota and what it is used by (live, snapshots, in flight, garbage).
@@ -438,6 +460,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Gc => versions::gc(&ws),
         Command::Metrics => outln!("{}", ws.metrics_text()?.trim_end()),
+        Command::Audit { app, since, limit, json } => audit::run(&ws, app, since.as_deref(), limit, json),
         Command::Maintain { budget_ms, full, keep_last } => {
             versions::maintain(&ws, budget_ms, full, keep_last)
         }

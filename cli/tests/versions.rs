@@ -526,3 +526,47 @@ fn maintain_checks_every_database_and_collects_garbage() {
     let out = t.run(&["maintain", "--budget-ms", "0"]).quiet();
     assert!(out.stdout.contains("main quick_check: ok"), "{}", out.stdout);
 }
+
+#[test]
+fn audit_prints_what_changed_the_workspace_across_runs() {
+    let t = TempWs::new("audit");
+    t.exec("CREATE TABLE t (x)");
+    let snap = t.db("snapshot", &["--label", "nightly"]).quiet().uuid();
+    let undo = t.db("restore", &[&snap]).quiet().uuid();
+    // Each CLI run is its own process: the trail is on disk, not in memory.
+    let out = t.run(&["audit"]).quiet();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    let fields = |line: &str| line.splitn(7, ' ').map(str::to_string).collect::<Vec<_>>();
+    let first = fields(lines[0]);
+    assert_eq!((first[0].as_str(), first[2].as_str(), first[3].as_str()), ("1", "register_app", APP));
+    assert!(first[1].ends_with('Z') && first[1].contains('T'), "UTC time: {}", lines[0]);
+    assert_eq!(first[4], "ok");
+    let second = fields(lines[1]);
+    assert_eq!((second[2].as_str(), second[3].as_str()), ("snapshot", &*format!("{APP}/main")));
+    assert!(second[6].contains(&snap) && second[6].contains("nightly"), "{}", lines[1]);
+    assert!(lines[2].contains(" restore ") && lines[2].contains(&undo), "{}", lines[2]);
+
+    // A refused import is recorded with its code.
+    let garbage = t.path("garbage.sqlite");
+    std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+    assert!(t.db("import", &[garbage.to_str().unwrap()]).failed().contains("CORRUPT"));
+    let out = t.run(&["audit", "--json", "--app", APP, "--limit", "1"]).quiet();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["damaged"], 0);
+    let records = doc["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{doc}");
+    assert_eq!(
+        (&records[0]["op"], &records[0]["outcome"], &records[0]["code"]),
+        (&"import".into(), &"error".into(), &"CORRUPT".into())
+    );
+
+    // --since: a duration before now, or unix milliseconds.
+    assert_eq!(t.run(&["audit", "--since", "1h"]).quiet().stdout.lines().count(), 4);
+    assert_eq!(t.run(&["audit", "--since", "99999999999999"]).quiet().stdout, "");
+    assert_eq!(t.run(&["audit", "--app", "com.test.nobody"]).quiet().stdout, "");
+    assert!(t.run(&["audit", "--since", "soon"]).failed().contains("INVALID_ARGUMENT"));
+    assert!(t.run(&["audit", "--limit", "0"]).failed().contains("INVALID_ARGUMENT"));
+    assert!(t.run(&["audit", "--limit", "10001"]).failed().contains("INVALID_ARGUMENT"));
+    assert_eq!(t.run(&["audit", "--limit", "10000"]).quiet().stdout.lines().count(), 4);
+}

@@ -116,6 +116,8 @@ pub enum FileKind {
     Export,
     /// A scratch file (sorter spills, dry-run copies) in the workspace's `tmp/`.
     Temp,
+    /// A segment of the audit trail (`audit/`).
+    Audit,
     /// Anything else.
     Other,
 }
@@ -132,6 +134,7 @@ impl FileKind {
             FileKind::Record => "workspace record",
             FileKind::Export => "export or backup file",
             FileKind::Temp => "temporary file",
+            FileKind::Audit => "audit log",
             FileKind::Other => "file",
         }
     }
@@ -157,6 +160,8 @@ impl FileKind {
             FileKind::Journal
         } else if in_tmp {
             FileKind::Temp
+        } else if parent == crate::audit::AUDIT_DIR && name.ends_with(".log") {
+            FileKind::Audit
         } else if name.ends_with(".partial") || name.ends_with(".gz") {
             FileKind::Export
         } else if name.ends_with(".sqlite") {

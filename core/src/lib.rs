@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod audit;
 pub mod broker;
 pub mod clock;
 pub mod driver;
@@ -38,6 +39,7 @@ pub mod vfs;
 pub mod workspace;
 
 pub use api::{App, Database, DbStats, Tx};
+pub use audit::{AuditLimits, AuditQuery, AuditRead, AuditRecord};
 pub use broker::pending::Pending;
 pub use broker::BrokerOptions;
 pub use error::{Error, ErrorCode, QuotaDetail, Result};

@@ -10,6 +10,7 @@
 //! driver; the store's mutex orders them.
 
 use crate::api::{App, DbStats};
+use crate::audit::{AuditLimits, AuditLog, AuditQuery, AuditRead, Entry as AuditEntry};
 use crate::broker::executor::{Executor, ThreadPool};
 use crate::broker::{BrokerIo, BrokerOptions, BrokerShared, DbConfig, DbShared};
 use crate::driver::Driver;
@@ -27,6 +28,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+use serde_json::json;
 
 mod lifecycle;
 
@@ -123,6 +126,8 @@ pub struct WorkspaceOptions {
     /// directory without a workspace with `NOT_FOUND`: a mistyped path is then an error,
     /// not a new, empty workspace.
     pub create_if_missing: bool,
+    /// How large the audit trail may grow ([`crate::audit`]).
+    pub audit: AuditLimits,
 }
 
 impl Default for WorkspaceOptions {
@@ -133,6 +138,7 @@ impl Default for WorkspaceOptions {
             broker: BrokerOptions::default(),
             executor: None,
             create_if_missing: true,
+            audit: AuditLimits::default(),
         }
     }
 }
@@ -182,6 +188,8 @@ struct Inner {
     abandoned: std::sync::atomic::AtomicBool,
     /// Where the next [`Workspace::maintain`] continues.
     maintenance: Mutex<crate::maintenance::Cursor>,
+    /// The audit trail ([`crate::audit`]).
+    audit: AuditLog,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -195,6 +203,16 @@ impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workspace").field("root", &self.inner.driver.root()).finish_non_exhaustive()
     }
+}
+
+/// An app's registration as the audit trail records it.
+fn manifest_detail(info: &AppInfo) -> serde_json::Value {
+    json!({
+        "app_uuid": info.app_uuid.to_string(),
+        "tier": format!("{:?}", info.manifest.tier).to_lowercase(),
+        "quota_bytes": info.manifest.storage_quota_bytes(),
+        "databases": info.manifest.dbs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+    })
 }
 
 /// The refusal of a directory that holds no workspace (no lock file), when opening may not
@@ -347,6 +365,7 @@ impl Workspace {
         }
         let report = recover(&driver)?;
         let (store, report) = report;
+        let audit = AuditLog::open(vfs.clone(), &root, options.audit)?;
         let mut uuids = match options.uuid_seed {
             Some(seed) => UuidSource::from_seed(seed),
             None => UuidSource::from_entropy(),
@@ -386,6 +405,7 @@ impl Workspace {
                 partials: Arc::default(),
                 abandoned: std::sync::atomic::AtomicBool::new(false),
                 maintenance: Mutex::default(),
+                audit,
                 _lock: guard,
             }),
         })
@@ -420,7 +440,15 @@ impl Workspace {
         crate::trace::traced(
             span,
             self.inner.clock.as_ref(),
-            || self.register_app_inner(app_id, manifest_json),
+            || {
+                self.audited(
+                    "register_app",
+                    app_id,
+                    "",
+                    || self.register_app_inner(app_id, manifest_json),
+                    |info| Some(manifest_detail(info)),
+                )
+            },
             |_| None,
         )
     }
@@ -585,6 +613,49 @@ impl Workspace {
         store.app(uuid).map(AppInfo::from).ok_or_else(|| not_registered(&app_id))
     }
 
+    /// Records of the audit trail ([`crate::audit`]): registrations, manifest changes,
+    /// migrations, snapshots, restores, imports, exports, backups, compactions, GC runs,
+    /// integrity findings and failed operations, oldest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<AuditRead> {
+        self.inner.audit.read(query)
+    }
+
+    /// Runs `run` as an audited operation of `app`/`db` (empty for none). When it succeeds
+    /// and `detail` describes it, its record is appended and synced before the result is
+    /// returned: an acknowledged operation always has its record. If that fails, the
+    /// failure is returned instead. A failed operation's record is written without a sync
+    /// (rate-limited, see [`crate::audit`]).
+    pub(crate) fn audited<T>(
+        &self,
+        op: &'static str,
+        app: &str,
+        db: &str,
+        run: impl FnOnce() -> Result<T>,
+        detail: impl FnOnce(&T) -> Option<serde_json::Value>,
+    ) -> Result<T> {
+        let clock = self.inner.clock.as_ref();
+        let started = clock.monotonic();
+        let result = run();
+        let duration_ms =
+            u64::try_from(clock.monotonic().saturating_sub(started).as_millis()).unwrap_or(u64::MAX);
+        let at_ms = clock.now_ms();
+        match &result {
+            Ok(value) => {
+                if let Some(detail) = detail(value) {
+                    let entry = AuditEntry { op, app, db, error: None, duration_ms, detail };
+                    self.inner.audit.append(entry, at_ms)?;
+                }
+            }
+            Err(e) if !self.inner.latch.is_set() => {
+                let entry =
+                    AuditEntry { op, app, db, error: Some(e), duration_ms, detail: serde_json::Value::Null };
+                self.inner.audit.append_failure(entry, at_ms);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     /// The quota ledger of an app.
     pub fn ledger(&self, app_id: &str) -> Result<Ledger> {
         let app_id = AppId::new(app_id)?;
@@ -621,6 +692,16 @@ impl Workspace {
     }
 
     fn gc_inner(&self) -> Result<GcSummary> {
+        self.audited(
+            "gc",
+            "",
+            "",
+            || self.gc_unaudited(),
+            |s| (!s.files.is_empty()).then(|| json!({"files": s.files.len(), "bytes": s.bytes})),
+        )
+    }
+
+    fn gc_unaudited(&self) -> Result<GcSummary> {
         let (mut summary, areas) = {
             let mut store = lock(&self.inner.store);
             let (plan, summary) = store.plan_gc();

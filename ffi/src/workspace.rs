@@ -567,6 +567,47 @@ pub unsafe extern "C" fn sila_workspace_metrics(
     })
 }
 
+/// Reads the workspace's audit trail (`Workspace::audit`): what changed it, oldest first.
+/// `app_id` NULL for every app (non-NULL: that app's records only); `since_ms` 0 for all
+/// time, else only records at or after that wall time (milliseconds since the unix epoch);
+/// `limit` 0 for the most one read returns (10,000), else the newest `limit` matching
+/// records (above 10,000: `SILA_INVALID_ARGUMENT`). `*json_out` receives
+/// `{"records":[{"seq","at_ms","op","app","db","outcome","code"?,"duration_ms","detail"}],
+/// "damaged":N}` (free with `sila_string_free`; `damaged` counts lines skipped because they
+/// failed their checksum), `*json_len_out` its length when not NULL. Thread-safe on a
+/// const workspace.
+///
+/// # Safety
+/// `workspace` is NULL or live; `app_id` NULL or a NUL-terminated string; `json_out`
+/// writable; `json_len_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sila_workspace_audit(
+    workspace: *const sila_workspace,
+    app_id: *const c_char,
+    since_ms: u64,
+    limit: u32,
+    json_out: *mut *mut c_char,
+    json_len_out: *mut usize,
+) -> sila_status {
+    guard(|| {
+        out_arg(json_out, "json_out")?;
+        // SAFETY: pointer arguments are NULL or valid (caller's contract).
+        let (workspace, app_id) =
+            unsafe { (handle(workspace, "workspace")?, opt_cstr_arg(app_id, "app_id")?) };
+        let query = sila_sqlite::AuditQuery {
+            app: app_id.map(str::to_string),
+            since_ms: (since_ms > 0).then_some(since_ms),
+            limit: if limit == 0 { sila_sqlite::audit::AUDIT_READ_MAX } else { limit as usize },
+        };
+        let read = workspace.shared.get()?.audit(&query)?;
+        let records: Vec<serde_json::Value> = read.records.iter().map(|r| r.to_json()).collect();
+        let doc = json!({ "records": records, "damaged": read.damaged });
+        // SAFETY: checked non-NULL; writable by the caller's contract.
+        unsafe { give_json(&doc, json_out, json_len_out) };
+        Ok(())
+    })
+}
+
 /// Does a bounded share of the workspace's upkeep (`Workspace::maintain`): for each
 /// database in turn, continuing where the last call stopped, while `budget_ms` lasts (one
 /// database always runs): an integrity check (SQLite's full `integrity_check` on every

@@ -972,6 +972,30 @@ static void test_versions(sila_workspace *ws, const sila_database *db) {
     sila_string_free(json);
     EXPECT(sila_workspace_metrics(ws, NULL, NULL), SILA_INVALID_ARGUMENT);
     EXPECT(sila_workspace_metrics(NULL, &json, NULL), SILA_INVALID_ARGUMENT);
+
+    /* The audit trail: the operations above, newest last; filters and bounds. */
+    OK(sila_workspace_audit(ws, NULL, 0, 0, &json, &len));
+    CHECK(len == strlen(json) && strstr(json, "\"op\":\"register_app\"") != NULL);
+    CHECK(strstr(json, "\"op\":\"snapshot\"") != NULL && strstr(json, "\"op\":\"compact\"") != NULL);
+    CHECK(strstr(json, "\"damaged\":0") != NULL);
+    sila_string_free(json);
+    OK(sila_workspace_audit(ws, "com.example.notes", 0, 1, &json, NULL));
+    CHECK(strstr(json, "\"app\":\"com.example.notes\"") != NULL);
+    {
+        const char *first = strstr(json, "\"seq\":");
+        CHECK(first != NULL && strstr(first + 1, "\"seq\":") == NULL); /* limit 1: one record */
+    }
+    sila_string_free(json);
+    OK(sila_workspace_audit(ws, "com.example.nobody", 0, 0, &json, NULL));
+    CHECK(strstr(json, "\"records\":[]") != NULL);
+    sila_string_free(json);
+    OK(sila_workspace_audit(ws, NULL, UINT64_MAX, 10000, &json, NULL));
+    CHECK(strstr(json, "\"records\":[]") != NULL);
+    sila_string_free(json);
+    EXPECT(sila_workspace_audit(ws, NULL, 0, 10001, &json, NULL), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_workspace_audit(ws, BAD_UTF8, 0, 0, &json, NULL), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_workspace_audit(ws, NULL, 0, 0, NULL, NULL), SILA_INVALID_ARGUMENT);
+    EXPECT(sila_workspace_audit(NULL, NULL, 0, 0, &json, NULL), SILA_INVALID_ARGUMENT);
 }
 
 /* ------------------------------------------------------------------------------------- */

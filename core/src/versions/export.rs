@@ -43,7 +43,12 @@ impl Database {
 
     /// [`Database::export_to_path`] in the given format (`dest` is used as given).
     pub fn export_to_path_as(&self, dest: &Path, format: ExportFormat) -> Result<u64> {
-        self.operation("export", || self.export_to_path_inner(dest, format), |n| Some(*n))
+        // The file's name, not its directory: the record says what was written, the host
+        // knows where it asked for it.
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.operation("export", || self.export_to_path_inner(dest, format), |n| Some(*n), |n| {
+            Some(serde_json::json!({"file": name, "bytes": n, "format": format!("{format:?}").to_lowercase()}))
+        })
     }
 
     /// Writes the export under a temporary name beside `dest` (see
@@ -138,7 +143,9 @@ impl Database {
     /// [`Database::backup`] in the given format (`<uuid>.sqlite` or `<uuid>.sqlite.gz`); the
     /// `keep_last` newest backups of either format are kept.
     pub fn backup_as(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {
-        self.operation("backup", || self.backup_inner(keep_last, format), |_| None)
+        self.operation("backup", || self.backup_inner(keep_last, format), |_| None, |(id, _)| {
+            Some(serde_json::json!({"backup": id.to_string(), "format": format!("{format:?}").to_lowercase()}))
+        })
     }
 
     pub(super) fn backup_inner(&self, keep_last: usize, format: ExportFormat) -> Result<(Uuid, PathBuf)> {

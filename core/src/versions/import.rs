@@ -149,7 +149,19 @@ impl Database {
     /// cell_size_check, schema, expected tables, size against the quota), sets WAL mode and
     /// flips. On any failure nothing changes and the error names the failed check.
     pub fn import(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {
-        self.operation("import", || self.import_inner(source, options), |r| Some(r.size))
+        self.operation(
+            "import",
+            || self.import_inner(source, options),
+            |r| Some(r.size),
+            |r| {
+                Some(serde_json::json!({
+                    "file": r.file.to_string(),
+                    "bytes": r.size,
+                    "checks": r.checks,
+                    "undo": r.undo.to_string(),
+                }))
+            },
+        )
     }
 
     pub(super) fn import_inner(&self, source: &Path, options: ImportOptions) -> Result<ImportReport> {

@@ -47,7 +47,7 @@ impl Database {
     /// WAL (`complete` is false). A failed write or sync poisons the database (fail-stop),
     /// as any failed checkpoint does.
     pub fn checkpoint(&self) -> Result<CheckpointReport> {
-        self.operation("checkpoint", || self.checkpoint_inner(), |_| None)
+        self.operation("checkpoint", || self.checkpoint_inner(), |_| None, |_| None)
     }
 
     fn checkpoint_inner(&self) -> Result<CheckpointReport> {
@@ -83,7 +83,13 @@ impl Database {
     /// snapshot (`docs/operations.md`). Returns what SQLite found. A page the check could
     /// not read (an IO error) is not a finding: the check fails with `Io` and marks nothing.
     pub fn check_integrity(&self, full: bool) -> Result<IntegrityReport> {
-        self.operation("check_integrity", || self.check_integrity_inner(full), |_| None)
+        // Only a check that found something is recorded (upkeep runs one per database per pass).
+        self.operation(
+            "check_integrity",
+            || self.check_integrity_inner(full),
+            |_| None,
+            |r| (!r.problems.is_empty()).then(|| serde_json::json!({"full": r.full, "problems": r.problems})),
+        )
     }
 
     fn check_integrity_inner(&self, full: bool) -> Result<IntegrityReport> {
@@ -135,6 +141,7 @@ impl Database {
                 })
             },
             |_| None,
+            |()| None,
         )
     }
 
@@ -149,7 +156,12 @@ impl Database {
     /// IO. The replaced file is garbage until GC, and no undo snapshot is kept: the content
     /// did not change.
     pub fn compact(&self) -> Result<CompactReport> {
-        self.operation("compact", || self.compact_inner(), |r| Some(r.after_bytes))
+        self.operation(
+            "compact",
+            || self.compact_inner(),
+            |r| Some(r.after_bytes),
+            |r| Some(serde_json::json!({"before_bytes": r.before_bytes, "after_bytes": r.after_bytes})),
+        )
     }
 
     pub(super) fn compact_inner(&self) -> Result<CompactReport> {

@@ -148,6 +148,28 @@ pub(super) const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sila_meta (\
     version INTEGER NOT NULL, applied_at INTEGER NOT NULL, step_from INTEGER NOT NULL, \
     step_to INTEGER NOT NULL, direction TEXT NOT NULL, checksum TEXT NOT NULL)";
 
+/// A migration as the audit trail records it: versions, each step applied with the checksum
+/// of the SQL that ran, the safety snapshot.
+fn migration_detail(plan: &MigrationPlan, report: &MigrationReport) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = report
+        .applied
+        .iter()
+        .map(|&(from, to)| {
+            let up = plan.steps.iter().find(|s| s.from == from && s.to == to).map(|s| &s.up);
+            let down = plan.steps.iter().find(|s| s.from == to && s.to == from).map(|s| &s.down);
+            let sql = up.or(down);
+            serde_json::json!({"from": from, "to": to, "checksum": sql.map(|q| step_checksum(q))})
+        })
+        .collect();
+    serde_json::json!({
+        "from": report.from,
+        "to": report.to,
+        "steps": steps,
+        "snapshot": report.snapshot.map(|id| id.to_string()),
+        "dry_run": report.dry_run,
+    })
+}
+
 /// The schema version recorded in `_sila_meta` (0 when the table does not exist).
 pub fn read_schema_version(conn: &Connection) -> Result<u64> {
     let exists: i64 = conn
@@ -219,7 +241,12 @@ impl Database {
     /// error names the failing step and SQLite's message. A step edited after it was applied
     /// is refused. `dry_run` runs the migration on a private copy and changes nothing.
     pub fn migrate(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {
-        self.operation("migrate", || self.migrate_inner(plan, dry_run), |_| None)
+        self.operation(
+            "migrate",
+            || self.migrate_inner(plan, dry_run),
+            |_| None,
+            |r| Some(migration_detail(plan, r)),
+        )
     }
 
     pub(super) fn migrate_inner(&self, plan: &MigrationPlan, dry_run: bool) -> Result<MigrationReport> {

@@ -141,12 +141,15 @@ impl Database {
 
     /// Runs an operation in its `operation` span ([`crate::trace`]): refused up front while
     /// the database takes no writes, with the fail-stop check of [`Self::fail_stop`] after;
-    /// `bytes` says what the result wrote, when it says.
+    /// `bytes` says what the result wrote, when it says; `detail` is the operation's record
+    /// in the audit trail (`None`: not recorded), written before it is acknowledged
+    /// ([`Workspace::audited`]).
     fn operation<T>(
         &self,
         op: &'static str,
         run: impl FnOnce() -> Result<T>,
         bytes: impl FnOnce(&T) -> Option<u64>,
+        detail: impl FnOnce(&T) -> Option<serde_json::Value>,
     ) -> Result<T> {
         let config = self.db.config();
         let span = crate::trace::operation(&config.app_id, config.key.db.as_str(), op);
@@ -155,9 +158,17 @@ impl Database {
             span,
             clock.as_ref(),
             || {
-                self.db.check_writable()?;
-                let result = run();
-                self.fail_stop(result)
+                self.ws.audited(
+                    op,
+                    &config.app_id,
+                    config.key.db.as_str(),
+                    || {
+                        self.db.check_writable()?;
+                        let result = run();
+                        self.fail_stop(result)
+                    },
+                    detail,
+                )
             },
             bytes,
         )

@@ -20,7 +20,12 @@ impl Database {
     /// snapshot could not be kept, the error says the restore took effect, and the database
     /// is poisoned until the workspace is reopened (the caller re-reads what it holds).
     pub fn restore(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {
-        self.operation("restore", || self.restore_inner(id, options), |_| None)
+        self.operation(
+            "restore",
+            || self.restore_inner(id, options),
+            |_| None,
+            |undo| Some(serde_json::json!({"snapshot": id.to_string(), "undo": undo.to_string()})),
+        )
     }
 
     pub(super) fn restore_inner(&self, id: Uuid, options: RestoreOptions) -> Result<Uuid> {

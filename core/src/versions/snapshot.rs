@@ -14,7 +14,12 @@ impl Database {
     /// is immutable (`snapshots/<uuid>.sqlite`, read-only on disk) and listed in the manifest
     /// once durable. Refused with `QuotaExceeded` before any IO when it would not fit.
     pub fn snapshot(&self, label: &str) -> Result<SnapshotEntry> {
-        self.operation("snapshot", || self.snapshot_inner(label), |s| Some(s.size))
+        self.operation(
+            "snapshot",
+            || self.snapshot_inner(label),
+            |s| Some(s.size),
+            |s| Some(snapshot_detail(s)),
+        )
     }
 
     pub(super) fn snapshot_inner(&self, label: &str) -> Result<SnapshotEntry> {
@@ -175,7 +180,12 @@ impl Database {
 
     /// Removes a snapshot from the manifest; GC deletes its file later.
     pub fn drop_snapshot(&self, id: Uuid) -> Result<()> {
-        self.operation("drop_snapshot", || self.drop_snapshot_inner(id), |_| None)
+        self.operation(
+            "drop_snapshot",
+            || self.drop_snapshot_inner(id),
+            |_| None,
+            |()| Some(serde_json::json!({"snapshot": id.to_string()})),
+        )
     }
 
     pub(super) fn drop_snapshot_inner(&self, id: Uuid) -> Result<()> {
@@ -186,7 +196,15 @@ impl Database {
 
     /// Applies a retention policy; returns the snapshots it dropped (GC deletes their files).
     pub fn apply_retention(&self, policy: Retention) -> Result<Vec<Uuid>> {
-        self.operation("retention", || self.apply_retention_inner(policy), |_| None)
+        self.operation(
+            "retention",
+            || self.apply_retention_inner(policy),
+            |_| None,
+            |dropped| {
+                let ids: Vec<String> = dropped.iter().map(Uuid::to_string).collect();
+                (!ids.is_empty()).then(|| serde_json::json!({"dropped": ids}))
+            },
+        )
     }
 
     pub(super) fn apply_retention_inner(&self, policy: Retention) -> Result<Vec<Uuid>> {
@@ -200,4 +218,15 @@ impl Database {
         self.ws.run_plan(&plan)?;
         Ok(victims)
     }
+}
+
+/// A snapshot as the audit trail records it.
+pub(super) fn snapshot_detail(s: &SnapshotEntry) -> serde_json::Value {
+    serde_json::json!({
+        "snapshot": s.id.to_string(),
+        "bytes": s.size,
+        "crc32c": format!("{:08x}", s.crc32c),
+        "schema": s.schema,
+        "label": s.label,
+    })
 }

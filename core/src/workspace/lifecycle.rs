@@ -22,7 +22,15 @@ impl Workspace {
         crate::trace::traced(
             span,
             self.inner.clock.as_ref(),
-            || self.update_app_inner(app_id, manifest_json),
+            || {
+                self.audited(
+                    "update_app",
+                    app_id,
+                    "",
+                    || self.update_app_inner(app_id, manifest_json),
+                    |info| Some(manifest_detail(info)),
+                )
+            },
             |_| None,
         )
     }
@@ -86,7 +94,20 @@ impl Workspace {
     /// databases is in use (every handle on them must be dropped first).
     pub fn unregister_app(&self, app_id: &str) -> Result<()> {
         let span = crate::trace::operation(app_id, "", "unregister_app");
-        crate::trace::traced(span, self.inner.clock.as_ref(), || self.unregister_app_inner(app_id), |_| None)
+        crate::trace::traced(
+            span,
+            self.inner.clock.as_ref(),
+            || {
+                self.audited(
+                    "unregister_app",
+                    app_id,
+                    "",
+                    || self.unregister_app_inner(app_id),
+                    |()| Some(json!({})),
+                )
+            },
+            |_| None,
+        )
     }
 
     fn unregister_app_inner(&self, app_id: &str) -> Result<()> {
