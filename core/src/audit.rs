@@ -426,7 +426,7 @@ impl AuditLog {
         let mode = if seg.len == 0 { OpenMode::CreateOrOpen } else { OpenMode::ReadWrite };
         let file = self.vfs.open(&path, mode)?;
         crate::vfs::write_all_at(file.as_ref(), &line, seg.len)?;
-        if durable {
+        if durable && !crate::sabotage::active(crate::sabotage::Sabotage::AuditRecordNotDurable) {
             file.sync()?;
             if !seg.entry_synced {
                 self.vfs.sync_dir(&self.dir)?;

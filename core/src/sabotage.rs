@@ -62,6 +62,9 @@ pub enum Sabotage {
     /// between makes it pool a connection of the old file and never release that file's
     /// lease (caught by the loom models).
     ReturnReadsGenerationEarly,
+    /// An operation's audit record is appended but not synced before the operation is
+    /// acknowledged: a crash can take the record of an acknowledged operation.
+    AuditRecordNotDurable,
 }
 
 #[cfg(feature = "sabotage")]

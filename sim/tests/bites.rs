@@ -171,3 +171,12 @@ fn a_seed_replays_the_same_trace() {
         assert_eq!(a.trace_hash, b.trace_hash);
     }
 }
+
+#[test]
+fn an_audit_record_not_synced_before_the_acknowledgement_is_caught() {
+    let found = first_failing_seed(Sabotage::AuditRecordNotDurable);
+    let Some((seed, what)) = found else {
+        panic!("an acknowledged operation whose audit record is not durable must be caught (no violation in {SEEDS_MAX} seeds)")
+    };
+    assert!(what.contains("audit trail"), "seed {seed}: {what}");
+}

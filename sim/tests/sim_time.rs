@@ -39,6 +39,7 @@ fn scan(slow_reads: bool) -> (Result<(), ErrorCode>, u128) {
             },
             executor: Some(Arc::new(Stepper::new(64)) as Arc<dyn Executor>),
             create_if_missing: true,
+            audit: Default::default(),
         };
         let ws = Workspace::open_with(vfs, PathBuf::from("/ws"), options).unwrap();
         ws.register_app("com.example.time", MANIFEST).unwrap();

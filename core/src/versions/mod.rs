@@ -158,17 +158,28 @@ impl Database {
             span,
             clock.as_ref(),
             || {
-                self.ws.audited(
+                let mut done = false;
+                let result = self.ws.audited(
                     op,
                     &config.app_id,
                     config.key.db.as_str(),
                     || {
                         self.db.check_writable()?;
-                        let result = run();
-                        self.fail_stop(result)
+                        let result = self.fail_stop(run());
+                        done = result.is_ok();
+                        result
                     },
                     detail,
-                )
+                );
+                if let (true, Err(e)) = (done, &result) {
+                    // The operation changed the database, but its record could not be
+                    // written, so it is not acknowledged: its outcome is unknown to the
+                    // caller, as after any failed sync, and the database is refused until
+                    // the workspace is reopened.
+                    self.db
+                        .poison(&format!("the audit record of {op} could not be written: {}", e.message()));
+                }
+                result
             },
             bytes,
         )

@@ -115,6 +115,7 @@ impl World {
             return self.check_after_lying_crash(notes);
         }
         self.boot().map_err(|e| format!("recovery failed: {e}"))?;
+        self.check_audit()?;
         let verdict = self.check_invariants_or_quarantine(Settle::AfterCrash)?;
         if self.finished.is_some() {
             return Ok(format!("{notes}{verdict}"));
@@ -130,6 +131,32 @@ impl World {
         }
         self.clear_fault_state();
         Ok(format!("{notes}recovered {} rows{}", rows.len(), verdict))
+    }
+
+    /// After recovery: every acknowledged snapshot is named by a successful record of the
+    /// audit trail (the engine syncs an operation's record before it acknowledges it). The
+    /// trail is read on the healthy disk the checks run on; a damaged line would hide a
+    /// record, and nothing rots the trail's files, so none may be damaged.
+    pub(super) fn check_audit(&self) -> Result<(), String> {
+        let Some(ws) = self.ws.as_ref() else { return Ok(()) };
+        let read = ws.audit(&AuditQuery::default()).map_err(|e| format!("reading the audit trail: {e}"))?;
+        if read.damaged > 0 {
+            return Err(format!("the audit trail has {} damaged line(s) after recovery", read.damaged));
+        }
+        let mut named = BTreeSet::new();
+        for r in read.records.iter().filter(|r| r.error.is_none()) {
+            if let Some(detail) = r.detail.as_object() {
+                named.extend(detail.values().filter_map(|v| v.as_str()).map(str::to_string));
+            }
+        }
+        match self.audit_expected.iter().find(|id| !named.contains(&id.to_string())) {
+            Some(id) => Err(format!(
+                "acknowledged snapshot {} has no record in the audit trail after the crash ({} records)",
+                short(*id),
+                read.records.len()
+            )),
+            None => Ok(()),
+        }
     }
 
     /// After a crash on a lying disk (profile `lying`): nothing acknowledged can be asked for,

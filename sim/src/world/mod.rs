@@ -62,7 +62,7 @@ use sila_sqlite::uuid::Uuid;
 use sila_sqlite::versions::{ExportFormat, ImportOptions, MigrationPlan, MigrationStep, RestoreOptions};
 use sila_sqlite::vfs::{self, Vfs};
 use sila_sqlite::workspace::Clock;
-use sila_sqlite::{BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
+use sila_sqlite::{AuditQuery, BrokerOptions, Database, ErrorCode, Value, Workspace, WorkspaceOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -272,6 +272,10 @@ pub struct World {
     /// acknowledged ([`MemFs::rotted`]): a bit of its file that rotted before is in the
     /// checksum the engine recorded (see [`World::rotted_after_seal`]).
     rot_marks: BTreeMap<Uuid, usize>,
+    /// Every snapshot acknowledged so far (a snapshot's, a restore's or an import's undo, a
+    /// migration's safety net): each must be named by a record of the audit trail after any
+    /// crash ([`World::check_audit`]), even once retention or a restore dropped it.
+    audit_expected: Vec<Uuid>,
     /// Snapshots with a rotted bit when a lying disk crashed: the crash may have written the
     /// bytes it still owed over the rot (a lie leaves a sealed file with pending writes), so
     /// a restore may find them sound or not; the engine's checksum decides.
@@ -330,6 +334,7 @@ impl World {
             op_end_sync_failures: None,
             failed_calls_at_boot: 0,
             rot_marks: BTreeMap::new(),
+            audit_expected: Vec::new(),
             rot_maybe_undone: BTreeSet::new(),
             side: lifecycle::SideApp::default(),
             main_app: None,
@@ -366,6 +371,7 @@ impl World {
             broker,
             executor: Some(self.stepper.clone() as Arc<dyn Executor>),
             create_if_missing: true,
+            audit: Default::default(),
         };
         let ws = Workspace::open_with(vfs, PathBuf::from(ROOT), options).map_err(|e| e.to_string())?;
         self.ws = Some(ws);

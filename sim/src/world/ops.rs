@@ -639,6 +639,7 @@ impl World {
     pub(super) fn acknowledge_snapshot(&mut self, id: Uuid, rows: BTreeSet<i64>) {
         self.model.snapshots.insert(id, rows);
         self.model.snapshot_order.push(id);
+        self.audit_expected.push(id);
         self.rot_marks.insert(id, self.fs.rotted().len());
     }
 
