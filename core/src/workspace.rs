@@ -436,24 +436,36 @@ impl Workspace {
     /// Registering the same app id again with the same manifest returns the existing app;
     /// with a different manifest it is `AlreadyExists`.
     pub fn register_app(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
-        let span = crate::trace::operation(app_id, "", "register_app");
+        // Registering again with the same manifest changes nothing and is not recorded.
+        self.app_operation(
+            "register_app",
+            app_id,
+            || self.register_app_inner(app_id, manifest_json),
+            |(info, changed)| changed.then(|| manifest_detail(info)),
+        )
+        .map(|(info, _)| info)
+    }
+
+    /// Runs an operation on an app as a whole in its `operation` span ([`crate::trace`]) and
+    /// as an audited operation ([`Self::audited`]).
+    fn app_operation<T>(
+        &self,
+        op: &'static str,
+        app_id: &str,
+        run: impl FnOnce() -> Result<T>,
+        detail: impl FnOnce(&T) -> Option<serde_json::Value>,
+    ) -> Result<T> {
+        let span = crate::trace::operation(app_id, "", op);
         crate::trace::traced(
             span,
             self.inner.clock.as_ref(),
-            || {
-                self.audited(
-                    "register_app",
-                    app_id,
-                    "",
-                    || self.register_app_inner(app_id, manifest_json),
-                    |info| Some(manifest_detail(info)),
-                )
-            },
+            || self.audited(op, app_id, "", run, detail),
             |_| None,
         )
     }
 
-    fn register_app_inner(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
+    /// The app, and whether this call registered it (false: it was, with this manifest).
+    fn register_app_inner(&self, app_id: &str, manifest_json: &str) -> Result<(AppInfo, bool)> {
         let app_id = AppId::new(app_id)?;
         let manifest = Manifest::parse(manifest_json)?;
         let mut store = lock(&self.inner.store);
@@ -463,7 +475,7 @@ impl Workspace {
                 let info = AppInfo::from(existing);
                 let plan = store.plan_confirm_app(uuid)?;
                 self.execute(&mut store, &plan)?;
-                return Ok(info);
+                return Ok((info, false));
             }
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
@@ -480,7 +492,7 @@ impl Workspace {
         let plan = store.plan_register_app(app_id.clone(), manifest, app_uuid, &files, now)?;
         self.execute(&mut store, &plan)?;
         let record = store.app(app_uuid).ok_or_else(|| Error::internal("registered app missing"))?;
-        Ok(AppInfo::from(record))
+        Ok((AppInfo::from(record), true))
     }
 
     /// Every registered app, ordered by app id.

@@ -58,6 +58,9 @@ fn every_operation_that_changed_the_workspace_has_its_record() {
     let root = dir.0.join("ws");
     let (ws, _) = open(&root, AuditLimits::default());
     let info = ws.register_app(APP, MANIFEST).unwrap();
+    // Registering again, or updating to the same manifest, changes nothing: no record.
+    ws.register_app(APP, MANIFEST).unwrap();
+    ws.update_app(APP, MANIFEST).unwrap();
     let db = ws.open_app(APP).unwrap().open("main").unwrap();
     db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
     db.exec("INSERT INTO notes(body) VALUES ('a'), ('b')", &[]).unwrap();

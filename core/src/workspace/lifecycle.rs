@@ -18,24 +18,18 @@ impl Workspace {
     /// handle on it must be dropped first. A change that only adds databases touches no
     /// open database.
     pub fn update_app(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
-        let span = crate::trace::operation(app_id, "", "update_app");
-        crate::trace::traced(
-            span,
-            self.inner.clock.as_ref(),
-            || {
-                self.audited(
-                    "update_app",
-                    app_id,
-                    "",
-                    || self.update_app_inner(app_id, manifest_json),
-                    |info| Some(manifest_detail(info)),
-                )
-            },
-            |_| None,
+        // An update to the same manifest changes nothing and is not recorded.
+        self.app_operation(
+            "update_app",
+            app_id,
+            || self.update_app_inner(app_id, manifest_json),
+            |(info, changed)| changed.then(|| manifest_detail(info)),
         )
+        .map(|(info, _)| info)
     }
 
-    fn update_app_inner(&self, app_id: &str, manifest_json: &str) -> Result<AppInfo> {
+    /// The app, and whether this call changed its manifest.
+    fn update_app_inner(&self, app_id: &str, manifest_json: &str) -> Result<(AppInfo, bool)> {
         let app_id = AppId::new(app_id)?;
         let manifest = Manifest::parse(manifest_json)?;
         let info = self.app_info(app_id.as_str())?;
@@ -44,7 +38,7 @@ impl Workspace {
             let mut store = lock(&self.inner.store);
             let plan = store.plan_confirm_app(info.app_uuid)?;
             self.execute(&mut store, &plan)?;
-            return Ok(info);
+            return Ok((info, false));
         }
         let only_additions = old.tier == manifest.tier
             && old.policy == manifest.policy
@@ -83,7 +77,7 @@ impl Workspace {
         let plan = store.plan_update_app(info.app_uuid, manifest, &files, now)?;
         self.execute(&mut store, &plan)?;
         let record = store.app(info.app_uuid).ok_or_else(|| Error::internal("updated app missing"))?;
-        Ok(AppInfo::from(record))
+        Ok((AppInfo::from(record), true))
     }
 
     /// Unregisters an app: it is gone on return (durably), its databases refuse every
@@ -93,20 +87,11 @@ impl Workspace {
     /// `NotFound` for an unknown app; `Busy`, with nothing changed, while one of its
     /// databases is in use (every handle on them must be dropped first).
     pub fn unregister_app(&self, app_id: &str) -> Result<()> {
-        let span = crate::trace::operation(app_id, "", "unregister_app");
-        crate::trace::traced(
-            span,
-            self.inner.clock.as_ref(),
-            || {
-                self.audited(
-                    "unregister_app",
-                    app_id,
-                    "",
-                    || self.unregister_app_inner(app_id),
-                    |()| Some(json!({})),
-                )
-            },
-            |_| None,
+        self.app_operation(
+            "unregister_app",
+            app_id,
+            || self.unregister_app_inner(app_id),
+            |()| Some(json!({})),
         )
     }
 
