@@ -43,6 +43,8 @@ pub const AUDIT_DIR: &str = "audit";
 const SEGMENT_SUFFIX: &str = ".log";
 /// Default for [`AuditLimits::segment_bytes`]: 1 MiB.
 pub const AUDIT_SEGMENT_BYTES_DEFAULT: u64 = 1 << 20;
+/// The largest [`AuditLimits::segment_bytes`]: a read holds one segment in memory.
+pub const AUDIT_SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// Default for [`AuditLimits::bytes_max`]: 16 MiB (tens of thousands of records).
 pub const AUDIT_BYTES_MAX_DEFAULT: u64 = 16 << 20;
 /// The most records one read returns (and the default of [`AuditQuery::limit`]).
@@ -97,15 +99,18 @@ impl Default for AuditLimits {
 }
 
 impl AuditLimits {
-    /// Refuses limits that could not hold a record.
+    /// Refuses limits that could not hold a record, or segments larger than
+    /// [`AUDIT_SEGMENT_BYTES_MAX`].
     pub fn validate(&self) -> Result<()> {
         let min = AUDIT_RECORD_BYTES_MAX as u64;
-        if self.segment_bytes < min || self.bytes_max < self.segment_bytes {
+        if !(min..=AUDIT_SEGMENT_BYTES_MAX).contains(&self.segment_bytes)
+            || self.bytes_max < self.segment_bytes
+        {
             return Err(Error::new(
                 ErrorCode::InvalidArgument,
                 format!(
-                    "audit limits: segment_bytes must be at least {min} and bytes_max at least segment_bytes \
-                     (got {} and {})",
+                    "audit limits: segment_bytes must be {min} to {AUDIT_SEGMENT_BYTES_MAX} and bytes_max at \
+                     least segment_bytes (got {} and {})",
                     self.segment_bytes, self.bytes_max
                 ),
             ));
@@ -553,10 +558,14 @@ mod tests {
     }
 
     #[test]
-    fn limits_below_one_record_are_refused() {
+    fn limits_outside_one_record_to_the_segment_maximum_are_refused() {
         let min = AUDIT_RECORD_BYTES_MAX as u64;
         assert!(AuditLimits { segment_bytes: min, bytes_max: min }.validate().is_ok());
         assert!(AuditLimits { segment_bytes: min - 1, bytes_max: min }.validate().is_err());
         assert!(AuditLimits { segment_bytes: min, bytes_max: min - 1 }.validate().is_err());
+        let max = AUDIT_SEGMENT_BYTES_MAX;
+        assert!(AuditLimits { segment_bytes: max, bytes_max: max }.validate().is_ok());
+        assert!(AuditLimits { segment_bytes: max + 1, bytes_max: max + 1 }.validate().is_err());
+        assert!(AuditLimits::default().validate().is_ok());
     }
 }

@@ -482,7 +482,7 @@ impl DbShared {
             Some(why) => Err(Error::new(
                 ErrorCode::Poisoned,
                 format!(
-                    "database {:?} is poisoned by an earlier IO failure ({why}); reopen the workspace to recover it",
+                    "database {:?} is poisoned by an earlier failure ({why}); reopen the workspace to recover it",
                     self.config.key.db.as_str()
                 ),
             )),

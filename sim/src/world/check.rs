@@ -462,7 +462,7 @@ impl World {
         if ledger.in_flight_bytes != 0 {
             return Err(format!("between operations {} bytes are still reserved", ledger.in_flight_bytes));
         }
-        self.check_files_between_operations(ws)
+        self.check_files_between_operations(ws, &ledger)
     }
 
     /// Between operations, on the disk as the store knows it: the pointer names a database
@@ -473,7 +473,11 @@ impl World {
     /// The files are compared only while the disk failed no call since the workspace opened
     /// (a cleanup that failed is recovery's to finish). Skipped while the store refuses the
     /// database (poisoned, quarantined).
-    pub(super) fn check_files_between_operations(&self, ws: &Workspace) -> Result<(), String> {
+    pub(super) fn check_files_between_operations(
+        &self,
+        ws: &Workspace,
+        ledger: &sila_sqlite::store::Ledger,
+    ) -> Result<(), String> {
         let Ok(key) = ws.db_key(APP, "main") else { return Ok(()) };
         let Ok((live, files)) = ws.with_store(|s| {
             s.pointer(&key).map(|p| p.file).and_then(|live| Ok((live, s.files(&key)?.clone())))
@@ -502,6 +506,15 @@ impl World {
                     ))
                 }
             }
+        }
+        // And the app's totals are the sum of its files (its one database): what quota
+        // refusals are decided on.
+        let on_disk: u64 = disk.values().sum();
+        if ledger.used_bytes() != on_disk {
+            return Err(format!(
+                "between operations the ledger counts {} bytes in use ({ledger:?}), the files on disk hold {on_disk}",
+                ledger.used_bytes()
+            ));
         }
         // Records (pointer, manifest) are rewritten whole and counted apart from data files.
         let data =

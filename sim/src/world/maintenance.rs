@@ -27,7 +27,7 @@ impl World {
                 self.durable_if_certain();
                 Ok(format!("compacted {} -> {} bytes", report.before_bytes, report.after_bytes))
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => self.failure("a compaction", &e),
         }
     }
 
@@ -48,7 +48,7 @@ impl World {
                     if report.complete { "" } else { " (partial)" }
                 ))
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => self.failure("a checkpoint", &e),
         }
     }
 
@@ -76,7 +76,7 @@ impl World {
                 }
                 Ok(text)
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => self.failure("the upkeep", &e),
         }
     }
 

@@ -267,7 +267,7 @@ impl World {
                 }
                 Ok(format!("{} rows", got.len()))
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => self.failure("a query", &e),
         }
     }
 
@@ -283,7 +283,7 @@ impl World {
                 self.acknowledge_snapshot(s.id, self.model.rows.clone());
                 Ok(format!("snapshot {}", short(s.id)))
             }
-            Err(e) => Ok(format!("error {}", e.code())),
+            Err(e) => self.failure("a snapshot", &e),
         }
     }
 
@@ -333,7 +333,7 @@ impl World {
                 // snapshot could not be kept); the engine then refuses all work until
                 // a reopen, which shows one state or the other.
                 self.model.in_doubt.push(target);
-                Ok(format!("error {}", e.code()))
+                self.failure("a restore", &e)
             }
         }
     }
@@ -410,7 +410,7 @@ impl World {
                 // poisoned with the import in effect; a reopen shows one state or the
                 // other.
                 self.model.in_doubt.push(target);
-                Ok(format!("error {}", e.code()))
+                self.failure("an import", &e)
             }
         }
     }
@@ -473,7 +473,7 @@ impl World {
             Err(e) => {
                 // It may have dropped any of them before it failed.
                 self.model.snapshots_maybe_gone.extend(self.model.snapshot_order.iter().copied());
-                Ok(format!("error {}", e.code()))
+                self.failure("retention", &e)
             }
         }
     }
@@ -542,7 +542,7 @@ impl World {
                 if *backup {
                     self.model.backups_must.clear();
                 }
-                return Ok(format!("error {}", e.code()));
+                return self.failure(if *backup { "a backup" } else { "an export" }, &e);
             }
         };
         if self.poisoned_by_fault {
@@ -634,6 +634,31 @@ impl World {
         is_fault_code(code) || (self.lying && code == ErrorCode::ReadOnly)
     }
 
+    /// The trace's text for an operation that failed, once the failure is one the disk
+    /// explains. A fault's code (IO, DISK_FULL, POISONED) or CORRUPT with no failed disk
+    /// call since the workspace opened, no lost power, no rotted bit and no lying disk is
+    /// the engine failing by itself: a violation (an operation that always failed would
+    /// otherwise pass every check, found by cargo-mutants; docs/mutants.md). Other codes
+    /// (BUSY, CANCELLED, QUOTA_EXCEEDED, a constraint's SQLITE, ...) have their own checks.
+    pub(super) fn failure(&self, what: &str, e: &sila_sqlite::Error) -> Result<String, String> {
+        let code = e.code();
+        let faulted = self.failed_calls() != self.failed_calls_at_boot
+            || self.fs.is_dead()
+            || !self.fs.rotted().is_empty()
+            || self.lying;
+        // A restore or import that took effect but could not keep its undo snapshot (over
+        // quota, say) leaves the database refusing work until a reopen.
+        let poisoned_by_design = code == ErrorCode::Poisoned && !self.model.in_doubt.is_empty();
+        let fault_code =
+            matches!(code, ErrorCode::Io | ErrorCode::DiskFull | ErrorCode::Poisoned | ErrorCode::Corrupt);
+        if fault_code && !faulted && !poisoned_by_design {
+            return Err(format!(
+                "{what} failed with {code} though the disk failed no call and no bit rotted: {e}"
+            ));
+        }
+        Ok(format!("error {code}"))
+    }
+
     /// Takes an acknowledged snapshot into the model with the rows it holds, noting how many
     /// bits had rotted on the disk by then.
     pub(super) fn acknowledge_snapshot(&mut self, id: Uuid, rows: BTreeSet<i64>) {
@@ -671,7 +696,7 @@ impl World {
             Err(e) => {
                 let touched: Vec<i64> = next.symmetric_difference(&self.model.rows).copied().collect();
                 self.model.maybe.extend(touched);
-                Ok(format!("error {}", e.code()))
+                self.failure("a write", &e)
             }
         }
     }
