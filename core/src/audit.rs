@@ -11,16 +11,17 @@
 //! Durability: an operation that succeeded is acknowledged only once its record is on the
 //! disk (appended and synced), so every acknowledged operation has its record after any crash;
 //! if the record cannot be written the operation answers that error instead (it may have
-//! taken effect, as any operation whose last sync failed). A failure's record is appended
-//! without a sync of its own: it becomes durable with the next synced record. After an IO
+//! taken effect, as any operation whose last sync failed). A failure's record is synced too:
+//! unsynced records could come back from a crash torn or out of order, in the middle of the
+//! log (found by the simulation), where they would be indistinguishable from damage. After an IO
 //! fault the workspace writes nothing (`crate::fault`), so a poisoning is not recorded here:
 //! it is in the `tracing` events and the metrics, and the reopen that recovers from it starts
 //! a clean log tail.
 //!
 //! Format: `audit/<first seq, 20 digits>.log` segments of JSON lines, each line followed by a
 //! space and the CRC-32C of the JSON in 8 hex digits. Sequence numbers start at 1 and grow by
-//! one per record. A crash can leave a torn or unsynced tail on the newest segment: opening
-//! the workspace cuts it after the last whole, valid line. A damaged line elsewhere (bit rot)
+//! one per record. A crash during an append can leave a torn tail on the newest segment:
+//! opening the workspace cuts it after the last whole, valid line. A damaged line elsewhere (bit rot)
 //! is skipped by readers and counted ([`AuditRead::damaged`]).
 //!
 //! Retention: a new segment starts when the current one would pass
@@ -122,7 +123,7 @@ impl AuditLimits {
 /// One record of the audit trail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
-    /// Position in the log: 1, 2, 3, ... (a crash may reuse the numbers of unsynced records).
+    /// Position in the log: 1, 2, 3, ... (a crash during an append may reuse its number).
     pub seq: u64,
     /// Wall time when the operation ended, in milliseconds since the unix epoch.
     pub at_ms: u64,
@@ -221,7 +222,7 @@ pub(crate) struct Entry<'a> {
 struct Segment {
     first_seq: u64,
     len: u64,
-    /// Its directory entry has been synced (a durable append syncs it once).
+    /// Its directory entry has been synced (the first append to it does).
     entry_synced: bool,
 }
 
@@ -363,13 +364,12 @@ impl AuditLog {
     /// (and so is the way to it). Returns the record's sequence number.
     pub(crate) fn append(&self, entry: Entry<'_>, at_ms: u64) -> Result<u64> {
         let mut state = self.lock();
-        self.append_locked(&mut state, entry, at_ms, true)
+        self.append_locked(&mut state, entry, at_ms)
     }
 
-    /// Appends the record of a failed operation, without a sync of its own (it is durable
-    /// with the next synced record), at most once per [`AUDIT_FAILURE_INTERVAL_MS`] for the
-    /// same app, database, operation and code. A record that cannot be written is dropped:
-    /// the failure itself is what the caller reports.
+    /// Appends (and syncs) the record of a failed operation, at most once per
+    /// [`AUDIT_FAILURE_INTERVAL_MS`] for the same app, database, operation and code. A record
+    /// that cannot be written is dropped: the failure itself is what the caller reports.
     pub(crate) fn append_failure(&self, mut entry: Entry<'_>, at_ms: u64) {
         let Some(error) = entry.error.filter(|e| records_failure(e.code())) else { return };
         let mut state = self.lock();
@@ -396,10 +396,11 @@ impl AuditLog {
             state.failures.clear();
         }
         state.failures.insert(key, (at_ms, 0));
-        let _ = self.append_locked(&mut state, entry, at_ms, false);
+        let _ = self.append_locked(&mut state, entry, at_ms);
     }
 
-    fn append_locked(&self, state: &mut State, entry: Entry<'_>, at_ms: u64, durable: bool) -> Result<u64> {
+    /// Appends a record and syncs it, and the directory entries on the way to it.
+    fn append_locked(&self, state: &mut State, entry: Entry<'_>, at_ms: u64) -> Result<u64> {
         let record = AuditRecord {
             seq: state.next_seq,
             at_ms,
@@ -412,10 +413,10 @@ impl AuditLog {
         };
         let line = encode_line(&record);
         let line_len = line.len() as u64;
-        if !state.dir_synced && !self.vfs.exists(&self.dir)? {
-            self.vfs.create_dir(&self.dir)?;
-        }
-        if durable && !state.dir_synced {
+        if !state.dir_synced {
+            if !self.vfs.exists(&self.dir)? {
+                self.vfs.create_dir(&self.dir)?;
+            }
             self.vfs.sync_dir(&self.root)?;
             state.dir_synced = true;
         }
@@ -431,7 +432,7 @@ impl AuditLog {
         let mode = if seg.len == 0 { OpenMode::CreateOrOpen } else { OpenMode::ReadWrite };
         let file = self.vfs.open(&path, mode)?;
         crate::vfs::write_all_at(file.as_ref(), &line, seg.len)?;
-        if durable && !crate::sabotage::active(crate::sabotage::Sabotage::AuditRecordNotDurable) {
+        if !crate::sabotage::active(crate::sabotage::Sabotage::AuditRecordNotDurable) {
             file.sync()?;
             if !seg.entry_synced {
                 self.vfs.sync_dir(&self.dir)?;
@@ -439,7 +440,7 @@ impl AuditLog {
         }
         if let Some(last) = state.segments.last_mut() {
             last.len += line_len;
-            last.entry_synced |= durable;
+            last.entry_synced = true;
         }
         state.next_seq += 1;
         if full {

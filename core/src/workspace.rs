@@ -635,7 +635,7 @@ impl Workspace {
     /// Runs `run` as an audited operation of `app`/`db` (empty for none). When it succeeds
     /// and `detail` describes it, its record is appended and synced before the result is
     /// returned: an acknowledged operation always has its record. If that fails, the
-    /// failure is returned instead. A failed operation's record is written without a sync
+    /// failure is returned instead. A failed operation's record is written too
     /// (rate-limited, see [`crate::audit`]).
     pub(crate) fn audited<T>(
         &self,

@@ -31,6 +31,11 @@ impl World {
         let result = match &stopped_on {
             Some(path) => {
                 let r = self.apply_inner(inner, full);
+                // The operation's answer came here: the GC below (and a sync it fails, of its
+                // audit record say) is after it, as the clients' requests after an operation.
+                if self.op_end_sync_failures.is_none() {
+                    self.op_end_sync_failures = Some(self.fs.stats().sync_failures);
+                }
                 match r {
                     Ok(text) if !self.fs.is_dead() => self.run_gc_under_read(path).map(|note| {
                         notes.push(note);
