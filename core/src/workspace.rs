@@ -843,7 +843,7 @@ impl Workspace {
                 // The broker refuses work on what the store just poisoned (fail-stop).
                 for key in poisoned_keys(store).into_iter().filter(|k| !poisoned_before.contains(k)) {
                     if let Some(db) = self.inner.broker.active(&key) {
-                        db.poison(&failure.to_error().to_string());
+                        db.poison_from_store(&failure.to_error().to_string());
                     }
                 }
                 // Cleanup is best effort: recovery removes whatever it leaves.

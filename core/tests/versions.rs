@@ -839,6 +839,13 @@ fn a_restore_whose_undo_fails_after_the_flip_poisons_the_database() {
     assert_eq!(refused.code(), ErrorCode::Poisoned, "{refused}");
     assert!(err.message().contains("took effect"), "{err}");
     assert_eq!(db.exec("INSERT INTO notes(body) VALUES ('x')", &[]).unwrap_err().code(), ErrorCode::Poisoned);
+    // The store knows too: it refuses the database's plans, and its health says why.
+    let key = ws.db_key("com.example.notes", "main").unwrap();
+    let health = ws.with_store(|s| s.health(&key)).unwrap();
+    assert!(
+        matches!(&health, sila_sqlite::store::Health::Poisoned(why) if why.contains("took effect")),
+        "{health:?}"
+    );
     drop(db);
     drop(ws);
     let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();

@@ -489,14 +489,31 @@ impl DbShared {
         }
     }
 
-    /// Poisons the database (a plan of the store failed at a sync, or after its commit
-    /// step): every later request is refused until the workspace is reopened.
+    /// Poisons the database (an operation took effect but could not be acknowledged, or
+    /// found it damaged): every later request is refused until the workspace is reopened,
+    /// and the store is told (its health shows it, and it refuses the database's plans).
+    /// Must not be called with the store's lock held (the hook takes it).
     pub(crate) fn poison(&self, why: &str) {
-        let mut p = lock(&self.poisoned);
-        if p.is_none() {
-            *p = Some(why.to_string());
-            self.is_poisoned.store(true, Ordering::Release);
+        if self.mark_poisoned(why) {
+            (self.on_poison)(why);
         }
+    }
+
+    /// Poisons the database in the broker only: for the store's own failure path, which
+    /// marked the database itself and holds its lock.
+    pub(crate) fn poison_from_store(&self, why: &str) {
+        self.mark_poisoned(why);
+    }
+
+    /// Marks the database poisoned; `true` when it was not already.
+    fn mark_poisoned(&self, why: &str) -> bool {
+        let mut p = lock(&self.poisoned);
+        if p.is_some() {
+            return false;
+        }
+        *p = Some(why.to_string());
+        self.is_poisoned.store(true, Ordering::Release);
+        true
     }
 
     /// Poisons the database if `err` is an IO failure in the workspace (a failure of a file
@@ -511,13 +528,7 @@ impl DbShared {
         if self.latch.is_set() {
             return;
         }
-        let mut p = lock(&self.poisoned);
-        if p.is_none() {
-            *p = Some(err.message().to_string());
-            self.is_poisoned.store(true, Ordering::Release);
-            drop(p);
-            (self.on_poison)(err.message());
-        }
+        self.poison(err.message());
     }
 
     /// The live file's path.
