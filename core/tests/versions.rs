@@ -1220,6 +1220,36 @@ fn an_export_never_overwrites_a_file_that_appeared_while_it_was_written() {
     }
 }
 
+/// A failed sync of an export's file in a directory the host named outside the workspace
+/// (a failing USB stick, say) fails the export, and nothing else: the workspace's files are
+/// not the ones that failed, so the database goes on taking writes without a reopen.
+#[test]
+fn a_failed_sync_outside_the_workspace_fails_the_export_only() {
+    let dir = TempDir::new("export-outside-sync");
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let out = dir.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let out = out.canonicalize().unwrap();
+    let failing = out.clone();
+    let vfs = std::sync::Arc::new(FaultyFs::failing(move |call| {
+        call.op == "sync" && call.path.parent() == Some(failing.as_path())
+    }));
+    let ws = Workspace::open_with(vfs, root.clone(), WorkspaceOptions::default()).unwrap();
+    ws.register_app("com.example.notes", MANIFEST).unwrap();
+    let db = ws.open_app("com.example.notes").unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    insert(&db, 2);
+    let e = db.export_to_path(&out.join("x.sqlite")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+    assert!(files_below(&out).is_empty(), "nothing is left in the host's directory");
+    insert(&db, 1);
+    assert_eq!(count(&db), 3);
+    // An export into the workspace's own area still works.
+    db.export("inside").unwrap();
+}
+
 /// A wall clock the test sets (deadlines keep the process's monotonic time).
 struct SetClock(std::sync::atomic::AtomicU64);
 

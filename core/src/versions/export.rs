@@ -70,9 +70,15 @@ impl Database {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        // A destination the host named outside the workspace: its failures (a full or failing
+        // device, a failed sync there) say nothing about the workspace's files, so they do
+        // not poison the database (a failure reading the live file latches the workspace's
+        // fault by itself, in the VFS).
+        let outside = !dest.starts_with(self.ws.driver().root());
+        let mark = |e: Error| if outside { e.outside_workspace() } else { e };
         // What an earlier export to the same destination left when it crashed (GC sweeps the
         // workspace's areas, not a host directory).
-        self.ws.remove_leftover_partials_of(dest)?;
+        self.ws.remove_leftover_partials_of(dest).map_err(mark)?;
         let temp = self.ws.hold_partial(dest)?;
         let written = self.write_export(temp.path(), dest, format).and_then(|size| {
             // The first check was before the copy: a file may have appeared since. The rename
@@ -86,11 +92,11 @@ impl Database {
             })?;
             Ok(size)
         });
-        let size = written.map_err(|e| e.context("export"))?;
+        let size = written.map_err(|e| mark(e.context("export")))?;
         if let Err(e) = self.fs().sync_dir(dir) {
             // The rename may not last; take it back rather than leave a file the error disowns.
             let _ = self.fs().remove_file(dest);
-            return Err(Error::from(e).context("export"));
+            return Err(mark(Error::from(e).context("export")));
         }
         Ok(size)
     }

@@ -136,7 +136,7 @@ impl Vfs for MemFs {
         state.stats.dir_syncs = state.stats.dir_syncs.saturating_add(1);
         state.maybe_slow();
         if state.chance(|f| f.sync_eio_bp) {
-            state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
+            state.count_sync_failure(path);
             return Err(err(VfsErrorKind::Other, op, path, "EIO"));
         }
         if state.faults.lie_sync_dir {
@@ -286,7 +286,7 @@ impl MemFile {
             pending.clear();
         }
         self.poisoned.store(true, Ordering::Release);
-        state.stats.sync_failures = state.stats.sync_failures.saturating_add(1);
+        state.count_sync_failure(&self.path);
         err(VfsErrorKind::Other, op, &self.path, "EIO")
     }
 

@@ -128,7 +128,7 @@ pub use faults::{Faults, MemStats};
 use file::*;
 use pending::*;
 use state::*;
-pub use state::{IoHook, LatencySink, RotFilter};
+pub use state::{IoHook, LatencySink, RotFilter, FAILED_SYNCS_KEPT};
 
 /// Largest file a [`MemFs`] holds; a write or `set_len` beyond it fails with
 /// [`VfsErrorKind::Other`] ("file too large"), so a bogus offset cannot exhaust memory.
@@ -278,6 +278,13 @@ impl MemFs {
     /// The paths (as opened) of every file a bit rotted in, oldest first, across crashes.
     pub fn rotted(&self) -> Vec<PathBuf> {
         self.state().rotted.clone()
+    }
+
+    /// The paths of the last `n` failed file and directory syncs (at most
+    /// [`FAILED_SYNCS_KEPT`]), oldest first.
+    pub fn failed_syncs(&self, n: usize) -> Vec<PathBuf> {
+        let state = self.state();
+        state.failed_syncs.iter().skip(state.failed_syncs.len().saturating_sub(n)).cloned().collect()
     }
 
     /// Replaces the failing hardware: clears latent sector errors and bad inodes. Data is

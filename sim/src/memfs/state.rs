@@ -109,6 +109,9 @@ pub(super) struct State {
     pub(super) rot_filter: Option<RotFilter>,
     /// Paths of files whose bits rotted, in order (across crashes).
     pub(super) rotted: Vec<PathBuf>,
+    /// Paths of the last [`FAILED_SYNCS_KEPT`] failed file and directory syncs, oldest
+    /// first (across crashes).
+    pub(super) failed_syncs: std::collections::VecDeque<PathBuf>,
     /// Where slow calls report their latency.
     pub(super) latency_sink: Option<LatencySink>,
     /// Called before every write (not kept across a crash: it belongs to the run).
@@ -142,7 +145,19 @@ pub(super) fn split<'p>(path: &'p Path, op: &'static str) -> VfsResult<Vec<&'p s
     Ok(names)
 }
 
+/// Failed syncs whose paths a disk remembers ([`super::MemFs::failed_syncs`]).
+pub const FAILED_SYNCS_KEPT: usize = 256;
+
 impl State {
+    /// Counts a failed file or directory sync of `path`.
+    pub(super) fn count_sync_failure(&mut self, path: &Path) {
+        self.stats.sync_failures = self.stats.sync_failures.saturating_add(1);
+        if self.failed_syncs.len() == FAILED_SYNCS_KEPT {
+            self.failed_syncs.pop_front();
+        }
+        self.failed_syncs.push_back(path.to_path_buf());
+    }
+
     pub(super) fn new() -> Self {
         let mut inodes = BTreeMap::new();
         inodes.insert(ROOT, Inode::empty_dir());
@@ -162,6 +177,7 @@ impl State {
             next_seq: 0,
             rot_filter: None,
             rotted: Vec::new(),
+            failed_syncs: std::collections::VecDeque::new(),
             latency_sink: None,
             write_hook: None,
             read_hook: None,
@@ -609,6 +625,7 @@ impl State {
             next_seq: self.next_seq,
             rot_filter: self.rot_filter,
             rotted: self.rotted.clone(),
+            failed_syncs: self.failed_syncs.clone(),
             latency_sink: self.latency_sink.clone(),
             write_hook: None,
             read_hook: None,

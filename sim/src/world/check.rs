@@ -301,6 +301,7 @@ impl World {
         // Every acknowledged snapshot survives (a snapshot, a restore's undo, a migration's
         // safety net), unless a failed retention may have dropped it. Snapshots on disk the
         // model never saw acknowledged have unknown content; the workload never restores them.
+        self.check_dropped_stay_dropped(&ws)?;
         let on_disk: BTreeSet<Uuid> = entries.iter().map(|s| s.id).collect();
         if let Some(lost) = self
             .model
@@ -458,6 +459,7 @@ impl World {
                 held.ops, held.leases, held.busy
             ));
         }
+        self.check_dropped_stay_dropped(ws)?;
         let ledger = ws.ledger(APP).map_err(|e| e.to_string())?;
         if ledger.in_flight_bytes != 0 {
             return Err(format!("between operations {} bytes are still reserved", ledger.in_flight_bytes));

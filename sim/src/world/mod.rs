@@ -25,12 +25,18 @@
 //!     still there, whole, after any later crash; after GC no temporary is left in the
 //!     export and backup areas; backup retention keeps the newest backups;
 //! 11. a second app's registration, updates and unregistration are what their
-//!     acknowledgements said after any crash, and GC leaves nothing they dropped.
+//!     acknowledgements said after any crash, and GC leaves nothing they dropped;
+//! 12. an operation fails only with a code the disk's faults explain (or BUSY, TIMEOUT,
+//!     CANCELLED, QUOTA_EXCEEDED); a snapshot whose drop was acknowledged never returns;
+//!     (profile `versions`) retention by age drops exactly the snapshots older than the age,
+//!     an export to a host path is whole, an integrity check finds nothing, a migration plan
+//!     that edits an applied step is refused.
 //!
 //! Where things are: this file holds the machine (boot, setup, drawing and applying
 //! operations, [`run_seed`]); `profile.rs` the fault profiles; `model.rs` the reference model;
 //! `ops.rs` one function per operation (`maintenance.rs` checkpoints and compactions,
-//! `lifecycle.rs` the second app's changes);
+//! `lifecycle.rs` the second app's changes, `versions.rs` the operations only the
+//! `versions` profile draws);
 //! `clients.rs` requests that run while a snapshot, restore, import or compaction is in the
 //! middle of its work; `check.rs` crashes, reopens and the invariants.
 
@@ -44,6 +50,7 @@ mod model;
 mod ops;
 mod paused;
 mod profile;
+mod versions;
 
 use check::{final_files, is_partial, Settle};
 pub use clients::Clients;
@@ -52,7 +59,7 @@ use ops::export_rows;
 use profile::describe;
 pub use profile::{FaultTally, Profile};
 
-use crate::memfs::{Faults, LatencySink, MemFs};
+use crate::memfs::{Faults, LatencySink, MemFs, FAILED_SYNCS_KEPT};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sila_sqlite::broker::executor::{Executor, Stepper};
@@ -178,6 +185,17 @@ pub enum Op {
     /// Export into the app's export area (`false`) or back up into the backup area
     /// (`true`), gzip-compressed when the second flag is set (profile `exports` only).
     Export(bool, bool),
+    /// Drop the n-th known snapshot (modulo the count; profile `versions` only, as the four
+    /// below; see `versions.rs`).
+    DropSnapshot(usize),
+    /// Apply retention by age: drop the snapshots older than this many milliseconds.
+    RetentionAge(u64),
+    /// Export to a path outside the workspace, as a host names one.
+    ExportTo,
+    /// Check the database's integrity (`true`: SQLite's full check).
+    CheckIntegrity(bool),
+    /// Migrate with a plan whose last applied step was edited since: refused.
+    MigrateEdited,
 }
 
 /// An invariant that broke.
@@ -298,6 +316,7 @@ impl World {
     pub fn new(seed: u64) -> Result<World, String> {
         let fs = MemFs::new();
         fs.create_dir(Path::new(ROOT)).map_err(|e| e.to_string())?;
+        fs.create_dir(Path::new(versions::EXPORT_TO_DIR)).map_err(|e| e.to_string())?;
         fs.sync_dir(Path::new("/")).map_err(|e| e.to_string())?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let full = rng.random_bool(0.5);
@@ -481,13 +500,18 @@ impl World {
             _ if profile.cuts_power() && fault_roll < 6 => {
                 return Op::CutPower(self.rng.random_range(0..60u64));
             }
-            Profile::IoErrors | Profile::Eio | Profile::Exports | Profile::SqliteSync if fault_roll < 9 => {
+            Profile::IoErrors | Profile::Eio | Profile::Exports | Profile::SqliteSync | Profile::Versions
+                if fault_roll < 9 =>
+            {
                 return Op::FailSync(self.rng.random_range(0..6u64))
             }
             _ => {}
         }
         if profile == Profile::Exports && self.rng.random_bool(0.2) {
             return Op::Export(self.rng.random_bool(0.5), self.rng.random_bool(0.5));
+        }
+        if profile == Profile::Versions && self.rng.random_bool(0.5) {
+            return self.draw_version_op();
         }
         match roll {
             0..=24 => Op::Insert(key()),
@@ -526,6 +550,26 @@ impl World {
         }
     }
 
+    /// An operation of the `versions` profile: the version operations of the common
+    /// workload drawn often, and those only this profile draws.
+    fn draw_version_op(&mut self) -> Op {
+        match self.rng.random_range(0..100u32) {
+            0..=19 => Op::Snapshot,
+            20..=29 => Op::Restore(self.rng.random_range(0..8usize)),
+            30..=37 => Op::Import(self.rng.random_range(0..8usize), self.rng.random_bool(0.5)),
+            38..=45 => Op::Migrate,
+            46..=51 => Op::MigrateEdited,
+            52..=61 => Op::DropSnapshot(self.rng.random_range(0..8usize)),
+            62..=69 => Op::RetentionAge(self.rng.random_range(0..20_000u64)),
+            70..=77 => Op::ExportTo,
+            78..=83 => Op::CheckIntegrity(self.rng.random_bool(0.5)),
+            84..=89 => Op::Maintain,
+            90..=92 => Op::Compact,
+            93..=96 => Op::RetentionGc,
+            _ => Op::Reopen,
+        }
+    }
+
     /// Runs one operation against the engine and the model. Engine errors are expected while
     /// the power is off or after an injected fault; they must then be clean typed errors.
     pub fn apply(&mut self, op: &Op) -> Result<String, String> {
@@ -542,11 +586,16 @@ impl World {
         // With clients, only failures before the operation's own end bear on its answer (the
         // clients' answers after it are checked where they arrive).
         let failures_in_op = self.op_end_sync_failures.take().unwrap_or(self.fs.stats().sync_failures);
-        if self.fs.stats().sync_failures > failures_before
-            && !self.poisoned_by_fault
-            && !self.fs.is_dead()
-            && !reopened
-        {
+        // A failed sync of a file outside the workspace (an export's destination) says
+        // nothing about the workspace's files: the operation fails, nothing else does.
+        let new_failures = self.fs.stats().sync_failures.saturating_sub(failures_before);
+        let all_outside = usize::try_from(new_failures).is_ok_and(|n| n <= FAILED_SYNCS_KEPT)
+            && self
+                .fs
+                .failed_syncs(new_failures as usize)
+                .iter()
+                .all(|p| p.starts_with(versions::EXPORT_TO_DIR));
+        if new_failures > 0 && !all_outside && !self.poisoned_by_fault && !self.fs.is_dead() && !reopened {
             self.poisoned_by_fault = true;
             if let Ok(text) = &result {
                 if failures_in_op > failures_before && is_ack(text) {
@@ -573,6 +622,7 @@ fn is_ack(text: &str) -> bool {
         || text.starts_with("restored ")
         || text.starts_with("migrated ")
         || text.starts_with("app ")
+        || text.starts_with("retention dropped ")
         || (text.starts_with("acked [") && !text.starts_with("acked []"))
 }
 

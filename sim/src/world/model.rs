@@ -17,6 +17,9 @@ pub(super) struct Model {
     /// Acknowledged snapshots a failed operation may have dropped (a retention that failed
     /// after its manifest was replaced): gone after a crash is allowed for these only.
     pub(super) snapshots_maybe_gone: BTreeSet<Uuid>,
+    /// Snapshots whose drop was acknowledged (by a drop or a retention): never again in the
+    /// manifest.
+    pub(super) dropped: BTreeSet<Uuid>,
     /// States an operation that did not answer (or failed) may still have produced.
     pub(super) in_flight: Vec<BTreeSet<i64>>,
     /// Keys written by operations that failed since the last durable point: a failed

@@ -50,6 +50,11 @@ impl World {
             Op::Reopen => self.op_reopen(),
             Op::Cancel => self.op_cancel(),
             Op::Export(backup, gzip) => self.op_export(backup, gzip),
+            Op::DropSnapshot(n) => self.op_drop_snapshot(*n),
+            Op::RetentionAge(age_ms) => self.op_retention_age(*age_ms),
+            Op::ExportTo => self.op_export_to(),
+            Op::CheckIntegrity(full) => self.op_check_integrity(*full),
+            Op::MigrateEdited => self.op_migrate_edited(),
             Op::Compact => self.op_compact(),
             Op::Checkpoint => self.op_checkpoint(),
             Op::Maintain => self.op_maintain(),
@@ -333,6 +338,10 @@ impl World {
                 // snapshot could not be kept); the engine then refuses all work until
                 // a reopen, which shows one state or the other.
                 self.model.in_doubt.push(target);
+                if e.code() == ErrorCode::NotFound && self.model.snapshots_maybe_gone.contains(&id) {
+                    // A retention that failed may have dropped it.
+                    return Ok("error NOT_FOUND (a failed retention may have dropped it)".into());
+                }
                 self.failure("a restore", &e)
             }
         }
@@ -410,6 +419,9 @@ impl World {
                 // poisoned with the import in effect; a reopen shows one state or the
                 // other.
                 self.model.in_doubt.push(target);
+                if e.code() == ErrorCode::NotFound && self.model.snapshots_maybe_gone.contains(&id) {
+                    return Ok("error NOT_FOUND (a failed retention may have dropped its source)".into());
+                }
                 self.failure("an import", &e)
             }
         }
@@ -463,10 +475,7 @@ impl World {
         let policy = Retention { keep_last: Some(1), max_age_ms: None };
         match self.db()?.apply_retention(policy) {
             Ok(dropped) => {
-                for d in &dropped {
-                    self.model.snapshots.remove(d);
-                    self.model.snapshot_order.retain(|x| x != d);
-                }
+                self.forget_dropped(&dropped);
                 let gc = self.ws()?.gc().map(|g| g.files.len()).map_err(|e| e.code().name().to_string());
                 Ok(format!("dropped {} gc {:?}", dropped.len(), gc))
             }
@@ -634,29 +643,55 @@ impl World {
         is_fault_code(code) || (self.lying && code == ErrorCode::ReadOnly)
     }
 
-    /// The trace's text for an operation that failed, once the failure is one the disk
-    /// explains. A fault's code (IO, DISK_FULL, POISONED) or CORRUPT with no failed disk
-    /// call since the workspace opened, no lost power, no rotted bit and no lying disk is
-    /// the engine failing by itself: a violation (an operation that always failed would
-    /// otherwise pass every check, found by cargo-mutants; docs/mutants.md). Other codes
-    /// (BUSY, CANCELLED, QUOTA_EXCEEDED, a constraint's SQLITE, ...) have their own checks.
+    /// The trace's text for an operation (not a write of rows) that failed, once the failure
+    /// is one the engine may give: BUSY, TIMEOUT, CANCELLED or QUOTA_EXCEEDED at any time;
+    /// a fault's code (IO, DISK_FULL, POISONED, CORRUPT), NOT_FOUND (a file the disk lost),
+    /// SQLITE or READ_ONLY only once the disk failed a call, lost power, rotted a bit or lied
+    /// since the workspace opened ([`World::write_failure`] has the rest). Any other code,
+    /// or a fault's code on a disk that did nothing wrong, is the engine failing by itself:
+    /// a violation (an operation that always fails would otherwise pass every check; an
+    /// export whose rename fails NOT_FOUND did, found by cargo-mutants; docs/mutants.md).
     pub(super) fn failure(&self, what: &str, e: &sila_sqlite::Error) -> Result<String, String> {
         let code = e.code();
-        let faulted = self.failed_calls() != self.failed_calls_at_boot
-            || self.fs.is_dead()
-            || !self.fs.rotted().is_empty()
-            || self.lying;
+        let text = self.write_failure(what, e)?;
+        let by_fault = matches!(code, ErrorCode::NotFound | ErrorCode::Sqlite | ErrorCode::ReadOnly);
+        let anytime = matches!(
+            code,
+            ErrorCode::QuotaExceeded | ErrorCode::Busy | ErrorCode::Timeout | ErrorCode::Cancelled
+        );
+        if anytime || self.refused_by_disk(code) || (by_fault && self.faulted()) {
+            return Ok(text);
+        }
+        Err(format!("{what} failed with {code}, which no fault explains: {e}"))
+    }
+
+    /// The trace's text for a failure whose code the caller checks itself (a write of rows
+    /// may fail with a constraint, say), once the failure is one the disk explains. A fault's
+    /// code (IO, DISK_FULL, POISONED) or CORRUPT with no failed disk call since the workspace
+    /// opened, no lost power, no rotted bit and no lying disk is the engine failing by
+    /// itself: a violation.
+    pub(super) fn write_failure(&self, what: &str, e: &sila_sqlite::Error) -> Result<String, String> {
+        let code = e.code();
         // A restore or import that took effect but could not keep its undo snapshot (over
         // quota, say) leaves the database refusing work until a reopen.
         let poisoned_by_design = code == ErrorCode::Poisoned && !self.model.in_doubt.is_empty();
         let fault_code =
             matches!(code, ErrorCode::Io | ErrorCode::DiskFull | ErrorCode::Poisoned | ErrorCode::Corrupt);
-        if fault_code && !faulted && !poisoned_by_design {
+        if fault_code && !self.faulted() && !poisoned_by_design {
             return Err(format!(
                 "{what} failed with {code} though the disk failed no call and no bit rotted: {e}"
             ));
         }
         Ok(format!("error {code}"))
+    }
+
+    /// Whether the disk failed a call, lost power, rotted a bit or lied since the workspace
+    /// opened.
+    fn faulted(&self) -> bool {
+        self.failed_calls() != self.failed_calls_at_boot
+            || self.fs.is_dead()
+            || !self.fs.rotted().is_empty()
+            || self.lying
     }
 
     /// Takes an acknowledged snapshot into the model with the rows it holds, noting how many
@@ -696,7 +731,7 @@ impl World {
             Err(e) => {
                 let touched: Vec<i64> = next.symmetric_difference(&self.model.rows).copied().collect();
                 self.model.maybe.extend(touched);
-                self.failure("a write", &e)
+                self.write_failure("a write", &e)
             }
         }
     }

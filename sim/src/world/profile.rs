@@ -17,6 +17,7 @@ use super::*;
 /// | `exports` | the `io-errors` faults, with exports and backups (plain and gzip) in the workload |
 /// | `quota` | a 1 MB database written with 6 KiB values, so the app's quota (SQLite's `max_page_count`, and the ledger for snapshots) fills within a seed; power cuts with crash fates |
 /// | `lying` | a disk that breaks its contract: file syncs, directory syncs or both return `Ok` and make nothing durable, and garbage may spill over synced bytes sharing a sector with an unsynced write; power cuts with crash fates. Durability cannot be asked of the engine here; the checker asks that every error is typed, nothing panics, recovery either refuses with a typed error or yields a database that passes `integrity_check`, and the store's own invariants (ledger, GC) hold |
+/// | `versions` | the `io-errors` faults, with version operations drawn often: snapshots, restores, imports, migrations (and plans that edit an applied step), drops of one snapshot, retention by count and by age, exports to a host path, integrity checks, compactions, upkeep |
 /// | `sqlite-sync` | one-shot fsync failures aimed at SQLite's own syncs (the main file, which WAL mode syncs only in checkpoints, or the WAL), with a checkpoint after every commit, and power cuts with crash fates |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -41,11 +42,13 @@ pub enum Profile {
     /// A lying disk: syncs that make nothing durable, garbage spills; consistency and typed
     /// errors are checked, not durability.
     Lying,
+    /// Failed fsyncs and power cuts, with version operations drawn often.
+    Versions,
 }
 
 impl Profile {
     /// Every profile: what `--profile all` (and CI) runs.
-    pub const ALL: [Profile; 10] = [
+    pub const ALL: [Profile; 11] = [
         Profile::Faultless,
         Profile::CrashHeavy,
         Profile::IoErrors,
@@ -56,6 +59,7 @@ impl Profile {
         Profile::SqliteSync,
         Profile::Quota,
         Profile::Lying,
+        Profile::Versions,
     ];
 
     /// The command-line name.
@@ -71,6 +75,7 @@ impl Profile {
             Profile::SqliteSync => "sqlite-sync",
             Profile::Quota => "quota",
             Profile::Lying => "lying",
+            Profile::Versions => "versions",
         }
     }
 
@@ -80,7 +85,7 @@ impl Profile {
     }
 
     /// Mixed into a seed before anything is drawn from it, so each profile runs its own
-    /// operation sequence for the same seed number (600 seeds on 10 profiles are 6,000
+    /// operation sequence for the same seed number (600 seeds on 11 profiles are 6,600
     /// workloads, not 600 workloads under 10 fault sets). `faultless` mixes in nothing. The
     /// mix is an XOR, so a world seed `w` of profile `p` is the seed number `w ^ p.salt()`:
     /// that is how the regression corpus kept its worlds when the mix came in.
@@ -123,7 +128,7 @@ impl Profile {
         match self {
             Profile::Faultless => {}
             Profile::CrashHeavy | Profile::Enospc | Profile::Quota => crash_fates(&mut f, &mut on, false),
-            Profile::IoErrors | Profile::Exports => crash_fates(&mut f, &mut on, false),
+            Profile::IoErrors | Profile::Exports | Profile::Versions => crash_fates(&mut f, &mut on, false),
             Profile::SqliteSync => {
                 crash_fates(&mut f, &mut on, false);
                 f.fail_sync_suffix = Some(if on(0, 1) == 1 { ".sqlite" } else { "-wal" });
@@ -270,7 +275,7 @@ impl FaultTally {
                 ("crash with unsynced changes on two files", self.images_multi_file),
                 ("crash reordering changes across files", self.reorders),
             ],
-            Profile::IoErrors | Profile::Exports | Profile::SqliteSync => {
+            Profile::IoErrors | Profile::Exports | Profile::SqliteSync | Profile::Versions => {
                 &[("crash", self.crashes), ("failed sync", self.sync_failures)]
             }
             Profile::Enospc => &[("crash", self.crashes), ("full disk", self.no_space)],
