@@ -217,6 +217,38 @@ pub(crate) struct Entry<'a> {
     pub(crate) detail: Value,
 }
 
+/// What a failure record is rate-limited by: app, database, operation, code.
+type FailureKey = (String, String, String, String);
+
+/// The rate limit of failure records: one record per key per [`AUDIT_FAILURE_INTERVAL_MS`],
+/// remembering at most [`AUDIT_FAILURE_KEYS_MAX`] keys (when full, it forgets them all).
+#[derive(Debug, Default)]
+struct FailureLimiter {
+    /// Key → (when its last record was written, failures left out since).
+    seen: HashMap<FailureKey, (u64, u64)>,
+}
+
+impl FailureLimiter {
+    /// Whether a failure with `key` at `at_ms` is recorded: `Some(n)`, with `n` failures of
+    /// the key left out since its last record, or `None` (left out, and counted).
+    fn admit(&mut self, key: FailureKey, at_ms: u64) -> Option<u64> {
+        let suppressed = match self.seen.get_mut(&key) {
+            Some((last, suppressed)) if at_ms < last.saturating_add(AUDIT_FAILURE_INTERVAL_MS) => {
+                *suppressed += 1;
+                return None;
+            }
+            Some((_, suppressed)) => *suppressed,
+            None => 0,
+        };
+        if self.seen.len() >= AUDIT_FAILURE_KEYS_MAX && !self.seen.contains_key(&key) {
+            self.seen.clear();
+        }
+        self.seen.insert(key, (at_ms, 0));
+        debug_assert!(self.seen.len() <= AUDIT_FAILURE_KEYS_MAX);
+        Some(suppressed)
+    }
+}
+
 /// One segment file.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -233,8 +265,8 @@ struct State {
     next_seq: u64,
     /// The `audit/` directory exists and its entry in the root is synced.
     dir_synced: bool,
-    /// Per (app, db, op, code): when a failure was last recorded and how many since were not.
-    failures: HashMap<(String, String, String, String), (u64, u64)>,
+    /// The rate limit of failure records.
+    failures: FailureLimiter,
 }
 
 /// The log of one open workspace. Appends and reads take one lock: records are rare (one
@@ -304,8 +336,12 @@ impl AuditLog {
     pub(crate) fn open(vfs: Arc<dyn Vfs>, root: &Path, limits: AuditLimits) -> Result<AuditLog> {
         limits.validate()?;
         let dir = root.join(AUDIT_DIR);
-        let mut state =
-            State { segments: Vec::new(), next_seq: 1, dir_synced: false, failures: HashMap::new() };
+        let mut state = State {
+            segments: Vec::new(),
+            next_seq: 1,
+            dir_synced: false,
+            failures: FailureLimiter::default(),
+        };
         if vfs.exists(&dir)? {
             state.dir_synced = true;
             let mut firsts: Vec<u64> = vfs
@@ -379,23 +415,12 @@ impl AuditLog {
             entry.op.to_string(),
             error.code().name().to_string(),
         );
-        let suppressed = match state.failures.get_mut(&key) {
-            Some((last, suppressed)) if at_ms < last.saturating_add(AUDIT_FAILURE_INTERVAL_MS) => {
-                *suppressed += 1;
-                return;
-            }
-            Some((_, suppressed)) => *suppressed,
-            None => 0,
-        };
+        let Some(suppressed) = state.failures.admit(key, at_ms) else { return };
         entry.detail = if suppressed > 0 {
             json!({"message": error.message(), "suppressed": suppressed})
         } else {
             json!({"message": error.message()})
         };
-        if state.failures.len() >= AUDIT_FAILURE_KEYS_MAX && !state.failures.contains_key(&key) {
-            state.failures.clear();
-        }
-        state.failures.insert(key, (at_ms, 0));
         let _ = self.append_locked(&mut state, entry, at_ms);
     }
 
@@ -508,6 +533,36 @@ mod tests {
             duration_ms: 3,
             detail: json!({"snapshot": "x y", "bytes": 4096}),
         }
+    }
+
+    fn key(n: usize) -> FailureKey {
+        (format!("app{n}"), "main".into(), "import".into(), "QUOTA_EXCEEDED".into())
+    }
+
+    #[test]
+    fn failure_records_are_limited_per_key_and_interval() {
+        let mut limiter = FailureLimiter::default();
+        assert_eq!(limiter.admit(key(0), 1_000), Some(0));
+        assert_eq!(limiter.admit(key(0), 1_000 + AUDIT_FAILURE_INTERVAL_MS - 1), None);
+        assert_eq!(limiter.admit(key(0), 1_000 + AUDIT_FAILURE_INTERVAL_MS - 1), None);
+        assert_eq!(limiter.admit(key(1), 1_001), Some(0), "another key is its own");
+        assert_eq!(limiter.admit(key(0), 1_000 + AUDIT_FAILURE_INTERVAL_MS), Some(2), "two left out");
+        assert_eq!(limiter.admit(key(0), 1_000 + AUDIT_FAILURE_INTERVAL_MS + 1), None);
+    }
+
+    #[test]
+    fn the_failure_limiter_remembers_at_most_its_keys() {
+        let mut limiter = FailureLimiter::default();
+        // N keys: all remembered, so key 0 is still limited.
+        for n in 0..AUDIT_FAILURE_KEYS_MAX {
+            assert_eq!(limiter.admit(key(n), 5), Some(0));
+        }
+        assert_eq!(limiter.seen.len(), AUDIT_FAILURE_KEYS_MAX);
+        assert_eq!(limiter.admit(key(0), 6), None);
+        // Key N+1: the table is full, so it forgets every key and key 0 is recorded again.
+        assert_eq!(limiter.admit(key(AUDIT_FAILURE_KEYS_MAX), 7), Some(0));
+        assert_eq!(limiter.seen.len(), 1);
+        assert_eq!(limiter.admit(key(0), 8), Some(0));
     }
 
     #[test]
