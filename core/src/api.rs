@@ -109,6 +109,9 @@ pub struct DbStats {
     pub wal_bytes: u64,
     /// Connections open now.
     pub connections: usize,
+    /// How long the oldest read running now has run (zero when none runs): a read holds
+    /// back every checkpoint past its snapshot of the WAL.
+    pub oldest_read: std::time::Duration,
 }
 
 impl DbStats {
@@ -120,6 +123,7 @@ impl DbStats {
             "db_bytes": self.db_bytes,
             "wal_bytes": self.wal_bytes,
             "connections": self.connections,
+            "oldest_read_ms": u64::try_from(self.oldest_read.as_millis()).unwrap_or(u64::MAX),
             "metrics": self.metrics.to_json(),
         })
     }
@@ -134,6 +138,7 @@ pub(crate) fn db_stats(db: &DbShared) -> DbStats {
         db_bytes,
         wal_bytes,
         connections: db.connections(),
+        oldest_read: db.oldest_read(),
     }
 }
 

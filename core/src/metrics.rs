@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -80,6 +80,8 @@ pub struct DbMetrics {
     checkpoints: AtomicU64,
     checkpoints_failed: AtomicU64,
     checkpoints_incomplete: AtomicU64,
+    checkpoint_pages: AtomicU64,
+    checkpoint_us: AtomicU64,
     active_connections: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
@@ -138,6 +140,8 @@ impl DbMetrics {
             checkpoints: AtomicU64::new(0),
             checkpoints_failed: AtomicU64::new(0),
             checkpoints_incomplete: AtomicU64::new(0),
+            checkpoint_pages: AtomicU64::new(0),
+            checkpoint_us: AtomicU64::new(0),
             active_connections: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
@@ -187,9 +191,13 @@ impl DbMetrics {
         self.slow_queries.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a WAL checkpoint.
-    pub fn record_checkpoint(&self) {
+    /// Counts a WAL checkpoint that copied `pages` pages into the database file and took
+    /// `took`.
+    pub fn record_checkpoint(&self, pages: u64, took: Duration) {
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_pages.fetch_add(pages, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self.checkpoint_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(us));
     }
 
     /// Counts a checkpoint that failed (IO, or the WAL was busy).
@@ -268,6 +276,8 @@ impl DbMetrics {
             checkpoints: self.checkpoints.load(Ordering::Relaxed),
             checkpoints_failed: self.checkpoints_failed.load(Ordering::Relaxed),
             checkpoints_incomplete: self.checkpoints_incomplete.load(Ordering::Relaxed),
+            checkpoint_pages: self.checkpoint_pages.load(Ordering::Relaxed),
+            checkpoint_us: self.checkpoint_us.load(Ordering::Relaxed),
             active_connections: self.active_connections.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
@@ -330,6 +340,48 @@ fn new_latency_histogram() -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(LATENCY_US_MIN, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS).ok()
 }
 
+/// When each read now running on a database began. A read holds its snapshot of the WAL
+/// until it ends, and no checkpoint may copy past the oldest one: the age of the oldest read
+/// is how long checkpoints may have been held back (starvation grows the WAL).
+#[derive(Debug, Default)]
+pub struct ReadAges {
+    /// One cell per reader connection (weak: a closed reader's cell goes away with it).
+    cells: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+impl ReadAges {
+    /// A cell for a new reader connection: it stores [`READ_IDLE`] or when its read began
+    /// ([`ReadAges::began`]). Cells of closed readers are dropped here, so the list holds at
+    /// most one more than the readers open.
+    pub fn cell(&self) -> Arc<AtomicU64> {
+        let cell = Arc::new(AtomicU64::new(READ_IDLE));
+        let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
+        cells.retain(|c| c.strong_count() > 0);
+        cells.push(Arc::downgrade(&cell));
+        cell
+    }
+
+    /// The value a cell stores when its read began at `now` (the clock's monotonic time).
+    pub fn began(now: Duration) -> u64 {
+        u64::try_from(now.as_micros()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// How long the oldest read running at `now` has run (zero when none runs).
+    pub fn oldest(&self, now: Duration) -> Duration {
+        let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = cells
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| c.load(Ordering::Acquire))
+            .filter(|began| *began != READ_IDLE)
+            .min();
+        oldest.map_or(Duration::ZERO, |began| now.saturating_sub(Duration::from_micros(began)))
+    }
+}
+
+/// What a [`ReadAges`] cell stores while its reader runs no read.
+pub const READ_IDLE: u64 = 0;
+
 /// A point-in-time copy of a database's [`DbMetrics`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetricsSnapshot {
@@ -350,6 +402,10 @@ pub struct MetricsSnapshot {
     /// Checkpoints of the broker that ran but left frames in the WAL, because a reader was
     /// still on an older state: growing steadily, checkpoints are starved and the WAL grows.
     pub checkpoints_incomplete: u64,
+    /// Pages the successful checkpoints copied into the database file.
+    pub checkpoint_pages: u64,
+    /// Time the successful checkpoints took, in microseconds.
+    pub checkpoint_us: u64,
     /// Connections open now.
     pub active_connections: u64,
     /// Page-cache hits.
@@ -413,6 +469,8 @@ impl MetricsSnapshot {
             "checkpoints": self.checkpoints,
             "checkpoints_failed": self.checkpoints_failed,
             "checkpoints_incomplete": self.checkpoints_incomplete,
+            "checkpoint_pages": self.checkpoint_pages,
+            "checkpoint_us": self.checkpoint_us,
             "active_connections": self.active_connections,
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
@@ -532,6 +590,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_oldest_running_read_is_the_age_reported() {
+        let ages = ReadAges::default();
+        let (a, b) = (ages.cell(), ages.cell());
+        let at = |s: u64| Duration::from_secs(s);
+        assert_eq!(ages.oldest(at(100)), Duration::ZERO, "no read runs");
+        a.store(ReadAges::began(at(10)), Ordering::Release);
+        b.store(ReadAges::began(at(40)), Ordering::Release);
+        assert_eq!(ages.oldest(at(100)), at(90));
+        a.store(READ_IDLE, Ordering::Release);
+        assert_eq!(ages.oldest(at(100)), at(60));
+        // A read that began at time zero still counts (as begun a microsecond later); a
+        // closed reader's cell goes away.
+        a.store(ReadAges::began(Duration::ZERO), Ordering::Release);
+        assert_eq!(ages.oldest(at(100)), at(100) - Duration::from_micros(1));
+        drop(a);
+        let _c = ages.cell();
+        assert_eq!(ages.cells.lock().unwrap().len(), 2, "the closed reader's cell was dropped");
+        assert_eq!(ages.oldest(at(100)), at(60));
+    }
+
+    #[test]
     fn counts_by_kind_outcome_and_code() {
         let m = DbMetrics::new();
         m.record(OpKind::Query, Duration::from_micros(100), Ok((10, 0)));
@@ -541,7 +620,8 @@ mod tests {
         m.record_error(ErrorCode::Busy);
         m.record_error(ErrorCode::NotFound);
         m.record_error(ErrorCode::Internal);
-        m.record_checkpoint();
+        m.record_checkpoint(7, Duration::from_micros(1_500));
+        m.record_checkpoint(3, Duration::from_micros(500));
         m.record_cache(5, 2);
         m.record_slow_query();
         let s = m.snapshot();
@@ -552,7 +632,8 @@ mod tests {
         assert_eq!(s.error_count(ErrorCode::Internal), 1, "last code");
         assert_eq!(s.error_count(ErrorCode::Corrupt), 0);
         assert_eq!(s.errors_total(), 5);
-        assert_eq!((s.checkpoints, s.cache_hits, s.cache_misses, s.slow_queries), (1, 5, 2, 1));
+        assert_eq!((s.checkpoints, s.cache_hits, s.cache_misses, s.slow_queries), (2, 5, 2, 1));
+        assert_eq!((s.checkpoint_pages, s.checkpoint_us), (10, 2_000));
         assert_eq!(s.latency_count, 4);
         // Within the histogram's 1% (two significant digits): 400 falls in a bucket of 2.
         assert!((400..=404).contains(&s.latency_us_max), "{}", s.latency_us_max);

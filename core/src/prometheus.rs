@@ -1,7 +1,8 @@
 //! The workspace's metrics in the Prometheus text exposition format (through the
 //! `prometheus-client` crate's encoder, so names, escaping and histogram layout follow the
-//! format): per database, requests, errors by code, latency histogram, rows, checkpoints,
-//! connections, page-cache hits and sizes; per app, the quota and the ledger.
+//! format): per database, requests, errors by code, latency histogram, rows, checkpoints
+//! (count, pages, time), connections, page-cache hits, sizes and the oldest read's age; per
+//! app, the quota and the ledger.
 //!
 //! Counters count since the workspace was opened in this process (they are the broker's
 //! in-memory metrics); sizes and the ledger are read at the scrape.
@@ -63,6 +64,26 @@ fn counters(
     series: impl IntoIterator<Item = (Labels, u64)>,
 ) -> std::fmt::Result {
     family(encoder, name, help, MetricType::Counter, series, |m, v| ConstCounter::new(v).encode(m))
+}
+
+/// A counter family of seconds (fractional).
+fn seconds_counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) -> std::fmt::Result {
+    family(encoder, name, help, MetricType::Counter, series, |m, v| ConstCounter::new(v).encode(m))
+}
+
+/// A gauge family of seconds (fractional).
+fn seconds_gauges(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) -> std::fmt::Result {
+    family(encoder, name, help, MetricType::Gauge, series, |m, v| ConstGauge::new(v).encode(m))
 }
 
 fn gauges(
@@ -142,6 +163,18 @@ impl Collector for Scrape {
             "Checkpoints that left frames in the WAL because a reader held them (starvation when it keeps growing)",
             per_db(|d| d.metrics.checkpoints_incomplete),
         )?;
+        counters(
+            &mut e,
+            "sila_checkpoint_pages",
+            "Pages the successful checkpoints copied from the WAL into the database file",
+            per_db(|d| d.metrics.checkpoint_pages),
+        )?;
+        seconds_counters(
+            &mut e,
+            "sila_checkpoint_seconds",
+            "Time the successful checkpoints took",
+            self.dbs.iter().map(|d| (db_labels(d), d.metrics.checkpoint_us as f64 / 1e6)),
+        )?;
         counters(&mut e, "sila_cache_hits", "Page-cache hits", per_db(|d| d.metrics.cache_hits))?;
         counters(&mut e, "sila_cache_misses", "Page-cache misses", per_db(|d| d.metrics.cache_misses))?;
         counters(
@@ -153,6 +186,12 @@ impl Collector for Scrape {
         gauges(&mut e, "sila_connections", "SQLite connections open now", per_db(|d| d.connections as u64))?;
         gauges(&mut e, "sila_database_bytes", "Bytes of the live database file", per_db(|d| d.db_bytes))?;
         gauges(&mut e, "sila_wal_bytes", "Bytes of the live database's WAL", per_db(|d| d.wal_bytes))?;
+        seconds_gauges(
+            &mut e,
+            "sila_oldest_read_seconds",
+            "How long the oldest read running now has run (it holds back checkpoints past its snapshot)",
+            self.dbs.iter().map(|d| (db_labels(d), d.oldest_read.as_secs_f64())),
+        )?;
         let app = |id: &String| vec![("app", id.clone())];
         gauges(
             &mut e,

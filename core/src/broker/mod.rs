@@ -61,7 +61,7 @@ pub use writer::{transaction_refusal, ExecRequest, WriteJob};
 use crate::clock::Clock;
 use crate::fault::FaultLatch;
 use crate::manifest::PolicyRelaxations;
-use crate::metrics::{DbMetrics, OpKind, SlowQueryLog};
+use crate::metrics::{DbMetrics, OpKind, ReadAges, SlowQueryLog};
 use crate::sqlite::{self, CancelToken, ConnectionOptions, ExecResult, QueryLimits, Rows, StopCheck, Value};
 use crate::store::{DbKey, LeaseId};
 use crate::{Error, ErrorCode, Result};
@@ -105,6 +105,8 @@ struct Tagged {
     attached: AttachedHere,
     /// The thread ([`thread_tag`]) that last used this connection as a reader.
     last_thread: u64,
+    /// When its read began, while it runs one ([`ReadAges`]).
+    reading: Arc<AtomicU64>,
 }
 
 impl Pooled for Box<Tagged> {
@@ -217,6 +219,8 @@ pub struct DbShared {
     attach_version: AtomicU64,
     /// Metrics of this database.
     pub metrics: DbMetrics,
+    /// When the reads running now began (the oldest read's age: checkpoint starvation).
+    pub(crate) read_ages: ReadAges,
 }
 
 /// Where the broker's IO goes: the workspace's (fenced) [`crate::vfs::Vfs`], its SQLite VFS
@@ -361,6 +365,7 @@ impl BrokerShared {
             attachments: Mutex::new(Vec::new()),
             attach_version: AtomicU64::new(0),
             metrics: DbMetrics::new(),
+            read_ages: ReadAges::default(),
         });
         dbs.insert(config.key, db.clone());
         Ok(db)
@@ -589,7 +594,13 @@ impl DbShared {
         match opened {
             Ok(conn) => {
                 self.metrics.connection_opened();
-                Ok(Box::new(Tagged { generation, conn, attached: AttachedHere::default(), last_thread: 0 }))
+                Ok(Box::new(Tagged {
+                    generation,
+                    conn,
+                    attached: AttachedHere::default(),
+                    last_thread: 0,
+                    reading: self.read_ages.cell(),
+                }))
             }
             Err(e) => {
                 broker.release_connection();
@@ -669,34 +680,47 @@ impl DbShared {
             // (the fenced VFS refuses every write after a fault): nothing reaches the disk.
             let _ = conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
         } else {
-            // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-            let result = internal_int_row(&conn, "PRAGMA wal_checkpoint(TRUNCATE)");
-            self.checkpointed(result);
+            let _ = self.checkpoint_on(&conn, &["TRUNCATE"]);
         }
         self.close_connection(conn, true);
         self.closing.store(false, Ordering::Release);
     }
 
-    /// Accounts for a checkpoint's result (its row); none is ever dropped. One that left
-    /// frames in the WAL is counted as incomplete. A failed one is counted; an
-    /// IO failure poisons the database (a failed sync or write also set the workspace's fault
-    /// latch below, which refuses every later write). Any other failure (the WAL was busy)
-    /// leaves the committed data where it is, in the WAL.
-    fn checkpointed(&self, result: Result<Vec<i64>>) {
-        match result {
-            Ok(row) => {
-                self.metrics.record_checkpoint();
-                // (busy, frames in the WAL, frames checkpointed): a reader on an older state
-                // kept frames in the WAL. Repeated, the WAL grows without bound (starvation).
-                if !checkpoint_complete(&row) {
+    /// How long the oldest read running now has run (zero when none runs).
+    pub fn oldest_read(&self) -> Duration {
+        self.read_ages.oldest(self.hot.clock.monotonic())
+    }
+
+    /// Runs `PRAGMA wal_checkpoint(mode)` on the writer `conn` for each of `modes` in turn
+    /// (stopping at a failure) and accounts for them as one checkpoint: none is ever
+    /// dropped. One that left frames in the WAL is counted as incomplete. A failed one is
+    /// counted; an IO failure poisons the database (a failed sync or write also set the
+    /// workspace's fault latch below, which refuses every later write). Any other failure
+    /// (the WAL was busy) leaves the committed data where it is, in the WAL. Returns SQLite's
+    /// rows: (busy, frames in the WAL, frames checkpointed), one per mode.
+    pub(crate) fn checkpoint_on(&self, conn: &Connection, modes: &[&str]) -> Result<Vec<Vec<i64>>> {
+        let frames_before = self.wal_frames.load(Ordering::Acquire);
+        let started = self.hot.clock.monotonic();
+        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
+        let result: Result<Vec<Vec<i64>>> = modes
+            .iter()
+            .map(|mode| internal_int_row(conn, &format!("PRAGMA wal_checkpoint({mode})")))
+            .collect();
+        let took = self.hot.clock.monotonic().saturating_sub(started);
+        match &result {
+            Ok(rows) => {
+                let pages = rows.iter().map(|row| checkpoint_pages(row, frames_before)).max().unwrap_or(0);
+                self.metrics.record_checkpoint(pages, took);
+                if !rows.last().is_some_and(|row| checkpoint_complete(row)) {
                     self.metrics.record_checkpoint_incomplete();
                 }
             }
             Err(e) => {
                 self.metrics.record_checkpoint_failed();
-                self.poison_on_io(&e);
+                self.poison_on_io(e);
             }
         }
+        result
     }
 
     /// Bytes of the database file and its WAL.
@@ -752,6 +776,16 @@ pub(crate) fn internal_int_row(conn: &Connection, sql: &str) -> Result<Vec<i64>>
 /// (fewer checkpointed), the checkpoint was busy, or the database is not in WAL mode (-1s).
 pub(crate) fn checkpoint_complete(row: &[i64]) -> bool {
     matches!(row, [0, log, done] if *log >= 0 && log == done)
+}
+
+/// The pages a checkpoint copied, from its row and the WAL's frames before it: a TRUNCATE
+/// that completed answers (0, 0, 0), having copied every frame there was.
+fn checkpoint_pages(row: &[i64], frames_before: u64) -> u64 {
+    match row {
+        [_, _, done] if *done > 0 => u64::try_from(*done).unwrap_or(0),
+        [0, 0, 0] => frames_before,
+        _ => 0,
+    }
 }
 
 /// Runs `f`, which prepares statements of the engine itself (not the app's), past the SQL

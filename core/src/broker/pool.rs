@@ -104,7 +104,9 @@ impl DbShared {
                 self.return_reader(tagged);
                 return Err(e);
             }
+            tagged.reading.store(ReadAges::began(self.hot.clock.monotonic()), Ordering::Release);
             let result = f(&tagged.conn, tagged.generation);
+            tagged.reading.store(crate::metrics::READ_IDLE, Ordering::Release);
             self.return_reader(tagged);
             return result;
         }

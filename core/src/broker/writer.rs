@@ -288,9 +288,7 @@ impl DbShared {
         if broker.latch.is_set() {
             return;
         }
-        // Through `internal`: the SQL policy refuses wal_checkpoint to app SQL.
-        let result = internal_int_row(conn, &format!("PRAGMA wal_checkpoint({mode})"));
-        self.checkpointed(result);
+        let _ = self.checkpoint_on(conn, &[mode]);
     }
 
     /// Runs a transaction job's body: BEGIN IMMEDIATE, `body`, then COMMIT on `Ok` (if the

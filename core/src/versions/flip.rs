@@ -112,19 +112,12 @@ impl Database {
             // No checkpoint result is dropped: an IO failure stops the flip before its commit
             // (a failed sync or write is also the workspace's fault); anything else (the WAL
             // was busy) leaves the WAL unfolded, which the undo snapshot then copies around.
-            let folded = match crate::broker::internal_int_row(conn, "PRAGMA wal_checkpoint(TRUNCATE)") {
-                Ok(row) => {
-                    db.metrics.record_checkpoint();
-                    row == [0, 0, 0]
-                }
+            let folded = match db.checkpoint_on(conn, &["TRUNCATE"]) {
+                Ok(rows) => rows.first().is_some_and(|row| row.as_slice() == [0, 0, 0]),
                 Err(e) if matches!(e.code(), ErrorCode::Io | ErrorCode::DiskFull | ErrorCode::Poisoned) => {
-                    db.metrics.record_checkpoint_failed();
                     return Err(e.context("checkpointing the replaced file before the flip"));
                 }
-                Err(_) => {
-                    db.metrics.record_checkpoint_failed();
-                    false
-                }
+                Err(_) => false,
             };
             // Under the writer: no commit can follow before the switch.
             let (replaced_generation, replaced_commits) = (db.current_version(), db.commits());

@@ -55,16 +55,11 @@ impl Database {
         // A successful TRUNCATE answers with the WAL as it left it, (0, 0, 0): the frames it
         // held are what a PASSIVE checkpoint just before reports (it also does the copying,
         // which TRUNCATE then need not redo). With the writer held, no frame comes between.
-        let (passive, truncate) = self.exclusive(|writer| {
-            let run = |mode: &str| {
-                crate::broker::internal_int_row(writer, &format!("PRAGMA wal_checkpoint({mode})"))
-                    .inspect_err(|_| self.db.metrics.record_checkpoint_failed())
-            };
-            let passive = run("PASSIVE")?;
-            let truncate = run("TRUNCATE")?;
-            self.db.metrics.record_checkpoint();
-            Ok((passive, truncate))
-        })?;
+        let rows = self.exclusive(|writer| self.db.checkpoint_on(writer, &["PASSIVE", "TRUNCATE"]))?;
+        let (passive, truncate) = match rows.as_slice() {
+            [passive, truncate] => (passive.clone(), truncate.clone()),
+            _ => return Err(Error::internal("a checkpoint answered no row per mode")),
+        };
         // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
         let frames = |i: usize| passive.get(i).and_then(|n| u64::try_from(*n).ok()).unwrap_or(0);
         let report = CheckpointReport {

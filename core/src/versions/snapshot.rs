@@ -142,9 +142,7 @@ impl Database {
         self.db.with_versioned_reader(stop, |reader, version| {
             let _pin = self.db.pin();
             let live = self.exclusive(|writer| {
-                let row = crate::broker::internal_int_row(writer, "PRAGMA wal_checkpoint(PASSIVE)")
-                    .inspect_err(|_| self.db.metrics.record_checkpoint_failed())?;
-                self.db.metrics.record_checkpoint();
+                let row = self.db.checkpoint_on(writer, &["PASSIVE"])?.pop().unwrap_or_default();
                 // (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
                 let complete = crate::broker::checkpoint_complete(&row);
                 if !complete || version != self.db.current_version() {
