@@ -27,7 +27,8 @@
 //! 11. a second app's registration, updates and unregistration are what their
 //!     acknowledgements said after any crash, and GC leaves nothing they dropped;
 //! 12. an operation fails only with a code the disk's faults explain (or BUSY, TIMEOUT,
-//!     CANCELLED, QUOTA_EXCEEDED); a snapshot whose drop was acknowledged never returns;
+//!     CANCELLED; QUOTA_EXCEEDED in the `quota` profile); a snapshot whose drop was
+//!     acknowledged never returns;
 //!     (profile `versions`) retention by age drops exactly the snapshots older than the age,
 //!     an export to a host path is whole, an integrity check finds nothing, a migration plan
 //!     that edits an applied step is refused.

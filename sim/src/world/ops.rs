@@ -640,11 +640,13 @@ impl World {
     /// disk, READ_ONLY (a write it threw away may leave the database header claiming a newer
     /// file format, which SQLite then opens read-only; `integrity_check` does not look there).
     pub(super) fn refused_by_disk(&self, code: ErrorCode) -> bool {
-        is_fault_code(code) || (self.lying && code == ErrorCode::ReadOnly)
+        (is_fault_code(code) && (code != ErrorCode::QuotaExceeded || self.quota_reachable()))
+            || (self.lying && code == ErrorCode::ReadOnly)
     }
 
     /// The trace's text for an operation (not a write of rows) that failed, once the failure
-    /// is one the engine may give: BUSY, TIMEOUT, CANCELLED or QUOTA_EXCEEDED at any time;
+    /// is one the engine may give: BUSY, TIMEOUT, CANCELLED at any time, QUOTA_EXCEEDED
+    /// where the workload can fill the quota;
     /// a fault's code (IO, DISK_FULL, POISONED, CORRUPT), NOT_FOUND (a file the disk lost),
     /// SQLITE or READ_ONLY only once the disk failed a call, lost power, rotted a bit or lied
     /// since the workspace opened ([`World::write_failure`] has the rest). Any other code,
@@ -672,6 +674,9 @@ impl World {
     /// itself: a violation.
     pub(super) fn write_failure(&self, what: &str, e: &sila_sqlite::Error) -> Result<String, String> {
         let code = e.code();
+        if code == ErrorCode::QuotaExceeded && !self.quota_reachable() {
+            return Err(format!("{what} was refused for quota, which this workload cannot reach: {e}"));
+        }
         // A restore or import that took effect but could not keep its undo snapshot (over
         // quota, say) leaves the database refusing work until a reopen.
         let poisoned_by_design = code == ErrorCode::Poisoned && !self.model.in_doubt.is_empty();
@@ -683,6 +688,14 @@ impl World {
             ));
         }
         Ok(format!("error {code}"))
+    }
+
+    /// Whether the workload can reach the database's size limit or the app's quota: only
+    /// in the `quota` profile (1 MB, 6 KiB values). Elsewhere the database may hold 4 MB and
+    /// the app 12 MB, and sixty operations of small values with their snapshots stay far
+    /// below (a quota refusal there is a ledger that counts wrong).
+    pub(super) fn quota_reachable(&self) -> bool {
+        self.quota_mb == 1
     }
 
     /// Whether the disk failed a call, lost power, rotted a bit or lied since the workspace
