@@ -616,7 +616,7 @@ impl Tx<'_> {
         let r = self.finish(&stop, sqlite::execute(self.conn, sql, params, self.db.query_limits(), &stop));
         let outcome = r.as_ref().map(|x| (x.rows.rows.len() as u64, x.changes)).map_err(|e| e.code());
         self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
-        r
+        r.inspect_err(|e| self.db.note_refusal(e))
     }
 
     /// Runs a script inside the transaction ([`Database::execute_script`]): all of it or,
@@ -628,7 +628,7 @@ impl Tx<'_> {
         let r = self.finish(&stop, crate::broker::run_script_in_savepoint(self.conn, sql, &stop));
         let outcome = r.as_ref().map(|x| (0, x.changes)).map_err(|e| e.code());
         self.db.record_in_transaction(sql, OpKind::Exec, started, outcome);
-        r
+        r.inspect_err(|e| self.db.note_refusal(e))
     }
 }
 

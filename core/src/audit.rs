@@ -424,6 +424,19 @@ impl AuditLog {
         let _ = self.append_locked(&mut state, entry, at_ms);
     }
 
+    /// Appends (and syncs) an alarm (`entry.op` names it; its detail says what was seen),
+    /// at most once per [`AUDIT_FAILURE_INTERVAL_MS`] for the same app, database and alarm,
+    /// with the count of those left out since. Dropped if it cannot be written.
+    pub(crate) fn append_alarm(&self, mut entry: Entry<'_>, at_ms: u64) {
+        let mut state = self.lock();
+        let key = (entry.app.to_string(), entry.db.to_string(), entry.op.to_string(), "ALARM".to_string());
+        let Some(suppressed) = state.failures.admit(key, at_ms) else { return };
+        if let (Some(detail), true) = (entry.detail.as_object_mut(), suppressed > 0) {
+            detail.insert("suppressed".into(), json!(suppressed));
+        }
+        let _ = self.append_locked(&mut state, entry, at_ms);
+    }
+
     /// Appends a record and syncs it, and the directory entries on the way to it.
     fn append_locked(&self, state: &mut State, entry: Entry<'_>, at_ms: u64) -> Result<u64> {
         let record = AuditRecord {

@@ -235,6 +235,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Records an event of a database in the audit trail (see [`crate::broker::DbEvent`]):
+    /// a write refused for quota as a failure, a poisoning and a starved checkpoint as
+    /// alarms; each at most once a minute per database. Nothing is written once the
+    /// workspace has a fault (it writes nothing more until a reopen).
+    fn audit_db_event(&self, app: &str, db: &str, event: crate::broker::DbEvent<'_>) {
+        use crate::broker::DbEvent;
+        if self.latch.is_set() {
+            return;
+        }
+        let at_ms = self.clock.now_ms();
+        let entry =
+            |op, error| AuditEntry { op, app, db, error, duration_ms: 0, detail: serde_json::Value::Null };
+        match event {
+            DbEvent::Poisoned(why) => {
+                let detail = serde_json::json!({ "why": why });
+                self.audit.append_alarm(AuditEntry { detail, ..entry("poisoned", None) }, at_ms);
+            }
+            DbEvent::QuotaRefused(error) => self.audit.append_failure(entry("write", Some(error)), at_ms),
+            DbEvent::CheckpointStarved { wal_bytes, oldest_read } => {
+                let detail = serde_json::json!({
+                    "wal_bytes": wal_bytes,
+                    "oldest_read_ms": u64::try_from(oldest_read.as_millis()).unwrap_or(u64::MAX),
+                });
+                self.audit.append_alarm(AuditEntry { detail, ..entry("checkpoint_starved", None) }, at_ms);
+            }
+        }
+    }
+
     /// Brings the ledger up to date with a version that is not live any more, after a flip
     /// replaced it or its last reader closed: SQLite removes the side files (WAL, SHM,
     /// journal) when the last connection on a file closes, which the store does not see, and
@@ -570,13 +598,17 @@ impl Workspace {
             }
         });
         let weak = Arc::downgrade(&self.inner);
-        let poison_key = key_for_hook.clone();
-        let on_poison: crate::broker::PoisonHook = Arc::new(move |why| {
+        let event_key = key_for_hook.clone();
+        let app_id = config.app_id.clone();
+        let on_event: crate::broker::DbEventHook = Arc::new(move |event| {
             if let Some(inner) = weak.upgrade() {
-                lock(&inner.store).poison(&poison_key, why);
+                if let crate::broker::DbEvent::Poisoned(why) = event {
+                    lock(&inner.store).poison(&event_key, why);
+                }
+                inner.audit_db_event(&app_id, event_key.db.as_str(), event);
             }
         });
-        self.inner.broker.database(config, release, on_poison)
+        self.inner.broker.database(config, release, on_event)
     }
 
     /// Statistics of every active database, optionally of one app (and one database).

@@ -121,7 +121,12 @@ impl Harness {
             walk(root, &mut |p| {
                 // The workspace's tmp/ holds SQLite's spill files while a statement runs (they
                 // are capped and removed at close): its entries come and go with any sort.
-                if p.starts_with(&self.attacker_dir) || p.starts_with(self.ws.root().join("tmp")) {
+                // The audit trail records a write refused for quota, once a minute per
+                // database (`audit_holds_at_most_the_attackers_quota_refusals` checks what).
+                if p.starts_with(&self.attacker_dir)
+                    || p.starts_with(self.ws.root().join("tmp"))
+                    || p.starts_with(self.ws.root().join("audit"))
+                {
                     return;
                 }
                 if let Ok(m) = std::fs::symlink_metadata(p) {
@@ -587,6 +592,12 @@ fn size_and_complexity_bombs_are_refused_without_hurting_the_database() {
     // The quota refusal left the database consistent and usable.
     assert_eq!(h.db.query_value("PRAGMA quick_check", &[]).unwrap(), Some(Value::Text("ok".into())));
     h.db.exec("INSERT INTO chain40 VALUES (1)", &[]).unwrap();
+    // The audit trail holds the write refused for quota, once (and nothing else of the
+    // bombs): an attacker cannot fill it.
+    let records = h.ws.audit(&sila_sqlite::AuditQuery::default()).unwrap().records;
+    let refusals: Vec<_> = records.iter().filter(|r| r.error.is_some()).collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!((refusals[0].op.as_str(), refusals[0].error.as_deref()), ("write", Some("QUOTA_EXCEEDED")));
 }
 
 // ----- Budgets --------------------------------------------------------------------------------

@@ -283,3 +283,115 @@ fn retention_removes_the_oldest_segments_and_keeps_the_newest() {
             .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
+
+/// A write refused for quota is recorded (once a minute per database, with the count left
+/// out since), inside a transaction too; a database poisoned because its integrity check
+/// found damage is recorded with the reason.
+#[test]
+fn quota_refusals_of_writes_and_poisonings_are_recorded() {
+    let dir = TempDir::new("audit-quota-poison");
+    let root = dir.0.join("ws");
+    let small = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":1}]}}}"#;
+    let path = {
+        let (ws, clock) = open(&root, AuditLimits::default());
+        ws.register_app(APP, small).unwrap();
+        let db = ws.open_app(APP).unwrap().open("main").unwrap();
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)", &[]).unwrap();
+        db.exec("CREATE INDEX t_body ON t(body)", &[]).unwrap();
+        let big = || db.exec("INSERT INTO t(body) VALUES (randomblob(200000))", &[]);
+        let mut refused = 0;
+        for _ in 0..20 {
+            if let Err(e) = big() {
+                assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+                refused += 1;
+            }
+        }
+        assert!(refused >= 2, "the database filled: {refused} refusals");
+        let e =
+            db.transaction(|tx| tx.exec("INSERT INTO t(body) VALUES (randomblob(900000))", &[])).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::QuotaExceeded, "{e}");
+        let writes: Vec<AuditRecord> = all(&ws).into_iter().filter(|r| r.op == "write").collect();
+        assert_eq!(writes.len(), 1, "once a minute: {writes:?}");
+        assert_eq!(writes[0].error.as_deref(), Some("QUOTA_EXCEEDED"));
+        assert!(writes[0].detail["message"].as_str().unwrap().contains("maxSizeMB"), "{:?}", writes[0]);
+        clock.0.store(T0 + AUDIT_FAILURE_INTERVAL_MS, Ordering::SeqCst);
+        big().unwrap_err();
+        let writes: Vec<AuditRecord> = all(&ws).into_iter().filter(|r| r.op == "write").collect();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert_eq!(writes[1].detail["suppressed"], u64::try_from(refused).unwrap());
+        db.exec("DELETE FROM t WHERE id > 1", &[]).unwrap();
+        let key = ws.db_key(APP, "main").unwrap();
+        let file = ws.with_store(|s| s.pointer(&key).map(|p| p.file)).unwrap();
+        ws.root().join(sila_sqlite::store::layout::db_file(key.app, &key.db, file))
+    };
+    // Scribble over a b-tree page in the middle of the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096 * 3;
+    for b in &mut bytes[page + 200..page + 1200] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (ws, _clock) = open(&root, AuditLimits::default());
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    assert!(!db.check_integrity(true).unwrap().problems.is_empty());
+    assert_eq!(db.query("SELECT 1", &[]).unwrap_err().code(), ErrorCode::Poisoned);
+    let poisoned: Vec<AuditRecord> = all(&ws).into_iter().filter(|r| r.op == "poisoned").collect();
+    assert_eq!(poisoned.len(), 1, "{poisoned:?}");
+    assert!(poisoned[0].detail["why"].as_str().unwrap().contains("damaged"), "{:?}", poisoned[0]);
+    assert_eq!((poisoned[0].app.as_str(), poisoned[0].db.as_str()), (APP, "main"));
+}
+
+/// A checkpoint that a running read keeps from completing raises the starvation alarm once
+/// the WAL is over `wal_starvation_alarm_bytes`: not at it, at the first checkpoint past it,
+/// and then at most once a minute.
+#[test]
+fn a_starved_checkpoint_past_the_alarm_size_is_recorded_once() {
+    use support::ReadGate;
+    const ALARM_PAGES: u64 = 8;
+    let dir = TempDir::new("audit-starved");
+    let root = dir.0.join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let gate = Arc::new(ReadGate::default());
+    let vfs = Arc::new(gate.wrapping(|path| {
+        let name = path.to_string_lossy();
+        name.ends_with(".sqlite") || name.ends_with("-wal")
+    }));
+    let clock = Arc::new(SetClock(AtomicU64::new(T0)));
+    let broker = sila_sqlite::BrokerOptions {
+        wal_checkpoint_bytes: 1,
+        wal_starvation_alarm_bytes: ALARM_PAGES * 4096,
+        ..Default::default()
+    };
+    let options = WorkspaceOptions { clock: clock.clone(), broker, ..WorkspaceOptions::default() };
+    let ws = Workspace::open_with(vfs, root, options).unwrap();
+    ws.register_app(APP, MANIFEST).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", &[]).unwrap();
+    db.query("SELECT count(*) FROM t", &[]).unwrap();
+    db.exec("INSERT INTO t VALUES (0)", &[]).unwrap();
+    let reader = {
+        let (db, gate) = (db.clone(), gate.clone());
+        std::thread::spawn(move || {
+            gate.arm_for_this_thread();
+            db.query("SELECT count(*) FROM t", &[])
+        })
+    };
+    gate.wait_until_stopped();
+    let alarms = || all(&ws).into_iter().filter(|r| r.op == "checkpoint_starved").collect::<Vec<_>>();
+    for i in 1..=3 * ALARM_PAGES as i64 {
+        db.exec("INSERT INTO t VALUES (?)", &[sila_sqlite::Value::Integer(i)]).unwrap();
+        let wal = db.stats().wal_bytes;
+        match alarms().as_slice() {
+            [] => assert!(wal <= (ALARM_PAGES + 1) * 4096, "no alarm with {wal} bytes of WAL"),
+            [alarm] => {
+                let at = alarm.detail["wal_bytes"].as_u64().unwrap();
+                assert!(at > ALARM_PAGES * 4096 && at <= (ALARM_PAGES + 1) * 4096, "{alarm:?}");
+            }
+            more => panic!("once a minute: {more:?}"),
+        }
+    }
+    assert_eq!(alarms().len(), 1);
+    gate.release();
+    reader.join().unwrap().unwrap();
+    assert!(db.stats().metrics.checkpoints_incomplete >= 2 * ALARM_PAGES);
+}

@@ -5,7 +5,7 @@
 use sila_sqlite::{ErrorCode, Value, Workspace, WorkspaceOptions};
 
 mod support;
-use support::TempDir;
+use support::{ReadGate, TempDir};
 
 const APP: &str = "com.example.notes";
 const MANIFEST: &str =
@@ -100,49 +100,6 @@ impl sila_sqlite::clock::Clock for ManualClock {
     }
 }
 
-/// Stops every read of a `-wal` file made by the thread it was armed for, until released.
-#[derive(Default)]
-struct ReadGate {
-    state: std::sync::Mutex<(Option<std::thread::ThreadId>, bool, bool)>,
-    changed: std::sync::Condvar,
-}
-
-impl ReadGate {
-    /// Called on every read: blocks the armed thread until [`ReadGate::release`].
-    fn pass(&self) {
-        let mut s = self.state.lock().unwrap();
-        if s.0 != Some(std::thread::current().id()) || s.2 {
-            return;
-        }
-        s.1 = true;
-        self.changed.notify_all();
-        while !s.2 {
-            s = self.changed.wait(s).unwrap();
-        }
-    }
-}
-
-struct GatedFile(support::BoxFile, std::sync::Arc<ReadGate>);
-
-impl sila_sqlite::vfs::VfsFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        self.1.pass();
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        self.0.write_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.set_len(len)
-    }
-    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
-        self.0.len()
-    }
-    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.sync()
-    }
-}
-
 /// Checkpoints report the pages they copied and the time they took; a read that runs shows
 /// its age (what holds checkpoints back), and none once it ended.
 #[test]
@@ -152,13 +109,7 @@ fn checkpoints_report_pages_and_time_and_a_running_read_its_age() {
     use std::time::Duration;
     let dir = TempDir::new("prometheus-checkpoints");
     let gate = Arc::new(ReadGate::default());
-    let for_files = gate.clone();
-    let vfs = Arc::new(support::FaultyFs::wrapping(move |path, _mode, file| {
-        if path.to_string_lossy().ends_with("-wal") {
-            return Box::new(GatedFile(file, for_files.clone()));
-        }
-        file
-    }));
+    let vfs = Arc::new(gate.wrapping(|path| path.to_string_lossy().ends_with("-wal")));
     let clock = Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(1_000_000_000)));
     let options = WorkspaceOptions { clock: clock.clone(), ..WorkspaceOptions::default() };
     std::fs::create_dir_all(dir.0.join("ws")).unwrap();
@@ -192,22 +143,16 @@ fn checkpoints_report_pages_and_time_and_a_running_read_its_age() {
     let reader = {
         let (db, gate) = (db.clone(), gate.clone());
         std::thread::spawn(move || {
-            gate.state.lock().unwrap().0 = Some(std::thread::current().id());
+            gate.arm_for_this_thread();
             db.query("SELECT count(*) FROM t", &[])
         })
     };
-    {
-        let mut s = gate.state.lock().unwrap();
-        while !s.1 {
-            s = gate.changed.wait(s).unwrap();
-        }
-    }
+    gate.wait_until_stopped();
     clock.0.fetch_add(5_000_000, Ordering::SeqCst);
     assert_eq!(db.stats().oldest_read, Duration::from_secs(5));
     let text = ws.metrics_text().unwrap();
     assert_eq!(sample(&text, &format!("sila_oldest_read_seconds{{{labels}}}")), 5.0);
-    gate.state.lock().unwrap().2 = true;
-    gate.changed.notify_all();
+    gate.release();
     let rows = reader.join().unwrap().unwrap();
     assert_eq!(rows.rows, vec![vec![Value::Integer(51)]]);
     assert_eq!(db.stats().oldest_read, Duration::ZERO);

@@ -159,6 +159,8 @@ struct Hot {
     slow_log: Arc<SlowQueryLog>,
     /// `BrokerOptions::capture_full_sql`: spans carry SQL as written and its parameters.
     capture_full_sql: bool,
+    /// `BrokerOptions::wal_starvation_alarm_bytes`.
+    wal_starvation_alarm_bytes: u64,
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -173,8 +175,29 @@ fn millis(at: Duration) -> u64 {
 /// Releases a store lease (the workspace hands the broker this hook).
 pub type LeaseRelease = Arc<dyn Fn(LeaseId) + Send + Sync>;
 
-/// Tells the store a database is poisoned (the workspace hands the broker this hook).
-pub type PoisonHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// Tells the workspace what happened to a database (the workspace hands the broker this
+/// hook): the store marks a poisoned database, and the audit trail records every event.
+/// Called on the thread the event happened on, never with the store's lock held.
+pub type DbEventHook = Arc<dyn Fn(DbEvent<'_>) + Send + Sync>;
+
+/// An event of one database the workspace hears about through its [`DbEventHook`].
+#[derive(Debug, Clone, Copy)]
+pub enum DbEvent<'a> {
+    /// The database was poisoned, for this reason: it refuses every request until the
+    /// workspace is reopened.
+    Poisoned(&'a str),
+    /// A write request was refused with `QuotaExceeded` (the error says which limit).
+    QuotaRefused(&'a Error),
+    /// A checkpoint left frames in a WAL larger than
+    /// [`BrokerOptions::wal_starvation_alarm_bytes`]: reads keep every checkpoint from
+    /// completing, and the WAL grows.
+    CheckpointStarved {
+        /// The WAL's size when the checkpoint began.
+        wal_bytes: u64,
+        /// How long the oldest read running then had run.
+        oldest_read: Duration,
+    },
+}
 
 /// The broker's state for one database.
 pub struct DbShared {
@@ -204,7 +227,7 @@ pub struct DbShared {
     poisoned: Mutex<Option<String>>,
     /// `poisoned.is_some()`, readable without the lock on the hot path.
     is_poisoned: AtomicBool,
-    on_poison: PoisonHook,
+    on_event: DbEventHook,
     last_used_ms: AtomicU64,
     /// Copies of the main file in progress that pin it with a read transaction (see
     /// `Database::snapshot`): while any runs, a size-triggered checkpoint stays PASSIVE, since
@@ -329,7 +352,7 @@ impl BrokerShared {
         self: &Arc<Self>,
         config: DbConfig,
         release_lease: LeaseRelease,
-        on_poison: PoisonHook,
+        on_event: DbEventHook,
     ) -> Result<Arc<DbShared>> {
         let mut dbs = lock(&self.dbs);
         if let Some(db) = dbs.get(&config.key) {
@@ -345,6 +368,7 @@ impl BrokerShared {
                 budget: self.budget_limits(),
                 slow_log: self.slow_log.clone(),
                 capture_full_sql: self.options.capture_full_sql,
+                wal_starvation_alarm_bytes: self.options.wal_starvation_alarm_bytes,
             },
             version: Mutex::new(FileVersion { generation: 0, path: config.path.clone() }),
             generation: AtomicU64::new(0),
@@ -359,7 +383,7 @@ impl BrokerShared {
             closing: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
-            on_poison,
+            on_event,
             last_used_ms: AtomicU64::new(millis(self.now())),
             pins: AtomicUsize::new(0),
             attachments: Mutex::new(Vec::new()),
@@ -500,7 +524,7 @@ impl DbShared {
     /// Must not be called with the store's lock held (the hook takes it).
     pub(crate) fn poison(&self, why: &str) {
         if self.mark_poisoned(why) {
-            (self.on_poison)(why);
+            (self.on_event)(DbEvent::Poisoned(why));
         }
     }
 
@@ -713,6 +737,11 @@ impl DbShared {
                 self.metrics.record_checkpoint(pages, took);
                 if !rows.last().is_some_and(|row| checkpoint_complete(row)) {
                     self.metrics.record_checkpoint_incomplete();
+                    let wal_bytes = frames_before.saturating_mul(crate::workspace::PAGE_SIZE_BYTES);
+                    if wal_bytes > self.hot.wal_starvation_alarm_bytes {
+                        let oldest_read = self.oldest_read();
+                        (self.on_event)(DbEvent::CheckpointStarved { wal_bytes, oldest_read });
+                    }
                 }
             }
             Err(e) => {

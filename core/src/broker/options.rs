@@ -44,6 +44,10 @@ pub struct BrokerOptions {
     pub wal_checkpoint_bytes: u64,
     /// A WAL larger than this is checkpointed with TRUNCATE (default 64 MiB).
     pub wal_truncate_bytes: u64,
+    /// A checkpoint that leaves frames in a WAL larger than this (reads held them) raises
+    /// the checkpoint-starvation alarm: an audit record, at most once a minute per database
+    /// (default 64 MiB).
+    pub wal_starvation_alarm_bytes: u64,
     /// Databases unused this long close their connections (default 30 s).
     pub idle_timeout: Duration,
     /// Largest one anonymous temporary file may grow (a sort, DISTINCT or GROUP BY spilling
@@ -91,6 +95,7 @@ impl Default for BrokerOptions {
             capture_full_sql: false,
             wal_checkpoint_bytes: 4 * 1024 * 1024,
             wal_truncate_bytes: 64 * 1024 * 1024,
+            wal_starvation_alarm_bytes: 64 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
             temp_file_bytes_max: sqlite::vfs::TEMP_FILE_BYTES_MAX_DEFAULT,
             temp_bytes_total_max: sqlite::vfs::TEMP_BYTES_TOTAL_MAX_DEFAULT,

@@ -241,6 +241,7 @@ impl DbShared {
         for (_, r) in &results {
             if let Err(e) = r {
                 self.poison_on_io(e);
+                self.note_refusal(e);
             }
         }
         if let Err(e) = self.fail_stop_window() {
@@ -375,6 +376,14 @@ impl DbShared {
                 limit.as_millis()
             ),
         )
+    }
+
+    /// Tells the workspace about a write refused for quota (the audit trail records it, at
+    /// most once a minute per database). Other errors are not its business.
+    pub(crate) fn note_refusal(&self, e: &Error) {
+        if e.code() == ErrorCode::QuotaExceeded {
+            (self.on_event)(DbEvent::QuotaRefused(e));
+        }
     }
 
     /// Records a statement run inside a transaction.

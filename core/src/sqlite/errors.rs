@@ -113,7 +113,11 @@ fn map_sqlite(extended: i32, text: &str, stop: Option<&StopCheck>) -> Error {
             ),
             (None, _) => (
                 ErrorCode::QuotaExceeded,
-                format!("database reached its size limit (max_page_count): {text}"),
+                format!(
+                    "database reached its size limit (the manifest's maxSizeMB, as SQLite's \
+                     max_page_count): nothing was written; delete rows and compact, or raise \
+                     maxSizeMB ({text})"
+                ),
             ),
         },
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => (ErrorCode::Busy, format!("database is busy: {text}")),

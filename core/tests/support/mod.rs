@@ -181,3 +181,81 @@ impl sila_sqlite::vfs::Vfs for FaultyFs {
         self.inner.sync_failures()
     }
 }
+
+/// Stops the reads of one thread (the one that armed it) from the files it gates, at the
+/// first such read, until released: a read held in the middle, for tests of what a running
+/// read holds back.
+#[derive(Default)]
+pub struct ReadGate {
+    /// (the armed thread, it is stopped now, released).
+    state: std::sync::Mutex<(Option<std::thread::ThreadId>, bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl ReadGate {
+    /// The real filesystem, with the files `gated` picks behind this gate.
+    pub fn wrapping(
+        self: &std::sync::Arc<Self>,
+        gated: impl Fn(&Path) -> bool + Send + Sync + 'static,
+    ) -> FaultyFs {
+        let gate = self.clone();
+        FaultyFs::wrapping(move |path, _mode, file| {
+            if gated(path) {
+                return Box::new(GatedFile(file, gate.clone()));
+            }
+            file
+        })
+    }
+
+    /// Arms the gate for the calling thread.
+    pub fn arm_for_this_thread(&self) {
+        self.state.lock().unwrap().0 = Some(std::thread::current().id());
+    }
+
+    /// Waits until the armed thread is stopped at a read.
+    pub fn wait_until_stopped(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+
+    /// Lets the stopped thread go on (and every later read pass).
+    pub fn release(&self) {
+        self.state.lock().unwrap().2 = true;
+        self.changed.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut s = self.state.lock().unwrap();
+        if s.0 != Some(std::thread::current().id()) || s.2 {
+            return;
+        }
+        s.1 = true;
+        self.changed.notify_all();
+        while !s.2 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+}
+
+struct GatedFile(BoxFile, std::sync::Arc<ReadGate>);
+
+impl sila_sqlite::vfs::VfsFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        self.1.pass();
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
+        self.0.write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
+        self.0.len()
+    }
+    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
+        self.0.sync()
+    }
+}
