@@ -59,6 +59,10 @@ pub struct TierLimits {
     /// The app's storage quota is this many times the sum of its databases' `maxSizeMB`:
     /// room for the live files, snapshots and the copy an operation has in flight.
     pub storage_factor: u64,
+    /// After a commit, a WAL larger than this is checkpointed (PASSIVE), in KiB: small
+    /// databases fold sooner, so their WAL stays a small share of their quota.
+    /// `BrokerOptions::wal_checkpoint_bytes` caps it for every tier.
+    pub wal_checkpoint_kib: u64,
 }
 
 impl Tier {
@@ -89,6 +93,7 @@ impl Tier {
                 synchronous_full: false,
                 cache_size_kib_max: 2 * 1024,
                 storage_factor: 3,
+                wal_checkpoint_kib: 1024,
             },
             Tier::Standard => TierLimits {
                 db_size_mb_max: 256,
@@ -97,6 +102,7 @@ impl Tier {
                 synchronous_full: false,
                 cache_size_kib_max: 8 * 1024,
                 storage_factor: 3,
+                wal_checkpoint_kib: 4 * 1024,
             },
             Tier::Premium => TierLimits {
                 db_size_mb_max: 1024,
@@ -105,6 +111,7 @@ impl Tier {
                 synchronous_full: true,
                 cache_size_kib_max: 32 * 1024,
                 storage_factor: 4,
+                wal_checkpoint_kib: 4 * 1024,
             },
         }
     }

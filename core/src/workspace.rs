@@ -585,6 +585,7 @@ impl Workspace {
             read_only: spec.read_only,
             connection,
             policy: manifest.policy,
+            wal_checkpoint_bytes: limits.wal_checkpoint_kib.saturating_mul(1024),
         };
         let weak = Arc::downgrade(&self.inner);
         let release: crate::broker::LeaseRelease = Arc::new(move |lease| {

@@ -794,6 +794,27 @@ fn wal_checkpoint_bytes_at_the_boundary() {
     assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(rows + 2)));
 }
 
+/// A tier's WAL threshold (`TierLimits::wal_checkpoint_kib`): a `basic` database folds its
+/// WAL at 1 MiB though the broker's cap is 4 MiB: at exactly 1 MiB no checkpoint, one page
+/// more checkpoints.
+#[test]
+fn a_basic_database_checkpoints_at_its_tiers_wal_threshold() {
+    let page = sila_sqlite::workspace::PAGE_SIZE_BYTES;
+    let limits = sila_sqlite::manifest::Tier::Basic.limits();
+    let frames = limits.wal_checkpoint_kib * 1024 / page;
+    assert!(frames * page < BrokerOptions::default().wal_checkpoint_bytes, "the tier's is the lower");
+    let dir = TempDir::new("wal-tier");
+    let ws = Workspace::open(&dir.0, WorkspaceOptions::default()).unwrap();
+    let basic = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":8}],"tier":"basic"}}}"#;
+    ws.register_app("com.example.basic", basic).unwrap();
+    let db = ws.open_app("com.example.basic").unwrap().open("main").unwrap();
+    let rows = grow_wal_to(&db, frames);
+    let checkpoints = db.stats().metrics.checkpoints;
+    db.exec("INSERT INTO t VALUES (-1)", &[]).unwrap();
+    assert_eq!(db.stats().metrics.checkpoints, checkpoints + 1, "one page over the tier's threshold");
+    assert_eq!(db.query_value("SELECT count(*) FROM t", &[]).unwrap(), Some(Value::Integer(rows + 1)));
+}
+
 /// `wal_truncate_bytes`: a commit that leaves the WAL at exactly the threshold does not
 /// checkpoint; one page more checkpoints with TRUNCATE, which empties the -wal file.
 #[test]

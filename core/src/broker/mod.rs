@@ -93,6 +93,9 @@ pub struct DbConfig {
     pub connection: ConnectionOptions,
     /// The parts of the SQL policy the app's manifest relaxes.
     pub policy: PolicyRelaxations,
+    /// The tier's WAL size that triggers a checkpoint after a commit (capped by
+    /// `BrokerOptions::wal_checkpoint_bytes`).
+    pub wal_checkpoint_bytes: u64,
 }
 
 /// A connection and the generation of the file it was opened on. Kept boxed: it moves in

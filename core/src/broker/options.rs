@@ -40,7 +40,9 @@ pub struct BrokerOptions {
     /// ([`crate::trace`]), instead of redacted SQL and no parameters (development only: it
     /// puts app data in logs; default false).
     pub capture_full_sql: bool,
-    /// After a commit, a WAL larger than this is checkpointed (PASSIVE; default 4 MiB).
+    /// After a commit, a WAL larger than this is checkpointed (PASSIVE; default 4 MiB). A
+    /// tier may checkpoint sooner (`TierLimits::wal_checkpoint_kib`: 1 MiB for `basic`); this
+    /// caps every tier.
     pub wal_checkpoint_bytes: u64,
     /// A WAL larger than this is checkpointed with TRUNCATE (default 64 MiB).
     pub wal_truncate_bytes: u64,

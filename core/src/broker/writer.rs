@@ -281,7 +281,7 @@ impl DbShared {
         let pinned = self.pins.load(Ordering::Acquire) > 0;
         let mode = if size > broker.options.wal_truncate_bytes && !pinned {
             "TRUNCATE"
-        } else if size > broker.options.wal_checkpoint_bytes {
+        } else if size > broker.options.wal_checkpoint_bytes.min(self.config.wal_checkpoint_bytes) {
             "PASSIVE"
         } else {
             return;
