@@ -249,6 +249,10 @@ pub fn maintain(ws: &Workspace, budget_ms: u64, full: bool, keep_last: Option<us
                     d.problems.len()
                 )
             }
+            (None, None) if d.pages_freed > 0 => format!(
+                "ok, {} snapshot(s) dropped, {} free page(s) given back",
+                d.snapshots_dropped, d.pages_freed
+            ),
             (None, None) => format!("ok, {} snapshot(s) dropped", d.snapshots_dropped),
         };
         outln!("{:<10} {} {} {check}: {state}", "maintain", d.app_id, d.db)?;

@@ -14,6 +14,11 @@ use crate::store::{GcSummary, Retention};
 use crate::workspace::Workspace;
 use crate::Result;
 
+/// Free pages one upkeep call gives back per database in incremental auto-vacuum mode
+/// (8 MiB): the writer is held while they move, so the step is bounded; the next call goes
+/// on.
+pub const INCREMENTAL_VACUUM_PAGES_MAX: u64 = 2048;
+
 /// The default [`MaintenanceOptions::budget`].
 pub const MAINTENANCE_BUDGET_DEFAULT: Duration = Duration::from_secs(1);
 /// The default [`MaintenanceOptions::full_check_every`].
@@ -61,6 +66,9 @@ pub struct DbMaintenance {
     pub problems: Vec<String>,
     /// Snapshots the retention policy dropped.
     pub snapshots_dropped: usize,
+    /// Free pages given back by incremental vacuum (databases whose manifest entry asks for
+    /// `incrementalVacuum`), at most [`INCREMENTAL_VACUUM_PAGES_MAX`] per call.
+    pub pages_freed: u64,
     /// The error that stopped its maintenance (a poisoned database, a busy writer…), as
     /// `CODE: message`.
     pub error: Option<String>,
@@ -149,6 +157,7 @@ impl Workspace {
             full_check: full,
             problems: Vec::new(),
             snapshots_dropped: 0,
+            pages_freed: 0,
             error: None,
         };
         let result = self.open_app(app_id).and_then(|app| app.open(db)).and_then(|database| {
@@ -158,6 +167,7 @@ impl Workspace {
             }
             if !database.is_read_only() {
                 database.optimize()?;
+                out.pages_freed = database.incremental_vacuum(INCREMENTAL_VACUUM_PAGES_MAX)?;
             }
             if let Some(policy) = retention {
                 out.snapshots_dropped = database.apply_retention(policy)?.len();

@@ -126,6 +126,11 @@ pub struct DbSpec {
     pub max_size_bytes: u64,
     /// Whether the app may only read it.
     pub read_only: bool,
+    /// `incrementalVacuum`: the file is kept in SQLite's incremental auto-vacuum mode, and
+    /// upkeep ([`crate::Workspace::maintain`]) gives the free pages deletes leave back to the
+    /// quota a step at a time, without the copy a compaction makes. A database made before
+    /// it was asked for takes the mode at its next compaction.
+    pub incremental_vacuum: bool,
 }
 
 /// The part of the SQL security policy ([`crate::sqlite::policy`]) a manifest may relax.
@@ -302,11 +307,17 @@ impl Manifest {
             .dbs
             .iter()
             .map(|d| {
-                serde_json::json!({
+                let mut db = serde_json::json!({
                     "name": d.name.as_str(),
                     "maxSizeMB": d.max_size_bytes / MIB,
                     "readOnly": d.read_only,
-                })
+                });
+                // Written only when asked for, so the canonical form of other manifests is
+                // unchanged.
+                if let (true, Some(map)) = (d.incremental_vacuum, db.as_object_mut()) {
+                    map.insert("incrementalVacuum".into(), Value::Bool(true));
+                }
+                db
             })
             .collect();
         let mut sqlite = serde_json::json!({"enabled": true, "dbs": dbs, "tier": self.tier.name()});
@@ -333,7 +344,7 @@ impl Manifest {
 
 fn parse_db(entry: &Value, f: &str, tier: Tier, limits: &TierLimits) -> Result<DbSpec> {
     let obj = object(entry, f)?;
-    only_keys(obj, f, &["name", "maxSizeMB", "readOnly"])?;
+    only_keys(obj, f, &["name", "maxSizeMB", "readOnly", "incrementalVacuum"])?;
     let name_v = required(obj, f, "name")?;
     let name_s = name_v
         .as_str()
@@ -362,7 +373,11 @@ fn parse_db(entry: &Value, f: &str, tier: Tier, limits: &TierLimits) -> Result<D
         None => false,
         Some(v) => boolean(v, &join(f, "readOnly"))?,
     };
-    Ok(DbSpec { name, max_size_bytes: size_mb * MIB, read_only })
+    let incremental_vacuum = match obj.get("incrementalVacuum") {
+        None => false,
+        Some(v) => boolean(v, &join(f, "incrementalVacuum"))?,
+    };
+    Ok(DbSpec { name, max_size_bytes: size_mb * MIB, read_only, incremental_vacuum })
 }
 
 #[cfg(test)]
@@ -392,6 +407,12 @@ mod tests {
         assert_eq!(m.tier, Tier::Standard);
         assert_eq!(m.dbs[0].max_size_bytes, 256 * MIB);
         assert!(!m.dbs[0].read_only);
+        assert!(!m.dbs[0].incremental_vacuum);
+        let text =
+            r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"a","incrementalVacuum":true}]}}}"#;
+        let m = Manifest::parse(text).unwrap();
+        assert!(m.dbs[0].incremental_vacuum);
+        assert_eq!(Manifest::from_value(&m.to_json()).unwrap(), m, "round-trips");
         // The canonical form round-trips.
         let again = Manifest::from_value(&m.to_json()).unwrap();
         assert_eq!(again, m);

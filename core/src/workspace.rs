@@ -575,6 +575,7 @@ impl Workspace {
             read_only: false,
             query_only: false,
             statement_cache_capacity: ConnectionOptions::default().statement_cache_capacity,
+            incremental_vacuum: spec.incremental_vacuum,
             vfs: Some(self.inner.sqlite_vfs.app_name().to_string()),
         };
         let key_for_hook = key.clone();

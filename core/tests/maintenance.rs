@@ -228,3 +228,78 @@ fn a_damaged_database_is_reported_and_refused_until_reopened() {
     assert_eq!(e.code(), ErrorCode::Poisoned, "{e}");
     assert!(e.message().contains("integrity_check found the database damaged"), "{e}");
 }
+
+fn pragma(db: &Database, name: &str) -> i64 {
+    match db.query_value(&format!("PRAGMA {name}"), &[]).unwrap() {
+        Some(Value::Integer(n)) => n,
+        other => panic!("PRAGMA {name}: {other:?}"),
+    }
+}
+
+/// A database whose manifest entry asks for `incrementalVacuum` is made in that mode; upkeep
+/// gives its free pages back at most `INCREMENTAL_VACUUM_PAGES_MAX` a call (N), leaving the
+/// rest (N+1 on) for the next, and the file shrinks without a compaction's copy.
+#[test]
+fn upkeep_gives_free_pages_back_a_bounded_step_at_a_time() {
+    use sila_sqlite::maintenance::INCREMENTAL_VACUUM_PAGES_MAX;
+    let dir = TempDir::new("incremental-vacuum");
+    let ws = Workspace::open(dir.0.join("ws"), WorkspaceOptions::default()).unwrap();
+    let manifest = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":32,"incrementalVacuum":true}],"tier":"standard"}}}"#;
+    ws.register_app(APP, manifest).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    db.exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", &[]).unwrap();
+    assert_eq!(pragma(&db, "auto_vacuum"), 2, "made in incremental mode");
+    fill(&db, 1, 12_000);
+    db.exec("DELETE FROM notes WHERE id > 100", &[]).unwrap();
+    db.checkpoint().unwrap();
+    let free = u64::try_from(pragma(&db, "freelist_count")).unwrap();
+    assert!(free > INCREMENTAL_VACUUM_PAGES_MAX, "{free} free pages");
+    let before = db.stats().db_bytes;
+    let options = MaintenanceOptions { gc: false, ..Default::default() };
+    let first = ws.maintain(&options).unwrap();
+    assert_eq!(first.databases[0].pages_freed, INCREMENTAL_VACUUM_PAGES_MAX, "{first:?}");
+    // (`PRAGMA optimize` before it may take a free page or two for its statistics.)
+    let left = u64::try_from(pragma(&db, "freelist_count")).unwrap();
+    assert!(left > 0 && left <= free - INCREMENTAL_VACUUM_PAGES_MAX, "{left} of {free} left");
+    let after_one = db.stats().db_bytes;
+    assert!(
+        after_one <= before - INCREMENTAL_VACUUM_PAGES_MAX * 4096,
+        "the file shrank: {before} -> {after_one}"
+    );
+    let mut calls = 1;
+    while pragma(&db, "freelist_count") > 0 {
+        let report = ws.maintain(&options).unwrap();
+        assert!(report.databases[0].pages_freed <= INCREMENTAL_VACUUM_PAGES_MAX, "{report:?}");
+        calls += 1;
+        assert!(calls < 100, "every call frees pages");
+    }
+    assert_eq!(ws.maintain(&options).unwrap().databases[0].pages_freed, 0, "none left");
+    assert_eq!(ids(&db).len(), 100, "no row was lost");
+    assert_eq!(db.query_value("PRAGMA quick_check", &[]).unwrap(), Some(Value::Text("ok".into())));
+    // The ledger follows the file.
+    assert_eq!(ws.ledger(APP).unwrap().live_bytes, db.stats().db_bytes + db.stats().wal_bytes);
+}
+
+/// A database made before its manifest asked for `incrementalVacuum` takes the mode at its
+/// next compaction; until then upkeep frees nothing (and fails nothing).
+#[test]
+fn incremental_vacuum_asked_for_later_takes_effect_at_the_next_compaction() {
+    let (_dir, ws, db) = setup("incremental-later");
+    fill(&db, 1, 1000);
+    db.exec("DELETE FROM notes WHERE id > 10", &[]).unwrap();
+    assert_eq!(pragma(&db, "auto_vacuum"), 0);
+    assert_eq!(db.incremental_vacuum(100).unwrap(), 0, "not in the mode: nothing to do");
+    let manifest = r#"{"capabilities":{"sqlite":{"enabled":true,"dbs":[{"name":"main","maxSizeMB":4,"incrementalVacuum":true}],"tier":"standard"}}}"#;
+    drop(db);
+    ws.update_app(APP, manifest).unwrap();
+    let db = ws.open_app(APP).unwrap().open("main").unwrap();
+    db.compact().unwrap();
+    assert_eq!(pragma(&db, "auto_vacuum"), 2, "the compaction's copy is in the mode");
+    fill(&db, 2000, 500);
+    db.exec("DELETE FROM notes WHERE id >= 2000", &[]).unwrap();
+    let free = u64::try_from(pragma(&db, "freelist_count")).unwrap();
+    assert!(free > 1, "{free}");
+    assert_eq!(db.incremental_vacuum(free - 1).unwrap(), free - 1, "at most the pages asked for");
+    assert_eq!(db.incremental_vacuum(free).unwrap(), 1, "then the one left");
+    assert_eq!(ids(&db).len(), 10);
+}

@@ -615,7 +615,7 @@ pub unsafe extern "C" fn sila_workspace_audit(
 /// `PRAGMA optimize`, and, when `keep_last` is not 0, retention keeping the newest
 /// `keep_last` snapshots; then GC. A damaged database is reported and refused
 /// (`SILA_POISONED`) until the workspace is reopened. If `json_out` is not NULL it receives
-/// `{"databases":[{"app","db","full_check","problems":[…],"snapshots_dropped","error"}],
+/// `{"databases":[{"app","db","full_check","problems":[…],"snapshots_dropped","pages_freed","error"}],
 /// "remaining","pass","gc":{"files_removed","bytes_freed"}}` (free with `sila_string_free`).
 /// Thread-safe on a const workspace.
 ///
@@ -657,6 +657,7 @@ pub unsafe extern "C" fn sila_workspace_maintain(
                     "full_check": d.full_check,
                     "problems": d.problems,
                     "snapshots_dropped": d.snapshots_dropped,
+                    "pages_freed": d.pages_freed,
                     "error": d.error,
                 })
             })

@@ -74,6 +74,10 @@ pub struct ConnectionOptions {
     pub query_only: bool,
     /// How many prepared statements the connection keeps for `prepare_cached`.
     pub statement_cache_capacity: usize,
+    /// `PRAGMA auto_vacuum=INCREMENTAL` before the journal mode is set: a new file is made
+    /// in incremental auto-vacuum mode (SQLite takes the mode only before the first page is
+    /// written; an existing file keeps its mode).
+    pub incremental_vacuum: bool,
     /// The registered SQLite VFS to open through (`None`: SQLite's default). The simulation
     /// names its bridge VFS here so SQLite's IO runs on the simulated disk.
     pub vfs: Option<String>,
@@ -89,6 +93,7 @@ impl Default for ConnectionOptions {
             read_only: false,
             query_only: false,
             statement_cache_capacity: 64,
+            incremental_vacuum: false,
             vfs: None,
         }
     }
@@ -158,6 +163,9 @@ fn configure(conn: &Connection, opts: &ConnectionOptions) -> Result<()> {
     }
     conn.busy_timeout(Duration::from_millis(u64::from(opts.busy_timeout_ms))).map_err(sql_err)?;
     if !opts.read_only && !opts.query_only {
+        if opts.incremental_vacuum {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(sql_err)?;
+        }
         let mode = set_journal_mode(conn, "WAL")?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::new(

@@ -5,6 +5,9 @@
 use super::flip::Fill;
 use super::*;
 
+/// `PRAGMA auto_vacuum`'s answer for incremental mode.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
 /// What [`Database::compact`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactReport {
@@ -140,6 +143,53 @@ impl Database {
         )
     }
 
+    /// Gives back up to `pages_max` of the free pages deletes left in a database in
+    /// incremental auto-vacuum mode (manifest `incrementalVacuum`), then checkpoints so the
+    /// file itself shrinks; returns the pages freed (0 for a database in another mode, or
+    /// with none free). No copy is made, unlike [`Database::compact`]: the pages at the end
+    /// of the file move into the free ones, under the writer, in one transaction.
+    pub fn incremental_vacuum(&self, pages_max: u64) -> Result<u64> {
+        self.operation(
+            "incremental_vacuum",
+            || self.incremental_vacuum_inner(pages_max),
+            |_| None,
+            |n| (*n > 0).then(|| serde_json::json!({"pages_freed": n})),
+        )
+    }
+
+    fn incremental_vacuum_inner(&self, pages_max: u64) -> Result<u64> {
+        self.refuse_read_only()?;
+        let freed = self.exclusive(|writer| {
+            let read = |pragma: &str| -> Result<i64> {
+                crate::broker::as_internal(|| writer.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0)))
+                    .map_err(|e| sqlite::map_error(e, None).context(format_args!("PRAGMA {pragma}")))
+            };
+            if read("auto_vacuum")? != AUTO_VACUUM_INCREMENTAL {
+                return Ok(0);
+            }
+            let free = u64::try_from(read("freelist_count")?).unwrap_or(0);
+            let pages = free.min(pages_max);
+            if pages == 0 {
+                return Ok(0);
+            }
+            // One row per page freed: every row must be stepped through, or only the first
+            // page moves.
+            crate::broker::as_internal(|| -> rusqlite::Result<()> {
+                let mut stmt = writer.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                Ok(())
+            })
+            .map_err(|e| sqlite::map_error(e, None).context("PRAGMA incremental_vacuum"))?;
+            let left = u64::try_from(read("freelist_count")?).unwrap_or(0);
+            // The pages left the database in the WAL; a checkpoint takes them off the file.
+            self.db.checkpoint_on(writer, &["TRUNCATE"])?;
+            Ok(free.saturating_sub(left))
+        })?;
+        self.refresh_sizes()?;
+        Ok(freed)
+    }
+
     /// Rewrites the database into a new, compact file and flips to it: the free pages
     /// deletes left behind go back to the quota (once GC removes the replaced file).
     ///
@@ -167,8 +217,9 @@ impl Database {
         let headroom = before_bytes.min(self.ws.with_store(|s| s.max_size_bytes(&key))?);
         self.check_free_space(headroom)?;
         let (vfs_name, live) = (self.vfs_name(), self.db.path());
+        let incremental = self.db.config().connection.incremental_vacuum;
         let copy = |dest: &Path| {
-            vacuum_into(vfs_name, &live, dest)?;
+            vacuum_into(vfs_name, &live, dest, incremental)?;
             set_wal_mode(vfs_name, dest)
         };
         let installed = if crate::sabotage::active(crate::sabotage::Sabotage::CompactionCopiesBeforeTheWriter)
@@ -189,11 +240,21 @@ impl Database {
 /// Writes a compact copy of the live file at `live` to `dest` with `VACUUM INTO`, through
 /// the engine's VFS (outside the app's policy: the engine chose the statement). The caller
 /// holds the writer; the connection reads the last commit, sharing the writer's wal-index.
-fn vacuum_into(vfs_name: Option<&str>, live: &Path, dest: &Path) -> Result<()> {
+/// With `incremental`, the copy is in incremental auto-vacuum mode (`VACUUM INTO` takes the
+/// mode the connection asks for; asking again on a file already in it would be a write,
+/// which this read-only connection may not make).
+fn vacuum_into(vfs_name: Option<&str>, live: &Path, dest: &Path, incremental: bool) -> Result<()> {
     let dest_name = dest
         .to_str()
         .ok_or_else(|| Error::internal(format!("the compaction target {} is not UTF-8", dest.display())))?;
     let conn = open_plain(vfs_name, live, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(|e| sqlite::map_error(e, None).context("reading the auto_vacuum mode"))?;
+    if incremental && mode != AUTO_VACUUM_INCREMENTAL {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(|e| sqlite::map_error(e, None).context("asking for incremental auto-vacuum"))?;
+    }
     conn.execute("VACUUM INTO ?1", [dest_name])
         .map_err(|e| sqlite::map_error(e, None).context("compacting the database (VACUUM INTO)"))?;
     conn.close().map_err(|(_, e)| sqlite::map_error(e, None).context("closing the compaction's reader"))

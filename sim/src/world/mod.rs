@@ -236,6 +236,9 @@ pub struct World {
     seed: u64,
     /// The database's `maxSizeMB` (1 in the `quota` profile, where it fills).
     quota_mb: u64,
+    /// The database asks for incremental auto-vacuum (profile `versions`): upkeep moves
+    /// pages into the free ones deletes left, under crashes like any write.
+    incremental_vacuum: bool,
     /// The disk lies (profile `lying`): after a crash, consistency and typed errors are
     /// checked, not durability.
     lying: bool,
@@ -305,10 +308,12 @@ pub struct World {
     main_app: Option<Uuid>,
 }
 
-fn manifest(full: bool, max_mb: u64) -> String {
+fn manifest(full: bool, max_mb: u64, incremental_vacuum: bool) -> String {
     let tier = if full { "premium" } else { "standard" };
+    // Only when asked for: the other profiles' records stay byte for byte what they were.
+    let vacuum = if incremental_vacuum { r#","incrementalVacuum":true"# } else { "" };
     format!(
-        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":{max_mb}}}],"tier":"{tier}"}}}}}}"#
+        r#"{{"capabilities":{{"sqlite":{{"enabled":true,"dbs":[{{"name":"main","maxSizeMB":{max_mb}{vacuum}}}],"tier":"{tier}"}}}}}}"#
     )
 }
 
@@ -326,6 +331,7 @@ impl World {
         Ok(World {
             seed,
             quota_mb: 4,
+            incremental_vacuum: false,
             key_base: 0,
             lying: false,
             rng,
@@ -421,7 +427,8 @@ impl World {
         self.boot()?;
         let full = self.full;
         let ws = self.ws()?.clone();
-        let info = ws.register_app(APP, &manifest(full, self.quota_mb)).map_err(|e| e.to_string())?;
+        let text = manifest(full, self.quota_mb, self.incremental_vacuum);
+        let info = ws.register_app(APP, &text).map_err(|e| e.to_string())?;
         self.main_app = Some(info.app_uuid);
         let db = ws.open_app(APP).map_err(|e| e.to_string())?.open("main").map_err(|e| e.to_string())?;
         // `v` has no declared type, so it keeps the storage class it was written with.
@@ -675,6 +682,7 @@ pub fn run_seed(seed: u64, profile: Profile, ops_max: usize) -> Outcome {
                 world.key_base = model::BIG_KEYS;
             }
             world.lying = profile == Profile::Lying;
+            world.incremental_vacuum = profile == Profile::Versions;
             if let Err(e) = world.setup() {
                 violation = Some(Violation { op_index: 0, what: format!("setup failed: {e}") });
             }
