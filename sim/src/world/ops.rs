@@ -43,8 +43,8 @@ impl World {
             Op::Delete(k) => self.op_delete(k, full),
             Op::Query => self.op_query(),
             Op::Snapshot => self.op_snapshot(),
-            Op::Restore(n) => self.op_restore(n),
-            Op::Import(n, gzip) => self.op_import(n, gzip),
+            Op::Restore(n) => self.op_restore(n).and_then(|text| self.after_flip(text)),
+            Op::Import(n, gzip) => self.op_import(n, gzip).and_then(|text| self.after_flip(text)),
             Op::Migrate => self.op_migrate(full),
             Op::RetentionGc => self.op_retention_gc(),
             Op::Reopen => self.op_reopen(),
@@ -55,7 +55,7 @@ impl World {
             Op::ExportTo => self.op_export_to(),
             Op::CheckIntegrity(full) => self.op_check_integrity(*full),
             Op::MigrateEdited => self.op_migrate_edited(),
-            Op::Compact => self.op_compact(),
+            Op::Compact => self.op_compact().and_then(|text| self.after_flip(text)),
             Op::Checkpoint => self.op_checkpoint(),
             Op::Maintain => self.op_maintain(),
             Op::AppChange(seed) => self.op_app_change(*seed),
@@ -642,6 +642,19 @@ impl World {
     pub(super) fn refused_by_disk(&self, code: ErrorCode) -> bool {
         (is_fault_code(code) && (code != ErrorCode::QuotaExceeded || self.quota_reachable()))
             || (self.lying && code == ErrorCode::ReadOnly)
+    }
+
+    /// After a restore, import or compaction (without clients, which [`Op::WithClients`]
+    /// runs through here too): if it was acknowledged, the pointer must record the new
+    /// file as it is. Not where every commit checkpoints (the file grows right after).
+    fn after_flip(&self, text: String) -> Result<String, String> {
+        let flipped = ["restored ", "imported ", "compacted "].iter().any(|p| text.starts_with(p));
+        // (A seed that ended holds a state the model does not know.)
+        let known = self.finished.is_none() && !self.fs.is_dead();
+        if flipped && known && self.clients.is_none() && !self.checkpoint_every_commit {
+            self.check_pointer_after_flip()?;
+        }
+        Ok(text)
     }
 
     /// The trace's text for an operation (not a write of rows) that failed, once the failure
