@@ -651,7 +651,8 @@ impl World {
         let flipped = ["restored ", "imported ", "compacted "].iter().any(|p| text.starts_with(p));
         // (A seed that ended holds a state the model does not know.)
         let known = self.finished.is_none() && !self.fs.is_dead();
-        if flipped && known && self.clients.is_none() && !self.checkpoint_every_commit {
+        let clients = self.clients.is_some() || self.client_outcome.is_some();
+        if flipped && known && !clients && !self.checkpoint_every_commit {
             self.check_pointer_after_flip()?;
         }
         Ok(text)
