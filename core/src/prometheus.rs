@@ -57,22 +57,16 @@ fn family<T>(
     Ok(())
 }
 
-fn counters(
+/// A counter family of whole counts (`u64`) or of seconds (`f64`).
+fn counters<T>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (Labels, u64)>,
-) -> std::fmt::Result {
-    family(encoder, name, help, MetricType::Counter, series, |m, v| ConstCounter::new(v).encode(m))
-}
-
-/// A counter family of seconds (fractional).
-fn seconds_counters(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (Labels, f64)>,
-) -> std::fmt::Result {
+    series: impl IntoIterator<Item = (Labels, T)>,
+) -> std::fmt::Result
+where
+    ConstCounter<T>: EncodeMetric,
+{
     family(encoder, name, help, MetricType::Counter, series, |m, v| ConstCounter::new(v).encode(m))
 }
 
@@ -169,7 +163,7 @@ impl Collector for Scrape {
             "Pages the successful checkpoints copied from the WAL into the database file",
             per_db(|d| d.metrics.checkpoint_pages),
         )?;
-        seconds_counters(
+        counters(
             &mut e,
             "sila_checkpoint_seconds",
             "Time the successful checkpoints took",

@@ -320,17 +320,9 @@ fn quota_refusals_of_writes_and_poisonings_are_recorded() {
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[1].detail["suppressed"], u64::try_from(refused).unwrap());
         db.exec("DELETE FROM t WHERE id > 1", &[]).unwrap();
-        let key = ws.db_key(APP, "main").unwrap();
-        let file = ws.with_store(|s| s.pointer(&key).map(|p| p.file)).unwrap();
-        ws.root().join(sila_sqlite::store::layout::db_file(key.app, &key.db, file))
+        support::live_file(&ws, APP, "main")
     };
-    // Scribble over a b-tree page in the middle of the file.
-    let mut bytes = std::fs::read(&path).unwrap();
-    let page = 4096 * 3;
-    for b in &mut bytes[page + 200..page + 1200] {
-        *b = 0x5a;
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    support::scribble_page(&path, 3);
     let (ws, _clock) = open(&root, AuditLimits::default());
     let db = ws.open_app(APP).unwrap().open("main").unwrap();
     assert!(!db.check_integrity(true).unwrap().problems.is_empty());
@@ -369,14 +361,7 @@ fn a_starved_checkpoint_past_the_alarm_size_is_recorded_once() {
     db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)", &[]).unwrap();
     db.query("SELECT count(*) FROM t", &[]).unwrap();
     db.exec("INSERT INTO t VALUES (0)", &[]).unwrap();
-    let reader = {
-        let (db, gate) = (db.clone(), gate.clone());
-        std::thread::spawn(move || {
-            gate.arm_for_this_thread();
-            db.query("SELECT count(*) FROM t", &[])
-        })
-    };
-    gate.wait_until_stopped();
+    let reader = gate.stop_a_read(&db, "SELECT count(*) FROM t");
     let alarms = || all(&ws).into_iter().filter(|r| r.op == "checkpoint_starved").collect::<Vec<_>>();
     for i in 1..=3 * ALARM_PAGES as i64 {
         db.exec("INSERT INTO t VALUES (?)", &[sila_sqlite::Value::Integer(i)]).unwrap();

@@ -206,17 +206,9 @@ fn a_damaged_database_is_reported_and_refused_until_reopened() {
         db.exec("CREATE INDEX notes_body ON notes(body)", &[]).unwrap();
         fill(&db, 1, 200);
         assert!(db.check_integrity(true).unwrap().problems.is_empty());
-        let key = ws.db_key(APP, "main").unwrap();
-        let file = ws.with_store(|s| s.pointer(&key).map(|p| p.file)).unwrap();
-        ws.root().join(sila_sqlite::store::layout::db_file(key.app, &key.db, file))
+        support::live_file(&ws, APP, "main")
     };
-    // Scribble over the middle of a b-tree page (not the header, not page 1).
-    let mut bytes = std::fs::read(&path).unwrap();
-    let page = 4096 * 5;
-    for b in &mut bytes[page + 200..page + 1200] {
-        *b = 0x5a;
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    support::scribble_page(&path, 5);
     let ws = Workspace::open(&root, WorkspaceOptions::default()).unwrap();
     let report =
         ws.maintain(&MaintenanceOptions { full_check_every: 1, gc: false, ..Default::default() }).unwrap();

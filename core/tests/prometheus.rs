@@ -140,14 +140,7 @@ fn checkpoints_report_pages_and_time_and_a_running_read_its_age() {
     // A read stopped in the WAL: its age is what the clock moved since it began.
     db.query("SELECT count(*) FROM t", &[]).unwrap();
     db.exec("INSERT INTO t VALUES (1000, 'x')", &[]).unwrap();
-    let reader = {
-        let (db, gate) = (db.clone(), gate.clone());
-        std::thread::spawn(move || {
-            gate.arm_for_this_thread();
-            db.query("SELECT count(*) FROM t", &[])
-        })
-    };
-    gate.wait_until_stopped();
+    let reader = gate.stop_a_read(&db, "SELECT count(*) FROM t");
     clock.0.fetch_add(5_000_000, Ordering::SeqCst);
     assert_eq!(db.stats().oldest_read, Duration::from_secs(5));
     let text = ws.metrics_text().unwrap();

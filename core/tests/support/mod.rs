@@ -201,19 +201,37 @@ impl ReadGate {
         let gate = self.clone();
         FaultyFs::wrapping(move |path, _mode, file| {
             if gated(path) {
-                return Box::new(GatedFile(file, gate.clone()));
+                let gate = gate.clone();
+                return Box::new(AfterRead(file, move |_: &mut [u8], _, _| gate.pass()));
             }
             file
         })
     }
 
+    /// Runs `sql` on `db` on a thread of its own that arms the gate, and returns once that
+    /// read is stopped at the gate (holding its snapshot of the database) with its thread,
+    /// which answers after [`ReadGate::release`].
+    pub fn stop_a_read(
+        self: &std::sync::Arc<Self>,
+        db: &sila_sqlite::Database,
+        sql: &'static str,
+    ) -> std::thread::JoinHandle<sila_sqlite::Result<sila_sqlite::Rows>> {
+        let (db, gate) = (db.clone(), self.clone());
+        let reader = std::thread::spawn(move || {
+            gate.arm_for_this_thread();
+            db.query(sql, &[])
+        });
+        self.wait_until_stopped();
+        reader
+    }
+
     /// Arms the gate for the calling thread.
-    pub fn arm_for_this_thread(&self) {
+    fn arm_for_this_thread(&self) {
         self.state.lock().unwrap().0 = Some(std::thread::current().id());
     }
 
     /// Waits until the armed thread is stopped at a read.
-    pub fn wait_until_stopped(&self) {
+    fn wait_until_stopped(&self) {
         let mut s = self.state.lock().unwrap();
         while !s.1 {
             s = self.changed.wait(s).unwrap();
@@ -239,12 +257,15 @@ impl ReadGate {
     }
 }
 
-struct GatedFile(BoxFile, std::sync::Arc<ReadGate>);
+/// A file whose every read is handed, once done, to a hook (it may change the bytes read,
+/// or stop the thread): the one wrapper the tests' read faults share.
+pub struct AfterRead<F>(pub BoxFile, pub F);
 
-impl sila_sqlite::vfs::VfsFile for GatedFile {
+impl<F: Fn(&mut [u8], u64, usize) + Send + Sync> sila_sqlite::vfs::VfsFile for AfterRead<F> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        self.1.pass();
-        self.0.read_at(buf, offset)
+        let n = self.0.read_at(buf, offset)?;
+        (self.1)(buf, offset, n);
+        Ok(n)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
         self.0.write_at(buf, offset)
@@ -258,4 +279,23 @@ impl sila_sqlite::vfs::VfsFile for GatedFile {
     fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
         self.0.sync()
     }
+}
+
+/// The live file of database `db` of `app`, on the real filesystem.
+pub fn live_file(ws: &sila_sqlite::Workspace, app: &str, db: &str) -> PathBuf {
+    let key = ws.db_key(app, db).unwrap();
+    let file = ws.with_store(|s| s.pointer(&key).map(|p| p.file)).unwrap();
+    ws.root().join(sila_sqlite::store::layout::db_file(key.app, &key.db, file))
+}
+
+/// Scribbles over the middle of b-tree page `page` (counted from 0; not page 0, whose
+/// header SQLite reads first) of the closed database file at `path`: damage that
+/// `integrity_check` finds.
+pub fn scribble_page(path: &Path, page: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = 4096 * page;
+    for b in &mut bytes[at + 200..at + 1200] {
+        *b = 0x5a;
+    }
+    std::fs::write(path, &bytes).unwrap();
 }

@@ -348,33 +348,6 @@ fn snapshot_and_restore_clone_where_the_filesystem_can_and_copy_elsewhere() {
     }
 }
 
-/// A file whose reads see a zeroed SQLite header.
-struct ZeroedHeader(Box<dyn sila_sqlite::vfs::VfsFile>);
-
-impl sila_sqlite::vfs::VfsFile for ZeroedHeader {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        let n = self.0.read_at(buf, offset)?;
-        for (i, byte) in buf.iter_mut().take(n).enumerate() {
-            if offset + (i as u64) < 16 {
-                *byte = 0;
-            }
-        }
-        Ok(n)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> sila_sqlite::vfs::VfsResult<usize> {
-        self.0.write_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.set_len(len)
-    }
-    fn len(&self) -> sila_sqlite::vfs::VfsResult<u64> {
-        self.0.len()
-    }
-    fn sync(&self) -> sila_sqlite::vfs::VfsResult<()> {
-        self.0.sync()
-    }
-}
-
 /// The flip is a restore's commit point: when keeping the undo fails after it (here with a
 /// non-IO error), the restore has taken effect though the caller got an error, so the
 /// database must refuse work until a reopen instead of serving a state it reported failed.
@@ -391,7 +364,14 @@ fn a_restore_whose_undo_fails_after_the_flip_poisons_the_database() {
     let vfs = std::sync::Arc::new(FaultyFs::wrapping(move |path, mode, file| {
         let in_snapshots = path.parent().and_then(Path::file_name).is_some_and(|d| d == "snapshots");
         if in_snapshots && mode == sila_sqlite::vfs::OpenMode::ReadWrite && on.load(Ordering::SeqCst) {
-            return Box::new(ZeroedHeader(file));
+            // Reads see a zeroed SQLite header.
+            return Box::new(support::AfterRead(file, |buf: &mut [u8], offset: u64, n: usize| {
+                for (i, byte) in buf.iter_mut().take(n).enumerate() {
+                    if offset + (i as u64) < 16 {
+                        *byte = 0;
+                    }
+                }
+            }));
         }
         file
     }));

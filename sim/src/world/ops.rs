@@ -557,16 +557,7 @@ impl World {
         if self.poisoned_by_fault {
             return Err("fail-stop broken: an export was acknowledged after an fsync failure".into());
         }
-        let rows = export_rows(&self.fs, &path, *gzip, self.seed)
-            .map_err(|e| format!("acknowledged export {} is not whole: {e}", path.display()))?;
-        if !self.model.allows_without_crash(&rows) {
-            return Err(format!(
-                "export {} holds {} rows, not an acknowledged state ({} rows)",
-                path.display(),
-                rows.len(),
-                self.model.rows.len()
-            ));
-        }
+        let rows = self.acknowledged_export(&path, *gzip)?;
         let count = rows.len();
         self.model.exports.insert(path.clone(), (rows, *gzip));
         if *backup {
@@ -617,7 +608,22 @@ impl World {
 }
 
 impl World {
-    /// After a write: acknowledged → the model moves; error → must be clean, model stays.
+    /// The rows of an export just acknowledged at `path`: it must be a whole database holding
+    /// a state the model allows now.
+    pub(super) fn acknowledged_export(&self, path: &Path, gzip: bool) -> Result<BTreeSet<i64>, String> {
+        let rows = export_rows(&self.fs, path, gzip, self.seed)
+            .map_err(|e| format!("acknowledged export {} is not whole: {e}", path.display()))?;
+        if !self.model.allows_without_crash(&rows) {
+            return Err(format!(
+                "export {} holds {} rows, not an acknowledged state ({} rows)",
+                path.display(),
+                rows.len(),
+                self.model.rows.len()
+            ));
+        }
+        Ok(rows)
+    }
+
     /// Writes a gzip copy of `file` (as the disk holds it now) under `/import` and returns its
     /// path. Not synced: the import reads it at once, and a sync here could draw an injected
     /// fsync failure that belongs to no engine operation.
@@ -740,6 +746,8 @@ impl World {
         self.fs.rotted().get(mark..).is_some_and(|later| later.iter().any(|r| r == path))
     }
 
+    /// After a write: acknowledged, the model moves; failed, the failure must be one the
+    /// disk explains, and the keys it touched may or may not be there.
     pub(super) fn settle_write(
         &mut self,
         r: sila_sqlite::Result<()>,

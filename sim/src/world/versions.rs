@@ -129,16 +129,7 @@ impl World {
                 path.display()
             ));
         }
-        let rows = export_rows(&self.fs, &path, false, self.seed)
-            .map_err(|e| format!("acknowledged export {} is not whole: {e}", path.display()))?;
-        if !self.model.allows_without_crash(&rows) {
-            return Err(format!(
-                "export {} holds {} rows, not an acknowledged state ({} rows)",
-                path.display(),
-                rows.len(),
-                self.model.rows.len()
-            ));
-        }
+        let rows = self.acknowledged_export(&path, false)?;
         self.model.exports.insert(path.clone(), (rows.clone(), false));
         Ok(format!("exported {} rows to {}", rows.len(), path.display()))
     }
