@@ -167,6 +167,15 @@ fn an_unregistered_app_is_gone_at_once_and_its_files_after_gc_even_across_a_reop
     ws.register_app(APP, &manifest("standard", &[("main", 4)])).unwrap();
     write_rows(&ws, "main", 1);
     assert_eq!(count(&ws, "main"), 1);
+    // Registered, used and unregistered again and again, apps leave no state in the broker.
+    ws.unregister_app(APP).unwrap();
+    for _ in 0..3 {
+        ws.register_app(APP, &manifest("standard", &[("main", 4)])).unwrap();
+        write_rows(&ws, "main", 1);
+        assert_eq!(ws.broker().apps_held(), 1);
+        ws.unregister_app(APP).unwrap();
+        assert_eq!(ws.broker().apps_held(), 0);
+    }
 }
 
 #[test]

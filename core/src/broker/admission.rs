@@ -45,6 +45,18 @@ impl BrokerShared {
         lock(&self.apps).entry(app).or_default().clone()
     }
 
+    /// Forgets the shared state (budgets, slots) of an app that was unregistered: apps
+    /// registered and unregistered again and again leave nothing behind. A handle still
+    /// held keeps its own copy, and opens nothing any more.
+    pub fn forget_app(&self, app: uuid::Uuid) {
+        lock(&self.apps).remove(&app);
+    }
+
+    /// How many apps' shared state the broker holds (for tests of that bound).
+    pub fn apps_held(&self) -> usize {
+        lock(&self.apps).len()
+    }
+
     /// Takes one of the app's concurrency slots, waiting at most `admission_wait` for one
     /// to be given back when all are taken, or refuses with `Busy`.
     pub fn admit(&self, app: &Arc<AppShared>) -> Result<Admission> {

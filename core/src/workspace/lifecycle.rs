@@ -101,7 +101,10 @@ impl Workspace {
         self.refresh_live_sizes(info.app_uuid);
         let mut store = lock(&self.inner.store);
         let plan = store.plan_unregister_app(info.app_uuid)?;
-        self.execute(&mut store, &plan)
+        self.execute(&mut store, &plan)?;
+        drop(store);
+        self.inner.broker.forget_app(info.app_uuid);
+        Ok(())
     }
 
     fn keys_of(&self, info: &AppInfo) -> Vec<DbKey> {
